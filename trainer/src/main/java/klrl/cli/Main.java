@@ -1,0 +1,39 @@
+package klrl.cli;
+
+import klrl.util.UserError;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** Entry point of trainer.jar: {@code train} is the default command. */
+@Command(name = "trainer.jar", mixinStandardHelpOptions = true, version = "klrl 0.1.0",
+        description = "KL-correct RLVR trainer for LLMs on DJL/PyTorch.",
+        subcommands = {InitTinyCommand.class, LogprobsCommand.class, TemplateCommand.class, GenerateCommand.class})
+public final class Main {
+
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
+    /** Runs a command line and returns the exit code; user errors print one line, no stack trace. */
+    public static int run(String... args) {
+        System.setProperty("ai.djl.offline", "true");
+        CommandLine cl = new CommandLine(new Main());
+        cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            Throwable t = ex;
+            while (t.getCause() != null && !(t instanceof UserError)) {
+                t = t.getCause();
+            }
+            if (t instanceof UserError) {
+                cmd.getErr().println("error: " + t.getMessage());
+                return 2;
+            }
+            if (t instanceof OutOfMemoryError || String.valueOf(t.getMessage()).contains("out of memory")) {
+                cmd.getErr().println("error: out of memory (" + t.getMessage()
+                        + "); lower the batch size, micro-batch size or max lengths");
+                return 3;
+            }
+            throw ex;
+        });
+        return cl.execute(args);
+    }
+}

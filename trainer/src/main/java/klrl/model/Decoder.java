@@ -1,0 +1,196 @@
+package klrl.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import klrl.util.UserError;
+
+/**
+ * The Qwen2 / Llama-3 decoder, following transformers' modeling_qwen2.py / modeling_llama.py.
+ * Shapes: B batch, T new tokens, S keys (cache + new), H query heads, K kv heads, G = H/K, D head dim,
+ * E hidden size, I intermediate size, V vocab.
+ *
+ * <p>Parameters keep HF names and layouts ([out, in] linear weights), so loading, saving, LoRA and
+ * the optimizer all speak one vocabulary. Every op puts an activation first so results land in the
+ * caller's NDManager, not the parameters'.
+ */
+public final class Decoder implements AutoCloseable {
+
+    /** One decoder layer's parameters (biases null when the config has none). */
+    record Layer(NDArray inNorm, NDArray wq, NDArray bq, NDArray wk, NDArray bk, NDArray wv, NDArray bv,
+                 NDArray wo, NDArray bo, NDArray postNorm, NDArray wGate, NDArray bGate, NDArray wUp,
+                 NDArray bUp, NDArray wDown, NDArray bDown) {}
+
+    public final ModelConfig config;
+    public final DataType dtype;
+    private final NDManager manager;
+    private final Map<String, NDArray> params;
+    private final Layer[] layers;
+    private final NDArray embed, finalNorm, lmHead;
+    private final float[] invFreq;
+
+    public Decoder(ModelConfig config, Map<String, NDArray> params, NDManager manager, DataType dtype) {
+        this.config = config;
+        this.params = params;
+        this.manager = manager;
+        this.dtype = dtype;
+        this.layers = new Layer[config.numLayers()];
+        for (int i = 0; i < layers.length; i++) {
+            String p = "model.layers." + i + ".";
+            layers[i] = new Layer(params.get(p + "input_layernorm.weight"),
+                    params.get(p + "self_attn.q_proj.weight"), params.get(p + "self_attn.q_proj.bias"),
+                    params.get(p + "self_attn.k_proj.weight"), params.get(p + "self_attn.k_proj.bias"),
+                    params.get(p + "self_attn.v_proj.weight"), params.get(p + "self_attn.v_proj.bias"),
+                    params.get(p + "self_attn.o_proj.weight"), params.get(p + "self_attn.o_proj.bias"),
+                    params.get(p + "post_attention_layernorm.weight"),
+                    params.get(p + "mlp.gate_proj.weight"), params.get(p + "mlp.gate_proj.bias"),
+                    params.get(p + "mlp.up_proj.weight"), params.get(p + "mlp.up_proj.bias"),
+                    params.get(p + "mlp.down_proj.weight"), params.get(p + "mlp.down_proj.bias"));
+        }
+        this.embed = params.get("model.embed_tokens.weight");
+        this.finalNorm = params.get("model.norm.weight");
+        this.lmHead = config.tieWordEmbeddings() ? embed : params.get("lm_head.weight");
+        this.invFreq = Rope.inverseFrequencies(config);
+    }
+
+    /** Loads a HF model folder (config.json + safetensors), checking every tensor name and shape. */
+    public static Decoder load(Path dir, NDManager manager, DataType dtype) {
+        ModelConfig cfg = ModelConfig.load(dir);
+        Map<String, SafeTensors.Entry> index = SafeTensors.index(dir);
+        Map<String, long[]> expected = cfg.expectedTensors();
+        for (var e : expected.entrySet()) {
+            SafeTensors.Entry en = index.get(e.getKey());
+            if (en == null) {
+                throw new UserError(dir + ": tensor '" + e.getKey() + "' is missing from the checkpoint");
+            }
+            if (!java.util.Arrays.equals(en.shape(), e.getValue())) {
+                throw new UserError(en.file() + ": tensor '" + e.getKey() + "' has shape "
+                        + java.util.Arrays.toString(en.shape()) + "; config.json implies "
+                        + java.util.Arrays.toString(e.getValue()));
+            }
+        }
+        for (String name : index.keySet()) {
+            boolean tolerated = name.endsWith("rotary_emb.inv_freq")
+                    || (cfg.tieWordEmbeddings() && name.equals("lm_head.weight"));
+            if (!expected.containsKey(name) && !tolerated) {
+                throw new UserError(index.get(name).file() + ": unexpected tensor '" + name
+                        + "' (not part of a " + cfg.modelType() + " model with this config.json)");
+            }
+        }
+        Map<String, NDArray> params = new LinkedHashMap<>();
+        for (String name : expected.keySet()) {
+            NDArray a = SafeTensors.load(index.get(name), manager, dtype);
+            a.setName(name);
+            params.put(name, a);
+        }
+        return new Decoder(cfg, params, manager, dtype);
+    }
+
+    /** Parameters by HF name, in checkpoint order (the optimizer and checkpoints use this view). */
+    public Map<String, NDArray> parameters() {
+        return params;
+    }
+
+    public NDManager manager() {
+        return manager;
+    }
+
+    /**
+     * Runs the decoder over T new tokens per row and returns the final-normed hidden states [B,T,E].
+     *
+     * @param ids       [B,T] int64 token ids
+     * @param positions [B,T] int64 rotary positions (cumsum of the attention mask − 1 for padded rows)
+     * @param mask      [B,1,1,T,S] additive attention mask (0 or a large negative), see {@link #attentionMask}
+     * @param cache     KV cache to read and write at [start, start+T), or null for a cache-free forward
+     */
+    public NDArray hidden(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
+        long b = ids.getShape().get(0), t = ids.getShape().get(1);
+        int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
+        float scale = (float) (1.0 / Math.sqrt(d));
+        // Rotary tables from positions: cos/sin [B,1,T,D] in fp32 (HF computes them in fp32), then compute dtype.
+        NDArray[] cs = Rope.cosSin(positions, invFreq, dtype);
+        NDArray cos = cs[0], sin = cs[1];
+        // Token embedding: [B,T] -> [B,T,E]
+        NDArray x = Casts.to(JniUtils.embedding((PtNDArray) ids, (PtNDArray) embed, false), dtype);
+        for (int li = 0; li < layers.length; li++) {
+            Layer L = layers[li];
+            // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
+            NDArray xn = rmsNorm(x, L.inNorm);
+            NDArray q = linear(xn, L.wq, L.bq).reshape(b, t, h, d).transpose(0, 2, 1, 3);     // [B,H,T,D]
+            NDArray kk = linear(xn, L.wk, L.bk).reshape(b, t, k, d).transpose(0, 2, 1, 3);    // [B,K,T,D]
+            NDArray v = linear(xn, L.wv, L.bv).reshape(b, t, k, d).transpose(0, 2, 1, 3);     // [B,K,T,D]
+            // Rotary embedding, HF rotate-half convention
+            q = Rope.apply(q, cos, sin);
+            kk = Rope.apply(kk, cos, sin);
+            // KV cache: write the new keys/values in place, attend over everything so far
+            if (cache != null) {
+                cache.write(li, start, kk, v);
+                kk = cache.keys(li, start + (int) t);
+                v = cache.values(li, start + (int) t);
+            }
+            long s = kk.getShape().get(2);
+            // GQA without repeating K/V: fold each kv head's G query heads into its row block
+            NDArray qg = q.reshape(b, k, g * t, d);                                             // [B,K,G*T,D]
+            NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(scale)                   // [B,K,G*T,S]
+                    .reshape(b, k, g, t, s).add(mask);                                         // [B,K,G,T,S]
+            NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
+            NDArray att = probs.reshape(b, k, g * t, s).matMul(v)                              // [B,K,G*T,D]
+                    .reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);   // [B,T,H*D]
+            x = x.add(linear(att, L.wo, L.bo));
+            // MLP block: pre-norm, SwiGLU
+            NDArray xm = rmsNorm(x, L.postNorm);
+            NDArray gate = linear(xm, L.wGate, L.bGate);
+            NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(linear(xm, L.wUp, L.bUp));
+            x = x.add(linear(act, L.wDown, L.bDown));
+        }
+        return rmsNorm(x, finalNorm);
+    }
+
+    /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */
+    public NDArray logits(NDArray hidden) {
+        return Casts.to(linear(hidden, lmHead, null), DataType.FLOAT32);
+    }
+
+    /** HF's RMSNorm: normalise in fp32, cast back, then scale by the weight. */
+    NDArray rmsNorm(NDArray x, NDArray w) {
+        NDArray xf = Casts.to(x, DataType.FLOAT32);
+        int last = xf.getShape().dimension() - 1;
+        NDArray inv = xf.mul(xf).mean(new int[] {last}, true).add(config.rmsNormEps()).sqrt();
+        return Casts.to(xf.div(inv), dtype).mul(w);
+    }
+
+    static NDArray linear(NDArray x, NDArray w, NDArray bias) {
+        return JniUtils.linear((PtNDArray) x, (PtNDArray) w, (PtNDArray) bias);
+    }
+
+    /**
+     * The additive mask [B,1,1,T,S]: query i (cache index start+i) sees key j iff j ≤ start+i and key j
+     * is not padding. Masked entries get a large finite negative (not −inf) so a fully padded query
+     * row gives a uniform, finite softmax instead of NaN, as HF does with finfo.min.
+     *
+     * @param keyValid [B,S] boolean/int, 1 for real tokens over the whole key range
+     */
+    public NDArray attentionMask(NDArray keyValid, int start, int t) {
+        NDManager m = keyValid.getManager();
+        long s = keyValid.getShape().get(1), b = keyValid.getShape().get(0);
+        NDArray kpos = m.arange(0, (int) s, 1, DataType.INT64).reshape(1, 1, s);
+        NDArray qpos = m.arange(start, start + t, 1, DataType.INT64).reshape(1, t, 1);
+        NDArray allowed = kpos.lte(qpos).logicalAnd(keyValid.toType(DataType.BOOLEAN, false).reshape(b, 1, s));
+        float neg = dtype == DataType.FLOAT16 ? -30000f : -1e9f;
+        return allowed.toType(dtype, false).sub(1).mul(-neg).reshape(b, 1, 1, t, s);
+    }
+
+    @Override
+    public void close() {
+        params.values().forEach(NDArray::close);
+    }
+}

@@ -1,0 +1,56 @@
+package klrl.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
+
+/**
+ * Preallocated per-layer key/value tensors [B,K,capacity,D], written in place. Nothing is copied or
+ * reallocated per token; closing the manager that owns it frees it.
+ */
+public final class KvCache {
+    private final NDArray[] keys, values;
+    public final int capacity;
+
+    public KvCache(Decoder model, NDManager manager, int batch, int capacity) {
+        ModelConfig c = model.config;
+        this.capacity = capacity;
+        keys = new NDArray[c.numLayers()];
+        values = new NDArray[c.numLayers()];
+        Shape shape = new Shape(batch, c.numKvHeads(), capacity, c.headDim());
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = manager.zeros(shape, model.dtype);
+            values[i] = manager.zeros(shape, model.dtype);
+        }
+    }
+
+    void write(int layer, int start, NDArray k, NDArray v) {
+        long t = k.getShape().get(2);
+        if (start + t > capacity) {
+            throw new IllegalStateException("KV cache overflow: " + (start + t) + " > capacity " + capacity);
+        }
+        NDIndex idx = new NDIndex(":, :, {}:{}", start, start + t);
+        keys[layer].set(idx, k);
+        values[layer].set(idx, v);
+    }
+
+    NDArray keys(int layer, int end) {
+        return keys[layer].get(new NDIndex(":, :, 0:{}", end));
+    }
+
+    NDArray values(int layer, int end) {
+        return values[layer].get(new NDIndex(":, :, 0:{}", end));
+    }
+
+    /** Keeps only the given batch rows (finished rows stop costing compute). */
+    public void select(NDArray rows) {
+        for (int i = 0; i < keys.length; i++) {
+            NDArray k = keys[i].get(rows), v = values[i].get(rows);
+            keys[i].close();
+            values[i].close();
+            keys[i] = k;
+            values[i] = v;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+package klrl.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.types.DataType;
+
+/** Rotary position embeddings in HF's rotate-half convention, with Llama-3 frequency scaling. */
+final class Rope {
+    private Rope() {}
+
+    /** inv_freq[i] = θ^(−2i/D), rescaled per wavelength band for rope_type llama3 (HF's _compute_llama3_parameters). */
+    static float[] inverseFrequencies(ModelConfig c) {
+        int dim = c.headDim();
+        float[] inv = new float[dim / 2];
+        for (int i = 0; i < inv.length; i++) {
+            float exponent = (float) (2 * i) / (float) dim; // HF: arange(0, dim, 2).float() / dim in fp32
+            inv[i] = (float) (1.0 / Math.pow(c.ropeTheta(), exponent));
+        }
+        ModelConfig.RopeScaling s = c.ropeScaling();
+        if (s != null) {
+            double lowWavelen = s.originalMaxPositions() / s.lowFreqFactor();
+            double highWavelen = s.originalMaxPositions() / s.highFreqFactor();
+            for (int i = 0; i < inv.length; i++) {
+                double f = inv[i];
+                double wavelen = 2 * Math.PI / f;
+                double scaled = wavelen > lowWavelen ? f / s.factor() : f;
+                if (!(wavelen < highWavelen) && !(wavelen > lowWavelen)) {
+                    // medium band: interpolate between scaled and unscaled
+                    double smooth = (s.originalMaxPositions() / wavelen - s.lowFreqFactor())
+                            / (s.highFreqFactor() - s.lowFreqFactor());
+                    scaled = (1 - smooth) * scaled / s.factor() + smooth * scaled;
+                }
+                inv[i] = (float) scaled;
+            }
+        }
+        return inv;
+    }
+
+    /** cos and sin tables [B,1,T,D] for int64 positions [B,T]. */
+    static NDArray[] cosSin(NDArray positions, float[] invFreq, DataType dtype) {
+        long b = positions.getShape().get(0), t = positions.getShape().get(1);
+        NDArray inv = positions.getManager().create(invFreq).reshape(1, 1, invFreq.length);
+        NDArray freqs = positions.toType(DataType.FLOAT32, false).reshape(b, t, 1).mul(inv);   // [B,T,D/2]
+        NDArray emb = NDArrays.concat(new NDList(freqs, freqs), 2).expandDims(1);              // [B,1,T,D]
+        return new NDArray[] {emb.cos().toType(dtype, false), emb.sin().toType(dtype, false)};
+    }
+
+    /** x·cos + rotate_half(x)·sin, rotate_half(x) = cat(−x₂, x₁) over the last axis. */
+    static NDArray apply(NDArray x, NDArray cos, NDArray sin) {
+        NDList halves = x.split(2, 3);
+        NDArray rotated = NDArrays.concat(new NDList(halves.get(1).neg(), halves.get(0)), 3);
+        return x.mul(cos).add(rotated.mul(sin));
+    }
+}

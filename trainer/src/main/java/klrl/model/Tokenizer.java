@@ -1,0 +1,145 @@
+package klrl.model;
+
+import ai.djl.huggingface.tokenizers.Encoding;
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import klrl.util.Json;
+import klrl.util.UserError;
+
+/**
+ * A model folder's tokenizer.json (through DJL's HF tokenizers binding), its chat template and its
+ * stop tokens. Special tokens are never added implicitly: the chat template decides (as in
+ * transformers, where apply_chat_template renders bos_token itself).
+ */
+public final class Tokenizer implements AutoCloseable {
+    private final HuggingFaceTokenizer hf;
+    private final ChatTemplate template;
+    private final List<Long> eosIds;
+    private final Long padId;
+
+    private Tokenizer(HuggingFaceTokenizer hf, ChatTemplate template, List<Long> eosIds, Long padId) {
+        this.hf = hf;
+        this.template = template;
+        this.eosIds = eosIds;
+        this.padId = padId;
+    }
+
+    public static Tokenizer load(Path dir) {
+        Path tj = dir.resolve("tokenizer.json");
+        if (!Files.isRegularFile(tj)) {
+            throw new UserError(tj + ": file not found (the model folder needs a tokenizer.json)");
+        }
+        HuggingFaceTokenizer hf;
+        try {
+            // Explicit limits: without maxLength the binding silently truncates at 512 tokens.
+            hf = HuggingFaceTokenizer.newInstance(tj, Map.of(
+                    "addSpecialTokens", "false", "padding", "false", "truncation", "false",
+                    "maxLength", "10000000", "modelMaxLength", "10000000"));
+        } catch (IOException | RuntimeException e) {
+            throw new UserError(tj + ": cannot load tokenizer (" + Json.firstLine(e.getMessage()) + ")");
+        }
+        Path tc = dir.resolve("tokenizer_config.json");
+        JsonNode cfg = Files.isRegularFile(tc) ? Json.read(tc) : Json.MAPPER.createObjectNode();
+        Map<String, Object> specials = new HashMap<>();
+        for (String k : List.of("bos_token", "eos_token", "pad_token", "unk_token")) {
+            String v = tokenText(cfg.get(k));
+            specials.put(k, v == null ? "" : v);
+        }
+        ChatTemplate template = null;
+        JsonNode ct = cfg.get("chat_template");
+        if (ct != null && ct.isTextual()) {
+            template = new ChatTemplate(ct.asText(), specials);
+        } else if (ct != null && ct.isArray()) {
+            for (JsonNode n : ct) {
+                if (n.path("name").asText().equals("default")) {
+                    template = new ChatTemplate(n.path("template").asText(), specials);
+                }
+            }
+        }
+        // Stop tokens: generation_config.json, then config.json, then the tokenizer's eos_token.
+        LinkedHashSet<Long> eos = new LinkedHashSet<>();
+        for (String f : List.of("generation_config.json", "config.json")) {
+            Path p = dir.resolve(f);
+            if (eos.isEmpty() && Files.isRegularFile(p)) {
+                JsonNode e = Json.read(p).get("eos_token_id");
+                if (e != null && e.isArray()) {
+                    e.forEach(x -> eos.add(x.asLong()));
+                } else if (e != null && e.isNumber()) {
+                    eos.add(e.asLong());
+                }
+            }
+        }
+        Tokenizer tmp = new Tokenizer(hf, template, List.of(), null);
+        String eosText = (String) specials.get("eos_token");
+        if (!eosText.isEmpty()) {
+            long id = tmp.tokenId(eosText);
+            if (id >= 0) {
+                eos.add(id);
+            }
+        }
+        String padText = (String) specials.get("pad_token");
+        Long pad = padText.isEmpty() ? null : tmp.tokenId(padText);
+        return new Tokenizer(hf, template, new ArrayList<>(eos), pad);
+    }
+
+    private static String tokenText(JsonNode n) {
+        if (n == null || n.isNull()) {
+            return null;
+        }
+        return n.isTextual() ? n.asText() : n.path("content").asText(null);
+    }
+
+    /** The id of a single token's text, or −1 if it is not one token. */
+    public long tokenId(String text) {
+        long[] ids = encode(text);
+        return ids.length == 1 ? ids[0] : -1;
+    }
+
+    public long[] encode(String text) {
+        Encoding e = hf.encode(text, false, false);
+        return e.getIds();
+    }
+
+    /** Decodes keeping special tokens (the binding's default drops them). */
+    public String decode(long[] ids) {
+        return hf.decode(ids, false);
+    }
+
+    public String decodeSkippingSpecial(long[] ids) {
+        return hf.decode(ids, true);
+    }
+
+    public boolean hasChatTemplate() {
+        return template != null;
+    }
+
+    public String applyChatTemplate(List<ChatTemplate.Message> messages, boolean addGenerationPrompt) {
+        if (template == null) {
+            throw new UserError("tokenizer_config.json: no chat_template; use a plain prompt instead");
+        }
+        return template.render(messages, addGenerationPrompt);
+    }
+
+    /** Stop token ids, most specific first (generation_config.json may list several). */
+    public List<Long> eosIds() {
+        return eosIds;
+    }
+
+    /** Padding id: pad_token, else the first EOS (padding is masked out, so any valid id works). */
+    public long padId() {
+        return padId != null && padId >= 0 ? padId : (eosIds.isEmpty() ? 0 : eosIds.get(0));
+    }
+
+    @Override
+    public void close() {
+        hf.close();
+    }
+}

@@ -1,0 +1,220 @@
+package klrl.rollout;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.NDScope;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.function.Function;
+import klrl.model.Decoder;
+import klrl.model.KvCache;
+
+/**
+ * Batched sampling with a preallocated KV cache. Prompts are left-padded; the additive mask hides
+ * padding and positions count only real tokens, so a padded row computes what it would alone.
+ * Each sample draws its uniforms from its own seeded stream, so results do not depend on batch
+ * composition; finished rows are dropped from the batch (cache rows included) as they accumulate.
+ */
+public final class RolloutEngine {
+    private final Decoder model;
+    private final List<Long> eosIds;
+    private final Function<long[], String> detokenize;
+
+    public RolloutEngine(Decoder model, List<Long> eosIds, Function<long[], String> detokenize) {
+        this.model = model;
+        this.eosIds = eosIds;
+        this.detokenize = detokenize;
+    }
+
+    /** Generates {@code p.n()} samples per prompt; samples of prompt i are at [i*n, (i+1)*n). */
+    public List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent) {
+        int n = p.n();
+        int batch = prompts.size() * n;
+        int maxPrompt = prompts.stream().mapToInt(a -> a.length).max().orElse(0);
+        if (maxPrompt == 0) {
+            throw new IllegalArgumentException("empty prompt");
+        }
+        int cap = maxPrompt + p.maxNewTokens();
+        long[][] out = new long[batch][p.maxNewTokens()];
+        float[][] lps = new float[batch][p.maxNewTokens()];
+        int[] len = new int[batch];
+        String[] reason = new String[batch];
+        SplittableRandom[] rngs = new SplittableRandom[batch];
+        long[] ids = new long[batch * maxPrompt];
+        long[] valid = new long[batch * maxPrompt];
+        long[] nextPos = new long[batch];
+        for (int r = 0; r < batch; r++) {
+            long[] pr = prompts.get(r / n);
+            int pad = maxPrompt - pr.length;
+            for (int j = 0; j < pr.length; j++) {
+                ids[r * maxPrompt + pad + j] = pr[j];
+                valid[r * maxPrompt + pad + j] = 1;
+            }
+            nextPos[r] = pr.length;
+            rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + r);
+        }
+        try (NDManager m = parent.newSubManager()) {
+            KvCache cache = new KvCache(model, m, batch, cap);
+            // Additive key mask over the whole capacity: prompt padding masked, generated columns open.
+            NDArray keyValid = m.create(valid, new Shape(batch, maxPrompt));
+            NDArray decodeMask = NDArrays.concat(new NDList(
+                    keyValid.toType(model.dtype, false).sub(1).mul(model.dtype == DataType.FLOAT16 ? 30000f : 1e9f),
+                    m.zeros(new Shape(batch, p.maxNewTokens()), model.dtype)), 1);
+            int[] rows = new int[batch]; // active row -> sample index
+            for (int r = 0; r < batch; r++) {
+                rows[r] = r;
+            }
+            long[] tok;
+            float[] lp;
+            // Prefill: the whole padded prompt in one pass, sample from the last position.
+            try (NDScope scope = new NDScope()) {
+                NDArray idArr = m.create(ids, new Shape(batch, maxPrompt));
+                NDArray pos = keyValid.cumSum(1).sub(1).maximum(0);
+                NDArray mask = model.attentionMask(keyValid, 0, maxPrompt);
+                NDArray h = model.hidden(idArr, pos, mask, cache, 0);
+                NDArray logits = model.logits(h.get(new NDIndex(":, {}:, :", maxPrompt - 1))).squeeze(1);
+                NDArray[] s = sample(logits, p, rows, rngs);
+                tok = s[0].toLongArray();
+                lp = s[1].toFloatArray();
+            }
+            int cur = maxPrompt; // cache index of the next token
+            int active = batch;
+            for (int step = 0; ; step++) {
+                // Record the sampled tokens and see who finished.
+                int done = 0;
+                for (int a = 0; a < active; a++) {
+                    int r = rows[a];
+                    if (reason[r] != null) {
+                        done++;
+                        continue;
+                    }
+                    out[r][len[r]] = tok[a];
+                    lps[r][len[r]] = lp[a];
+                    len[r]++;
+                    nextPos[r]++;
+                    if (eosIds.contains(tok[a])) {
+                        reason[r] = "eos";
+                    } else if (!p.stopStrings().isEmpty() && hitsStop(Arrays.copyOf(out[r], len[r]), p.stopStrings())) {
+                        reason[r] = "stop";
+                    } else if (len[r] == p.maxNewTokens()) {
+                        reason[r] = "length";
+                    }
+                    if (reason[r] != null) {
+                        done++;
+                    }
+                }
+                if (done == active) {
+                    break;
+                }
+                // Drop finished rows once they are a quarter of the batch: copying the cache costs
+                // about one decode step, so compacting every time a row ends would cost more than it saves.
+                if (done > 0 && done * 4 >= active) {
+                    int[] keep = new int[active - done];
+                    long[] keepIdx = new long[active - done];
+                    int w = 0;
+                    for (int a = 0; a < active; a++) {
+                        if (reason[rows[a]] == null) {
+                            keep[w] = rows[a];
+                            keepIdx[w] = a;
+                            w++;
+                        }
+                    }
+                    NDArray sel = m.create(keepIdx);
+                    cache.select(sel);
+                    NDArray dm = decodeMask.get(sel);
+                    decodeMask.close();
+                    decodeMask = dm;
+                    long[] newTok = new long[w];
+                    for (int i = 0; i < w; i++) {
+                        newTok[i] = tok[(int) keepIdx[i]];
+                    }
+                    tok = newTok;
+                    rows = keep;
+                    active = w;
+                    sel.close();
+                }
+                // One decode step for the active rows.
+                try (NDScope scope = new NDScope()) {
+                    long[] posArr = new long[active];
+                    for (int a = 0; a < active; a++) {
+                        posArr[a] = nextPos[rows[a]] - 1;
+                    }
+                    NDArray idArr = m.create(tok, new Shape(active, 1));
+                    NDArray pos = m.create(posArr, new Shape(active, 1));
+                    NDArray mask = decodeMask.get(new NDIndex(":, 0:{}", cur + 1)).reshape(active, 1, 1, 1, cur + 1);
+                    NDArray h = model.hidden(idArr, pos, mask, cache, cur);
+                    NDArray logits = model.logits(h).squeeze(1);
+                    NDArray[] s = sample(logits, p, rows, rngs);
+                    tok = s[0].toLongArray();
+                    lp = s[1].toFloatArray();
+                }
+                cur++;
+            }
+        }
+        List<Sample> samples = new ArrayList<>(batch);
+        for (int r = 0; r < batch; r++) {
+            samples.add(new Sample(r / n, prompts.get(r / n), Arrays.copyOf(out[r], len[r]),
+                    Arrays.copyOf(lps[r], len[r]), reason[r]));
+        }
+        return samples;
+    }
+
+    private boolean hitsStop(long[] generated, List<String> stops) {
+        String text = detokenize.apply(generated);
+        for (String s : stops) {
+            if (text.contains(s)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Picks one token per row from fp32 logits [B,V]: argmax when greedy, else inverse-CDF sampling
+     * of softmax(logits/T) restricted to top-k and then to the top-p nucleus (HF's warper order and
+     * rule: drop the least likely tokens whose cumulative mass stays ≤ 1−p). Returns [tokens, logprobs].
+     */
+    static NDArray[] sample(NDArray logits, SamplingParams p, int[] rows, SplittableRandom[] rngs) {
+        long b = logits.getShape().get(0), v = logits.getShape().get(1);
+        if (p.greedy()) {
+            NDArray tok = logits.argMax(1);
+            NDArray lp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32)
+                    .gather(tok.reshape(b, 1), 1).reshape(b);
+            return new NDArray[] {tok, lp};
+        }
+        NDArray scaled = logits.div((float) p.temperature());
+        NDArray logp = JniUtils.logSoftmax((PtNDArray) scaled, 1, DataType.FLOAT32);
+        NDArray filtered = scaled;
+        if (p.topK() > 0 && p.topK() < v) {
+            NDArray kth = scaled.topK(p.topK(), 1, true, true).get(0).get(new NDIndex(":, {}:", p.topK() - 1));
+            filtered = filtered.sub(filtered.lt(kth).toType(DataType.FLOAT32, false).mul(1e30f));
+        }
+        NDArray probs = filtered.softmax(1);
+        if (p.topP() < 1) {
+            NDArray asc = probs.sort(1);
+            NDArray removed = asc.cumSum(1).lte((float) (1 - p.topP())).toType(DataType.INT64, false)
+                    .sum(new int[] {1}, true).minimum(v - 1);
+            NDArray threshold = asc.gather(removed, 1);
+            probs = probs.mul(probs.gte(threshold).toType(DataType.FLOAT32, false));
+        }
+        NDArray cdf = probs.cumSum(1);
+        float[] u = new float[(int) b];
+        for (int a = 0; a < b; a++) {
+            u[a] = (float) rngs[rows[a]].nextDouble();
+        }
+        NDArray target = logits.getManager().create(u).reshape(b, 1).mul(cdf.get(new NDIndex(":, {}:", v - 1)));
+        // The first index whose cdf exceeds the target; it always has non-zero probability.
+        NDArray tok = cdf.lte(target).toType(DataType.INT64, false).sum(new int[] {1}).minimum(v - 1);
+        NDArray lp = logp.gather(tok.reshape(b, 1), 1).reshape(b);
+        return new NDArray[] {tok, lp};
+    }
+}

@@ -1,0 +1,55 @@
+package klrl.util;
+
+import ai.djl.Device;
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.types.DataType;
+
+/** Engine start-up shared by every command: offline, PyTorch, a chosen device and dtype. */
+public final class Runtime {
+    private Runtime() {}
+
+    static {
+        // Never reach for the network: libtorch comes from the jar, models from disk.
+        System.setProperty("ai.djl.offline", "true");
+        System.setProperty("DJL_DEFAULT_ENGINE", "PyTorch");
+        System.setProperty("ai.djl.default_engine", "PyTorch");
+    }
+
+    public static Engine engine() {
+        return Engine.getEngine("PyTorch");
+    }
+
+    /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
+    public static Device device(String spec) {
+        Engine e = engine();
+        return switch (spec) {
+            case "auto" -> e.getGpuCount() > 0 ? Device.gpu() : Device.cpu();
+            case "cpu" -> Device.cpu();
+            case "cuda", "gpu" -> requireGpu(e, 0);
+            default -> {
+                if (spec.startsWith("cuda:")) {
+                    yield requireGpu(e, Integer.parseInt(spec.substring(5)));
+                }
+                throw new UserError("--device must be cpu, cuda, cuda:N or auto, got '" + spec + "'");
+            }
+        };
+    }
+
+    private static Device requireGpu(Engine e, int id) {
+        if (e.getGpuCount() <= id) {
+            throw new UserError("--device cuda:" + id + " requested but " + e.getGpuCount()
+                    + " GPU(s) are visible (is this the CUDA build, run with --gpus all?)");
+        }
+        return Device.gpu(id);
+    }
+
+    public static DataType dtype(String spec) {
+        return switch (spec) {
+            case "float32", "fp32" -> DataType.FLOAT32;
+            case "float16", "fp16" -> DataType.FLOAT16;
+            case "bfloat16", "bf16" -> throw new UserError("--dtype bfloat16 is not available: DJL 0.33's PyTorch binding"
+                    + " has no bfloat16 (it aborts the JVM); use float16 or float32");
+            default -> throw new UserError("--dtype must be float32 or float16, got '" + spec + "'");
+        };
+    }
+}
