@@ -67,18 +67,26 @@ public final class ChatTemplate {
         messages.forEach(m -> msgs.add(m.asMap()));
         ctx.put("messages", msgs);
         ctx.put("add_generation_prompt", addGenerationPrompt);
+        RAISED.remove();
         RenderResult r = jinjava.renderForResult(source, ctx);
+        String raised = RAISED.get();
+        RAISED.remove();
+        if (raised != null) {
+            throw new UserError("chat_template raised: " + raised);
+        }
         for (TemplateError e : r.getErrors()) {
             if (e.getSeverity() == TemplateError.ErrorType.FATAL) {
-                String msg = e.getMessage();
-                throw new UserError("chat_template: " + (msg.contains("raise_exception") || msg.contains("TemplateRaise")
-                        ? msg : "cannot render (" + msg + ")"));
+                throw new UserError("chat_template: cannot render (" + e.getMessage() + ")");
             }
         }
         return r.getOutput();
     }
 
+    /** Jinjava wraps exceptions from functions; the message travels back through this instead. */
+    private static final ThreadLocal<String> RAISED = new ThreadLocal<>();
+
     public static String raiseException(String message) {
+        RAISED.set(message);
         throw new UserError("chat_template raised: " + message);
     }
 

@@ -1,0 +1,115 @@
+package klrl.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import klrl.TestPaths;
+import klrl.util.Json;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The commands as users and acceptance checks call them, in-process. */
+class CliTest {
+    @TempDir Path tmp;
+
+    record Result(int code, String out, String err) {}
+
+    static synchronized Result run(String... args) {
+        PrintStream oldOut = System.out, oldErr = System.err;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+            int code = Main.run(args);
+            return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(oldOut);
+            System.setErr(oldErr);
+        }
+    }
+
+    @Test
+    void initTinyThenLogprobsWithNpy() throws Exception {
+        Path model = tmp.resolve("m");
+        assertEquals(0, run("init-tiny", "--arch", "llama", "--out", model.toString(), "--seed", "4").code());
+        for (String f : new String[] {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
+            assertTrue(Files.isRegularFile(model.resolve(f)), f);
+        }
+        Path npy = tmp.resolve("l.npy");
+        Result r = run("logprobs", "--model", model.toString(), "--input-ids", "5,17,33", "--logits-out", npy.toString());
+        assertEquals(0, r.code(), r.err());
+        JsonNode j = Json.MAPPER.readTree(r.out());
+        assertTrue(j.get("logprobs").get(0).isNull());
+        double lp1 = j.get("logprobs").get(1).asDouble();
+        assertTrue(lp1 < 0 && lp1 > -20);
+        // the .npy holds [3, vocab] float32 whose log-softmax row 0 at id 17 is the printed value
+        byte[] b = Files.readAllBytes(npy);
+        int hlen = ByteBuffer.wrap(b, 8, 2).order(ByteOrder.LITTLE_ENDIAN).getShort();
+        String header = new String(b, 10, hlen, StandardCharsets.US_ASCII);
+        int vocab = Json.read(model.resolve("config.json")).get("vocab_size").asInt();
+        assertTrue(header.contains("'shape': (3, " + vocab + ")"), header);
+        assertEquals(0, (10 + hlen) % 64);
+        ByteBuffer data = ByteBuffer.wrap(b, 10 + hlen, b.length - 10 - hlen).order(ByteOrder.LITTLE_ENDIAN);
+        double max = Double.NEGATIVE_INFINITY;
+        float[] row = new float[vocab];
+        for (int i = 0; i < vocab; i++) {
+            row[i] = data.getFloat();
+            max = Math.max(max, row[i]);
+        }
+        double z = 0;
+        for (float f : row) {
+            z += Math.exp(f - max);
+        }
+        assertEquals(lp1, row[17] - max - Math.log(z), 1e-4);
+    }
+
+    @Test
+    void templateCommandPrintsTheRenderedPrompt() throws Exception {
+        Path msgs = tmp.resolve("m.json");
+        Files.writeString(msgs, "[{\"role\":\"user\",\"content\":\"What is 2+3?\"}]");
+        Result r = run("template", "--model", TestPaths.shared("qwen2.5").toString(), "--messages", msgs.toString());
+        assertEquals(0, r.code(), r.err());
+        assertEquals("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                + "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n", r.out());
+        Result r2 = run("template", "--model", TestPaths.shared("qwen2.5").toString(), "--messages", msgs.toString(), "--no-generation-prompt");
+        assertTrue(r2.out().endsWith("What is 2+3?<|im_end|>\n"));
+    }
+
+    @Test
+    void generateJsonIsGreedyAndReproducible() throws Exception {
+        String model = TestPaths.fixture("qwen2-bf16-sharded").toString();
+        Result a = run("generate", "--model", model, "--input-ids", "5,17,33", "--max-new-tokens", "5", "--json");
+        assertEquals(0, a.code(), a.err());
+        JsonNode j = Json.MAPPER.readTree(a.out());
+        assertEquals(5, j.get("samples").get(0).get("token_ids").size());
+        assertTrue(j.get("samples").get(0).has("text"));
+        Result b = run("generate", "--model", model, "--prompt", "What is 2+3?", "--chat", "--max-new-tokens", "4",
+                "--temperature", "1", "--num-samples", "3", "--seed", "9", "--json");
+        Result c = run("generate", "--model", model, "--prompt", "What is 2+3?", "--chat", "--max-new-tokens", "4",
+                "--temperature", "1", "--num-samples", "3", "--seed", "9", "--json");
+        assertEquals(0, b.code(), b.err());
+        assertEquals(3, Json.MAPPER.readTree(b.out()).get("samples").size());
+        assertEquals(b.out(), c.out());
+    }
+
+    @Test
+    void badInputIsOneLineWithoutStackTrace() {
+        Result r = run("logprobs", "--model", tmp.resolve("nope").toString(), "--input-ids", "1,2");
+        assertEquals(2, r.code());
+        assertTrue(r.err().startsWith("error: ") && r.err().contains("config.json"), r.err());
+        assertEquals(1, r.err().strip().lines().count(), r.err());
+        Result r2 = run("logprobs", "--model", TestPaths.fixture("qwen2-bf16-sharded").toString(), "--input-ids", "1,x");
+        assertEquals(2, r2.code());
+        assertTrue(r2.err().contains("'x' is not an integer"), r2.err());
+        Result r3 = run("logprobs", "--model", TestPaths.fixture("qwen2-bf16-sharded").toString(), "--input-ids", "1,999999");
+        assertTrue(r3.err().contains("outside the vocabulary"), r3.err());
+    }
+}

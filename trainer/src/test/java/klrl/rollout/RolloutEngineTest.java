@@ -1,0 +1,241 @@
+package klrl.rollout;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import klrl.TestPaths;
+import klrl.model.Decoder;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+class RolloutEngineTest {
+    static NDManager root;
+    static Decoder model;
+    static final long[] PROMPT = {5, 17, 33, 64};
+
+    @BeforeAll
+    static void start() {
+        root = NDManager.newBaseManager("PyTorch");
+        model = Decoder.load(TestPaths.fixture("qwen2-bf16-sharded"), root, DataType.FLOAT32);
+    }
+
+    @AfterAll
+    static void stop() {
+        model.close();
+        root.close();
+    }
+
+    static RolloutEngine engine(List<Long> eos) {
+        return new RolloutEngine(model, eos, ids -> Arrays.toString(ids));
+    }
+
+    /** log softmax(logits/T) of the next token after each prefix, from a full cache-free forward. */
+    static double[][] nextLogprobs(long[] ids, double temperature) {
+        try (NDManager m = root.newSubManager()) {
+            int t = ids.length, v = model.config.vocabSize();
+            NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
+            NDArray logits = model.logits(model.hidden(m.create(ids, new Shape(1, t)),
+                    m.arange(0, t, 1, DataType.INT64).reshape(1, t), model.attentionMask(valid, 0, t), null, 0))
+                    .reshape(t, v).div((float) temperature);
+            float[] lp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32).toFloatArray();
+            double[][] out = new double[t][v];
+            for (int i = 0; i < t; i++) {
+                for (int j = 0; j < v; j++) {
+                    out[i][j] = lp[i * v + j];
+                }
+            }
+            return out;
+        }
+    }
+
+    static long[] concat(long[] a, long[] b) {
+        long[] c = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    @Test
+    void sampledFrequenciesMatchTheModelsSoftmax() {
+        double temp = 0.7;
+        int n = 6000;
+        List<Sample> s = engine(List.of()).generate(List.of(PROMPT),
+                new SamplingParams(1, temp, 1, 0, n, List.of(), 42), root);
+        double[] lp = nextLogprobs(PROMPT, temp)[PROMPT.length - 1];
+        int v = lp.length;
+        long[] counts = new long[v];
+        for (Sample x : s) {
+            counts[(int) x.responseIds()[0]]++;
+        }
+        // Pearson chi-square with bins of expected count < 5 merged into one.
+        double chi = chiSquare(counts, lp, n, 1.0);
+        double wrong = chiSquare(counts, nextLogprobs(PROMPT, 1.0)[PROMPT.length - 1], n, 1.0);
+        int bins = bins(lp, n);
+        // 99.99th percentile of chi-square(df) ≈ df + 3.72·sqrt(2·df) + 7 (Wilson–Hilferty is tighter; this is generous)
+        double crit = (bins - 1) + 3.72 * Math.sqrt(2.0 * (bins - 1)) + 7;
+        assertTrue(chi < crit, "chi-square " + chi + " ≥ " + crit + " over " + bins + " bins");
+        assertTrue(wrong > 3 * crit, "the test has no power: T=1 probabilities pass too (" + wrong + ")");
+    }
+
+    static int bins(double[] lp, int n) {
+        int b = 1;
+        for (double l : lp) {
+            if (Math.exp(l) * n >= 5) {
+                b++;
+            }
+        }
+        return b;
+    }
+
+    static double chiSquare(long[] counts, double[] lp, int n, double unused) {
+        double chi = 0, restExp = 0, restObs = 0;
+        for (int i = 0; i < lp.length; i++) {
+            double e = Math.exp(lp[i]) * n;
+            if (e >= 5) {
+                chi += (counts[i] - e) * (counts[i] - e) / e;
+            } else {
+                restExp += e;
+                restObs += counts[i];
+            }
+        }
+        if (restExp > 0) {
+            chi += (restObs - restExp) * (restObs - restExp) / restExp;
+        }
+        return chi;
+    }
+
+    @Test
+    void topKAndTopPNeverLeaveTheNucleus() {
+        double[] lp = nextLogprobs(PROMPT, 1.0)[PROMPT.length - 1];
+        Integer[] order = new Integer[lp.length];
+        for (int i = 0; i < order.length; i++) {
+            order[i] = i;
+        }
+        Arrays.sort(order, (a, b) -> Double.compare(lp[b], lp[a]));
+        // top-k = 5: exactly the five most likely tokens
+        java.util.Set<Long> topk = new java.util.HashSet<>();
+        for (int i = 0; i < 5; i++) {
+            topk.add((long) order[i]);
+        }
+        // top-p = 0.3: smallest prefix of the sorted distribution with mass ≥ 0.3
+        java.util.Set<Long> nucleus = new java.util.HashSet<>();
+        double mass = 0;
+        for (int i = 0; mass < 0.3; i++) {
+            nucleus.add((long) order[i]);
+            mass += Math.exp(lp[order[i]]);
+        }
+        assertTrue(nucleus.size() >= 2 && nucleus.size() < 50, "nucleus size " + nucleus.size());
+        java.util.Set<Long> seenK = new java.util.HashSet<>(), seenP = new java.util.HashSet<>();
+        for (Sample x : engine(List.of()).generate(List.of(PROMPT), new SamplingParams(1, 1.0, 1, 5, 2000, List.of(), 1), root)) {
+            seenK.add(x.responseIds()[0]);
+        }
+        for (Sample x : engine(List.of()).generate(List.of(PROMPT), new SamplingParams(1, 1.0, 0.3, 0, 2000, List.of(), 2), root)) {
+            seenP.add(x.responseIds()[0]);
+        }
+        assertEquals(topk, seenK, "top-k samples exactly the k most likely tokens");
+        assertEquals(nucleus, seenP, "top-p samples exactly the nucleus");
+    }
+
+    @Test
+    void batchedGreedyEqualsOneByOne() {
+        List<long[]> prompts = List.of(new long[] {5, 17, 33, 64, 100, 2, 250}, new long[] {7, 9}, new long[] {11, 300, 42, 43});
+        SamplingParams p = SamplingParams.greedy(12);
+        List<Sample> batched = engine(List.of()).generate(prompts, p, root);
+        for (int i = 0; i < prompts.size(); i++) {
+            Sample alone = engine(List.of()).generate(List.of(prompts.get(i)), p, root).get(0);
+            assertArrayEquals(alone.responseIds(), batched.get(i).responseIds(), "prompt " + i);
+            assertEquals("length", alone.finishReason());
+            // greedy with the cache = argmax of full recomputation at each step
+            long[] seq = concat(prompts.get(i), alone.responseIds());
+            double[][] lp = nextLogprobs(seq, 1.0);
+            for (int k = 0; k < alone.responseIds().length; k++) {
+                double[] row = lp[prompts.get(i).length - 1 + k];
+                int arg = 0;
+                for (int j = 1; j < row.length; j++) {
+                    if (row[j] > row[arg]) {
+                        arg = j;
+                    }
+                }
+                assertEquals(arg, alone.responseIds()[k], "greedy token " + k + " of prompt " + i);
+            }
+        }
+    }
+
+    @Test
+    void returnedLogprobsEqualRecomputedOnes() {
+        double temp = 0.8;
+        List<long[]> prompts = List.of(PROMPT, new long[] {9, 8});
+        List<Sample> samples = engine(List.of()).generate(prompts, new SamplingParams(10, temp, 0.9, 0, 3, List.of(), 5), root);
+        assertEquals(6, samples.size());
+        double worst = 0;
+        for (Sample s : samples) {
+            double[][] lp = nextLogprobs(concat(s.promptIds(), s.responseIds()), temp);
+            for (int k = 0; k < s.responseIds().length; k++) {
+                double ref = lp[s.promptIds().length - 1 + k][(int) s.responseIds()[k]];
+                worst = Math.max(worst, Math.abs(ref - s.logprobs()[k]));
+            }
+        }
+        assertTrue(worst < 1e-4, "max |Δ logprob| = " + worst);
+    }
+
+    @Test
+    void seededSamplingIsReproducibleAndSeedsDiffer() {
+        SamplingParams a = new SamplingParams(8, 1.0, 1, 0, 4, List.of(), 7);
+        List<Sample> x = engine(List.of()).generate(List.of(PROMPT), a, root);
+        List<Sample> y = engine(List.of()).generate(List.of(PROMPT), a, root);
+        List<Sample> z = engine(List.of()).generate(List.of(PROMPT), new SamplingParams(8, 1.0, 1, 0, 4, List.of(), 8), root);
+        boolean anyDiff = false;
+        for (int i = 0; i < 4; i++) {
+            assertArrayEquals(x.get(i).responseIds(), y.get(i).responseIds());
+            anyDiff |= !Arrays.equals(x.get(i).responseIds(), z.get(i).responseIds());
+        }
+        assertTrue(anyDiff, "a different seed gave the same samples");
+        // the n samples of one prompt are independent draws, not copies
+        assertFalse(Arrays.equals(x.get(0).responseIds(), x.get(1).responseIds()) && Arrays.equals(x.get(1).responseIds(), x.get(2).responseIds()));
+    }
+
+    @Test
+    void stopsAtEosAndFinishedRowsLeaveTheBatch() {
+        Sample g = engine(List.of()).generate(List.of(PROMPT), SamplingParams.greedy(6), root).get(0);
+        long eos = g.responseIds()[2];
+        List<Sample> withEos = engine(List.of(eos)).generate(List.of(PROMPT, new long[] {9, 8, 7}), SamplingParams.greedy(6), root);
+        Sample s = withEos.get(0);
+        int firstEos = 0;
+        while (g.responseIds()[firstEos] != eos) {
+            firstEos++;
+        }
+        assertEquals("eos", s.finishReason());
+        assertArrayEquals(Arrays.copyOf(g.responseIds(), firstEos + 1), s.responseIds());
+        // the other row goes on to its own end, unaffected by the first row leaving the batch
+        Sample other = engine(List.of(eos)).generate(List.of(new long[] {9, 8, 7}), SamplingParams.greedy(6), root).get(0);
+        assertArrayEquals(other.responseIds(), withEos.get(1).responseIds());
+    }
+
+    @Test
+    void stopStringsEndASample() {
+        Sample g = engine(List.of()).generate(List.of(PROMPT), SamplingParams.greedy(6), root).get(0);
+        // the detokenizer in these tests prints the id list; stop when the second token appears
+        String stop = Long.toString(g.responseIds()[1]);
+        RolloutEngine e = new RolloutEngine(model, List.of(), ids -> {
+            List<String> parts = new ArrayList<>();
+            for (long id : ids) {
+                parts.add("<" + id + ">");
+            }
+            return String.join("", parts);
+        });
+        Sample s = e.generate(List.of(PROMPT), new SamplingParams(6, 0, 1, 0, 1, List.of("<" + stop + ">"), 0), root).get(0);
+        assertEquals("stop", s.finishReason());
+        assertTrue(s.responseIds().length <= 2);
+    }
+}
