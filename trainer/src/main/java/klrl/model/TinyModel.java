@@ -154,7 +154,7 @@ public final class TinyModel {
         }
     }
 
-    static double gaussian(SplittableRandom r) {
+    public static double gaussian(SplittableRandom r) {
         // Box–Muller from SplittableRandom (its nextGaussian is Java 17+ only via RandomGenerator, and
         // the exact algorithm is spelled out here so the bytes never depend on the JDK).
         double u1 = r.nextDouble(), u2 = r.nextDouble();

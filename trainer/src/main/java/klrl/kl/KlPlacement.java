@@ -1,0 +1,101 @@
+package klrl.kl;
+
+import ai.djl.ndarray.NDArray;
+import java.util.List;
+import klrl.util.UserError;
+
+/**
+ * Where the KL term enters the objective. The two hooks are the only places the trainer touches it:
+ * {@link #shapeRewards} before advantages, {@link #loss} inside the differentiated loss.
+ */
+public sealed interface KlPlacement {
+    String name();
+
+    /** Token-level rewards after the KL penalty: scores − β·k (k detached), or scores unchanged. */
+    NDArray shapeRewards(NDArray tokenScores, NDArray k, NDArray mask, double beta);
+
+    /**
+     * The KL part of the loss, or null when the placement adds none.
+     *
+     * @param k       per-token estimate [B,T], differentiable through π
+     * @param logp    per-token log π(y_t) [B,T], differentiable
+     * @param weights aggregation weights [B,T] (see {@code klrl.loss.Aggregation}): loss = Σ w·k
+     */
+    NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray weights, double beta);
+
+    /** −β·k_t added to the reward; the gradient is the score function (unbiased for k1). */
+    record Reward() implements KlPlacement {
+        public String name() {
+            return "reward";
+        }
+
+        public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {
+            return s.sub(k.stopGradient().mul(mask).mul((float) beta));
+        }
+
+        public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
+            return null;
+        }
+    }
+
+    /** β·agg(k) differentiated through π only (verl/OpenRLHF's use_kl_loss): biased for k1 and k3. */
+    record Loss() implements KlPlacement {
+        public String name() {
+            return "loss";
+        }
+
+        public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {
+            return s;
+        }
+
+        public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
+            return k.mul(w).sum().mul((float) beta);
+        }
+    }
+
+    /**
+     * In-loss plus the score-function term sg(Σ_t w_t k_t)·Σ_t log π(y_t) per sequence, so the
+     * expected gradient is ∇E[Σ_t w_t k_t]: the gradient of the KL for k1 and k3 (whose means are the KL).
+     */
+    record LossUnbiased() implements KlPlacement {
+        public String name() {
+            return "loss-unbiased";
+        }
+
+        public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {
+            return s;
+        }
+
+        public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
+            NDArray perSeq = k.mul(w).sum(new int[] {1});                  // [B]
+            NDArray seqLogp = logp.mul(mask).sum(new int[] {1});            // [B] log π(y)
+            return perSeq.sum().add(perSeq.stopGradient().mul(seqLogp).sum()).mul((float) beta);
+        }
+    }
+
+    /** No KL term (the metrics still report k1 and k3). */
+    record None() implements KlPlacement {
+        public String name() {
+            return "none";
+        }
+
+        public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {
+            return s;
+        }
+
+        public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
+            return null;
+        }
+    }
+
+    List<KlPlacement> ALL = List.of(new Reward(), new Loss(), new LossUnbiased(), new None());
+
+    static KlPlacement parse(String name) {
+        for (KlPlacement p : ALL) {
+            if (p.name().equals(name.trim().toLowerCase(java.util.Locale.ROOT))) {
+                return p;
+            }
+        }
+        throw new UserError("unknown KL placement '" + name + "'; expected one of reward, loss, loss-unbiased, none");
+    }
+}

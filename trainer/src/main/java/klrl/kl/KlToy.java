@@ -1,0 +1,320 @@
+package klrl.kl;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.JsonNode;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import klrl.advantage.AdvantageEstimator;
+import klrl.loss.Aggregation;
+import klrl.loss.LossConfig;
+import klrl.loss.LossTerm;
+import klrl.loss.TokenBatch;
+import klrl.util.Json;
+import klrl.util.UserError;
+
+/**
+ * The exact KL-gradient toy: a tabular autoregressive policy (one row of V logits per prefix,
+ * prefixes ordered by length then lexicographically) over sequences of length T.
+ *
+ * <p>For each estimator × placement it computes, by enumerating all V^T sequences, the expected
+ * gradient w.r.t. the policy logits of the loss that the trainer's own code builds — the same
+ * KlEstimator, KlPlacement, advantage estimator ("reinforce": no baseline), PolicyLoss and KlLoss,
+ * with sequence-summed aggregation and β = 1 — and compares it with the exact ∇KL(π‖π_ref).
+ * Everything runs in float64 with the estimators' safeguards off.
+ */
+public final class KlToy {
+
+    public record Spec(int vocab, int length, double[][] policy, double[][] reference) {
+        public Spec {
+            int rows = rowCount(vocab, length);
+            for (double[][] tab : new double[][][] {policy, reference}) {
+                if (tab.length != rows) {
+                    throw new UserError("kl-toy spec: expected " + rows + " rows (V^0+…+V^(T−1)), got " + tab.length);
+                }
+                for (double[] r : tab) {
+                    if (r.length != vocab) {
+                        throw new UserError("kl-toy spec: every row needs " + vocab + " logits, got " + r.length);
+                    }
+                }
+            }
+        }
+
+        public static Spec read(Path file) {
+            JsonNode n = Json.read(file);
+            for (String k : List.of("vocab", "length", "policy", "reference")) {
+                if (!n.has(k)) {
+                    throw new UserError(file + ": field '" + k + "' is missing");
+                }
+            }
+            return new Spec(n.get("vocab").asInt(), n.get("length").asInt(), table(n.get("policy")), table(n.get("reference")));
+        }
+
+        private static double[][] table(JsonNode a) {
+            double[][] t = new double[a.size()][];
+            for (int i = 0; i < t.length; i++) {
+                t[i] = new double[a.get(i).size()];
+                for (int j = 0; j < t[i].length; j++) {
+                    t[i][j] = a.get(i).get(j).asDouble();
+                }
+            }
+            return t;
+        }
+
+        /** Both tables drawn N(0, 1) from a seed. */
+        public static Spec random(int vocab, int length, long seed) {
+            SplittableRandom r = new SplittableRandom(seed);
+            int rows = rowCount(vocab, length);
+            double[][] p = new double[rows][vocab], q = new double[rows][vocab];
+            for (double[][] t : new double[][][] {p, q}) {
+                for (double[] row : t) {
+                    for (int j = 0; j < vocab; j++) {
+                        row[j] = klrl.model.TinyModel.gaussian(r);
+                    }
+                }
+            }
+            return new Spec(vocab, length, p, q);
+        }
+    }
+
+    /** One estimator × placement: how far its expected gradient is from ∇KL. */
+    public record Row(String estimator, String placement, double relativeBias, double cosine, double variance,
+                      Double mcRelativeBias, Double mcVariance) {}
+
+    public record Result(double kl, double gradNorm, List<Row> rows) {}
+
+    static int rowCount(int v, int t) {
+        long rows = 0, p = 1;
+        for (int k = 0; k < t; k++) {
+            rows += p;
+            p *= v;
+        }
+        if (v < 2 || t < 1 || rows > 2_000_000) {
+            throw new UserError("kl-toy: need vocab ≥ 2, length ≥ 1 and at most 2e6 prefixes");
+        }
+        return (int) rows;
+    }
+
+    private final Spec spec;
+    private final int rows, nSeq;
+    private final long[][] prefixRow, tokens; // [seq][t]
+
+    public KlToy(Spec spec) {
+        this.spec = spec;
+        this.rows = rowCount(spec.vocab(), spec.length());
+        long n = Math.round(Math.pow(spec.vocab(), spec.length()));
+        if (n > 200_000) {
+            throw new UserError("kl-toy: V^T = " + n + " sequences is too many to enumerate (max 200000)");
+        }
+        this.nSeq = (int) n;
+        int v = spec.vocab(), t = spec.length();
+        prefixRow = new long[nSeq][t];
+        tokens = new long[nSeq][t];
+        for (int s = 0; s < nSeq; s++) {
+            int rem = s;
+            for (int k = t - 1; k >= 0; k--) {
+                tokens[s][k] = rem % v;
+                rem /= v;
+            }
+            long offset = 0, pow = 1, lex = 0;
+            for (int k = 0; k < t; k++) {
+                prefixRow[s][k] = offset + lex; // prefix y_<k: rows of length k start at offset
+                lex = lex * v + tokens[s][k];
+                offset += pow;
+                pow *= v;
+            }
+        }
+    }
+
+    /** Log-probs [1,T] of sequence s's tokens under logits table z [R,V] (differentiable in z). */
+    private NDArray seqLogp(NDArray z, int s) {
+        NDManager m = z.getManager();
+        int v = spec.vocab(), t = spec.length();
+        long[] flat = new long[t];
+        for (int k = 0; k < t; k++) {
+            flat[k] = prefixRow[s][k] * v + tokens[s][k];
+        }
+        return z.logSoftmax(1).reshape(-1).get(m.create(flat)).reshape(1, t);
+    }
+
+    private static NDArray table(NDManager m, double[][] t) {
+        double[] flat = new double[t.length * t[0].length];
+        for (int i = 0; i < t.length; i++) {
+            System.arraycopy(t[i], 0, flat, i * t[0].length, t[0].length);
+        }
+        return m.create(flat, new Shape(t.length, t[0].length));
+    }
+
+    private static Engine engine() {
+        return Engine.getEngine("PyTorch");
+    }
+
+    /** log π(y) for every sequence, and KL(π‖π_ref) with its exact gradient by enumeration. */
+    private double[] exactKl(NDManager parent, double[] logPi, double[] grad) {
+        try (NDManager m = parent.newSubManager()) {
+            NDArray z = table(m, spec.policy());
+            NDArray zr = table(m, spec.reference());
+            z.setRequiresGradient(true);
+            double kl;
+            try (GradientCollector gc = engine().newGradientCollector()) {
+                NDArray total = null;
+                for (int s = 0; s < nSeq; s++) {
+                    NDArray lp = seqLogp(z, s).sum();
+                    NDArray lr = seqLogp(zr, s).sum();
+                    NDArray term = lp.exp().mul(lp.sub(lr));
+                    total = total == null ? term : total.add(term);
+                    logPi[s] = lp.getDouble();
+                }
+                kl = total.getDouble();
+                gc.backward(total);
+            }
+            System.arraycopy(z.getGradient().toDoubleArray(), 0, grad, 0, grad.length);
+            return new double[] {kl};
+        }
+    }
+
+    /** The gradient of the trainer's loss for a batch holding only sequence s. */
+    private double[] sampleGradient(NDManager parent, int s, LossConfig cfg) {
+        try (NDManager m = parent.newSubManager()) {
+            NDArray z = table(m, spec.policy());
+            NDArray zr = table(m, spec.reference());
+            z.setRequiresGradient(true);
+            try (GradientCollector gc = engine().newGradientCollector()) {
+                NDArray logp = seqLogp(z, s);
+                NDArray refLogp = seqLogp(zr, s);
+                int t = spec.length();
+                NDArray mask = m.ones(new Shape(1, t), DataType.FLOAT64);
+                // rollout → reward (no task reward here) → KL shaping → advantages → loss, as the trainer does
+                NDArray k = cfg.klEstimator().perToken(logp, refLogp, null, cfg.klSafeguards());
+                NDArray scores = m.zeros(new Shape(1, t), DataType.FLOAT64);
+                NDArray rewards = cfg.klPlacement().shapeRewards(scores, k, mask, cfg.klCoef());
+                NDArray adv = AdvantageEstimator.parse("reinforce")
+                        .compute(rewards, mask, new int[] {0}, null, AdvantageEstimator.Config.defaults()).advantages();
+                TokenBatch b = new TokenBatch(logp, logp.stopGradient(), refLogp, adv, mask, null, null, null, null, null);
+                NDArray loss = LossTerm.total(LossTerm.forConfig(cfg, false), b, cfg).loss();
+                gc.backward(loss);
+            }
+            return z.getGradient().toDoubleArray();
+        }
+    }
+
+    public Result run(int samples, long seed, NDManager manager) {
+        int dim = rows * spec.vocab();
+        double[] logPi = new double[nSeq], gradKl = new double[dim];
+        double kl = exactKl(manager, logPi, gradKl)[0];
+        double gnorm = norm(gradKl);
+        // Monte-Carlo draws: sequence ids sampled from π (the same draws for every row of the table).
+        int[] draws = new int[samples];
+        if (samples > 0) {
+            double[] cdf = new double[nSeq];
+            double c = 0;
+            for (int s = 0; s < nSeq; s++) {
+                c += Math.exp(logPi[s]);
+                cdf[s] = c;
+            }
+            SplittableRandom r = new SplittableRandom(seed);
+            for (int i = 0; i < samples; i++) {
+                double u = r.nextDouble() * c;
+                int idx = java.util.Arrays.binarySearch(cdf, u);
+                draws[i] = Math.min(nSeq - 1, idx >= 0 ? idx + 1 : -idx - 1);
+            }
+        }
+        List<Row> out = new ArrayList<>();
+        for (String est : List.of("k1", "k2", "k3")) {
+            for (String pl : List.of("reward", "loss", "loss-unbiased")) {
+                LossConfig cfg = new LossConfig(Aggregation.SEQ_MEAN_TOKEN_SUM, 0.2, 0.2, null, KlEstimator.parse(est),
+                        KlPlacement.parse(pl), 1.0, false, 0.0, null, 0.0);
+                double[][] g = new double[nSeq][];
+                double[] mean = new double[dim];
+                for (int s = 0; s < nSeq; s++) {
+                    g[s] = sampleGradient(manager, s, cfg);
+                    double p = Math.exp(logPi[s]);
+                    for (int i = 0; i < dim; i++) {
+                        mean[i] += p * g[s][i];
+                    }
+                }
+                double var = 0;
+                for (int s = 0; s < nSeq; s++) {
+                    var += Math.exp(logPi[s]) * sqDist(g[s], mean);
+                }
+                Double mcBias = null, mcVar = null;
+                if (samples > 0) {
+                    double[] mc = new double[dim];
+                    for (int d : draws) {
+                        for (int i = 0; i < dim; i++) {
+                            mc[i] += g[d][i] / samples;
+                        }
+                    }
+                    mcBias = Math.sqrt(sqDist(mc, gradKl)) / gnorm;
+                    double sv = 0;
+                    for (int d : draws) {
+                        sv += sqDist(g[d], mc);
+                    }
+                    mcVar = samples > 1 ? sv / (samples - 1) : 0.0;
+                }
+                double mn = norm(mean);
+                double cos = mn <= 1e-12 * gnorm ? 0.0 : dot(mean, gradKl) / (mn * gnorm);
+                out.add(new Row(est, pl, Math.sqrt(sqDist(mean, gradKl)) / gnorm, cos, var, mcBias, mcVar));
+            }
+        }
+        return new Result(kl, gnorm, out);
+    }
+
+    /** The exact ∇KL and the expected gradient of one estimator × placement, for tests. */
+    public double[][] expectedGradient(String estimator, String placement, NDManager manager) {
+        int dim = rows * spec.vocab();
+        double[] logPi = new double[nSeq], gradKl = new double[dim];
+        exactKl(manager, logPi, gradKl);
+        LossConfig cfg = new LossConfig(Aggregation.SEQ_MEAN_TOKEN_SUM, 0.2, 0.2, null, KlEstimator.parse(estimator),
+                KlPlacement.parse(placement), 1.0, false, 0.0, null, 0.0);
+        double[] mean = new double[dim];
+        for (int s = 0; s < nSeq; s++) {
+            double[] g = sampleGradient(manager, s, cfg);
+            for (int i = 0; i < dim; i++) {
+                mean[i] += Math.exp(logPi[s]) * g[i];
+            }
+        }
+        return new double[][] {mean, gradKl, logPi};
+    }
+
+    public int rows() {
+        return rows;
+    }
+
+    /** Probability under π that a sequence passes through prefix row r (1 for the empty prefix). */
+    public double[] prefixProbabilities(double[] logPi) {
+        double[] p = new double[rows];
+        for (int s = 0; s < nSeq; s++) {
+            for (int k = 0; k < spec.length(); k++) {
+                p[(int) prefixRow[s][k]] += Math.exp(logPi[s]);
+            }
+        }
+        return p;
+    }
+
+    static double dot(double[] a, double[] b) {
+        double s = 0;
+        for (int i = 0; i < a.length; i++) {
+            s += a[i] * b[i];
+        }
+        return s;
+    }
+
+    static double norm(double[] a) {
+        return Math.sqrt(dot(a, a));
+    }
+
+    static double sqDist(double[] a, double[] b) {
+        double s = 0;
+        for (int i = 0; i < a.length; i++) {
+            s += (a[i] - b[i]) * (a[i] - b[i]);
+        }
+        return s;
+    }
+}

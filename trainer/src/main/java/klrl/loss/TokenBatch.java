@@ -1,0 +1,21 @@
+package klrl.loss;
+
+import ai.djl.ndarray.NDArray;
+
+/**
+ * The per-token tensors of one (micro-)batch, all [B,T] over right-padded responses. Fields a term
+ * does not need may be null (values for critic-free algorithms, fullKl unless the estimator is "full").
+ *
+ * @param logp       log π_θ(y_t) under the policy being trained — differentiable
+ * @param oldLogp    log-probs of the policy that sampled (behaviour policy), detached
+ * @param refLogp    log π_ref(y_t), detached
+ * @param advantages detached
+ * @param mask       1 for response tokens, 0 for padding
+ * @param entropy    per-token entropy of π_θ, differentiable (null when no entropy bonus)
+ * @param fullKl     exact per-token KL(π_θ‖π_ref) over the vocabulary, differentiable (estimator "full")
+ * @param values     critic predictions, differentiable (PPO)
+ * @param oldValues  critic predictions at rollout time, detached (PPO)
+ * @param returns    value targets, detached (PPO)
+ */
+public record TokenBatch(NDArray logp, NDArray oldLogp, NDArray refLogp, NDArray advantages, NDArray mask,
+                         NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns) {}
