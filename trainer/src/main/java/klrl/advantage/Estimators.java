@@ -126,7 +126,7 @@ final class Estimators {
                 next = v[i][t] * m[i][t] + (1 - m[i][t]) * next;
                 last = lastNew * m[i][t] + (1 - m[i][t]) * last;
                 adv[i][t] = last;
-                ret[i][t] = last + v[i][t];
+                ret[i][t] = (last + v[i][t]) * m[i][t];
             }
         }
         return new AdvantageEstimator.Result(AdvantageEstimator.tensor(whiten(adv, m), r), AdvantageEstimator.tensor(ret, r));
