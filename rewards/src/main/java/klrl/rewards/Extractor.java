@@ -1,0 +1,179 @@
+package klrl.rewards;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Finds the final answer in a completion or a gold solution. The last {@code \boxed{…}} /
+ * {@code \fbox{…}} (balanced braces) wins; otherwise the configured fall-backs are tried in order.
+ * Only the tail of very long texts is scanned, so a 100 kB completion costs the same as a short one.
+ */
+public final class Extractor {
+
+    /** Fall-back strategies after \boxed, by name. */
+    public enum Fallback {
+        /** "The answer is X" / "Answer: X" / "final answer is X" (last occurrence). */
+        ANSWER_IS,
+        /** GSM8K's "#### X". */
+        GSM8K,
+        /** The last $…$ or \(…\) math span. */
+        LAST_DOLLAR,
+        /** The whole text, when it is short and reads as an answer rather than prose (a bare "x^2+1"). */
+        WHOLE,
+        /** The last number (integer, decimal, fraction a/b, with sign and thousands separators). */
+        LAST_NUMBER
+    }
+
+    public static final List<Fallback> DEFAULT = List.of(Fallback.ANSWER_IS, Fallback.GSM8K, Fallback.LAST_DOLLAR, Fallback.WHOLE, Fallback.LAST_NUMBER);
+
+    static final int TAIL = 20_000;
+    private static final Pattern ANSWER_IS = Pattern.compile(
+            "(?i)(?:final answer|the answer|answer)\\s*(?:is|:|=)\\s*:?\\s*(.+?)(?:\\.\\s|\\.$|\\n|$)");
+    private static final Pattern GSM8K = Pattern.compile("####\\s*([^\\n]+)");
+    private static final Pattern NUMBER = Pattern.compile("-?\\d{1,3}(?:,\\d{3})+(?:\\.\\d+)?|-?\\d+(?:\\.\\d+)?(?:/\\d+)?|-?\\.\\d+");
+
+    private final List<Fallback> fallbacks;
+
+    public Extractor(List<Fallback> fallbacks) {
+        this.fallbacks = List.copyOf(fallbacks);
+    }
+
+    /** The answer text, or null when nothing answer-like is found. */
+    public String extract(String text) {
+        if (text == null) {
+            return null;
+        }
+        // \boxed is found by a linear scan of the whole text; the regex fall-backs only see the tail
+        String boxed = lastBoxed(text);
+        String t = text.length() > TAIL ? text.substring(text.length() - TAIL) : text;
+        if (boxed != null) {
+            return boxed;
+        }
+        for (Fallback f : fallbacks) {
+            String a = switch (f) {
+                case ANSWER_IS -> last(ANSWER_IS, t);
+                case GSM8K -> last(GSM8K, t);
+                case LAST_DOLLAR -> lastMath(t);
+                case WHOLE -> answerLike(t) ? t : null;
+                case LAST_NUMBER -> lastNumber(t);
+            };
+            if (a != null && !a.isBlank()) {
+                return a.strip();
+            }
+        }
+        return null;
+    }
+
+    /** Gold answers: a \boxed{} inside a full solution, "#### X", or the bare answer itself. */
+    public static String gold(String gold) {
+        if (gold == null) {
+            return null;
+        }
+        String b = lastBoxed(gold);
+        if (b != null) {
+            return b;
+        }
+        String g = last(GSM8K, gold);
+        return g != null ? g.strip() : gold.strip();
+    }
+
+    /** Content of the last \boxed{…} or \fbox{…} (also "\boxed 5"), braces balanced; null if none. */
+    public static String lastBoxed(String s) {
+        int i = Math.max(s.lastIndexOf("\\boxed"), s.lastIndexOf("\\fbox"));
+        while (i >= 0) {
+            int start = s.indexOf(s.startsWith("\\boxed", i) ? "\\boxed" : "\\fbox", i);
+            int j = start + (s.startsWith("\\boxed", i) ? 6 : 5);
+            while (j < s.length() && s.charAt(j) == ' ') {
+                j++;
+            }
+            if (j < s.length() && s.charAt(j) == '{') {
+                int depth = 0;
+                for (int k = j; k < s.length(); k++) {
+                    char c = s.charAt(k);
+                    if (c == '\\' && k + 1 < s.length()) {
+                        k++; // skip escaped char such as \{ or \}
+                        continue;
+                    }
+                    if (c == '{') {
+                        depth++;
+                    } else if (c == '}' && --depth == 0) {
+                        return s.substring(j + 1, k);
+                    }
+                }
+            } else if (j > start + 5 && j < s.length()) {
+                // "\boxed 5": up to the next space or $
+                int k = j;
+                while (k < s.length() && s.charAt(k) != '$' && !Character.isWhitespace(s.charAt(k))) {
+                    k++;
+                }
+                if (k > j) {
+                    return s.substring(j, k);
+                }
+            }
+            // unbalanced: try an earlier one
+            int before = i - 1;
+            i = before < 0 ? -1 : Math.max(s.lastIndexOf("\\boxed", before), s.lastIndexOf("\\fbox", before));
+        }
+        return null;
+    }
+
+    private static String last(Pattern p, String s) {
+        Matcher m = p.matcher(s);
+        String out = null;
+        while (m.find()) {
+            out = m.group(1);
+        }
+        if (out != null) {
+            out = out.strip();
+            if (out.startsWith("$") && out.endsWith("$") && out.length() > 1) {
+                out = out.substring(1, out.length() - 1);
+            }
+        }
+        return out;
+    }
+
+    private static String lastMath(String s) {
+        List<String> spans = new ArrayList<>();
+        int i = 0;
+        while (i < s.length()) {
+            int a = s.indexOf('$', i);
+            if (a < 0) {
+                break;
+            }
+            boolean display = a + 1 < s.length() && s.charAt(a + 1) == '$';
+            String close = display ? "$$" : "$";
+            int b = s.indexOf(close, a + close.length());
+            if (b < 0) {
+                break;
+            }
+            spans.add(s.substring(a + close.length(), b));
+            i = b + close.length();
+        }
+        int p = s.lastIndexOf("\\(");
+        if (p >= 0) {
+            int q = s.indexOf("\\)", p);
+            if (q > p && (spans.isEmpty() || p > s.lastIndexOf('$'))) {
+                return s.substring(p + 2, q);
+            }
+        }
+        return spans.isEmpty() ? null : spans.get(spans.size() - 1);
+    }
+
+    private static final Pattern PROSE_WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{4,}");
+
+    /** Short and without prose words (LaTeX commands do not count). */
+    static boolean answerLike(String s) {
+        return s.length() <= 200 && !PROSE_WORD.matcher(s.replaceAll("\\\\text\\{[^}]*\\}", "")).find();
+    }
+
+    private static String lastNumber(String s) {
+        Matcher m = NUMBER.matcher(s);
+        String out = null;
+        while (m.find()) {
+            out = m.group();
+        }
+        return out;
+    }
+}

@@ -1,0 +1,32 @@
+package klrl.rewards;
+
+/** Reward functions by name: "math", "format", or the fully qualified name of a user's Reward class. */
+public final class Rewards {
+    private Rewards() {}
+
+    public static Reward byName(String name) {
+        switch (name) {
+            case "math":
+                return new MathReward();
+            case "format":
+                return new FormatReward();
+            default:
+                break;
+        }
+        Class<?> c;
+        try {
+            c = Class.forName(name);
+        } catch (ClassNotFoundException e) {
+            throw new IllegalArgumentException("reward '" + name + "': not a built-in (math, format) and no class of that name"
+                    + " is on the classpath (add its jar with java -cp)");
+        }
+        if (!Reward.class.isAssignableFrom(c)) {
+            throw new IllegalArgumentException("reward '" + name + "': class does not implement klrl.rewards.Reward");
+        }
+        try {
+            return (Reward) c.getDeclaredConstructor().newInstance();
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalArgumentException("reward '" + name + "': needs a public no-argument constructor");
+        }
+    }
+}

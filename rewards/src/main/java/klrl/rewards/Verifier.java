@@ -1,0 +1,104 @@
+package klrl.rewards;
+
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Decides whether a completion's final answer equals the gold answer. Pure Java, no code execution,
+ * no threads: each call runs under a cooperative deadline (parsing and evaluation check it) and
+ * returns "incorrect" when it expires, counting the timeout. Thread-safe.
+ */
+public final class Verifier {
+
+    /** The outcome of one check; {@code extracted} is the prediction's answer (null if none was found). */
+    public record Result(boolean correct, String extracted, String gold, boolean timedOut) {}
+
+    static final int MAX_ANSWER_CHARS = 2_000;
+    private static final Set<String> MATH_WORDS = Set.of("sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos",
+            "arctan", "sinh", "cosh", "tanh", "log", "exp", "sqrt", "frac", "infty", "inf", "infinity", "and", "pmatrix",
+            "bmatrix", "matrix", "begin", "end", "binom", "dbinom", "cup", "emptyset", "varnothing");
+    private static final Pattern WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{2,}");
+
+    private final long timeoutNanos;
+    private final Extractor extractor;
+    private final AtomicLong calls = new AtomicLong(), timeouts = new AtomicLong();
+
+    public Verifier(long timeoutMillis, List<Extractor.Fallback> fallbacks) {
+        if (timeoutMillis <= 0) {
+            throw new IllegalArgumentException("verifier timeout must be > 0 ms, got " + timeoutMillis);
+        }
+        this.timeoutNanos = timeoutMillis * 1_000_000L;
+        this.extractor = new Extractor(fallbacks);
+    }
+
+    /** Default: 1 s timeout, all fall-backs. */
+    public Verifier() {
+        this(1000, Extractor.DEFAULT);
+    }
+
+    /** Extracts the answers from a gold solution (or bare answer) and a completion, then compares. */
+    public Result verify(String gold, String completion) {
+        calls.incrementAndGet();
+        String g = Extractor.gold(gold);
+        String p = extractor.extract(completion);
+        if (g == null || p == null || g.isBlank() || p.isBlank()) {
+            return new Result(false, p, g, false);
+        }
+        try {
+            return new Result(equivalent(g, p, new Deadline(timeoutNanos)), p, g, false);
+        } catch (Deadline.Expired e) {
+            timeouts.incrementAndGet();
+            return new Result(false, p, g, true);
+        }
+    }
+
+    /** Compares two already-extracted answers. */
+    static boolean equivalent(String gold, String pred, Deadline dl) {
+        String ng = Normalizer.normalize(gold), np = Normalizer.normalize(pred);
+        if (ng.equals(np) || ng.replace(" ", "").equals(np.replace(" ", ""))) {
+            return true;
+        }
+        if (ng.length() > MAX_ANSWER_CHARS || np.length() > MAX_ANSWER_CHARS) {
+            return false;
+        }
+        try {
+            return Equivalence.equal(toNode(gold, ng, dl), toNode(pred, np, dl), dl);
+        } catch (StackOverflowError | LatexParser.ParseError | ArithmeticException | IndexOutOfBoundsException e) {
+            return false;
+        }
+    }
+
+    static Node toNode(String raw, String norm, Deadline dl) {
+        if (isText(norm)) {
+            return new Node.Text(Normalizer.text(raw));
+        }
+        try {
+            return LatexParser.parse(norm, dl);
+        } catch (LatexParser.ParseError e) {
+            return new Node.Text(Normalizer.text(raw));
+        }
+    }
+
+    /** Words that are not math (function names, "or"/"and") make an answer text. */
+    static boolean isText(String norm) {
+        Matcher m = WORD.matcher(norm);
+        while (m.find()) {
+            String w = m.group();
+            if (!MATH_WORDS.contains(w) && !w.equals("or") && !w.equals("pi") && (w.length() >= 3 || norm.strip().equals(w))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    public long calls() {
+        return calls.get();
+    }
+
+    public long timeouts() {
+        return timeouts.get();
+    }
+}
