@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 /** Entry point of trainer.jar: {@code train} is the default command. */
 @Command(name = "trainer.jar", mixinStandardHelpOptions = true, version = "klrl 0.1.0",
         description = "KL-correct RLVR trainer for LLMs on DJL/PyTorch.",
-        subcommands = {VerifyCommand.class, KlToyCommand.class, InitTinyCommand.class, LogprobsCommand.class, TemplateCommand.class, GenerateCommand.class})
+        subcommands = {TrainCommand.class, EvalCommand.class, SftCommand.class, VerifyCommand.class, KlToyCommand.class, InitTinyCommand.class, LogprobsCommand.class, TemplateCommand.class, GenerateCommand.class})
 public final class Main {
 
     public static void main(String[] args) {
@@ -17,6 +17,17 @@ public final class Main {
     /** Runs a command line and returns the exit code; user errors print one line, no stack trace. */
     public static int run(String... args) {
         System.setProperty("ai.djl.offline", "true");
+        // train is the default command: anything that is not a subcommand name goes to it
+        CommandLine probe = new CommandLine(new Main());
+        boolean sub = args.length > 0 && probe.getSubcommands().containsKey(args[0]);
+        boolean help = args.length > 0 && (args[0].equals("--help") || args[0].equals("-h") || args[0].equals("--version")
+                || args[0].equals("-V") || args[0].equals("help"));
+        if (!sub && !help) {
+            String[] withTrain = new String[args.length + 1];
+            withTrain[0] = "train";
+            System.arraycopy(args, 0, withTrain, 1, args.length);
+            args = withTrain;
+        }
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             Throwable t = ex;

@@ -2,6 +2,7 @@ package klrl.kl;
 
 import ai.djl.ndarray.NDArray;
 import java.util.List;
+import klrl.util.Nd;
 import klrl.util.UserError;
 
 /**
@@ -42,7 +43,7 @@ public sealed interface KlEstimator {
 
         public NDArray perToken(NDArray logp, NDArray refLogp, NDArray fullKl, boolean safeguards) {
             NDArray d = logp.sub(refLogp);
-            return d.mul(d).mul(0.5f);
+            return Nd.mul(d.mul(d), 0.5);
         }
     }
 

@@ -2,6 +2,7 @@ package klrl.kl;
 
 import ai.djl.ndarray.NDArray;
 import java.util.List;
+import klrl.util.Nd;
 import klrl.util.UserError;
 
 /**
@@ -30,7 +31,7 @@ public sealed interface KlPlacement {
         }
 
         public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {
-            return s.sub(k.stopGradient().mul(mask).mul((float) beta));
+            return s.sub(Nd.mul(k.stopGradient().mul(mask), beta));
         }
 
         public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
@@ -49,7 +50,7 @@ public sealed interface KlPlacement {
         }
 
         public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
-            return k.mul(w).sum().mul((float) beta);
+            return Nd.mul(k.mul(w).sum(), beta);
         }
     }
 
@@ -69,7 +70,7 @@ public sealed interface KlPlacement {
         public NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray w, double beta) {
             NDArray perSeq = k.mul(w).sum(new int[] {1});                  // [B]
             NDArray seqLogp = logp.mul(mask).sum(new int[] {1});            // [B] log π(y)
-            return perSeq.sum().add(perSeq.stopGradient().mul(seqLogp).sum()).mul((float) beta);
+            return Nd.mul(perSeq.sum().add(perSeq.stopGradient().mul(seqLogp).sum()), beta);
         }
     }
 

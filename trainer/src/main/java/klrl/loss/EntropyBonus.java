@@ -9,8 +9,8 @@ public final class EntropyBonus {
     private EntropyBonus() {}
 
     public static LossTerm.Out apply(TokenBatch b, LossConfig c) {
-        NDArray h = c.aggregation().apply(b.entropy(), b.mask());
-        NDArray loss = h.mul((float) -c.entropyCoef());
+        NDArray h = b.aggregate(b.entropy(), c.aggregation());
+        NDArray loss = klrl.util.Nd.mul(h, -c.entropyCoef());
         return new LossTerm.Out(loss, Map.of("loss_entropy", loss.toType(DataType.FLOAT64, false).getDouble()));
     }
 }

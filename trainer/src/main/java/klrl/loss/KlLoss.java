@@ -14,7 +14,7 @@ public final class KlLoss {
 
     public static LossTerm.Out apply(TokenBatch b, LossConfig c) {
         NDArray k = c.klEstimator().perToken(b.logp(), b.refLogp(), b.fullKl(), c.klSafeguards());
-        NDArray loss = c.klPlacement().loss(k, b.logp(), b.mask(), c.aggregation().weights(b.mask()), c.klCoef());
+        NDArray loss = c.klPlacement().loss(k, b.logp(), b.mask(), b.weights(c.aggregation()), c.klCoef());
         Map<String, Double> m = new LinkedHashMap<>(metrics(b.logp().stopGradient(), b.refLogp(), b.mask()));
         if (loss != null) {
             m.put("loss_kl", loss.toType(DataType.FLOAT64, false).getDouble());

@@ -38,7 +38,7 @@ public interface LossTerm {
             }
             m.putAll(o.metrics());
         }
-        m.put("loss_total", sum == null ? 0.0 : sum.getDouble());
+        m.put("loss_total", sum == null ? 0.0 : sum.toType(ai.djl.ndarray.types.DataType.FLOAT64, false).getDouble());
         return new Out(sum, m);
     }
 

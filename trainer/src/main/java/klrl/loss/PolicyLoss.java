@@ -28,7 +28,7 @@ public final class PolicyLoss {
             pg = neg.mul(clipped.minimum(pg3)).add(neg.neg().add(1f).mul(clipped));
             m.put("clip_fraction_lower", LossTerm.maskedMean(clipped.gt(pg3).toType(a.getDataType(), false).mul(neg), mask));
         }
-        NDArray loss = c.aggregation().apply(pg, mask);
+        NDArray loss = b.aggregate(pg, c.aggregation());
         m.put("loss_policy", loss.toType(ai.djl.ndarray.types.DataType.FLOAT64, false).getDouble());
         m.put("clip_fraction", LossTerm.maskedMean(pg2.gt(pg1).toType(a.getDataType(), false), mask));
         m.put("ppo_kl", LossTerm.maskedMean(logRatio.neg(), mask));

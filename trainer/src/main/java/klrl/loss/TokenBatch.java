@@ -16,6 +16,25 @@ import ai.djl.ndarray.NDArray;
  * @param values     critic predictions, differentiable (PPO)
  * @param oldValues  critic predictions at rollout time, detached (PPO)
  * @param returns    value targets, detached (PPO)
+ * @param weights    aggregation weights [B,T] precomputed over a whole mini-batch and sliced for this
+ *                   micro-batch, so accumulated micro-batch losses equal the mini-batch loss; null =
+ *                   computed from this batch's mask
  */
 public record TokenBatch(NDArray logp, NDArray oldLogp, NDArray refLogp, NDArray advantages, NDArray mask,
-                         NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns) {}
+                         NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns,
+                         NDArray weights) {
+
+    public TokenBatch(NDArray logp, NDArray oldLogp, NDArray refLogp, NDArray advantages, NDArray mask,
+                      NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns) {
+        this(logp, oldLogp, refLogp, advantages, mask, entropy, fullKl, values, oldValues, returns, null);
+    }
+
+    public NDArray weights(Aggregation a) {
+        return weights != null ? weights : a.weights(mask);
+    }
+
+    /** Σ w·x with this batch's aggregation weights. */
+    public NDArray aggregate(NDArray perToken, Aggregation a) {
+        return perToken.mul(weights(a)).sum();
+    }
+}

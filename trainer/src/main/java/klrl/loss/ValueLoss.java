@@ -21,7 +21,7 @@ public final class ValueLoss {
             l = l1.maximum(l2);
             m.put("value_clip_fraction", LossTerm.maskedMean(l2.gt(l1).toType(v.getDataType(), false), b.mask()));
         }
-        NDArray loss = c.aggregation().apply(l, b.mask()).mul((float) (0.5 * c.valueCoef()));
+        NDArray loss = klrl.util.Nd.mul(b.aggregate(l, c.aggregation()), 0.5 * c.valueCoef());
         m.put("loss_value", loss.toType(DataType.FLOAT64, false).getDouble());
         return new LossTerm.Out(loss, m);
     }

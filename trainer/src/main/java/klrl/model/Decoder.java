@@ -12,6 +12,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import klrl.util.Nd;
 import klrl.util.UserError;
 
 /**
@@ -25,10 +26,26 @@ import klrl.util.UserError;
  */
 public final class Decoder implements AutoCloseable {
 
-    /** One decoder layer's parameters (biases null when the config has none). */
-    record Layer(NDArray inNorm, NDArray wq, NDArray bq, NDArray wk, NDArray bk, NDArray wv, NDArray bv,
-                 NDArray wo, NDArray bo, NDArray postNorm, NDArray wGate, NDArray bGate, NDArray wUp,
-                 NDArray bUp, NDArray wDown, NDArray bDown) {}
+    /** A linear projection by HF name: weight [out, in], optional bias, optional LoRA adapter. */
+    final class Proj {
+        final String name;
+        final NDArray w, b;
+        Lora lora;
+
+        Proj(String name) {
+            this.name = name;
+            this.w = params.get(name + ".weight");
+            this.b = params.get(name + ".bias");
+        }
+
+        NDArray apply(NDArray x) {
+            NDArray y = linear(x, w, b);
+            return lora != null && adaptersEnabled ? y.add(lora.apply(x, training)) : y;
+        }
+    }
+
+    /** One decoder layer's parameters. */
+    record Layer(NDArray inNorm, Proj q, Proj k, Proj v, Proj o, NDArray postNorm, Proj gate, Proj up, Proj down) {}
 
     public final ModelConfig config;
     public final DataType dtype;
@@ -37,6 +54,8 @@ public final class Decoder implements AutoCloseable {
     private final Layer[] layers;
     private final NDArray embed, finalNorm, lmHead;
     private final float[] invFreq;
+    private boolean adaptersEnabled = true;
+    private boolean training = false;
 
     public Decoder(ModelConfig config, Map<String, NDArray> params, NDManager manager, DataType dtype) {
         this.config = config;
@@ -47,14 +66,9 @@ public final class Decoder implements AutoCloseable {
         for (int i = 0; i < layers.length; i++) {
             String p = "model.layers." + i + ".";
             layers[i] = new Layer(params.get(p + "input_layernorm.weight"),
-                    params.get(p + "self_attn.q_proj.weight"), params.get(p + "self_attn.q_proj.bias"),
-                    params.get(p + "self_attn.k_proj.weight"), params.get(p + "self_attn.k_proj.bias"),
-                    params.get(p + "self_attn.v_proj.weight"), params.get(p + "self_attn.v_proj.bias"),
-                    params.get(p + "self_attn.o_proj.weight"), params.get(p + "self_attn.o_proj.bias"),
-                    params.get(p + "post_attention_layernorm.weight"),
-                    params.get(p + "mlp.gate_proj.weight"), params.get(p + "mlp.gate_proj.bias"),
-                    params.get(p + "mlp.up_proj.weight"), params.get(p + "mlp.up_proj.bias"),
-                    params.get(p + "mlp.down_proj.weight"), params.get(p + "mlp.down_proj.bias"));
+                    new Proj(p + "self_attn.q_proj"), new Proj(p + "self_attn.k_proj"), new Proj(p + "self_attn.v_proj"),
+                    new Proj(p + "self_attn.o_proj"), params.get(p + "post_attention_layernorm.weight"),
+                    new Proj(p + "mlp.gate_proj"), new Proj(p + "mlp.up_proj"), new Proj(p + "mlp.down_proj"));
         }
         this.embed = params.get("model.embed_tokens.weight");
         this.finalNorm = params.get("model.norm.weight");
@@ -95,6 +109,40 @@ public final class Decoder implements AutoCloseable {
         return new Decoder(cfg, params, manager, dtype);
     }
 
+    /**
+     * Adds LoRA adapters (rank r, scale α/r) to every projection whose name ends with one of
+     * {@code targets} (e.g. q_proj, v_proj) and returns them by weight name; base weights stay as they are.
+     */
+    public Map<String, Lora> addAdapters(java.util.List<String> targets, int rank, double alpha, double dropout, long seed) {
+        Map<String, Lora> out = new LinkedHashMap<>();
+        java.util.SplittableRandom rng = new java.util.SplittableRandom(seed);
+        for (Layer L : layers) {
+            for (Proj p : new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) {
+                String shortName = p.name.substring(p.name.lastIndexOf('.') + 1);
+                if (targets.contains(shortName)) {
+                    long[] shp = p.w.getShape().getShape();
+                    p.lora = Lora.init(manager, shp[0], shp[1], rank, alpha, dropout, dtype, rng);
+                    out.put(p.name + ".weight", p.lora);
+                }
+            }
+        }
+        if (out.isEmpty()) {
+            throw new UserError("lora.target_modules " + targets + " matched no projection; expected names such as"
+                    + " q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+        }
+        return out;
+    }
+
+    /** With adapters off the model is the frozen base: the reference policy at no extra memory. */
+    public void setAdaptersEnabled(boolean on) {
+        adaptersEnabled = on;
+    }
+
+    /** Training mode turns on LoRA dropout. */
+    public void setTraining(boolean on) {
+        training = on;
+    }
+
     /** Parameters by HF name, in checkpoint order (the optimizer and checkpoints use this view). */
     public Map<String, NDArray> parameters() {
         return params;
@@ -125,9 +173,9 @@ public final class Decoder implements AutoCloseable {
             Layer L = layers[li];
             // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
             NDArray xn = rmsNorm(x, L.inNorm);
-            NDArray q = linear(xn, L.wq, L.bq).reshape(b, t, h, d).transpose(0, 2, 1, 3);     // [B,H,T,D]
-            NDArray kk = linear(xn, L.wk, L.bk).reshape(b, t, k, d).transpose(0, 2, 1, 3);    // [B,K,T,D]
-            NDArray v = linear(xn, L.wv, L.bv).reshape(b, t, k, d).transpose(0, 2, 1, 3);     // [B,K,T,D]
+            NDArray q = L.q.apply(xn).reshape(b, t, h, d).transpose(0, 2, 1, 3);              // [B,H,T,D]
+            NDArray kk = L.k.apply(xn).reshape(b, t, k, d).transpose(0, 2, 1, 3);             // [B,K,T,D]
+            NDArray v = L.v.apply(xn).reshape(b, t, k, d).transpose(0, 2, 1, 3);              // [B,K,T,D]
             // Rotary embedding, HF rotate-half convention
             q = Rope.apply(q, cos, sin);
             kk = Rope.apply(kk, cos, sin);
@@ -140,17 +188,17 @@ public final class Decoder implements AutoCloseable {
             long s = kk.getShape().get(2);
             // GQA without repeating K/V: fold each kv head's G query heads into its row block
             NDArray qg = q.reshape(b, k, g * t, d);                                             // [B,K,G*T,D]
-            NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(scale)                   // [B,K,G*T,S]
+            NDArray scores = Nd.mul(qg.matMul(kk.transpose(0, 1, 3, 2)), scale)                   // [B,K,G*T,S]
                     .reshape(b, k, g, t, s).add(mask);                                         // [B,K,G,T,S]
             NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
             NDArray att = probs.reshape(b, k, g * t, s).matMul(v)                              // [B,K,G*T,D]
                     .reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);   // [B,T,H*D]
-            x = x.add(linear(att, L.wo, L.bo));
+            x = x.add(L.o.apply(att));
             // MLP block: pre-norm, SwiGLU
             NDArray xm = rmsNorm(x, L.postNorm);
-            NDArray gate = linear(xm, L.wGate, L.bGate);
-            NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(linear(xm, L.wUp, L.bUp));
-            x = x.add(linear(act, L.wDown, L.bDown));
+            NDArray gate = L.gate.apply(xm);
+            NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
+            x = x.add(L.down.apply(act));
         }
         return rmsNorm(x, finalNorm);
     }
@@ -166,6 +214,11 @@ public final class Decoder implements AutoCloseable {
         int last = xf.getShape().dimension() - 1;
         NDArray inv = xf.mul(xf).mean(new int[] {last}, true).add(config.rmsNormEps()).sqrt();
         return Casts.to(xf.div(inv), dtype).mul(w);
+    }
+
+    /** y = x·Wᵀ + b (torch.nn.functional.linear), for heads outside the decoder. */
+    public static NDArray linearPublic(NDArray x, NDArray w, NDArray bias) {
+        return linear(x, w, bias);
     }
 
     static NDArray linear(NDArray x, NDArray w, NDArray bias) {

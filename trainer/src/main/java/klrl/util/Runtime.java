@@ -19,6 +19,15 @@ public final class Runtime {
         return Engine.getEngine("PyTorch");
     }
 
+    /**
+     * Turns autograd recording off for this thread. libtorch starts with it on, so without this every
+     * forward outside a GradientCollector (rollouts, reference and eval passes) would build a graph
+     * over the trainable parameters; DJL's collector turns it on inside its scope and restores it.
+     */
+    public static void noGradOutsideCollectors() {
+        ai.djl.pytorch.jni.JniUtils.setGradMode(false);
+    }
+
     /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
     public static Device device(String spec) {
         Engine e = engine();

@@ -1,0 +1,205 @@
+package klrl.config;
+
+import java.util.List;
+import klrl.advantage.AdvantageEstimator;
+import klrl.kl.KlEstimator;
+import klrl.kl.KlPlacement;
+import klrl.loss.Aggregation;
+import klrl.util.UserError;
+
+/**
+ * The whole training configuration. YAML keys are the snake_case of these component names; every
+ * default lives in the {@code defaults()} methods below (the tiny CPU preset) and nowhere else, and
+ * every record validates itself, naming the key that is wrong.
+ */
+public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm algorithm, Kl kl, Optim optim,
+                          Train train, Eval eval, Checkpoint checkpoint, String outputDir) {
+
+    public static TrainConfig defaults() {
+        return new TrainConfig(Model.defaults(), Data.defaults(), Rollout.defaults(), Algorithm.defaults(), Kl.defaults(),
+                Optim.defaults(), Train.defaults(), Eval.defaults(), Checkpoint.defaults(), "runs/default");
+    }
+
+    public TrainConfig {
+        require(outputDir != null && !outputDir.isBlank(), "output_dir must be set");
+        require(train.miniBatchSize() <= train.batchSize(), "train.mini_batch_size must be ≤ train.batch_size");
+        require(train.batchSize() % train.miniBatchSize() == 0, "train.batch_size must be a multiple of train.mini_batch_size");
+        require(!algorithm.name().equals("ppo") || algorithm.advantage().equals("gae"), "algorithm ppo uses advantage gae");
+    }
+
+    static void require(boolean ok, String message) {
+        if (!ok) {
+            throw new UserError("config: " + message);
+        }
+    }
+
+    /**
+     * @param path   HF model folder; null = the built-in tiny model (init-tiny + a deterministic SFT warm-up)
+     * @param critic "head": a value head on the policy trunk (PPO)
+     */
+    public record Model(String path, String dtype, String device, Lora lora, String critic) {
+        public static Model defaults() {
+            return new Model(null, "float32", "cpu", Lora.defaults(), "head");
+        }
+
+        public Model {
+            require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
+            require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
+            require("head".equals(critic), "model.critic must be 'head' (a value head on the policy trunk), got '" + critic + "'");
+        }
+    }
+
+    /** rank 0 = full fine-tuning with a frozen reference copy. */
+    public record Lora(int rank, double alpha, double dropout, List<String> targetModules) {
+        public static Lora defaults() {
+            return new Lora(0, 16, 0.0, List.of("q_proj", "k_proj", "v_proj", "o_proj"));
+        }
+
+        public Lora {
+            require(rank >= 0, "model.lora.rank must be ≥ 0");
+            require(dropout >= 0 && dropout < 1, "model.lora.dropout must be in [0, 1)");
+            require(targetModules != null && !targetModules.isEmpty(), "model.lora.target_modules must list modules");
+        }
+    }
+
+    /**
+     * @param train          JSONL file; null = the bundled arithmetic train set
+     * @param eval           JSONL file(s), comma-separated; null = the bundled arithmetic test set
+     * @param promptField    row field holding the question; null = "problem" or "question", whichever the row has
+     * @param answerField    row field holding the gold answer or a solution with \boxed{}; null = "answer" or "solution"
+     * @param template       user message, {question} replaced by the row's question
+     */
+    public record Data(String train, String eval, String promptField, String answerField, String template,
+                       String systemPrompt, boolean chatTemplate, int maxPromptTokens) {
+        public static Data defaults() {
+            return new Data(null, null, null, null, "{question}", null, true, 256);
+        }
+
+        public Data {
+            require(template != null && template.contains("{question}"), "data.template must contain {question}");
+            require(maxPromptTokens > 0, "data.max_prompt_tokens must be > 0");
+        }
+    }
+
+    public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop) {
+        public static Rollout defaults() {
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of());
+        }
+
+        public Rollout {
+            require(n >= 1, "rollout.n must be ≥ 1");
+            require(maxNewTokens >= 1, "rollout.max_new_tokens must be ≥ 1");
+            require(temperature > 0, "rollout.temperature must be > 0 for RL (the log-probs are of softmax(logits/T))");
+            require(topP > 0 && topP <= 1, "rollout.top_p must be in (0, 1]");
+            require(topK >= 0, "rollout.top_k must be ≥ 0");
+            stop = stop == null ? List.of() : List.copyOf(stop);
+        }
+    }
+
+    /**
+     * @param name       grpo, rloo, reinforce++ or ppo
+     * @param advantage  estimator; null = the algorithm's own (ppo → gae)
+     */
+    public record Algorithm(String name, String advantage, boolean normAdvByStd, double gamma, double lambda, int ppoEpochs,
+                            double clipRatioLow, double clipRatioHigh, Double clipRatioC, String lossAggMode,
+                            double entropyCoef, Double valueClip, double valueCoef, double valueLr, int offPolicyLag) {
+        public static Algorithm defaults() {
+            return new Algorithm("grpo", null, true, 1.0, 1.0, 1, 0.2, 0.2, null, "token-mean", 0.0, 0.5, 0.5, 1e-3, 0);
+        }
+
+        public Algorithm {
+            require(List.of("grpo", "rloo", "reinforce++", "ppo").contains(name),
+                    "algorithm.name must be one of grpo, rloo, reinforce++, ppo; got '" + name + "'");
+            advantage = advantage != null ? advantage : switch (name) {
+                case "ppo" -> "gae";
+                default -> name;
+            };
+            AdvantageEstimator.parse(advantage);
+            Aggregation.parse(lossAggMode);
+            require(ppoEpochs >= 1, "algorithm.ppo_epochs must be ≥ 1");
+            require(clipRatioLow >= 0 && clipRatioLow < 1 && clipRatioHigh >= 0, "algorithm.clip_ratio_low/high out of range");
+            require(clipRatioC == null || clipRatioC > 1, "algorithm.clip_ratio_c (dual clip) must be > 1");
+            require(offPolicyLag >= 0, "algorithm.off_policy_lag must be ≥ 0");
+            require(gamma >= 0 && gamma <= 1 && lambda >= 0 && lambda <= 1, "algorithm.gamma and lambda must be in [0, 1]");
+        }
+    }
+
+    /**
+     * @param target  adaptive controller's target KL; null = fixed coefficient
+     */
+    public record Kl(String estimator, String placement, double coef, Double target, double horizon, boolean safeguards) {
+        public static Kl defaults() {
+            return new Kl("k1", "reward", 0.001, null, 10000, true);
+        }
+
+        public Kl {
+            KlEstimator.parse(estimator);
+            KlPlacement.parse(placement);
+            require(coef >= 0, "kl.coef must be ≥ 0");
+            require(horizon > 0, "kl.horizon must be > 0");
+        }
+
+        public KlEstimator parsedEstimator() {
+            return KlEstimator.parse(estimator);
+        }
+
+        public KlPlacement parsedPlacement() {
+            return KlPlacement.parse(placement);
+        }
+    }
+
+    public record Optim(double lr, double weightDecay, double beta1, double beta2, double eps, int warmupSteps,
+                        String schedule, double minLrRatio, double gradClip) {
+        public static Optim defaults() {
+            return new Optim(2e-3, 0.0, 0.9, 0.999, 1e-8, 0, "constant", 0.1, 1.0);
+        }
+
+        public Optim {
+            require(lr > 0, "optim.lr must be > 0");
+            require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "optim.beta1/beta2 must be in [0, 1)");
+            require(List.of("constant", "cosine").contains(schedule), "optim.schedule must be constant or cosine");
+            require(gradClip > 0, "optim.grad_clip must be > 0");
+            require(warmupSteps >= 0, "optim.warmup_steps must be ≥ 0");
+        }
+    }
+
+    /**
+     * @param batchSize      prompts per step (each sampled rollout.n times)
+     * @param miniBatchSize  prompts per optimizer step
+     * @param microBatchSize sequences per forward/backward
+     */
+    public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
+                        double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs) {
+        public static Train defaults() {
+            return new Train(60, 16, 16, 128, 0, "math", 0.0, 2, 1000);
+        }
+
+        public Train {
+            require(maxSteps >= 0, "train.max_steps must be ≥ 0");
+            require(batchSize >= 1 && miniBatchSize >= 1 && microBatchSize >= 1, "train batch sizes must be ≥ 1");
+            require(rewardWorkers >= 1, "train.reward_workers must be ≥ 1");
+            require(verifierTimeoutMs > 0, "train.verifier_timeout_ms must be > 0");
+        }
+    }
+
+    /** @param k samples per prompt for mean@k (greedy accuracy is always reported) */
+    public record Eval(int every, int k, double temperature, int maxExamples, boolean beforeStart) {
+        public static Eval defaults() {
+            return new Eval(20, 4, 1.0, 200, true);
+        }
+
+        public Eval {
+            require(every >= 0 && k >= 0 && maxExamples >= 1, "eval.every/k must be ≥ 0 and eval.max_examples ≥ 1");
+        }
+    }
+
+    public record Checkpoint(int every, int keep) {
+        public static Checkpoint defaults() {
+            return new Checkpoint(0, 2);
+        }
+
+        public Checkpoint {
+            require(every >= 0 && keep >= 1, "checkpoint.every must be ≥ 0 and checkpoint.keep ≥ 1");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+package klrl.data;
+
+import java.util.ArrayList;
+import java.util.List;
+import klrl.config.TrainConfig;
+import klrl.model.ChatTemplate;
+import klrl.model.Tokenizer;
+import klrl.util.UserError;
+
+/** Turns an example into prompt token ids: the template, then the chat template (if configured). */
+public final class Prompts {
+    private final Tokenizer tok;
+    private final TrainConfig.Data cfg;
+
+    public Prompts(Tokenizer tok, TrainConfig.Data cfg) {
+        this.tok = tok;
+        this.cfg = cfg;
+    }
+
+    public String text(Example e) {
+        String user = cfg.template().replace("{question}", e.question());
+        if (!cfg.chatTemplate()) {
+            return user;
+        }
+        List<ChatTemplate.Message> msgs = new ArrayList<>();
+        if (cfg.systemPrompt() != null) {
+            msgs.add(new ChatTemplate.Message("system", cfg.systemPrompt()));
+        }
+        msgs.add(new ChatTemplate.Message("user", user));
+        return tok.applyChatTemplate(msgs, true);
+    }
+
+    public long[] ids(Example e) {
+        long[] ids = tok.encode(text(e));
+        if (ids.length > cfg.maxPromptTokens()) {
+            throw new UserError(e.source() + ": prompt has " + ids.length + " tokens, more than data.max_prompt_tokens="
+                    + cfg.maxPromptTokens());
+        }
+        if (ids.length == 0) {
+            throw new UserError(e.source() + ": empty prompt");
+        }
+        return ids;
+    }
+}

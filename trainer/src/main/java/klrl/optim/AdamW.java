@@ -1,0 +1,125 @@
+package klrl.optim;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.NDScope;
+import ai.djl.ndarray.types.DataType;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import klrl.util.UserError;
+
+/**
+ * AdamW as torch.optim.AdamW (decoupled weight decay, bias-corrected moments), with global
+ * gradient-norm clipping. State is kept in fp32 in its own manager; every update runs in an
+ * NDScope so its temporaries are freed at once, and parameters are updated in place outside any
+ * gradient collector.
+ */
+public final class AdamW implements AutoCloseable {
+    public record Hyper(double beta1, double beta2, double eps, double weightDecay) {}
+
+    private final Map<String, NDArray> params;
+    private final Map<String, Double> lrScale;
+    private final Map<String, NDArray> m = new LinkedHashMap<>(), v = new LinkedHashMap<>();
+    private final NDManager state;
+    private final Hyper h;
+    private long t;
+
+    /** @param lrScale per-parameter multiplier of the learning rate (absent = 1) */
+    public AdamW(Map<String, NDArray> params, Map<String, Double> lrScale, Hyper h, NDManager parent) {
+        this.params = params;
+        this.lrScale = lrScale;
+        this.h = h;
+        this.state = parent.newSubManager();
+        for (var e : params.entrySet()) {
+            e.getValue().setRequiresGradient(true);
+            m.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
+            v.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
+        }
+    }
+
+    /** Global L2 norm of all gradients (before clipping). Throws a user error on NaN/Inf. */
+    public double gradNorm() {
+        try (NDScope scope = new NDScope()) {
+            NDArray total = null;
+            for (NDArray p : params.values()) {
+                NDArray g = p.getGradient().toType(DataType.FLOAT32, false);
+                NDArray s = g.mul(g).sum();
+                total = total == null ? s : total.add(s);
+            }
+            double n = Math.sqrt(total.getFloat());
+            if (!Double.isFinite(n)) {
+                String worst = "?";
+                for (var e : params.entrySet()) {
+                    NDArray g = e.getValue().getGradient().toType(DataType.FLOAT32, false);
+                    if (!Float.isFinite(g.abs().max().getFloat())) {
+                        worst = e.getKey();
+                        break;
+                    }
+                }
+                throw new UserError("gradient norm is " + n + " (first non-finite gradient: " + worst
+                        + "); lower optim.lr, or use float32");
+            }
+            return n;
+        }
+    }
+
+    /** Clips to {@code maxNorm}, applies one AdamW update at learning rate {@code lr}, zeroes gradients. */
+    public double step(double lr, double maxNorm) {
+        double norm = gradNorm();
+        float clip = (float) Math.min(1.0, maxNorm / (norm + 1e-6));
+        t++;
+        double bc1 = 1 - Math.pow(h.beta1(), t), bc2 = 1 - Math.pow(h.beta2(), t);
+        for (var e : params.entrySet()) {
+            try (NDScope scope = new NDScope()) {
+                NDArray p = e.getValue();
+                NDArray g = p.getGradient();
+                NDArray g32 = g.toType(DataType.FLOAT32, false).mul(clip);
+                double a = lr * lrScale.getOrDefault(e.getKey(), 1.0);
+                NDArray mm = m.get(e.getKey()), vv = v.get(e.getKey());
+                mm.muli((float) h.beta1()).addi(g32.mul((float) (1 - h.beta1())));
+                vv.muli((float) h.beta2()).addi(g32.mul(g32).muli((float) (1 - h.beta2())));
+                NDArray update = mm.div((float) bc1).div(vv.div((float) bc2).sqrt().add((float) h.eps()));
+                if (h.weightDecay() != 0) {
+                    update = update.add(p.toType(DataType.FLOAT32, false).mul((float) h.weightDecay()));
+                }
+                p.subi(update.mul((float) a).toType(p.getDataType(), false));
+                g.subi(g); // zero in place for the next accumulation
+            }
+        }
+        return norm;
+    }
+
+    public long steps() {
+        return t;
+    }
+
+    /** Optimizer state for checkpoints: "m.NAME", "v.NAME" tensors and the step count. */
+    public Map<String, NDArray> stateTensors() {
+        Map<String, NDArray> out = new LinkedHashMap<>();
+        m.forEach((k, x) -> out.put("m." + k, x));
+        v.forEach((k, x) -> out.put("v." + k, x));
+        return out;
+    }
+
+    public void restore(Map<String, NDArray> tensors, long steps) {
+        for (var e : m.entrySet()) {
+            copyInto(e.getValue(), tensors.get("m." + e.getKey()), "m." + e.getKey());
+        }
+        for (var e : v.entrySet()) {
+            copyInto(e.getValue(), tensors.get("v." + e.getKey()), "v." + e.getKey());
+        }
+        t = steps;
+    }
+
+    static void copyInto(NDArray dst, NDArray src, String name) {
+        if (src == null || !src.getShape().equals(dst.getShape())) {
+            throw new UserError("optimizer.safetensors: tensor '" + name + "' is missing or mis-shaped");
+        }
+        dst.set(src.toType(dst.getDataType(), false).toByteBuffer());
+    }
+
+    @Override
+    public void close() {
+        state.close();
+    }
+}

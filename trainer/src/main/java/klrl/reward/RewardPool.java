@@ -1,0 +1,79 @@
+package klrl.reward;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import klrl.rewards.Extractor;
+import klrl.rewards.FormatReward;
+import klrl.rewards.MathReward;
+import klrl.rewards.Reward;
+import klrl.rewards.Rewards;
+import klrl.rewards.Verifier;
+import klrl.util.UserError;
+
+/**
+ * Scores completions in parallel worker threads: the configured reward (math by default) plus an
+ * optional weighted format reward. Daemon threads, so a stuck user reward cannot keep the JVM alive;
+ * the verifier itself is time-bounded and never blocks.
+ */
+public final class RewardPool implements AutoCloseable {
+    /** Per-sample outcome: the total reward, whether the math answer was right, and whether it timed out. */
+    public record Scored(double reward, boolean correct, boolean timedOut) {}
+
+    private final Reward reward;
+    private final MathReward math;
+    private final FormatReward format = new FormatReward();
+    private final double formatWeight;
+    private final ExecutorService pool;
+
+    public RewardPool(String name, double formatWeight, int workers, long verifierTimeoutMs) {
+        this.math = new MathReward(new Verifier(verifierTimeoutMs, Extractor.DEFAULT));
+        try {
+            this.reward = name.equals("math") ? math : Rewards.byName(name);
+        } catch (IllegalArgumentException e) {
+            throw new UserError("train.reward: " + e.getMessage());
+        }
+        this.formatWeight = formatWeight;
+        this.pool = Executors.newFixedThreadPool(workers, r -> {
+            Thread t = new Thread(r, "reward");
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    public List<Scored> score(List<String> prompts, List<String> completions, List<String> golds) {
+        List<Future<Scored>> fs = new ArrayList<>();
+        for (int i = 0; i < completions.size(); i++) {
+            final int k = i;
+            fs.add(pool.submit(() -> {
+                Reward.Score m = math.score(prompts.get(k), completions.get(k), golds.get(k));
+                boolean correct = m.value() > 0;
+                double r = reward == math ? m.value() : reward.score(prompts.get(k), completions.get(k), golds.get(k)).value();
+                if (formatWeight != 0) {
+                    r += formatWeight * format.score(prompts.get(k), completions.get(k), golds.get(k)).value();
+                }
+                return new Scored(r, correct, Boolean.TRUE.equals(m.details().get("timed_out")));
+            }));
+        }
+        List<Scored> out = new ArrayList<>();
+        for (Future<Scored> f : fs) {
+            try {
+                out.add(f.get());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
+            } catch (ExecutionException e) {
+                throw new UserError("reward function failed: " + e.getCause());
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public void close() {
+        pool.shutdownNow();
+    }
+}

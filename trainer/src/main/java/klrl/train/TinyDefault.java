@@ -1,0 +1,68 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.function.Consumer;
+import klrl.checkpoint.Checkpoints;
+import klrl.config.TrainConfig;
+import klrl.data.Dataset;
+import klrl.data.Example;
+import klrl.data.Prompts;
+import klrl.model.Decoder;
+import klrl.model.SafeTensors;
+import klrl.model.TinyModel;
+import klrl.model.Tokenizer;
+
+/**
+ * The built-in default model: init-tiny (qwen2 architecture, fixed seed) followed by a short,
+ * deterministic supervised warm-up on the bundled arithmetic train set, leaving a policy that has
+ * the answer format and partial skill — room for RL to show it learns. Built once into the cache
+ * folder ($KLRL_CACHE, default ~/.cache/klrl) and reused.
+ */
+public final class TinyDefault {
+    private TinyDefault() {}
+
+    public static final String VERSION = "tiny-sft-v1";
+    public static final TinyModel.Spec SPEC = new TinyModel.Spec("qwen2", 96, 2, 4, 2, 256, 7, "F32", Long.MAX_VALUE, false, 0.02);
+    public static final int SFT_STEPS = 300, SFT_BATCH = 32;
+    public static final double SFT_LR = 3e-3;
+
+    public static Path cacheDir() {
+        String env = System.getenv("KLRL_CACHE");
+        return env != null && !env.isBlank() ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache", "klrl");
+    }
+
+    public static synchronized Path ensure(Consumer<String> log) throws IOException {
+        Path dir = cacheDir().resolve(VERSION);
+        if (Files.isRegularFile(dir.resolve("READY"))) {
+            return dir;
+        }
+        log.accept("building the default tiny model (init-tiny + " + SFT_STEPS + " SFT steps) into " + dir);
+        Path tmp = cacheDir().resolve(VERSION + ".tmp-" + ProcessHandle.current().pid());
+        Checkpoints.deleteTree(tmp);
+        TinyModel.write(tmp, SPEC);
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Tokenizer tok = Tokenizer.load(tmp);
+             Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
+            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults());
+            List<Example> data = Dataset.load(Dataset.BUNDLED_TRAIN, null, null);
+            double loss = Sft.run(model, tok, prompts, data, SFT_STEPS, SFT_BATCH, SFT_LR, 11, root,
+                    s -> { if ((s + 1) % 100 == 0) { log.accept("  sft step " + (s + 1) + "/" + SFT_STEPS); } });
+            SafeTensors.write(tmp, model.parameters(), "F32", Long.MAX_VALUE);
+            log.accept(String.format("  sft done, final loss %.3f", loss));
+        }
+        Files.writeString(tmp.resolve("READY"), VERSION + "\n");
+        Files.createDirectories(dir.getParent());
+        if (!Files.isRegularFile(dir.resolve("READY"))) {
+            Checkpoints.deleteTree(dir);
+            Files.move(tmp, dir, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } else {
+            Checkpoints.deleteTree(tmp);
+        }
+        return dir;
+    }
+}

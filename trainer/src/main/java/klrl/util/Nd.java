@@ -1,0 +1,30 @@
+package klrl.util;
+
+import ai.djl.ndarray.NDArray;
+
+/**
+ * Scalar arithmetic that is safe under autograd.
+ *
+ * <p>DJL 0.33's {@code x.mul(Number)} / {@code div(Number)} wrap the number in a scalar tensor that
+ * aliases a Java direct buffer and close it right after the op. The op's backward saved that scalar,
+ * so once the garbage collector frees the buffer, backward multiplies by whatever memory is there:
+ * nondeterministic NaN/huge gradients (reproduced by calling System.gc() before backward). These
+ * helpers put the scalar in x's manager instead, so it lives as long as the activations do.
+ */
+public final class Nd {
+    private Nd() {}
+
+    /** A 0-dim tensor of x's dtype, owned by x's manager. */
+    public static NDArray scalar(NDArray x, double v) {
+        NDArray s = x.getManager().create(v);
+        return s.getDataType() == x.getDataType() ? s : s.toType(x.getDataType(), false);
+    }
+
+    public static NDArray mul(NDArray x, double v) {
+        return x.mul(scalar(x, v));
+    }
+
+    public static NDArray div(NDArray x, double v) {
+        return x.div(scalar(x, v));
+    }
+}
