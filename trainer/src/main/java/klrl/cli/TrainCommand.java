@@ -74,9 +74,6 @@ public final class TrainCommand implements Callable<Integer> {
         o.put("data.train", c.setup.trainData);
         o.put("data.eval", c.setup.evalData);
         o.put("algorithm.name", c.algo.algo);
-        if (c.algo.algo != null) {
-            o.put("algorithm.advantage", c.algo.algo.equals("ppo") ? "gae" : c.algo.algo);
-        }
         o.put("rollout.n", c.algo.n);
         o.put("kl.estimator", c.kl.estimator);
         o.put("kl.placement", c.kl.placement == null ? null : c.kl.placement.name());

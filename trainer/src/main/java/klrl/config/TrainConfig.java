@@ -24,7 +24,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         require(outputDir != null && !outputDir.isBlank(), "output_dir must be set");
         require(train.miniBatchSize() <= train.batchSize(), "train.mini_batch_size must be ≤ train.batch_size");
         require(train.batchSize() % train.miniBatchSize() == 0, "train.batch_size must be a multiple of train.mini_batch_size");
-        require(!algorithm.name().equals("ppo") || algorithm.advantage().equals("gae"), "algorithm ppo uses advantage gae");
+        require(!algorithm.name().equals("ppo") || algorithm.resolvedAdvantage().equals("gae"), "algorithm ppo uses advantage gae");
     }
 
     static void require(boolean ok, String message) {
@@ -103,6 +103,15 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Algorithm(String name, String advantage, boolean normAdvByStd, double gamma, double lambda, int ppoEpochs,
                             double clipRatioLow, double clipRatioHigh, Double clipRatioC, String lossAggMode,
                             double entropyCoef, Double valueClip, double valueCoef, double valueLr, int offPolicyLag) {
+        static String defaultAdvantage(String algo) {
+            return algo.equals("ppo") ? "gae" : algo;
+        }
+
+        /** The advantage estimator: the configured one, else the algorithm's own (ppo → gae). */
+        public String resolvedAdvantage() {
+            return advantage != null ? advantage : defaultAdvantage(name);
+        }
+
         public static Algorithm defaults() {
             return new Algorithm("grpo", null, true, 1.0, 1.0, 1, 0.2, 0.2, null, "token-mean", 0.0, 0.5, 0.5, 1e-3, 0);
         }
@@ -110,11 +119,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         public Algorithm {
             require(List.of("grpo", "rloo", "reinforce++", "ppo").contains(name),
                     "algorithm.name must be one of grpo, rloo, reinforce++, ppo; got '" + name + "'");
-            advantage = advantage != null ? advantage : switch (name) {
-                case "ppo" -> "gae";
-                default -> name;
-            };
-            AdvantageEstimator.parse(advantage);
+            AdvantageEstimator.parse(advantage != null ? advantage : defaultAdvantage(name));
             Aggregation.parse(lossAggMode);
             require(ppoEpochs >= 1, "algorithm.ppo_epochs must be ≥ 1");
             require(clipRatioLow >= 0 && clipRatioLow < 1 && clipRatioHigh >= 0, "algorithm.clip_ratio_low/high out of range");
@@ -151,7 +156,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Optim(double lr, double weightDecay, double beta1, double beta2, double eps, int warmupSteps,
                         String schedule, double minLrRatio, double gradClip) {
         public static Optim defaults() {
-            return new Optim(2e-3, 0.0, 0.9, 0.999, 1e-8, 0, "constant", 0.1, 1.0);
+            return new Optim(2e-4, 0.0, 0.9, 0.999, 1e-8, 0, "constant", 0.1, 1.0);
         }
 
         public Optim {
@@ -171,7 +176,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs) {
         public static Train defaults() {
-            return new Train(60, 16, 16, 128, 0, "math", 0.0, 2, 1000);
+            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000);
         }
 
         public Train {
@@ -185,7 +190,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     /** @param k samples per prompt for mean@k (greedy accuracy is always reported) */
     public record Eval(int every, int k, double temperature, int maxExamples, boolean beforeStart) {
         public static Eval defaults() {
-            return new Eval(20, 4, 1.0, 200, true);
+            return new Eval(100, 4, 1.0, 200, true);
         }
 
         public Eval {

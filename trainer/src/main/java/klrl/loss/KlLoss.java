@@ -15,7 +15,9 @@ public final class KlLoss {
     public static LossTerm.Out apply(TokenBatch b, LossConfig c) {
         NDArray k = c.klEstimator().perToken(b.logp(), b.refLogp(), b.fullKl(), c.klSafeguards());
         NDArray loss = c.klPlacement().loss(k, b.logp(), b.mask(), b.weights(c.aggregation()), c.klCoef());
-        Map<String, Double> m = new LinkedHashMap<>(metrics(b.logp().stopGradient(), b.refLogp(), b.mask()));
+        // The run's KL metrics come from the rollout (behaviour vs reference, before any update);
+        // this term reports only its own loss.
+        Map<String, Double> m = new LinkedHashMap<>();
         if (loss != null) {
             m.put("loss_kl", loss.toType(DataType.FLOAT64, false).getDouble());
         }

@@ -125,7 +125,7 @@ public final class Trainer implements AutoCloseable {
                 cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), kl.value(), cfg.kl().safeguards(), a.entropyCoef(),
                 a.valueClip(), a.valueCoef());
         this.terms = LossTerm.forConfig(lossCfg, ppo);
-        this.advantage = AdvantageEstimator.parse(a.advantage());
+        this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
         this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
         this.rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(), cfg.train().rewardWorkers(),
                 cfg.train().verifierTimeoutMs());

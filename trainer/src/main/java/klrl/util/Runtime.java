@@ -25,6 +25,7 @@ public final class Runtime {
      * over the trainable parameters; DJL's collector turns it on inside its scope and restores it.
      */
     public static void noGradOutsideCollectors() {
+        engine(); // loads libtorch first
         ai.djl.pytorch.jni.JniUtils.setGradMode(false);
     }
 

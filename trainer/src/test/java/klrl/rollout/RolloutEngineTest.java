@@ -190,6 +190,29 @@ class RolloutEngineTest {
     }
 
     @Test
+    void logprobsStayExactWhenFinishedRowsLeaveTheBatch() {
+        // EOS = a token sampled often, so rows end at different steps and the batch is compacted
+        List<Sample> probe = engine(List.of()).generate(List.of(PROMPT), new SamplingParams(8, 1.0, 1, 0, 16, List.of(), 3), root);
+        java.util.Map<Long, Integer> freq = new java.util.HashMap<>();
+        probe.forEach(x -> { for (long t : x.responseIds()) { freq.merge(t, 1, Integer::sum); } });
+        List<Long> eos = freq.entrySet().stream().sorted(java.util.Map.Entry.<Long, Integer>comparingByValue().reversed())
+                .limit(6).map(java.util.Map.Entry::getKey).toList();
+        List<Sample> samples = engine(eos).generate(List.of(PROMPT, new long[] {9, 8}, new long[] {1, 2, 3, 4, 5, 6}),
+                new SamplingParams(10, 1.0, 1, 0, 6, List.of(), 4), root);
+        java.util.Set<Integer> lengths = new java.util.HashSet<>();
+        double worst = 0;
+        for (Sample s : samples) {
+            lengths.add(s.responseIds().length);
+            double[][] lp = nextLogprobs(concat(s.promptIds(), s.responseIds()), 1.0);
+            for (int k = 0; k < s.responseIds().length; k++) {
+                worst = Math.max(worst, Math.abs(lp[s.promptIds().length - 1 + k][(int) s.responseIds()[k]] - s.logprobs()[k]));
+            }
+        }
+        assertTrue(lengths.size() >= 3, "rows should end at different steps: " + lengths);
+        assertTrue(worst < 1e-4, "max |Δ logprob| with compaction = " + worst);
+    }
+
+    @Test
     void seededSamplingIsReproducibleAndSeedsDiffer() {
         SamplingParams a = new SamplingParams(8, 1.0, 1, 0, 4, List.of(), 7);
         List<Sample> x = engine(List.of()).generate(List.of(PROMPT), a, root);

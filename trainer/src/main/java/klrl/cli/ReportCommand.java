@@ -1,0 +1,80 @@
+package klrl.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import klrl.util.Json;
+import klrl.util.UserError;
+import org.knowm.xchart.BitmapEncoder;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYChartBuilder;
+import org.knowm.xchart.style.markers.SeriesMarkers;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "report", mixinStandardHelpOptions = true,
+        description = "Plot metrics of one or more runs (overlaid) as PNG files: reward, accuracy, KL, entropy, length.")
+public final class ReportCommand implements Callable<Integer> {
+    @Parameters(arity = "1..*", paramLabel = "RUN_DIR", description = "run folders holding metrics.jsonl") List<Path> runs;
+    @Option(names = "--out", defaultValue = "report", description = "folder for the PNGs (default: ${DEFAULT-VALUE})") Path out;
+
+    /** One plot: its file name, title and the metrics drawn on it. */
+    record Plot(String file, String title, List<String> keys) {}
+
+    static final List<Plot> PLOTS = List.of(
+            new Plot("reward.png", "Reward (train)", List.of("reward_mean")),
+            new Plot("accuracy.png", "Accuracy (train samples; held-out greedy)", List.of("accuracy", "eval_accuracy")),
+            new Plot("kl.png", "KL to the reference", List.of("kl_k1", "kl_k3", "kl_forward")),
+            new Plot("entropy.png", "Entropy per token", List.of("entropy")),
+            new Plot("length.png", "Response length", List.of("response_length")));
+
+    @Override
+    public Integer call() throws IOException {
+        Files.createDirectories(out);
+        List<List<JsonNode>> data = new ArrayList<>();
+        for (Path r : runs) {
+            Path f = r.resolve("metrics.jsonl");
+            if (!Files.isRegularFile(f)) {
+                throw new UserError(f + ": not found (is " + r + " a run folder?)");
+            }
+            List<JsonNode> lines = new ArrayList<>();
+            for (String l : Files.readAllLines(f)) {
+                if (!l.isBlank()) {
+                    lines.add(Json.MAPPER.readTree(l));
+                }
+            }
+            data.add(lines);
+        }
+        for (Plot p : PLOTS) {
+            XYChart chart = new XYChartBuilder().width(900).height(520).title(p.title()).xAxisTitle("step").yAxisTitle(String.join(", ", p.keys())).build();
+            chart.getStyler().setLegendVisible(true);
+            int series = 0;
+            for (int i = 0; i < runs.size(); i++) {
+                for (String k : p.keys()) {
+                    List<Double> xs = new ArrayList<>(), ys = new ArrayList<>();
+                    for (JsonNode n : data.get(i)) {
+                        if (n.has(k) && n.get(k).isNumber()) {
+                            xs.add(n.get("step").asDouble());
+                            ys.add(n.get(k).asDouble());
+                        }
+                    }
+                    if (!xs.isEmpty()) {
+                        String name = runs.get(i).getFileName() + (p.keys().size() > 1 ? " " + k : "");
+                        chart.addSeries(name, xs, ys).setMarker(k.startsWith("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
+                        series++;
+                    }
+                }
+            }
+            if (series > 0) {
+                BitmapEncoder.saveBitmap(chart, out.resolve(p.file()).toString(), BitmapEncoder.BitmapFormat.PNG);
+            }
+        }
+        System.out.println(out.toAbsolutePath());
+        return 0;
+    }
+}

@@ -1,0 +1,50 @@
+package klrl.train;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.util.List;
+import klrl.config.TrainConfig;
+import klrl.data.Dataset;
+import klrl.data.Example;
+import klrl.data.Prompts;
+import klrl.model.Decoder;
+import klrl.model.Tokenizer;
+import klrl.rollout.RolloutEngine;
+import klrl.rollout.Sample;
+import klrl.rollout.SamplingParams;
+import org.junit.jupiter.api.Test;
+
+/** The training forward must see exactly the distribution the sampler drew from (ratio ≡ 1 on-policy). */
+class PolicyForwardTest {
+    @Test
+    void trainingForwardReproducesSamplerLogprobs() throws Exception {
+        var dir = TinyDefault.ensure(s -> { });
+        klrl.util.Runtime.noGradOutsideCollectors();
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Tokenizer tok = Tokenizer.load(dir);
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32)) {
+            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults());
+            List<Example> data = Dataset.load(Dataset.BUNDLED_TRAIN, null, null).subList(0, 6);
+            List<long[]> ids = data.stream().map(prompts::ids).toList();
+            for (float temp : new float[] {1.0f, 0.7f}) {
+                List<Sample> samples = new RolloutEngine(model, tok.eosIds(), tok::decode)
+                        .generate(ids, new SamplingParams(12, temp, 1, 0, 4, List.of(), 1), root);
+                SequenceBatch b = SequenceBatch.of(samples.stream().map(Sample::promptIds).toList(),
+                        samples.stream().map(Sample::responseIds).toList(), (int) tok.padId());
+                try (NDManager m = root.newSubManager()) {
+                    float[] lp = PolicyForward.run(model, b, m, temp, false).logp().toFloatArray();
+                    double worst = 0;
+                    for (int i = 0; i < samples.size(); i++) {
+                        float[] s = samples.get(i).logprobs();
+                        for (int k = 0; k < s.length; k++) {
+                            worst = Math.max(worst, Math.abs(s[k] - lp[i * b.r() + k]));
+                        }
+                    }
+                    assertTrue(worst < 1e-4, "T=" + temp + ": max |sampler − training forward| = " + worst);
+                }
+            }
+        }
+    }
+}

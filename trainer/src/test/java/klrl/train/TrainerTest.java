@@ -1,0 +1,247 @@
+package klrl.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import com.fasterxml.jackson.databind.JsonNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.cli.Main;
+import klrl.config.ConfigLoader;
+import klrl.config.TrainConfig;
+import klrl.model.Decoder;
+import klrl.model.SafeTensors;
+import klrl.util.Json;
+import klrl.util.UserError;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The training loop end to end on the built-in tiny model: real rollouts, rewards, updates, checkpoints. */
+class TrainerTest {
+    @TempDir Path tmp;
+    static Path base;
+
+    @BeforeAll
+    static void model() throws Exception {
+        base = TinyDefault.ensure(s -> { });
+    }
+
+    static TrainConfig small(Path out, Map<String, Object> extra) {
+        Map<String, Object> o = new HashMap<>();
+        o.put("output_dir", out.toString());
+        o.put("model.path", base.toString());
+        o.put("train.max_steps", 4);
+        o.put("train.batch_size", 4);
+        o.put("train.mini_batch_size", 2);
+        o.put("train.micro_batch_size", 5);
+        o.put("rollout.n", 4);
+        o.put("eval.every", 0);
+        o.put("eval.before_start", false);
+        o.put("eval.max_examples", 16);
+        o.put("eval.k", 2);
+        o.put("checkpoint.every", 2);
+        o.putAll(extra);
+        return ConfigLoader.load(null, o);
+    }
+
+    static List<JsonNode> metrics(Path run) throws Exception {
+        List<JsonNode> out = new ArrayList<>();
+        for (String l : Files.readAllLines(run.resolve("metrics.jsonl"))) {
+            out.add(Json.MAPPER.readTree(l));
+        }
+        return out;
+    }
+
+    static List<JsonNode> stepLines(Path run) throws Exception {
+        return metrics(run).stream().filter(n -> n.has("reward_mean")).toList();
+    }
+
+    static void train(TrainConfig c, Path resume) throws Exception {
+        try (Trainer t = new Trainer(c, resume, s -> { })) {
+            t.run(s -> { });
+        }
+    }
+
+    /** Every metric but wall-clock ones. */
+    static Map<String, String> comparable(JsonNode n) {
+        Map<String, String> m = new HashMap<>();
+        n.fields().forEachRemaining(e -> {
+            if (!e.getKey().startsWith("time") && !e.getKey().equals("tokens_per_s")) {
+                m.put(e.getKey(), e.getValue().toString());
+            }
+        });
+        return m;
+    }
+
+    @Test
+    void resumeContinuesExactlyLikeAnUninterruptedRun() throws Exception {
+        Path a = tmp.resolve("a"), b = tmp.resolve("b");
+        train(small(a, Map.of()), null);
+        train(small(b, Map.of("train.max_steps", 2)), null);
+        train(small(b, Map.of()), b);
+        List<JsonNode> ma = stepLines(a), mb = stepLines(b);
+        assertEquals(4, ma.size());
+        assertEquals(4, mb.size());
+        for (int i = 0; i < 4; i++) {
+            assertEquals(comparable(ma.get(i)), comparable(mb.get(i)), "step " + (i + 1));
+        }
+        // checkpoints: atomic folders, latest pointer, nothing half-written left behind
+        assertEquals("step-000004", Files.readString(b.resolve("checkpoints/latest")).strip());
+        try (var s = Files.list(b.resolve("checkpoints"))) {
+            assertTrue(s.noneMatch(p -> p.toString().endsWith(".tmp")));
+        }
+        for (String f : new String[] {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.json", "tokenizer.json"}) {
+            assertTrue(Files.isRegularFile(b.resolve("checkpoints/step-000004/" + f)), f);
+        }
+    }
+
+    @Test
+    void metricsHaveEveryDocumentedField() throws Exception {
+        Path a = tmp.resolve("m");
+        train(small(a, Map.of("train.max_steps", 1, "eval.before_start", true, "train.mini_batch_size", 4)), null);
+        JsonNode step = stepLines(a).get(0);
+        for (String k : new String[] {"step", "reward_mean", "accuracy", "kl_k1", "kl_k3", "kl_forward", "kl_coef", "entropy",
+            "response_length", "clip_fraction", "grad_norm", "lr", "tokens_per_s", "time_rollout", "time_reward",
+            "time_reference", "time_update", "time_step"}) {
+            assertTrue(step.has(k), "missing " + k);
+        }
+        JsonNode eval = metrics(a).stream().filter(n -> n.has("eval_accuracy")).findFirst().orElseThrow();
+        assertTrue(eval.has("eval_set") && eval.has("eval_mean_at_k"));
+        // on-policy: the update's first forward reproduces the sampler's log-probs
+        assertTrue(Math.abs(step.get("ppo_kl").asDouble()) < 1e-3, step.toString());
+    }
+
+    @Test
+    void klPlacementsReachTheLoss() throws Exception {
+        Path r = tmp.resolve("r"), l = tmp.resolve("l"), u = tmp.resolve("u");
+        train(small(r, Map.of("train.max_steps", 1, "kl.placement", "reward")), null);
+        train(small(l, Map.of("train.max_steps", 1, "kl.placement", "loss", "kl.estimator", "k3", "kl.coef", 0.1)), null);
+        train(small(u, Map.of("train.max_steps", 1, "kl.placement", "loss-unbiased", "kl.estimator", "k3", "kl.coef", 0.1)), null);
+        assertFalse(stepLines(r).get(0).has("loss_kl"));
+        assertTrue(stepLines(l).get(0).has("loss_kl"));
+        assertTrue(stepLines(u).get(0).has("loss_kl"));
+    }
+
+    @Test
+    void exportWritesALoadableModelFolder() throws Exception {
+        Path run = tmp.resolve("x"), out = tmp.resolve("exported");
+        train(small(run, Map.of("train.max_steps", 2, "optim.lr", 1e-3)), null);
+        assertEquals(0, Main.run("export", "--checkpoint", run.toString(), "--out", out.toString()));
+        long[] ids = {5, 17, 33, 64};
+        float[] exported = logits(out, ids), checkpoint = logits(run.resolve("checkpoints/step-000002"), ids), before = logits(base, ids);
+        assertArrayEquals(checkpoint, exported);
+        assertFalse(java.util.Arrays.equals(before, exported), "training changed nothing");
+    }
+
+    static float[] logits(Path dir, long[] ids) {
+        try (NDManager m = NDManager.newBaseManager("PyTorch"); Decoder d = Decoder.load(dir, m, DataType.FLOAT32)) {
+            int t = ids.length;
+            NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
+            return d.logits(d.hidden(m.create(ids, new Shape(1, t)), m.arange(0, t, 1, DataType.INT64).reshape(1, t),
+                    d.attentionMask(valid, 0, t), null, 0)).toFloatArray();
+        }
+    }
+
+    @Test
+    void loraTrainsOnlyAdaptersAndExportMergesThem() throws Exception {
+        Path run = tmp.resolve("lora"), out = tmp.resolve("merged");
+        train(small(run, Map.of("train.max_steps", 2, "model.lora.rank", 4, "optim.lr", 5e-3)), null);
+        Path ck = run.resolve("checkpoints/step-000002");
+        assertTrue(Files.isRegularFile(ck.resolve("adapter_model.safetensors")));
+        assertTrue(Files.isRegularFile(ck.resolve("adapter_config.json")));
+        assertFalse(Files.exists(ck.resolve("model.safetensors")), "LoRA checkpoints hold adapters only");
+        var adapters = SafeTensors.readHeader(ck.resolve("adapter_model.safetensors")).keySet();
+        assertTrue(adapters.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"), adapters.toString());
+        assertEquals(0, Main.run("export", "--checkpoint", run.toString(), "--out", out.toString()));
+        long[] ids = {5, 17, 33, 64};
+        assertFalse(java.util.Arrays.equals(logits(base, ids), logits(out, ids)), "merged adapters changed nothing");
+    }
+
+    @Test
+    void ppoTrainsAValueHead() throws Exception {
+        Path run = tmp.resolve("ppo");
+        train(small(run, Map.of("train.max_steps", 2, "algorithm.name", "ppo", "algorithm.ppo_epochs", 2)), null);
+        JsonNode s = stepLines(run).get(1);
+        assertTrue(s.has("loss_value") && s.has("value_clip_fraction"), s.toString());
+        assertTrue(Files.isRegularFile(run.resolve("checkpoints/step-000002/value_head.safetensors")));
+    }
+
+    @Test
+    void otherAlgorithmsRun() throws Exception {
+        for (String algo : new String[] {"rloo", "reinforce++"}) {
+            Path run = tmp.resolve(algo.replace("+", "p"));
+            train(small(run, Map.of("train.max_steps", 1, "algorithm.name", algo, "kl.estimator", "full", "kl.placement", "loss")), null);
+            assertTrue(Double.isFinite(stepLines(run).get(0).get("loss_total").asDouble()));
+        }
+    }
+
+    @Test
+    void stopRequestCheckpointsAfterTheCurrentStep() throws Exception {
+        Path run = tmp.resolve("stop");
+        try (Trainer t = new Trainer(small(run, Map.of("train.max_steps", 10, "checkpoint.every", 0)), null, s -> { })) {
+            t.run(line -> {
+                if (line.startsWith("step 1/")) {
+                    t.requestStop(); // what SIGTERM does
+                }
+            });
+        }
+        assertEquals(1, stepLines(run).size());
+        assertEquals("step-000001", Files.readString(run.resolve("checkpoints/latest")).strip());
+    }
+
+    @Test
+    void nanLossIsAClearError() throws Exception {
+        // a checkpoint with one NaN weight: the first loss is NaN, and the run must say so, not train on
+        Path bad = tmp.resolve("nan-model");
+        Files.createDirectories(bad);
+        for (String f : new String[] {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}) {
+            Files.copy(base.resolve(f), bad.resolve(f));
+        }
+        try (NDManager m = NDManager.newBaseManager("PyTorch")) {
+            Map<String, NDArray> w = new java.util.LinkedHashMap<>();
+            SafeTensors.index(base).forEach((k, e) -> w.put(k, SafeTensors.load(e, m, DataType.FLOAT32)));
+            float[] norm = w.get("model.norm.weight").toFloatArray();
+            norm[3] = Float.NaN;
+            w.put("model.norm.weight", m.create(norm));
+            SafeTensors.write(bad, w, "F32", Long.MAX_VALUE);
+        }
+        UserError e = assertThrows(UserError.class, () -> train(small(tmp.resolve("nan"), Map.of("model.path", bad.toString())), null));
+        assertTrue(e.getMessage().contains("NaN") && e.getMessage().contains("step 1"), e.getMessage());
+    }
+
+    @Test
+    void badDataRowsAreNamed() throws Exception {
+        Path data = tmp.resolve("bad.jsonl");
+        Files.writeString(data, "{\"question\":\"1+1\",\"answer\":\"2\"}\n{\"q\":\"x\"}\n");
+        UserError e = assertThrows(UserError.class, () -> train(small(tmp.resolve("d"), Map.of("data.train", data.toString())), null));
+        assertTrue(e.getMessage().contains("bad.jsonl:2") && e.getMessage().contains("question"), e.getMessage());
+    }
+
+    @Test
+    void theDefaultRunLearns() throws Exception {
+        // the README run, shortened to 100 of its 400 steps: accuracy of the 6,400 samples of the
+        // last 25 steps against the first 25 (each window's standard error is about 0.005)
+        Path run = tmp.resolve("learn");
+        train(ConfigLoader.load(null, Map.of("output_dir", run.toString(), "train.max_steps", 100, "eval.every", 0,
+                "eval.before_start", false, "eval.k", 0, "eval.max_examples", 50)), null);
+        List<JsonNode> s = stepLines(run);
+        double first = s.subList(0, 25).stream().mapToDouble(n -> n.get("accuracy").asDouble()).average().orElseThrow();
+        double last = s.subList(75, 100).stream().mapToDouble(n -> n.get("accuracy").asDouble()).average().orElseThrow();
+        assertTrue(last > first + 0.02, "accuracy " + first + " → " + last);
+        assertEquals(0.0, s.get(0).get("kl_k1").asDouble(), 1e-6, "the first rollout is the reference policy");
+        assertNotEquals(0.0, s.get(99).get("kl_k1").asDouble());
+    }
+}
