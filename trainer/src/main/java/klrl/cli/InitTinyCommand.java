@@ -22,11 +22,12 @@ public final class InitTinyCommand implements Callable<Integer> {
             description = "shard the safetensors above this size (writes model.safetensors.index.json)") long shard;
     @Option(names = "--tied", description = "tie lm_head to the embeddings") boolean tied;
     @Option(names = "--init-std", defaultValue = "0.02", description = "std of the random weights") double initStd;
+    @Option(names = "--vocab-size", defaultValue = "0", description = "config vocab_size (0 = just cover the tokenizer)") int vocab;
 
     @Override
     public Integer call() throws Exception {
         TinyModel.write(out, new TinyModel.Spec(arch, hidden, layers, heads, kvHeads, intermediate, seed,
-                dtype.toUpperCase(), shard, tied, initStd));
+                dtype.toUpperCase(), shard, tied, initStd, vocab));
         System.out.println(out);
         return 0;
     }

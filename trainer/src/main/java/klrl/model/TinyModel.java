@@ -25,7 +25,7 @@ public final class TinyModel {
 
     /** Shape of the tiny model; defaults are the CPU test size. */
     public record Spec(String arch, int hidden, int layers, int heads, int kvHeads, int intermediate,
-                       long seed, String dtype, long maxShardBytes, boolean tied, double initStd) {
+                       long seed, String dtype, long maxShardBytes, boolean tied, double initStd, int vocabSize) {
         public Spec {
             if (!arch.equals("qwen2") && !arch.equals("llama")) {
                 throw new UserError("--arch must be qwen2 or llama, got '" + arch + "'");
@@ -36,7 +36,12 @@ public final class TinyModel {
         }
 
         public static Spec defaults(String arch, long seed) {
-            return new Spec(arch, 64, 2, 4, 2, 176, seed, "F32", Long.MAX_VALUE, false, 0.02);
+            return new Spec(arch, 64, 2, 4, 2, 176, seed, "F32", Long.MAX_VALUE, false, 0.02, 0);
+        }
+
+        /** The same shape and seed with a larger vocabulary (ids past the tokenizer are valid, unused). */
+        public Spec withVocab(int v) {
+            return new Spec(arch, hidden, layers, heads, kvHeads, intermediate, seed, dtype, maxShardBytes, tied, initStd, v);
         }
     }
 
@@ -70,7 +75,7 @@ public final class TinyModel {
         List<String> specials = qwen ? List.of("<|endoftext|>", "<|im_start|>", "<|im_end|>")
                 : List.of("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>");
         int firstSpecial = vocab.size();
-        int vocabSize = ((firstSpecial + specials.size() + 63) / 64) * 64;
+        int vocabSize = Math.max(s.vocabSize(), ((firstSpecial + specials.size() + 63) / 64) * 64);
         writeTokenizerJson(out.resolve("tokenizer.json"), vocab, merges, specials, firstSpecial);
 
         int eos = qwen ? firstSpecial + 2 : firstSpecial + 4; // <|im_end|> / <|eot_id|>

@@ -27,7 +27,7 @@ public final class TinyDefault {
     private TinyDefault() {}
 
     public static final String VERSION = "tiny-sft-v2";
-    public static final TinyModel.Spec SPEC = new TinyModel.Spec("qwen2", 128, 3, 4, 2, 384, 7, "F32", Long.MAX_VALUE, false, 0.02);
+    public static final TinyModel.Spec SPEC = new TinyModel.Spec("qwen2", 128, 3, 4, 2, 384, 7, "F32", Long.MAX_VALUE, false, 0.02, 0);
     public static final int SFT_STEPS = 300, SFT_BATCH = 32;
     public static final double SFT_LR = 1e-3;
 

@@ -105,7 +105,7 @@ class WeightLoadingTest {
     @Test
     void missingShardIsNamed() throws IOException {
         Path d = tmp.resolve("sharded");
-        TinyModel.write(d, new TinyModel.Spec("qwen2", 64, 2, 4, 2, 176, 1, "BF16", 50_000, false, 0.02));
+        TinyModel.write(d, new TinyModel.Spec("qwen2", 64, 2, 4, 2, 176, 1, "BF16", 50_000, false, 0.02, 0));
         Path shard = d.resolve("model-00002-of-" + String.format("%05d", Files.list(d)
                 .filter(p -> p.getFileName().toString().startsWith("model-")).count()) + ".safetensors");
         Files.delete(shard);

@@ -1,0 +1,294 @@
+package klrl.cli;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import klrl.config.ConfigLoader;
+import klrl.model.Decoder;
+import klrl.model.KvCache;
+import klrl.model.TinyModel;
+import klrl.optim.AdamW;
+import klrl.rewards.Verifier;
+import klrl.rollout.RolloutEngine;
+import klrl.rollout.SamplingParams;
+import klrl.train.PolicyForward;
+import klrl.train.SequenceBatch;
+import klrl.train.Trainer;
+import klrl.util.Json;
+import klrl.util.Runtime;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * Benchmarks as JSON (medians after warm-up) on the standard benchmark model: Qwen2 shape, hidden 256,
+ * 4 layers, 8/2 heads (head_dim 32), intermediate 704, vocab 8192, untied, fp32 (≈ 7.0 M parameters).
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default.")
+public final class BenchCommand implements Callable<Integer> {
+    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step (default: all)")
+    List<String> only;
+    @Option(names = "--repeats", defaultValue = "5") int repeats;
+    @Option(names = "--device", defaultValue = "cpu") String device;
+
+    static final TinyModel.Spec BENCH = new TinyModel.Spec("qwen2", 256, 4, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 8192);
+
+    boolean wants(String what) {
+        return only == null || only.contains(what);
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        ObjectNode out = Json.MAPPER.createObjectNode();
+        ObjectNode env = out.putObject("environment");
+        env.put("cores", java.lang.Runtime.getRuntime().availableProcessors());
+        env.put("torch_threads", System.getProperty("ai.djl.pytorch.num_threads", "default"));
+        env.put("omp_num_threads", String.valueOf(System.getenv("OMP_NUM_THREADS")));
+        env.put("allocator", allocator());
+        env.put("device", device);
+        Path dir = Files.createTempDirectory("klrl-bench");
+        TinyModel.write(dir, BENCH);
+        try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32)) {
+            Runtime.noGradOutsideCollectors();
+            env.put("model_parameters", model.config.parameterCount());
+            if (wants("rollout")) {
+                rollout(model, root, out.putObject("rollout"));
+            }
+            if (wants("update")) {
+                update(model, root, out.putObject("update"));
+            }
+        }
+        if (wants("verifier")) {
+            verifier(out.putObject("verifier"));
+        }
+        if (wants("rl-step")) {
+            rlStep(out.putObject("rl_step"));
+        }
+        klrl.checkpoint.Checkpoints.deleteTree(dir);
+        System.out.println(Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(out));
+        return 0;
+    }
+
+    static String allocator() {
+        String pre = System.getenv("LD_PRELOAD");
+        if (pre != null && pre.contains("jemalloc")) {
+            return "jemalloc (MALLOC_CONF=" + System.getenv("MALLOC_CONF") + ")";
+        }
+        String arena = System.getenv("MALLOC_ARENA_MAX"), mmap = System.getenv("MALLOC_MMAP_MAX_");
+        return arena != null || mmap != null ? "glibc (MALLOC_ARENA_MAX=" + arena + ", MALLOC_MMAP_MAX_=" + mmap
+                + ", MALLOC_TRIM_THRESHOLD_=" + System.getenv("MALLOC_TRIM_THRESHOLD_") + ")" : "glibc default";
+    }
+
+    double median(List<Double> v) {
+        double[] a = v.stream().mapToDouble(Double::doubleValue).sorted().toArray();
+        return a.length % 2 == 1 ? a[a.length / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+    }
+
+    /** Runs f once to warm up, then {@code repeats} times; median seconds. */
+    double time(Runnable f) {
+        f.run();
+        List<Double> t = new ArrayList<>();
+        for (int i = 0; i < repeats; i++) {
+            long t0 = System.nanoTime();
+            f.run();
+            t.add((System.nanoTime() - t0) / 1e9);
+        }
+        return median(t);
+    }
+
+    static List<long[]> prompts(int batch, int len, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        List<long[]> p = new ArrayList<>();
+        for (int b = 0; b < batch; b++) {
+            long[] ids = new long[len];
+            for (int i = 0; i < len; i++) {
+                ids[i] = r.nextInt(8000);
+            }
+            p.add(ids);
+        }
+        return p;
+    }
+
+    void rollout(Decoder model, NDManager root, ObjectNode o) {
+        RolloutEngine engine = new RolloutEngine(model, List.of(), ids -> "");
+        int newTokens = 128;
+        for (int batch : new int[] {1, 16, 64}) {
+            List<long[]> p = prompts(batch, 32, batch);
+            double s = time(() -> engine.generate(p, SamplingParams.greedy(newTokens), root));
+            o.put("greedy_tokens_per_s_batch_" + batch, batch * newTokens / s);
+        }
+        for (int ctx : new int[] {64, 512}) {
+            o.put("decode_step_ms_batch_16_ctx_" + ctx, 1000 * decodeStep(model, root, 16, ctx));
+        }
+        // recomputation without a cache: every new token re-runs the whole sequence
+        List<long[]> p = prompts(16, 32, 99);
+        double recompute = time(() -> recomputeDecode(model, root, p, newTokens));
+        double cached = time(() -> engine.generate(p, SamplingParams.greedy(newTokens), root));
+        o.put("recompute_tokens_per_s_batch_16", 16 * newTokens / recompute);
+        o.put("cache_speedup_vs_recompute", recompute / cached);
+        o.put("setting", "greedy, 32-token prompts, 128 new tokens (prompt pass included), fp32");
+    }
+
+    /** Median seconds of one decode step at batch b with ctx tokens already in the cache. */
+    double decodeStep(Decoder model, NDManager root, int b, int ctx) {
+        try (NDManager m = root.newSubManager()) {
+            int steps = 16;
+            KvCache cache = new KvCache(model, m, b, ctx + steps + 1);
+            NDArray valid = m.ones(new Shape(b, ctx), DataType.INT64);
+            long[] ids = new long[b * ctx];
+            Arrays.fill(ids, 7);
+            try (NDManager s = m.newSubManager()) {
+                model.hidden(s.create(ids, new Shape(b, ctx)), valid.cumSum(1).sub(1), model.attentionMask(valid, 0, ctx), cache, 0);
+            }
+            NDArray mask = m.zeros(new Shape(b, 1, 1, 1, ctx + steps + 1), DataType.FLOAT32);
+            List<Double> t = new ArrayList<>();
+            for (int i = 0; i < steps; i++) {
+                int cur = ctx + i;
+                long t0 = System.nanoTime();
+                try (NDManager s = m.newSubManager()) {
+                    NDArray h = model.hidden(s.create(new long[b], new Shape(b, 1)), s.full(new Shape(b, 1), cur, DataType.INT64),
+                            mask.get(":, :, :, :, 0:" + (cur + 1)), cache, cur);
+                    model.logits(h).argMax(2).toLongArray();
+                }
+                if (i >= 3) {
+                    t.add((System.nanoTime() - t0) / 1e9);
+                }
+            }
+            return median(t);
+        }
+    }
+
+    static void recomputeDecode(Decoder model, NDManager root, List<long[]> prompts, int newTokens) {
+        int b = prompts.size(), len = prompts.get(0).length;
+        long[][] seqs = prompts.stream().map(a -> Arrays.copyOf(a, len + newTokens)).toArray(long[][]::new);
+        for (int t = len; t < len + newTokens; t++) {
+            try (NDManager m = root.newSubManager()) {
+                long[] flat = new long[b * t];
+                for (int i = 0; i < b; i++) {
+                    System.arraycopy(seqs[i], 0, flat, i * t, t);
+                }
+                NDArray valid = m.ones(new Shape(b, t), DataType.INT64);
+                NDArray h = model.hidden(m.create(flat, new Shape(b, t)), valid.cumSum(1).sub(1), model.attentionMask(valid, 0, t), null, 0);
+                long[] next = model.logits(h.get(":, " + (t - 1) + ":, :")).argMax(2).toLongArray();
+                for (int i = 0; i < b; i++) {
+                    seqs[i][t] = next[i];
+                }
+            }
+        }
+    }
+
+    /** Forward, GRPO-style loss and backward over 8 × 256 tokens, plus the AdamW step. */
+    void update(Decoder model, NDManager root, ObjectNode o) {
+        List<long[]> p = prompts(8, 128, 5), r = prompts(8, 128, 6);
+        SequenceBatch b = SequenceBatch.of(p, r, 0);
+        float[] adv = new float[8 * 128];
+        new SplittableRandom(3).doubles(adv.length).forEach(new java.util.function.DoubleConsumer() {
+            int i;
+
+            public void accept(double d) {
+                adv[i++] = (float) (d - 0.5);
+            }
+        });
+        try (AdamW opt = new AdamW(model.parameters(), Map.of(), new AdamW.Hyper(0.9, 0.999, 1e-8, 0.01), root)) {
+            double s = time(() -> {
+                try (NDManager m = root.newSubManager();
+                     GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                    PolicyForward.Out out = PolicyForward.run(model, b, m, 1f, false);
+                    NDArray loss = out.logp().mul(b.tensor(m, adv)).mul(b.mask(m)).mean().neg();
+                    gc.backward(loss);
+                }
+                opt.step(1e-5, 1.0);
+            });
+            o.put("update_step_ms_8x256", s * 1000);
+            o.put("setting", "8 sequences × 256 tokens (128 prompt + 128 response), forward + loss + backward + AdamW, fp32");
+        }
+        for (NDArray prm : model.parameters().values()) {
+            prm.setRequiresGradient(false);
+        }
+    }
+
+    void verifier(ObjectNode o) {
+        Verifier v = new Verifier();
+        String[][] fast = {{"42", "so the answer is \\boxed{42}"}, {"\\frac{1}{2}", "\\boxed{0.5}"}, {"(1, 2)", "\\boxed{(1,2)}"},
+            {"\\frac{\\sqrt{3}}{2}", "\\boxed{\\dfrac{\\sqrt3}{2}}"}, {"-7", "\\boxed{-7}"}, {"3\\pi", "\\boxed{3\\pi}"},
+            {"\\{1,2\\}", "\\boxed{\\{2, 1\\}}"}, {"[1, 2)", "\\boxed{[1,2)}"}, {"12", "The answer is 13."}, {"5", "\\boxed{5 \\text{ cm}}"}};
+        String[][] slow = {{"(x+1)^2", "\\boxed{x^2+2x+1}"}, {"\\frac{x^2-1}{x-1}", "\\boxed{x+1}"}, {"y=2x+1", "\\boxed{2x-y+1=0}"},
+            {"\\sin^2 x+\\cos^2 x", "\\boxed{1}"}, {"x \\ge 2", "\\boxed{[2,\\infty)}"}};
+        o.put("fast_checks_per_s_1_thread", rate(v, fast));
+        o.put("symbolic_checks_per_s_1_thread", rate(v, slow));
+        int threads = java.lang.Runtime.getRuntime().availableProcessors();
+        long t0 = System.nanoTime();
+        int per = 20_000;
+        List<Thread> ts = new ArrayList<>();
+        for (int k = 0; k < threads; k++) {
+            Thread t = new Thread(() -> {
+                for (int i = 0; i < per; i++) {
+                    String[] c = fast[i % fast.length];
+                    v.verify(c[0], c[1]);
+                }
+            });
+            ts.add(t);
+            t.start();
+        }
+        for (Thread t : ts) {
+            try {
+                t.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        o.put("fast_checks_per_s_all_cores", threads * per / ((System.nanoTime() - t0) / 1e9));
+        o.put("setting", "typical MATH answers: integers, fractions, radicals, tuples, sets, intervals, units; symbolic = expressions with variables");
+    }
+
+    double rate(Verifier v, String[][] cases) {
+        int n = 20_000;
+        for (int i = 0; i < n; i++) {
+            v.verify(cases[i % cases.length][0], cases[i % cases.length][1]);
+        }
+        long t0 = System.nanoTime();
+        for (int i = 0; i < n; i++) {
+            v.verify(cases[i % cases.length][0], cases[i % cases.length][1]);
+        }
+        return n / ((System.nanoTime() - t0) / 1e9);
+    }
+
+    /** Two RL steps of the CPU default, split by stage (the second is reported). */
+    void rlStep(ObjectNode o) throws Exception {
+        Path outDir = Files.createTempDirectory("klrl-bench-run");
+        Map<String, Object> ov = new LinkedHashMap<>();
+        ov.put("output_dir", outDir.toString());
+        ov.put("train.max_steps", 3);
+        ov.put("eval.every", 0);
+        ov.put("eval.before_start", false);
+        try (Trainer t = new Trainer(ConfigLoader.load(null, ov), null, s -> { })) {
+            t.run(s -> { });
+        }
+        com.fasterxml.jackson.databind.JsonNode last = null;
+        for (String l : Files.readAllLines(outDir.resolve("metrics.jsonl"))) {
+            var n = Json.MAPPER.readTree(l);
+            if (n.has("time_step")) {
+                last = n;
+            }
+        }
+        for (String k : new String[] {"time_rollout", "time_reward", "time_reference", "time_update", "time_step", "tokens_per_s"}) {
+            o.put(k, last.path(k).asDouble());
+        }
+        o.put("setting", "tiny-cpu default: 32 prompts × 8 samples, 12 new tokens, GRPO, k1 in reward (3rd step)");
+        klrl.checkpoint.Checkpoints.deleteTree(outDir);
+    }
+}
