@@ -1,0 +1,51 @@
+package klrl.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Map;
+import klrl.TestPaths;
+import klrl.config.ConfigLoader;
+import klrl.config.TrainConfig;
+import klrl.model.ModelConfig;
+import org.junit.jupiter.api.Test;
+
+/** The memory plan for the paper's two models, from their real config.json files. */
+class PlanTest {
+    static ModelConfig model(String name) {
+        return ModelConfig.load(TestPaths.shared(name));
+    }
+
+    @Test
+    void parameterCountsMatchThePublishedModels() {
+        assertEquals(7_615_616_512L, model("qwen2.5").parameterCount());   // Qwen2.5-7B: 7.62 B
+        assertEquals(8_030_261_248L, model("llama3.1").parameterCount());  // Llama-3.1-8B: 8.03 B
+    }
+
+    @Test
+    void fullFineTuningNeedsSeveralGpusAndLoraFitsOne() {
+        for (String[] p : new String[][] {{"qwen2.5-7b-math", "qwen2.5"}, {"llama3.1-8b-math", "llama3.1"}}) {
+            TrainConfig full = ConfigLoader.load(p[0], Map.of());
+            PlanCommand.Plan one = PlanCommand.plan(full, model(p[1]), 1, 80);
+            PlanCommand.Plan eight = PlanCommand.plan(full, model(p[1]), 8, 80);
+            assertFalse(one.fits(), p[0] + " full FT on one 80 GB GPU: " + one.totalGb());
+            assertTrue(eight.fits(), p[0] + " full FT on 8×80 GB: " + eight.totalGb());
+            // weights fp16 (2 B) + fp32 master (4 B) per parameter, split over 8 GPUs
+            assertEquals(6.0 * one.parameters() / 8 / (1L << 30), eight.perGpuGb().get("weights"), 1e-6);
+            TrainConfig lora = ConfigLoader.load(p[0], Map.of("model.lora.rank", 64, "train.micro_batch_size", 2));
+            PlanCommand.Plan l = PlanCommand.plan(lora, model(p[1]), 1, 80);
+            assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.perGpuGb());
+            assertEquals(0.0, l.perGpuGb().get("reference"));
+            assertTrue(l.trainable() < one.parameters() / 20);
+        }
+    }
+
+    @Test
+    void commandPrintsJson() {
+        var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
+                TestPaths.shared("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("\"parameters\":7615616512") && r.out().contains("\"fits\":true"), r.out());
+    }
+}
