@@ -33,6 +33,13 @@ public final class ReportCommand implements Callable<Integer> {
             new Plot("entropy.png", "Entropy per token", List.of("entropy")),
             new Plot("length.png", "Response length", List.of("response_length")));
 
+    /** A run's legend name: its folder name, numbered when two runs share one. */
+    String label(int i) {
+        String n = String.valueOf(runs.get(i).toAbsolutePath().normalize().getFileName());
+        long same = runs.subList(0, i).stream().filter(r -> String.valueOf(r.toAbsolutePath().normalize().getFileName()).equals(n)).count();
+        return same == 0 ? n : n + " (" + (same + 1) + ")";
+    }
+
     @Override
     public Integer call() throws IOException {
         Files.createDirectories(out);
@@ -64,7 +71,7 @@ public final class ReportCommand implements Callable<Integer> {
                         }
                     }
                     if (!xs.isEmpty()) {
-                        String name = runs.get(i).getFileName() + (p.keys().size() > 1 ? " " + k : "");
+                        String name = label(i) + (p.keys().size() > 1 ? " " + k : "");
                         chart.addSeries(name, xs, ys).setMarker(k.startsWith("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
                         series++;
                     }

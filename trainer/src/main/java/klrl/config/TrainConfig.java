@@ -35,7 +35,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
     /**
      * @param path   HF model folder; null = the built-in tiny model (init-tiny + a deterministic SFT warm-up)
-     * @param critic "head": a value head on the policy trunk (PPO)
+     * @param critic PPO's critic: "head" (a value head on the policy trunk) or "separate" (its own copy
+     *               of the model with a value head, trained at algorithm.value_lr)
      */
     public record Model(String path, String dtype, String device, Lora lora, String critic) {
         public static Model defaults() {
@@ -45,7 +46,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         public Model {
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
-            require("head".equals(critic), "model.critic must be 'head' (a value head on the policy trunk), got '" + critic + "'");
+            require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");
         }
     }
 

@@ -56,6 +56,7 @@ public final class Trainer implements AutoCloseable {
     private final Decoder policy, reference; // reference == policy (adapters off) under LoRA
     private final boolean lora, ppo;
     private final ValueHead valueHead;
+    private final Decoder critic; // PPO: the policy itself (value head on its trunk) or a separate copy
     private final Map<String, NDArray> trainable = new LinkedHashMap<>();
     private final Map<String, Lora> adapters;
     private final AdamW opt;
@@ -107,7 +108,15 @@ public final class Trainer implements AutoCloseable {
             reference = Decoder.load(modelDir, root, dtype);
         }
         this.valueHead = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
+        boolean separateCritic = ppo && cfg.model().critic().equals("separate");
+        this.critic = separateCritic ? Decoder.load(modelDir, root, dtype) : policy;
         Map<String, Double> lrScale = new LinkedHashMap<>();
+        if (separateCritic) {
+            critic.parameters().forEach((k, v) -> {
+                trainable.put("critic." + k, v);
+                lrScale.put("critic." + k, cfg.algorithm().valueLr() / cfg.optim().lr());
+            });
+        }
         if (valueHead != null) {
             valueHead.parameters().forEach((k, v) -> {
                 trainable.put(k, v);
@@ -300,7 +309,7 @@ public final class Trainer implements AutoCloseable {
                 policy.setAdaptersEnabled(true);
                 System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
                 if (ppo) {
-                    PolicyForward.Out cur = PolicyForward.run(policy, b, mm, temp, false);
+                    PolicyForward.Out cur = PolicyForward.run(critic, b, mm, temp, false);
                     System.arraycopy(valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
                 }
             }
@@ -367,7 +376,8 @@ public final class Trainer implements AutoCloseable {
                         NDArray mask = b.mask(mm);
                         TokenBatch tb = new TokenBatch(cur.logp(), slice(mm, oldLogp, s0, s1, r), slice(mm, refLogp, s0, s1, r),
                                 slice(mm, adv, s0, s1, r), mask, cur.entropy(), fullKl,
-                                ppo ? valueHead.apply(cur.hidden()) : null, ppo ? slice(mm, oldValues, s0, s1, r) : null,
+                                ppo ? valueHead.apply(critic == policy ? cur.hidden() : PolicyForward.run(critic, b, mm, temp, false).hidden())
+                                        : null, ppo ? slice(mm, oldValues, s0, s1, r) : null,
                                 ppo ? slice(mm, returns, s0, s1, r) : null,
                                 mm.create(java.util.Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r), new Shape(s1 - s0, r)));
                         LossTerm.Out o = LossTerm.total(terms, tb, lc);
@@ -491,8 +501,17 @@ public final class Trainer implements AutoCloseable {
             adapterCfg.put("base_model_name_or_path", modelDir.toAbsolutePath().toString());
         }
         return Checkpoints.save(out, modelDir, new Checkpoints.State(stepsDone, opt.steps(), kl.value(), Map.of()),
-                weights, lora, adapterCfg, valueHead == null ? null : valueHead.parameters(), opt.stateTensors(),
+                weights, lora, adapterCfg, valueHead == null ? null : criticState(), opt.stateTensors(),
                 cfg.checkpoint().keep());
+    }
+
+    /** PPO's critic: the value head, plus the separate critic model's weights when there is one. */
+    private Map<String, NDArray> criticState() {
+        Map<String, NDArray> c = new LinkedHashMap<>(valueHead.parameters());
+        if (critic != policy) {
+            critic.parameters().forEach((k, v) -> c.put("critic." + k, v));
+        }
+        return c;
     }
 
     private void restore(Path ckpt) {
@@ -513,7 +532,7 @@ public final class Trainer implements AutoCloseable {
                 Checkpoints.copyInto(policy.parameters(), saved, ckpt.toString());
             }
             if (valueHead != null) {
-                Checkpoints.copyInto(valueHead.parameters(), Checkpoints.readAll(ckpt.resolve("value_head.safetensors"), m),
+                Checkpoints.copyInto(criticState(), Checkpoints.readAll(ckpt.resolve("value_head.safetensors"), m),
                         ckpt + "/value_head.safetensors");
             }
             opt.restore(Checkpoints.readAll(ckpt.resolve("optimizer.safetensors"), m), st.get("optimizer_steps").asLong());

@@ -180,6 +180,48 @@ class TrainerTest {
     }
 
     @Test
+    void ppoWithASeparateCriticResumesExactly() throws Exception {
+        Map<String, Object> ppo = Map.of("algorithm.name", "ppo", "model.critic", "separate");
+        Path a = tmp.resolve("sa"), b = tmp.resolve("sb");
+        train(small(a, merge(ppo, Map.of("train.max_steps", 3))), null);
+        train(small(b, merge(ppo, Map.of("train.max_steps", 2))), null);
+        train(small(b, merge(ppo, Map.of("train.max_steps", 3))), b);
+        assertEquals(comparable(stepLines(a).get(2)), comparable(stepLines(b).get(2)));
+        var saved = SafeTensors.readHeader(a.resolve("checkpoints/step-000003/value_head.safetensors")).keySet();
+        assertTrue(saved.contains("critic.model.norm.weight") && saved.contains("value_head.weight"), saved.toString());
+    }
+
+    @Test
+    void offPolicyLagTrainsOnOlderRollouts() throws Exception {
+        Path run = tmp.resolve("lag");
+        train(small(run, Map.of("train.max_steps", 4, "algorithm.off_policy_lag", 2, "train.mini_batch_size", 4)), null);
+        List<JsonNode> s = stepLines(run);
+        // the first K steps only fill the queue; later updates use rollouts from 2 policy versions ago
+        assertFalse(s.get(0).has("grad_norm"));
+        assertFalse(s.get(1).has("grad_norm"));
+        assertTrue(s.get(2).has("grad_norm"));
+        // step 4 trains on step 2's rollout, sampled before the first update: old ≠ current policy now
+        assertTrue(Math.abs(s.get(3).get("ppo_kl").asDouble()) > 1e-6, s.get(3).toString());
+    }
+
+    @Test
+    void reportDrawsPngs() throws Exception {
+        Path run = tmp.resolve("rep"), out = tmp.resolve("plots");
+        train(small(run, Map.of("train.max_steps", 2, "eval.before_start", true)), null);
+        assertEquals(0, Main.run("report", run.toString(), run.toString(), "--out", out.toString()));
+        for (String f : new String[] {"reward.png", "accuracy.png", "kl.png", "entropy.png", "length.png"}) {
+            byte[] png = Files.readAllBytes(out.resolve(f));
+            assertTrue(png.length > 1000 && png[1] == 'P' && png[2] == 'N' && png[3] == 'G', f);
+        }
+    }
+
+    static Map<String, Object> merge(Map<String, Object> a, Map<String, Object> b) {
+        Map<String, Object> m = new HashMap<>(a);
+        m.putAll(b);
+        return m;
+    }
+
+    @Test
     void otherAlgorithmsRun() throws Exception {
         for (String algo : new String[] {"rloo", "reinforce++"}) {
             Path run = tmp.resolve(algo.replace("+", "p"));
