@@ -58,31 +58,30 @@ final class Estimators {
         return out;
     }
 
-    /** GRPO: (s − mean_group)/(std_group + ε), or without the std (Dr. GRPO); a lone sample keeps s. */
-    static AdvantageEstimator.Result grpo(NDArray r, NDArray mask, int[] groups, NDArray values, AdvantageEstimator.Config c) {
+    /** Outcome advantages from each sequence's return and its group's statistics. */
+    static AdvantageEstimator.Result byGroup(NDArray r, NDArray mask, int[] groups,
+                                             java.util.function.BiFunction<Double, Group, Double> f) {
         double[][] m = AdvantageEstimator.rows(mask);
         double[] s = scores(AdvantageEstimator.rows(r), m);
         Map<Integer, Group> st = groupStats(s, groups);
         double[] adv = new double[s.length];
         for (int i = 0; i < s.length; i++) {
-            Group g = st.get(groups[i]);
-            double mean = g.n() > 1 ? g.mean() : 0.0, std = g.n() > 1 ? g.std() : 1.0;
-            adv[i] = c.normByStd() ? (s[i] - mean) / (std + c.eps()) : s[i] - mean;
+            adv[i] = f.apply(s[i], st.get(groups[i]));
         }
         return outcome(adv, m, r);
     }
 
+    /** GRPO: (s − mean_group)/(std_group + ε), or without the std (Dr. GRPO); a lone sample keeps s. */
+    static AdvantageEstimator.Result grpo(NDArray r, NDArray mask, int[] groups, NDArray values, AdvantageEstimator.Config c) {
+        return byGroup(r, mask, groups, (s, g) -> {
+            double mean = g.n() > 1 ? g.mean() : 0.0, std = g.n() > 1 ? g.std() : 1.0;
+            return c.normByStd() ? (s - mean) / (std + c.eps()) : s - mean;
+        });
+    }
+
     /** RLOO: s_i minus the mean of the other samples of its group, = (n·s_i − Σs)/(n−1). */
     static AdvantageEstimator.Result rloo(NDArray r, NDArray mask, int[] groups, NDArray values, AdvantageEstimator.Config c) {
-        double[][] m = AdvantageEstimator.rows(mask);
-        double[] s = scores(AdvantageEstimator.rows(r), m);
-        Map<Integer, Group> st = groupStats(s, groups);
-        double[] adv = new double[s.length];
-        for (int i = 0; i < s.length; i++) {
-            Group g = st.get(groups[i]);
-            adv[i] = g.n() > 1 ? (g.n() * s[i] - g.n() * g.mean()) / (g.n() - 1) : s[i];
-        }
-        return outcome(adv, m, r);
+        return byGroup(r, mask, groups, (s, g) -> g.n() > 1 ? (g.n() * s - g.n() * g.mean()) / (g.n() - 1) : s);
     }
 
     /** REINFORCE without a baseline: every token gets its sequence's return (the exact toy's setting). */

@@ -25,6 +25,12 @@ public final class PolicyForward {
     public record Out(NDArray logp, NDArray entropy, NDArray logSoftmax, NDArray hidden) {}
 
     public static Out run(Decoder model, SequenceBatch b, NDManager m, float temperature, boolean keepLogSoftmax) {
+        return run(model, b, m, temperature, keepLogSoftmax, true);
+    }
+
+    /** As above; without {@code withEntropy} the entropy is null (reference passes need none). */
+    public static Out run(Decoder model, SequenceBatch b, NDManager m, float temperature, boolean keepLogSoftmax,
+                          boolean withEntropy) {
         NDArray tokens = b.tokens(m), valid = b.valid(m);
         NDArray pos = valid.cumSum(1).sub(1).maximum(0);
         int t = b.p() + b.r();
@@ -39,7 +45,7 @@ public final class PolicyForward {
         NDArray ids = b.responseIds(m).expandDims(2);
         NDArray logp = logsm.gather(ids, 2).squeeze(2);
         // H = −Σ p log p
-        NDArray entropy = logsm.exp().mul(logsm).sum(new int[] {2}).neg();
+        NDArray entropy = withEntropy ? logsm.exp().mul(logsm).sum(new int[] {2}).neg() : null;
         return new Out(logp, entropy, keepLogSoftmax ? logsm : null, hr);
     }
 

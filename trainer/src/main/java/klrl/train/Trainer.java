@@ -305,11 +305,11 @@ public final class Trainer implements AutoCloseable {
                 if (lora) {
                     policy.setAdaptersEnabled(false);
                 }
-                PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, false);
+                PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, false, false);
                 policy.setAdaptersEnabled(true);
                 System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
                 if (ppo) {
-                    PolicyForward.Out cur = PolicyForward.run(critic, b, mm, temp, false);
+                    PolicyForward.Out cur = PolicyForward.run(critic, b, mm, temp, false, false);
                     System.arraycopy(valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
                 }
             }

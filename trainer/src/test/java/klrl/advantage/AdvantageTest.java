@@ -4,26 +4,12 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import klrl.util.UserError;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Every estimator on a small batch worked out by hand. */
-class AdvantageTest {
-    NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager("PyTorch");
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
+class AdvantageTest extends klrl.WithManager {
 
     NDArray a(int rows, double... v) {
         return m.create(v, new Shape(rows, v.length / rows));

@@ -8,27 +8,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import klrl.util.UserError;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Estimators and placements against values computed by hand in plain doubles. */
-class KlMathTest {
-    NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager("PyTorch");
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
+class KlMathTest extends klrl.WithManager {
 
     NDArray arr(double[] v) {
         return m.create(v, new Shape(1, v.length));

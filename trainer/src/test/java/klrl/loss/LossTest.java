@@ -5,28 +5,14 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import klrl.kl.KlEstimator;
 import klrl.kl.KlPlacement;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Aggregations and policy/value losses against hand-computed values. */
-class LossTest {
-    NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager("PyTorch");
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
+class LossTest extends klrl.WithManager {
 
     NDArray a(double... v) {
         return m.create(v, new Shape(2, v.length / 2));
