@@ -157,50 +157,58 @@ public final class Decoder implements AutoCloseable {
      *
      * @param ids       [B,T] int64 token ids
      * @param positions [B,T] int64 rotary positions (cumsum of the attention mask − 1 for padded rows)
-     * @param mask      [B,1,1,T,S] additive attention mask (0 or a large negative), see {@link #attentionMask}
+     * @param mask      [B,1,1,T,S] additive attention mask (0 or a large negative), see {@link #attentionMask};
+     *                  null when every key is visible (one new token per row, no padding)
      * @param cache     KV cache to read and write at [start, start+T), or null for a cache-free forward
      */
     public NDArray hidden(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
         long b = ids.getShape().get(0), t = ids.getShape().get(1);
         int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
-        float scale = (float) (1.0 / Math.sqrt(d));
         // Rotary tables from positions: cos/sin [B,1,T,D] in fp32 (HF computes them in fp32), then compute dtype.
         NDArray[] cs = Rope.cosSin(positions, invFreq, dtype);
         NDArray cos = cs[0], sin = cs[1];
         // Token embedding: [B,T] -> [B,T,E]
         NDArray x = Casts.to(JniUtils.embedding((PtNDArray) ids, (PtNDArray) embed, false), dtype);
+        // Per-forward constants, made once: each JNI call costs tens of µs at decode time
+        NDArray scale = Nd.scalar(x, 1.0 / Math.sqrt(d)), eps = x.getManager().create((float) config.rmsNormEps());
+        NDArray rot = Rope.rotation(x, d);
+        boolean one = t == 1; // decoding: [B,1,H,D] and [B,H,1,D] are the same memory, no transposes
         for (int li = 0; li < layers.length; li++) {
             Layer L = layers[li];
             // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
-            NDArray xn = rmsNorm(x, L.inNorm);
-            NDArray q = L.q.apply(xn).reshape(b, t, h, d).transpose(0, 2, 1, 3);              // [B,H,T,D]
-            NDArray kk = L.k.apply(xn).reshape(b, t, k, d).transpose(0, 2, 1, 3);             // [B,K,T,D]
-            NDArray v = L.v.apply(xn).reshape(b, t, k, d).transpose(0, 2, 1, 3);              // [B,K,T,D]
+            NDArray xn = rmsNorm(x, L.inNorm, eps);
+            NDArray q = heads(L.q.apply(xn), b, t, h, d, one);                                  // [B,H,T,D]
+            NDArray kk = heads(L.k.apply(xn), b, t, k, d, one);                                 // [B,K,T,D]
+            NDArray v = heads(L.v.apply(xn), b, t, k, d, one);                                  // [B,K,T,D]
             // Rotary embedding, HF rotate-half convention
-            q = Rope.apply(q, cos, sin);
-            kk = Rope.apply(kk, cos, sin);
+            q = Rope.apply(q, cos, sin, rot);
+            kk = Rope.apply(kk, cos, sin, rot);
             // KV cache: write the new keys/values in place, attend over everything so far
+            long s = t;
             if (cache != null) {
                 cache.write(li, start, kk, v);
-                kk = cache.keys(li, start + (int) t);
-                v = cache.values(li, start + (int) t);
+                s = start + t;
+                kk = cache.keys(li, (int) s);
+                v = cache.values(li, (int) s);
             }
-            long s = kk.getShape().get(2);
             // GQA without repeating K/V: fold each kv head's G query heads into its row block
             NDArray qg = q.reshape(b, k, g * t, d);                                             // [B,K,G*T,D]
-            NDArray scores = Nd.mul(qg.matMul(kk.transpose(0, 1, 3, 2)), scale)                   // [B,K,G*T,S]
-                    .reshape(b, k, g, t, s).add(mask);                                         // [B,K,G,T,S]
+            NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(scale).reshape(b, k, g, t, s); // [B,K,G,T,S]
+            if (mask != null) {
+                scores = scores.add(mask);
+            }
             NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
-            NDArray att = probs.reshape(b, k, g * t, s).matMul(v)                              // [B,K,G*T,D]
-                    .reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);   // [B,T,H*D]
+            NDArray att = probs.reshape(b, k, g * t, s).matMul(v);                             // [B,K,G*T,D]
+            att = one ? att.reshape(b, 1, (long) h * d)                                         // [B,T,H*D]
+                    : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);
             x = x.add(L.o.apply(att));
             // MLP block: pre-norm, SwiGLU
-            NDArray xm = rmsNorm(x, L.postNorm);
+            NDArray xm = rmsNorm(x, L.postNorm, eps);
             NDArray gate = L.gate.apply(xm);
             NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
             x = x.add(L.down.apply(act));
         }
-        return rmsNorm(x, finalNorm);
+        return rmsNorm(x, finalNorm, eps);
     }
 
     /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */
@@ -208,11 +216,16 @@ public final class Decoder implements AutoCloseable {
         return Casts.to(linear(hidden, lmHead, null), DataType.FLOAT32);
     }
 
+    /** [B,T,N·D] → [B,N,T,D]. */
+    private static NDArray heads(NDArray x, long b, long t, int n, int d, boolean one) {
+        return one ? x.reshape(b, n, 1, d) : x.reshape(b, t, n, d).transpose(0, 2, 1, 3);
+    }
+
     /** HF's RMSNorm: normalise in fp32, cast back, then scale by the weight. */
-    NDArray rmsNorm(NDArray x, NDArray w) {
+    NDArray rmsNorm(NDArray x, NDArray w, NDArray eps) {
         NDArray xf = Casts.to(x, DataType.FLOAT32);
         int last = xf.getShape().dimension() - 1;
-        NDArray inv = xf.mul(xf).mean(new int[] {last}, true).add(config.rmsNormEps()).sqrt();
+        NDArray inv = xf.mul(xf).mean(new int[] {last}, true).add(eps).sqrt(); // eps: an fp32 scalar
         return Casts.to(xf.div(inv), dtype).mul(w);
     }
 

@@ -46,10 +46,23 @@ final class Rope {
         return new NDArray[] {emb.cos().toType(dtype, false), emb.sin().toType(dtype, false)};
     }
 
-    /** x·cos + rotate_half(x)·sin, rotate_half(x) = cat(−x₂, x₁) over the last axis. */
-    static NDArray apply(NDArray x, NDArray cos, NDArray sin) {
-        NDList halves = x.split(2, 3);
-        NDArray rotated = NDArrays.concat(new NDList(halves.get(1).neg(), halves.get(0)), 3);
-        return x.mul(cos).add(rotated.mul(sin));
+    /**
+     * The signed permutation R [D,D] with x·R = rotate_half(x) = cat(−x₂, x₁): one matmul instead of
+     * split, neg and concat (exact: each output is one input times ±1).
+     */
+    static NDArray rotation(NDArray like, int d) {
+        float[] r = new float[d * d];
+        int half = d / 2;
+        for (int j = 0; j < half; j++) {
+            r[(j + half) * d + j] = -1f;   // out[j] = −x[j + D/2]
+            r[j * d + j + half] = 1f;      // out[j + D/2] = x[j]
+        }
+        NDArray m = like.getManager().create(r, new ai.djl.ndarray.types.Shape(d, d));
+        return m.getDataType() == like.getDataType() ? m : m.toType(like.getDataType(), false);
+    }
+
+    /** x·cos + rotate_half(x)·sin. */
+    static NDArray apply(NDArray x, NDArray cos, NDArray sin, NDArray rot) {
+        return x.mul(cos).add(x.matMul(rot).mul(sin));
     }
 }

@@ -44,6 +44,7 @@ public final class RolloutEngine {
             throw new IllegalArgumentException("empty prompt");
         }
         int cap = maxPrompt + p.maxNewTokens();
+        boolean padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);
         long[][] out = new long[batch][p.maxNewTokens()];
         float[][] lps = new float[batch][p.maxNewTokens()];
         int[] len = new int[batch];
@@ -150,7 +151,9 @@ public final class RolloutEngine {
                     }
                     NDArray idArr = m.create(tok, new Shape(active, 1));
                     NDArray pos = m.create(posArr, new Shape(active, 1));
-                    NDArray mask = decodeMask.get(new NDIndex(":, 0:{}", cur + 1)).reshape(active, 1, 1, 1, cur + 1);
+                    // without prompt padding every cached key is visible: no mask to add
+                    NDArray mask = !padded ? null
+                            : decodeMask.get(new NDIndex(":, 0:{}", cur + 1)).reshape(active, 1, 1, 1, cur + 1);
                     NDArray h = model.hidden(idArr, pos, mask, cache, cur);
                     NDArray logits = model.logits(h).squeeze(1);
                     NDArray[] s = sample(logits, p, rows, rngs);
