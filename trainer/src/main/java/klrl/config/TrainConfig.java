@@ -173,11 +173,13 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param batchSize      prompts per step (each sampled rollout.n times)
      * @param miniBatchSize  prompts per optimizer step
      * @param microBatchSize sequences per forward/backward
+     * @param checkpointLayers activation checkpointing: recompute the decoder in stages of this many layers
+     *                         during backward (0 = keep all activations)
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
-                        double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs) {
+                        double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000);
+            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000, 0);
         }
 
         public Train {
@@ -185,6 +187,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(batchSize >= 1 && miniBatchSize >= 1 && microBatchSize >= 1, "train batch sizes must be ≥ 1");
             require(rewardWorkers >= 1, "train.reward_workers must be ≥ 1");
             require(verifierTimeoutMs > 0, "train.verifier_timeout_ms must be > 0");
+            require(checkpointLayers >= 0, "train.checkpoint_layers must be ≥ 0 (0 = no activation checkpointing)");
         }
     }
 

@@ -162,53 +162,82 @@ public final class Decoder implements AutoCloseable {
      * @param cache     KV cache to read and write at [start, start+T), or null for a cache-free forward
      */
     public NDArray hidden(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
-        long b = ids.getShape().get(0), t = ids.getShape().get(1);
-        int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
+        Pass p = pass(ids, positions, mask, cache, start);
+        NDArray x = embed(ids);
+        for (int li = 0; li < layers.length; li++) {
+            x = layer(li, x, p);
+        }
+        return finalNorm(x, p);
+    }
+
+    /** What every layer of one forward pass shares: shapes, rotary tables, mask, cache, constants. */
+    public record Pass(long b, long t, NDArray cos, NDArray sin, NDArray rot, NDArray scale, NDArray eps,
+                       NDArray mask, KvCache cache, int start) {}
+
+    /** Builds a pass's shared tensors (in the ids' manager) once, not per layer. */
+    public Pass pass(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
         // Rotary tables from positions: cos/sin [B,1,T,D] in fp32 (HF computes them in fp32), then compute dtype.
         NDArray[] cs = Rope.cosSin(positions, invFreq, dtype);
-        NDArray cos = cs[0], sin = cs[1];
-        // Token embedding: [B,T] -> [B,T,E]
-        NDArray x = Casts.to(JniUtils.embedding((PtNDArray) ids, (PtNDArray) embed, false), dtype);
+        NDManager m = ids.getManager();
         // Per-forward constants, made once: each JNI call costs tens of µs at decode time
-        NDArray scale = Nd.scalar(x, 1.0 / Math.sqrt(d)), eps = x.getManager().create((float) config.rmsNormEps());
-        NDArray rot = Rope.rotation(x, d);
+        NDArray scale = m.create(1.0 / Math.sqrt(config.headDim())).toType(dtype, false);
+        NDArray eps = m.create((float) config.rmsNormEps());
+        return new Pass(ids.getShape().get(0), ids.getShape().get(1), cs[0], cs[1], Rope.rotation(scale, config.headDim()),
+                scale, eps, mask, cache, start);
+    }
+
+    /** Token embedding: [B,T] → [B,T,E]. */
+    public NDArray embed(NDArray ids) {
+        return Casts.to(JniUtils.embedding((PtNDArray) ids, (PtNDArray) embed, false), dtype);
+    }
+
+    public int numLayers() {
+        return layers.length;
+    }
+
+    /** One decoder layer: x [B,T,E] → [B,T,E]. */
+    public NDArray layer(int li, NDArray x, Pass p) {
+        long b = p.b(), t = p.t();
+        int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
         boolean one = t == 1; // decoding: [B,1,H,D] and [B,H,1,D] are the same memory, no transposes
-        for (int li = 0; li < layers.length; li++) {
-            Layer L = layers[li];
-            // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
-            NDArray xn = rmsNorm(x, L.inNorm, eps);
-            NDArray q = heads(L.q.apply(xn), b, t, h, d, one);                                  // [B,H,T,D]
-            NDArray kk = heads(L.k.apply(xn), b, t, k, d, one);                                 // [B,K,T,D]
-            NDArray v = heads(L.v.apply(xn), b, t, k, d, one);                                  // [B,K,T,D]
-            // Rotary embedding, HF rotate-half convention
-            q = Rope.apply(q, cos, sin, rot);
-            kk = Rope.apply(kk, cos, sin, rot);
-            // KV cache: write the new keys/values in place, attend over everything so far
-            long s = t;
-            if (cache != null) {
-                cache.write(li, start, kk, v);
-                s = start + t;
-                kk = cache.keys(li, (int) s);
-                v = cache.values(li, (int) s);
-            }
-            // GQA without repeating K/V: fold each kv head's G query heads into its row block
-            NDArray qg = q.reshape(b, k, g * t, d);                                             // [B,K,G*T,D]
-            NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(scale).reshape(b, k, g, t, s); // [B,K,G,T,S]
-            if (mask != null) {
-                scores = scores.add(mask);
-            }
-            NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
-            NDArray att = probs.reshape(b, k, g * t, s).matMul(v);                             // [B,K,G*T,D]
-            att = one ? att.reshape(b, 1, (long) h * d)                                         // [B,T,H*D]
-                    : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);
-            x = x.add(L.o.apply(att));
-            // MLP block: pre-norm, SwiGLU
-            NDArray xm = rmsNorm(x, L.postNorm, eps);
-            NDArray gate = L.gate.apply(xm);
-            NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
-            x = x.add(L.down.apply(act));
+        Layer L = layers[li];
+        // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
+        NDArray xn = rmsNorm(x, L.inNorm, p.eps());
+        NDArray q = heads(L.q.apply(xn), b, t, h, d, one);                                      // [B,H,T,D]
+        NDArray kk = heads(L.k.apply(xn), b, t, k, d, one);                                     // [B,K,T,D]
+        NDArray v = heads(L.v.apply(xn), b, t, k, d, one);                                      // [B,K,T,D]
+        // Rotary embedding, HF rotate-half convention
+        q = Rope.apply(q, p.cos(), p.sin(), p.rot());
+        kk = Rope.apply(kk, p.cos(), p.sin(), p.rot());
+        // KV cache: write the new keys/values in place, attend over everything so far
+        long s = t;
+        if (p.cache() != null) {
+            p.cache().write(li, p.start(), kk, v);
+            s = p.start() + t;
+            kk = p.cache().keys(li, (int) s);
+            v = p.cache().values(li, (int) s);
         }
-        return rmsNorm(x, finalNorm, eps);
+        // GQA without repeating K/V: fold each kv head's G query heads into its row block
+        NDArray qg = q.reshape(b, k, g * t, d);                                                 // [B,K,G*T,D]
+        NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(p.scale()).reshape(b, k, g, t, s); // [B,K,G,T,S]
+        if (p.mask() != null) {
+            scores = scores.add(p.mask());
+        }
+        NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
+        NDArray att = probs.reshape(b, k, g * t, s).matMul(v);                                 // [B,K,G*T,D]
+        att = one ? att.reshape(b, 1, (long) h * d)                                             // [B,T,H*D]
+                : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);
+        x = x.add(L.o.apply(att));
+        // MLP block: pre-norm, SwiGLU
+        NDArray xm = rmsNorm(x, L.postNorm, p.eps());
+        NDArray gate = L.gate.apply(xm);
+        NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
+        return x.add(L.down.apply(act));
+    }
+
+    /** The final RMSNorm. */
+    public NDArray finalNorm(NDArray x, Pass p) {
+        return rmsNorm(x, finalNorm, p.eps());
     }
 
     /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */

@@ -35,6 +35,12 @@ public final class PolicyForward {
         NDArray pos = valid.cumSum(1).sub(1).maximum(0);
         int t = b.p() + b.r();
         NDArray h = model.hidden(tokens, pos, model.attentionMask(valid, 0, t), null, 0);
+        return head(model, b, m, h, temperature, keepLogSoftmax, withEntropy);
+    }
+
+    /** The part after the decoder stack: response window, logits, log-probs, entropy. */
+    public static Out head(Decoder model, SequenceBatch b, NDManager m, NDArray h, float temperature, boolean keepLogSoftmax,
+                           boolean withEntropy) {
         // hidden states at P−1 … P+R−2 predict response tokens 0 … R−1
         NDArray hr = h.get(new NDIndex(":, {}:{}, :", b.p() - 1, b.p() - 1 + b.r()));
         NDArray logits = model.logits(hr);

@@ -360,38 +360,56 @@ public final class Trainer implements AutoCloseable {
                 for (int s0 = m0; s0 < m1; s0 += micro) {
                     int s1 = Math.min(m1, s0 + micro);
                     SequenceBatch b = all.slice(s0, s1);
-                    try (NDManager mm = root.newSubManager();
-                         GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                        boolean needFull = lc.klEstimator() instanceof KlEstimator.Full;
-                        PolicyForward.Out cur = PolicyForward.run(policy, b, mm, temp, needFull);
-                        NDArray fullKl = null;
-                        if (needFull) {
-                            if (lora) {
-                                policy.setAdaptersEnabled(false);
-                            }
-                            PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, true);
-                            policy.setAdaptersEnabled(true);
-                            fullKl = PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax().stopGradient());
-                        }
+                    final int fs0 = s0, fs1 = s1, fm0 = m0;
+                    try (NDManager mm = root.newSubManager()) {
                         NDArray mask = b.mask(mm);
-                        TokenBatch tb = new TokenBatch(cur.logp(), slice(mm, oldLogp, s0, s1, r), slice(mm, refLogp, s0, s1, r),
-                                slice(mm, adv, s0, s1, r), mask, cur.entropy(), fullKl,
-                                ppo ? valueHead.apply(critic == policy ? cur.hidden() : PolicyForward.run(critic, b, mm, temp, false).hidden())
-                                        : null, ppo ? slice(mm, oldValues, s0, s1, r) : null,
-                                ppo ? slice(mm, returns, s0, s1, r) : null,
-                                mm.create(java.util.Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r), new Shape(s1 - s0, r)));
-                        LossTerm.Out o = LossTerm.total(terms, tb, lc);
-                        if (!Double.isFinite(o.metrics().get("loss_total"))) {
-                            throw new UserError("loss is " + o.metrics().get("loss_total") + " at step " + (ro.step() + 1)
-                                    + "; lower optim.lr or check the data");
+                        // forward head → token batch → loss terms; differentiated end to end, or staged
+                        // with per-layer recomputation when train.checkpoint_layers > 0
+                        java.util.function.Function<PolicyForward.Out, LossTerm.Out> lossOf = cur -> {
+                            NDArray fullKl = null;
+                            if (lc.klEstimator() instanceof KlEstimator.Full) {
+                                if (lora) {
+                                    policy.setAdaptersEnabled(false);
+                                }
+                                PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, true);
+                                policy.setAdaptersEnabled(true);
+                                fullKl = PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax().stopGradient());
+                            }
+                            TokenBatch tb = new TokenBatch(cur.logp(), slice(mm, oldLogp, fs0, fs1, r),
+                                    slice(mm, refLogp, fs0, fs1, r), slice(mm, adv, fs0, fs1, r), mask, cur.entropy(), fullKl,
+                                    ppo ? valueHead.apply(critic == policy ? cur.hidden()
+                                            : PolicyForward.run(critic, b, mm, temp, false).hidden()) : null,
+                                    ppo ? slice(mm, oldValues, fs0, fs1, r) : null, ppo ? slice(mm, returns, fs0, fs1, r) : null,
+                                    mm.create(java.util.Arrays.copyOfRange(w, (fs0 - fm0) * r, (fs1 - fm0) * r), new Shape(fs1 - fs0, r)));
+                            LossTerm.Out o = LossTerm.total(terms, tb, lc);
+                            if (!Double.isFinite(o.metrics().get("loss_total"))) {
+                                throw new UserError("loss is " + o.metrics().get("loss_total") + " at step " + (ro.step() + 1)
+                                        + "; lower optim.lr or check the data");
+                            }
+                            if (DEBUG_GC) {
+                                System.gc();
+                            }
+                            return o;
+                        };
+                        boolean full = lc.klEstimator() instanceof KlEstimator.Full;
+                        PolicyForward.Out[] cur = new PolicyForward.Out[1];
+                        LossTerm.Out o;
+                        int ckpt = cfg.train().checkpointLayers();
+                        if (ckpt > 0) {
+                            o = StagedBackward.run(policy, b, mm, ckpt, h -> {
+                                cur[0] = PolicyForward.head(policy, b, mm, h, temp, full, true);
+                                return lossOf.apply(cur[0]);
+                            }, LossTerm.Out::loss);
+                        } else {
+                            try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                                cur[0] = PolicyForward.run(policy, b, mm, temp, full);
+                                o = lossOf.apply(cur[0]);
+                                gc.backward(o.loss());
+                            }
                         }
-                        if (DEBUG_GC) {
-                            System.gc();
-                        }
-                        gc.backward(o.loss());
                         double rows = (double) (s1 - s0) / (m1 - m0);
                         o.metrics().forEach((key, v) -> acc.computeIfAbsent(key, z -> new double[1])[0] += v * rows);
-                        entropySum += cur.entropy().stopGradient().mul(mask).sum().getFloat();
+                        entropySum += cur[0].entropy().stopGradient().mul(mask).sum().getFloat();
                     }
                 }
                 double lrNow = lr.at((int) opt.steps());

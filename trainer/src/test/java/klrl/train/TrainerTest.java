@@ -109,6 +109,20 @@ class TrainerTest {
     }
 
     @Test
+    void activationCheckpointingTrainsLikeThePlainPath() throws Exception {
+        Path plain = tmp.resolve("plain"), ckpt = tmp.resolve("ckpt");
+        train(small(plain, Map.of("train.max_steps", 2)), null);
+        train(small(ckpt, Map.of("train.max_steps", 2, "train.checkpoint_layers", 1)), null);
+        for (int i = 0; i < 2; i++) {
+            JsonNode a = stepLines(plain).get(i), b = stepLines(ckpt).get(i);
+            for (String k : new String[] {"reward_mean", "loss_total", "grad_norm", "entropy", "kl_k1"}) {
+                assertEquals(a.get(k).asDouble(), b.get(k).asDouble(), 1e-4 * Math.max(1, Math.abs(a.get(k).asDouble())),
+                        "step " + (i + 1) + " " + k);
+            }
+        }
+    }
+
+    @Test
     void metricsHaveEveryDocumentedField() throws Exception {
         Path a = tmp.resolve("m");
         train(small(a, Map.of("train.max_steps", 1, "eval.before_start", true, "train.mini_batch_size", 4)), null);
