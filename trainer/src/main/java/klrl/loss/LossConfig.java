@@ -5,7 +5,7 @@ import klrl.kl.KlPlacement;
 import klrl.util.UserError;
 
 /**
- * Everything the loss terms read. Defaults live in {@link #defaults()} and nowhere else.
+ * Everything the loss terms read (built from the training config, whose records hold the defaults).
  *
  * @param clipLow    PPO ε_low: ratio floor 1 − ε_low
  * @param clipHigh   PPO ε_high: ratio ceiling 1 + ε_high (clip-higher when > ε_low, DAPO)
@@ -24,11 +24,6 @@ public record LossConfig(Aggregation aggregation, double clipLow, double clipHig
         if (dualClip != null && dualClip <= 1) {
             throw new UserError("clip_ratio_c (dual clip) must be > 1, got " + dualClip);
         }
-    }
-
-    public static LossConfig defaults() {
-        return new LossConfig(Aggregation.TOKEN_MEAN, 0.2, 0.2, null, new KlEstimator.K1(), new KlPlacement.Reward(),
-                0.001, true, 0.0, 0.5, 0.5);
     }
 
     public LossConfig withKlCoef(double beta) {

@@ -2,7 +2,6 @@ package klrl.train;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import java.util.List;
 
@@ -65,9 +64,5 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
     /** A [rows, r] float tensor from a per-row-major float array. */
     public NDArray tensor(NDManager m, float[] v) {
         return m.create(v, new Shape(rows, r));
-    }
-
-    public static NDArray zeros(NDManager m, int rows, int r) {
-        return m.zeros(new Shape(rows, r), DataType.FLOAT32);
     }
 }

@@ -73,7 +73,6 @@ public final class Trainer implements AutoCloseable {
     private final RolloutEngine engine;
     private final AtomicBoolean stop = new AtomicBoolean();
     private long startStep;
-    static final boolean DEBUG_GC = System.getenv("KLRL_DEBUG_GC") != null;
     private final ArrayDeque<Rollout> lagQueue = new ArrayDeque<>();
 
     /** One step's sampled data, kept whole for the off-policy lag queue. */
@@ -385,9 +384,6 @@ public final class Trainer implements AutoCloseable {
                             if (!Double.isFinite(o.metrics().get("loss_total"))) {
                                 throw new UserError("loss is " + o.metrics().get("loss_total") + " at step " + (ro.step() + 1)
                                         + "; lower optim.lr or check the data");
-                            }
-                            if (DEBUG_GC) {
-                                System.gc();
                             }
                             return o;
                         };
