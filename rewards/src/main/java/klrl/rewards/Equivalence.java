@@ -71,12 +71,15 @@ final class Equivalence {
         if (b instanceof Node.Matrix mb && a instanceof Node.Tuple ta) {
             return vectorEquals(mb, ta, dl);
         }
-        // an inequality in one variable compares as the interval it describes
-        if (a instanceof Node.Rel && asInterval(a) != null) {
-            a = asInterval(a);
-        }
-        if (b instanceof Node.Rel && asInterval(b) != null) {
-            b = asInterval(b);
+        // "x = 5+5+1 = 11": a chain of equalities is its first and last terms
+        a = collapseEqualities(a);
+        b = collapseEqualities(b);
+        // an inequality in one variable compares as the interval it describes, when the other side
+        // is (or describes) an interval too; otherwise relations compare as relations
+        Node ia = asInterval(a), ib = asInterval(b);
+        if (ia != null && ib != null) {
+            a = ia;
+            b = ib;
         }
         if (a instanceof Node.Interval x && b instanceof Node.Interval y) {
             return x.loClosed() == y.loClosed() && x.hiClosed() == y.hiClosed()
@@ -164,6 +167,13 @@ final class Equivalence {
     private static boolean openPair(Node.Interval x, Node.Tuple t, Deadline dl) {
         return !x.loClosed() && !x.hiClosed() && t.items().size() == 2
                 && scalar(x.lo(), t.items().get(0), dl) && scalar(x.hi(), t.items().get(1), dl);
+    }
+
+    private static Node collapseEqualities(Node n) {
+        if (n instanceof Node.Rel r && r.terms().size() > 2 && r.ops().stream().allMatch("="::equals)) {
+            return new Node.Rel(List.of(r.terms().get(0), r.terms().get(r.terms().size() - 1)), List.of("="));
+        }
+        return n;
     }
 
     /** For "x = 3" (or "3 = x"): the value side; for a chain "a = b = 3", the last term; null otherwise. */

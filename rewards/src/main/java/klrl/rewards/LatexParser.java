@@ -502,6 +502,12 @@ final class LatexParser {
         }
         String env = s.substring(st, i);
         expect("}");
+        if (env.equals("array") && peek("{")) { // column spec such as {cc}
+            while (i < s.length() && s.charAt(i) != '}') {
+                i++;
+            }
+            expect("}");
+        }
         String end = "\\end{" + env + "}";
         int stop = s.indexOf(end, i);
         if (stop < 0) {

@@ -69,6 +69,11 @@ final class Normalizer {
         s = s.replace("−", "-").replace("–", "-").replace("×", "*").replace("·", "*").replace("÷", "/")
                 .replace("≤", "<=").replace("≥", ">=").replace("≠", "!=").replace("π", "\\pi ").replace("∞", "\\infty ")
                 .replace("√", "\\sqrt").replace("∪", "\\cup ");
+        // "x = 1/3 \approx 0.33": the exact value before ≈ is the answer; a lone "x \approx 11" reads as "="
+        int approx = s.indexOf("\\approx");
+        if (approx >= 0) {
+            s = s.substring(0, approx).contains("=") ? s.substring(0, approx) : s.replace("\\approx", "=");
+        }
         s = stripUnits(s);
         s = THOUSANDS.matcher(s).replaceAll(m -> m.group(1) + m.group(2).replace(",", ""));
         s = SPACED_THOUSANDS.matcher(s).replaceAll("");

@@ -84,7 +84,8 @@ public final class Verifier {
 
     /** Words that are not math (function names, "or"/"and") make an answer text. */
     static boolean isText(String norm) {
-        Matcher m = WORD.matcher(norm);
+        // environment names and array column specs (\begin{array}{ccc}) are markup, not words
+        Matcher m = WORD.matcher(norm.replaceAll("\\\\(begin|end)\\{[a-zA-Z*]+\\}(\\{[lcr| ]+\\})?", " "));
         while (m.find()) {
             String w = m.group();
             if (!MATH_WORDS.contains(w) && !w.equals("or") && !w.equals("pi") && (w.length() >= 3 || norm.strip().equals(w))) {
