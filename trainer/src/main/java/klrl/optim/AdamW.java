@@ -20,6 +20,13 @@ public final class AdamW implements AutoCloseable {
     private final Map<String, NDArray> params;
     private final Map<String, Double> lrScale;
     private final Map<String, NDArray> m = new LinkedHashMap<>(), v = new LinkedHashMap<>();
+    /** fp32 master copies of non-fp32 parameters: fp16 cannot hold updates smaller than its spacing. */
+    private final Map<String, NDArray> master = new LinkedHashMap<>();
+    /** Dynamic loss scale (1 and fixed when every parameter is fp32). */
+    private double lossScale = 1;
+    private int goodSteps;
+    private long skipped;
+    static final int SCALE_GROWTH_INTERVAL = 200;
     private final NDManager state;
     private final Hyper h;
     private long t;
@@ -34,7 +41,25 @@ public final class AdamW implements AutoCloseable {
             e.getValue().setRequiresGradient(true);
             m.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
             v.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
+            if (e.getValue().getDataType() != DataType.FLOAT32) {
+                NDArray w = e.getValue().toType(DataType.FLOAT32, true);
+                w.attach(state);
+                master.put(e.getKey(), w);
+            }
         }
+        if (!master.isEmpty()) {
+            lossScale = 65536; // fp16 gradients underflow without it; halves on overflow, doubles when stable
+        }
+    }
+
+    /** Multiply the loss by this before backward; step() divides it out of the gradients. */
+    public double lossScale() {
+        return lossScale;
+    }
+
+    /** Updates skipped because scaled gradients overflowed. */
+    public long skippedSteps() {
+        return skipped;
     }
 
     /** Global L2 norm of all gradients (before clipping). Throws a user error on NaN/Inf. */
@@ -46,8 +71,8 @@ public final class AdamW implements AutoCloseable {
                 NDArray s = g.mul(g).sum();
                 total = total == null ? s : total.add(s);
             }
-            double n = Math.sqrt(total.getFloat());
-            if (!Double.isFinite(n)) {
+            double n = Math.sqrt(total.getFloat()) / lossScale;
+            if (!Double.isFinite(n) && master.isEmpty()) {
                 String worst = "?";
                 for (var e : params.entrySet()) {
                     NDArray g = e.getValue().getGradient().toType(DataType.FLOAT32, false);
@@ -66,7 +91,22 @@ public final class AdamW implements AutoCloseable {
     /** Clips to {@code maxNorm}, applies one AdamW update at learning rate {@code lr}, zeroes gradients. */
     public double step(double lr, double maxNorm) {
         double norm = gradNorm();
-        float clip = (float) Math.min(1.0, maxNorm / (norm + 1e-6));
+        if (!Double.isFinite(norm)) {
+            // mixed precision: the scaled gradients overflowed; skip this update and lower the scale
+            skipped++;
+            goodSteps = 0;
+            lossScale = Math.max(1, lossScale / 2);
+            if (skipped > 50 && lossScale == 1) {
+                throw new UserError("gradients overflow even at loss scale 1 (NaN/Inf loss); lower optim.lr or use float32");
+            }
+            zeroGradients();
+            return Double.NaN;
+        }
+        // the gradients carry the loss scale: the clip factor divides it out
+        float clip = (float) (Math.min(1.0, maxNorm / (norm + 1e-6)) / lossScale);
+        if (!master.isEmpty() && ++goodSteps % SCALE_GROWTH_INTERVAL == 0) {
+            lossScale *= 2; // for the next step's loss
+        }
         t++;
         double bc1 = 1 - Math.pow(h.beta1(), t), bc2 = 1 - Math.pow(h.beta2(), t);
         for (var e : params.entrySet()) {
@@ -79,14 +119,28 @@ public final class AdamW implements AutoCloseable {
                 mm.muli((float) h.beta1()).addi(g32.mul((float) (1 - h.beta1())));
                 vv.muli((float) h.beta2()).addi(g32.mul(g32).muli((float) (1 - h.beta2())));
                 NDArray update = mm.div((float) bc1).div(vv.div((float) bc2).sqrt().add((float) h.eps()));
+                NDArray w32 = master.getOrDefault(e.getKey(), p);
                 if (h.weightDecay() != 0) {
-                    update = update.add(p.toType(DataType.FLOAT32, false).mul((float) h.weightDecay()));
+                    update = update.add(w32.mul((float) h.weightDecay()));
                 }
-                p.subi(update.mul((float) a).toType(p.getDataType(), false));
+                w32.subi(update.mul((float) a));
+                if (w32 != p) {
+                    // write the master back into the fp16 parameter in place (no host round trip)
+                    p.subi(p).addi(w32.toType(p.getDataType(), false));
+                }
                 g.subi(g); // zero in place for the next accumulation
             }
         }
         return norm;
+    }
+
+    private void zeroGradients() {
+        for (NDArray p : params.values()) {
+            try (NDScope scope = new NDScope()) {
+                NDArray g = p.getGradient();
+                g.set(new ai.djl.ndarray.index.NDIndex(":"), 0); // a fill, so Inf/NaN do not survive
+            }
+        }
     }
 
     public long steps() {
@@ -98,10 +152,15 @@ public final class AdamW implements AutoCloseable {
         Map<String, NDArray> out = new LinkedHashMap<>();
         m.forEach((k, x) -> out.put("m." + k, x));
         v.forEach((k, x) -> out.put("v." + k, x));
+        master.forEach((k, x) -> out.put("master." + k, x));
         return out;
     }
 
-    public void restore(Map<String, NDArray> tensors, long steps) {
+    public void restore(Map<String, NDArray> tensors, long steps, double scale) {
+        for (var e : master.entrySet()) {
+            copyInto(e.getValue(), tensors.get("master." + e.getKey()), "master." + e.getKey());
+        }
+        lossScale = scale;
         for (var e : m.entrySet()) {
             copyInto(e.getValue(), tensors.get("m." + e.getKey()), "m." + e.getKey());
         }

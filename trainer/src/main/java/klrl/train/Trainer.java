@@ -395,12 +395,12 @@ public final class Trainer implements AutoCloseable {
                             o = StagedBackward.run(policy, b, mm, ckpt, h -> {
                                 cur[0] = PolicyForward.head(policy, b, mm, h, temp, full, true);
                                 return lossOf.apply(cur[0]);
-                            }, LossTerm.Out::loss);
+                            }, x -> scaled(x.loss()));
                         } else {
                             try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
                                 cur[0] = PolicyForward.run(policy, b, mm, temp, full);
                                 o = lossOf.apply(cur[0]);
-                                gc.backward(o.loss());
+                                gc.backward(scaled(o.loss()));
                             }
                         }
                         double rows = (double) (s1 - s0) / (m1 - m0);
@@ -409,8 +409,11 @@ public final class Trainer implements AutoCloseable {
                     }
                 }
                 double lrNow = lr.at((int) opt.steps());
-                gradNormSum += opt.step(lrNow, cfg.optim().gradClip());
-                updates++;
+                double gn = opt.step(lrNow, cfg.optim().gradClip());
+                if (Double.isFinite(gn)) { // NaN: a mixed-precision overflow, skipped and rescaled
+                    gradNormSum += gn;
+                    updates++;
+                }
             }
         }
         policy.setTraining(false);
@@ -422,11 +425,20 @@ public final class Trainer implements AutoCloseable {
         acc.forEach((key, v) -> m.put(key, v[0] / passes));
         m.put("entropy", entropySum / (tokens * cfg.algorithm().ppoEpochs()));
         m.put("kl_coef", kl.value());
-        m.put("grad_norm", gradNormSum / updates);
+        m.put("grad_norm", updates == 0 ? Double.NaN : gradNormSum / updates);
+        if (opt.lossScale() != 1) {
+            m.put("loss_scale", opt.lossScale());
+            m.put("skipped_updates", opt.skippedSteps());
+        }
         m.put("lr", lr.at((int) opt.steps() - 1));
         m.put("time_reference", secRef);
         m.put("time_update", (System.nanoTime() - tu) / 1e9);
         return m;
+    }
+
+    /** The loss times the optimizer's loss scale (1 unless parameters are fp16). */
+    private NDArray scaled(NDArray loss) {
+        return opt.lossScale() == 1 ? loss : klrl.util.Nd.mul(loss, opt.lossScale());
     }
 
     private static NDArray slice(NDManager m, float[] v, int s0, int s1, int r) {
@@ -514,7 +526,7 @@ public final class Trainer implements AutoCloseable {
             adapterCfg.put("task_type", "CAUSAL_LM");
             adapterCfg.put("base_model_name_or_path", modelDir.toAbsolutePath().toString());
         }
-        return Checkpoints.save(out, modelDir, new Checkpoints.State(stepsDone, opt.steps(), kl.value(), Map.of()),
+        return Checkpoints.save(out, modelDir, new Checkpoints.State(stepsDone, opt.steps(), kl.value(), Map.of("loss_scale", opt.lossScale())),
                 weights, lora, adapterCfg, valueHead == null ? null : criticState(), opt.stateTensors(),
                 cfg.checkpoint().keep());
     }
@@ -549,7 +561,8 @@ public final class Trainer implements AutoCloseable {
                 Checkpoints.copyInto(criticState(), Checkpoints.readAll(ckpt.resolve("value_head.safetensors"), m),
                         ckpt + "/value_head.safetensors");
             }
-            opt.restore(Checkpoints.readAll(ckpt.resolve("optimizer.safetensors"), m), st.get("optimizer_steps").asLong());
+            opt.restore(Checkpoints.readAll(ckpt.resolve("optimizer.safetensors"), m), st.get("optimizer_steps").asLong(),
+                    st.path("extra").path("loss_scale").asDouble(1));
         }
         kl.restore(st.get("kl_coef").asDouble());
         startStep = st.get("step").asLong();

@@ -123,6 +123,17 @@ class TrainerTest {
     }
 
     @Test
+    void float16TrainingUsesMasterWeightsAndLossScaling() throws Exception {
+        Path run = tmp.resolve("fp16");
+        train(small(run, Map.of("train.max_steps", 2, "model.dtype", "float16", "train.mini_batch_size", 4)), null);
+        for (JsonNode s : stepLines(run)) {
+            assertTrue(s.has("loss_scale") && Double.isFinite(s.get("loss_total").asDouble()), s.toString());
+        }
+        assertTrue(SafeTensors.readHeader(run.resolve("checkpoints/step-000002/optimizer.safetensors")).keySet()
+                .contains("master.model.norm.weight"));
+    }
+
+    @Test
     void metricsHaveEveryDocumentedField() throws Exception {
         Path a = tmp.resolve("m");
         train(small(a, Map.of("train.max_steps", 1, "eval.before_start", true, "train.mini_batch_size", 4)), null);
