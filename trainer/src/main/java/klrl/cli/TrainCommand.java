@@ -40,18 +40,19 @@ public final class TrainCommand implements Callable<Integer> {
 
     static final class Kl {
         @Option(names = "--kl", description = "estimator: k1, k2, k3, abs or full") String estimator;
-        @ArgGroup(exclusive = true) Placement placement;
-        @Option(names = "--kl-coef", description = "β") Double coef;
-    }
-
-    static final class Placement {
         @Option(names = "--kl-in-reward", description = "−β·k_t in the token reward (unbiased for k1)") boolean reward;
         @Option(names = "--kl-in-loss", description = "β·agg(k_t) in the loss (verl/OpenRLHF's use_kl_loss)") boolean loss;
         @Option(names = "--kl-in-loss-unbiased", description = "in the loss plus the score-function correction") boolean unbiased;
         @Option(names = "--no-kl", description = "no KL term (k1/k3 still logged)") boolean none;
+        @Option(names = "--kl-coef", description = "β") Double coef;
 
-        String name() {
-            return reward ? "reward" : loss ? "loss" : unbiased ? "loss-unbiased" : "none";
+        /** The placement flag given, or null; more than one is an error. */
+        String placement() {
+            int n = (reward ? 1 : 0) + (loss ? 1 : 0) + (unbiased ? 1 : 0) + (none ? 1 : 0);
+            if (n > 1) {
+                throw new UserError("give at most one of --kl-in-reward, --kl-in-loss, --kl-in-loss-unbiased, --no-kl");
+            }
+            return n == 0 ? null : reward ? "reward" : loss ? "loss" : unbiased ? "loss-unbiased" : "none";
         }
     }
 
@@ -76,7 +77,7 @@ public final class TrainCommand implements Callable<Integer> {
         o.put("algorithm.name", c.algo.algo);
         o.put("rollout.n", c.algo.n);
         o.put("kl.estimator", c.kl.estimator);
-        o.put("kl.placement", c.kl.placement == null ? null : c.kl.placement.name());
+        o.put("kl.placement", c.kl.placement());
         o.put("kl.coef", c.kl.coef);
         o.put("train.batch_size", c.optim.batchSize);
         if (c.optim.batchSize != null) {

@@ -101,6 +101,29 @@ class CliTest {
     }
 
     @Test
+    void trainFlagsOverrideTheConfig() {
+        TrainCommand t = new TrainCommand();
+        new picocli.CommandLine(t).parseArgs("--config", "grid-k1-reward", "--kl", "k3", "--kl-in-loss", "--kl-coef", "0.05",
+                "--algo", "rloo", "--n", "4", "--batch-size", "8", "--lr", "3e-6", "--max-steps", "7", "--seed", "5",
+                "--output-dir", "/tmp/x");
+        klrl.config.TrainConfig c = TrainCommand.config(t);
+        assertEquals("k3", c.kl().estimator());
+        assertEquals("loss", c.kl().placement());
+        assertEquals(0.05, c.kl().coef());
+        assertEquals("rloo", c.algorithm().name());
+        assertEquals(4, c.rollout().n());
+        assertEquals(8, c.train().batchSize());
+        assertEquals(8, c.train().miniBatchSize());
+        assertEquals(3e-6, c.optim().lr());
+        assertEquals(7, c.train().maxSteps());
+        assertEquals(5, c.train().seed());
+        assertEquals("/tmp/x", c.outputDir());
+        Result both = run("--kl-in-reward", "--kl-in-loss", "--max-steps", "1");
+        assertEquals(2, both.code());
+        assertTrue(both.err().contains("at most one of --kl-in-reward"), both.err());
+    }
+
+    @Test
     void badInputIsOneLineWithoutStackTrace() {
         Result r = run("logprobs", "--model", tmp.resolve("nope").toString(), "--input-ids", "1,2");
         assertEquals(2, r.code());
