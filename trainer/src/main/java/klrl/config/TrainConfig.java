@@ -82,9 +82,11 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         }
     }
 
-    public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop) {
+    /** @param kvCacheGb KV-cache budget per rollout chunk in GiB; 0 = decode the whole batch at once */
+    public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
+                          double kvCacheGb) {
         public static Rollout defaults() {
-            return new Rollout(8, 12, 1.0, 1.0, 0, List.of());
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0);
         }
 
         public Rollout {
@@ -93,6 +95,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(temperature > 0, "rollout.temperature must be > 0 for RL (the log-probs are of softmax(logits/T))");
             require(topP > 0 && topP <= 1, "rollout.top_p must be in (0, 1]");
             require(topK >= 0, "rollout.top_k must be ≥ 0");
+            require(kvCacheGb >= 0, "rollout.kv_cache_gb must be ≥ 0 (0 = no limit)");
             stop = stop == null ? List.of() : List.copyOf(stop);
         }
     }

@@ -35,8 +35,45 @@ public final class RolloutEngine {
         this.detokenize = detokenize;
     }
 
+    private int maxRows = Integer.MAX_VALUE;
+
+    /**
+     * Caps the sequences decoded at once (the KV cache is sized for them): larger requests run in chunks
+     * of whole prompts. Each sample's random stream depends on its global index only, so chunking never
+     * changes the samples.
+     */
+    public RolloutEngine withMaxRows(int rows) {
+        if (rows < 1) {
+            throw new klrl.util.UserError("the KV-cache budget holds no sequence: raise rollout.kv_cache_gb");
+        }
+        this.maxRows = rows;
+        return this;
+    }
+
+    /** KV-cache bytes one sequence of {@code tokens} tokens needs in this model. */
+    public static long kvBytesPerSequence(Decoder model, int tokens) {
+        var c = model.config;
+        return 2L * c.numLayers() * c.numKvHeads() * c.headDim() * tokens * model.dtype.getNumOfBytes();
+    }
+
     /** Generates {@code p.n()} samples per prompt; samples of prompt i are at [i*n, (i+1)*n). */
     public List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent) {
+        int perChunk = Math.max(1, maxRows / p.n());
+        if (prompts.size() <= perChunk) {
+            return generate(prompts, p, parent, 0);
+        }
+        List<Sample> all = new ArrayList<>();
+        for (int i = 0; i < prompts.size(); i += perChunk) {
+            int off = i;
+            for (Sample s : generate(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), p, parent, i * p.n())) {
+                all.add(new Sample(s.promptIndex() + off, s.promptIds(), s.responseIds(), s.logprobs(), s.finishReason()));
+            }
+        }
+        return all;
+    }
+
+    /** @param rowOffset global index of this call's first sample (seeds its random stream) */
+    private List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent, int rowOffset) {
         int n = p.n();
         int batch = prompts.size() * n;
         int maxPrompt = prompts.stream().mapToInt(a -> a.length).max().orElse(0);
@@ -61,7 +98,7 @@ public final class RolloutEngine {
                 valid[r * maxPrompt + pad + j] = 1;
             }
             nextPos[r] = pr.length;
-            rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + r);
+            rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + rowOffset + r);
         }
         try (NDManager m = parent.newSubManager()) {
             KvCache cache = new KvCache(model, m, batch, cap);

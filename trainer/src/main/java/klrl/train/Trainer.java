@@ -152,6 +152,10 @@ public final class Trainer implements AutoCloseable {
         train.forEach(prompts::ids);
         evalSets.values().forEach(l -> l.forEach(prompts::ids));
         this.engine = new RolloutEngine(policy, tok.eosIds(), tok::decode);
+        if (cfg.rollout().kvCacheGb() > 0) {
+            long perSeq = RolloutEngine.kvBytesPerSequence(policy, d.maxPromptTokens() + cfg.rollout().maxNewTokens());
+            engine.withMaxRows((int) Math.min(Integer.MAX_VALUE, (long) (cfg.rollout().kvCacheGb() * (1L << 30)) / perSeq));
+        }
         if (resume != null) {
             restore(Checkpoints.resolve(resume));
         }

@@ -213,6 +213,23 @@ class RolloutEngineTest {
     }
 
     @Test
+    void aKvCacheBudgetChunksWithoutChangingSamples() {
+        List<long[]> prompts = List.of(PROMPT, new long[] {9, 8}, new long[] {11, 300, 42});
+        SamplingParams p = new SamplingParams(6, 1.0, 1, 0, 3, List.of(), 21);
+        List<Sample> whole = engine(List.of()).generate(prompts, p, root);
+        List<Sample> chunked = engine(List.of()).withMaxRows(4).generate(prompts, p, root); // one prompt (3 rows) a chunk
+        assertEquals(whole.size(), chunked.size());
+        for (int i = 0; i < whole.size(); i++) {
+            assertEquals(whole.get(i).promptIndex(), chunked.get(i).promptIndex());
+            assertArrayEquals(whole.get(i).responseIds(), chunked.get(i).responseIds(), "sample " + i);
+            assertArrayEquals(whole.get(i).logprobs(), chunked.get(i).logprobs(), 1e-5f);
+        }
+        // 2 layers × 2 kv heads × 16 dims × 2 (K and V) × 4 bytes per token
+        assertEquals(2L * model.config.numLayers() * model.config.numKvHeads() * model.config.headDim() * 10 * 4,
+                RolloutEngine.kvBytesPerSequence(model, 10));
+    }
+
+    @Test
     void seededSamplingIsReproducibleAndSeedsDiffer() {
         SamplingParams a = new SamplingParams(8, 1.0, 1, 0, 4, List.of(), 7);
         List<Sample> x = engine(List.of()).generate(List.of(PROMPT), a, root);
