@@ -28,13 +28,16 @@ public final class EvalCommand implements Callable<Integer> {
         o.put("data.eval", data);
         o.put("eval.k", k);
         o.put("eval.max_examples", maxExamples);
-        o.put("output_dir", System.getProperty("java.io.tmpdir") + "/klrl-eval-" + ProcessHandle.current().pid());
+        java.nio.file.Path scratch = java.nio.file.Files.createTempDirectory("klrl-eval");
+        o.put("output_dir", scratch.toString());
         try (Trainer t = new Trainer(ConfigLoader.load(config, o), null, System.err::println)) {
             Map<String, Object> r = new LinkedHashMap<>();
             r.put("data", data);
-            r.putAll(t.evaluate(Dataset.load(data, null, null).subList(0,
-                    Math.min(maxExamples, Dataset.load(data, null, null).size())), 0));
+            var examples = Dataset.load(data, null, null);
+            r.putAll(t.evaluate(examples.subList(0, Math.min(maxExamples, examples.size())), 0));
             System.out.println(Json.write(r));
+        } finally {
+            klrl.checkpoint.Checkpoints.deleteTree(scratch);
         }
         return 0;
     }

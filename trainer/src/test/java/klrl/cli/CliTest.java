@@ -101,6 +101,20 @@ class CliTest {
     }
 
     @Test
+    void sftThenEvalOnAFixtureModel() throws Exception {
+        Path out = tmp.resolve("sft");
+        Result s = run("sft", "--model", TestPaths.fixture("qwen2-bf16-sharded").toString(), "--out", out.toString(),
+                "--steps", "3", "--batch-size", "4");
+        assertEquals(0, s.code(), s.err());
+        assertTrue(s.out().startsWith("final loss "));
+        Result e = run("eval", "--model", out.toString(), "--max-examples", "8", "--k", "2");
+        assertEquals(0, e.code(), e.err());
+        JsonNode j = Json.MAPPER.readTree(e.out());
+        assertEquals(8, j.get("eval_examples").asInt());
+        assertTrue(j.has("eval_accuracy") && j.has("eval_mean_at_k"));
+    }
+
+    @Test
     void trainFlagsOverrideTheConfig() {
         TrainCommand t = new TrainCommand();
         new picocli.CommandLine(t).parseArgs("--config", "grid-k1-reward", "--kl", "k3", "--kl-in-loss", "--kl-coef", "0.05",
