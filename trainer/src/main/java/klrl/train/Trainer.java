@@ -25,6 +25,7 @@ import klrl.data.Example;
 import klrl.data.Prompts;
 import klrl.kl.KlController;
 import klrl.kl.KlEstimator;
+import klrl.kl.KlPlacement;
 import klrl.loss.Aggregation;
 import klrl.loss.KlLoss;
 import klrl.loss.LossConfig;
@@ -302,15 +303,24 @@ public final class Trainer implements AutoCloseable {
         // 3. Reference log-probs (and old values for PPO), no graph.
         long tref = System.nanoTime();
         float[] refLogp = new float[n * r], oldValues = ppo ? new float[n * r] : null;
+        // the "full" estimator shapes rewards with the exact per-token KL of the behaviour policy, which
+        // needs both full distributions (under off-policy lag, the current policy stands in for it)
+        boolean fullShaping = lossCfg.klEstimator() instanceof KlEstimator.Full && lossCfg.klPlacement() instanceof KlPlacement.Reward;
+        float[] exactKl = fullShaping ? new float[n * r] : null;
         for (int s0 = 0; s0 < n; s0 += micro) {
             SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
             try (NDManager mm = root.newSubManager()) {
                 if (lora) {
                     policy.setAdaptersEnabled(false);
                 }
-                PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, false, false);
+                PolicyForward.Out ref = PolicyForward.run(reference, b, mm, temp, fullShaping, false);
                 policy.setAdaptersEnabled(true);
                 System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
+                if (fullShaping) {
+                    PolicyForward.Out cur = PolicyForward.run(policy, b, mm, temp, true, false);
+                    System.arraycopy(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), 0, exactKl,
+                            s0 * r, b.rows() * r);
+                }
                 if (ppo) {
                     PolicyForward.Out cur = PolicyForward.run(critic, b, mm, temp, false, false);
                     System.arraycopy(valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
@@ -324,8 +334,9 @@ public final class Trainer implements AutoCloseable {
             NDArray mask = all.mask(mm), old = all.tensor(mm, oldLogp), ref = all.tensor(mm, refLogp);
             m.putAll(KlLoss.metrics(old, ref, mask));
             KlEstimator est = lossCfg.klEstimator();
-            NDArray k = est instanceof KlEstimator.Full ? old.sub(ref) // exact per-token KL needs logits; k1 stands in for shaping
-                    : est.perToken(old, ref, null, lossCfg.klSafeguards());
+            // with "full" outside the reward, k only measures the KL for the adaptive controller: k1 does
+            NDArray k = est instanceof KlEstimator.Full && !fullShaping ? old.sub(ref)
+                    : est.perToken(old, ref, fullShaping ? all.tensor(mm, exactKl) : null, lossCfg.klSafeguards());
             float[] score = new float[n * r];
             for (int i = 0; i < n; i++) {
                 int len = samples.get(i).responseIds().length;

@@ -253,6 +253,12 @@ class TrainerTest {
             train(small(run, Map.of("train.max_steps", 1, "algorithm.name", algo, "kl.estimator", "full", "kl.placement", "loss")), null);
             assertTrue(Double.isFinite(stepLines(run).get(0).get("loss_total").asDouble()));
         }
+        // the exact per-token KL shaping the reward: two steps so the policy has moved from the reference
+        Path full = tmp.resolve("full-reward");
+        train(small(full, Map.of("train.max_steps", 2, "kl.estimator", "full", "kl.placement", "reward", "kl.coef", 0.5,
+                "optim.lr", 1e-3)), null);
+        JsonNode s2 = stepLines(full).get(1);
+        assertTrue(Double.isFinite(s2.get("loss_total").asDouble()) && s2.get("kl_k3").asDouble() > 0, s2.toString());
     }
 
     @Test
