@@ -103,6 +103,7 @@ class VerifierTest {
         assertFalse(v.verify("3", "x".repeat(100_000)).correct());
         assertFalse(v.verify("1", "\\boxed{" + "1+".repeat(20_000) + "1}").correct());
         assertFalse(v.verify("9^{9^{9^{9}}}", "\\boxed{9^{9^{9^{9}}}-1}").correct());
+        assertFalse(v.verify("2", "\\boxed{" + "\\text{".repeat(20_000) + "2" + "}".repeat(20_000) + "}").correct());
         long ms = (System.nanoTime() - t0) / 1_000_000;
         assertTrue(ms < 5000, "hostile inputs took " + ms + " ms");
     }

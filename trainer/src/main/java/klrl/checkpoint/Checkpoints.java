@@ -31,7 +31,8 @@ import klrl.util.UserError;
 public final class Checkpoints {
     private Checkpoints() {}
 
-    static final List<String> MODEL_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
+    /** The files besides the weights that make a folder a loadable HF model. */
+    public static final List<String> MODEL_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json");
 
     /** Everything a checkpoint holds. */

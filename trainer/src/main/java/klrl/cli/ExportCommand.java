@@ -54,8 +54,7 @@ public final class ExportCommand implements Callable<Integer> {
                     weights.put(stem + ".weight", w.add(b.matMul(e.getValue()).mul((float) scale)));
                 }
             }
-            for (String f : new String[] {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json"}) {
+            for (String f : Checkpoints.MODEL_FILES) {
                 Path src = (lora ? base : ckpt).resolve(f);
                 if (Files.isRegularFile(src)) {
                     Files.copy(src, out.resolve(f), StandardCopyOption.REPLACE_EXISTING);

@@ -32,11 +32,7 @@ public final class LogprobsCommand implements Callable<Integer> {
             long[] ids = Ids.parse(inputIds, "--input-ids", model.config.vocabSize());
             int t = ids.length;
             try (NDManager m = root.newSubManager()) {
-                NDArray idArr = m.create(ids, new Shape(1, t));
-                NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
-                NDArray pos = m.arange(0, t, 1, DataType.INT64).reshape(1, t);
-                NDArray logits = model.logits(model.hidden(idArr, pos, model.attentionMask(valid, 0, t), null, 0))
-                        .reshape(t, model.config.vocabSize());
+                NDArray logits = model.logits(m, ids);
                 NDArray logp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32);
                 float[] lp = logp.toFloatArray();
                 ObjectNode outJson = Json.MAPPER.createObjectNode();

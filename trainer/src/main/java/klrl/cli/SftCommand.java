@@ -30,7 +30,7 @@ public final class SftCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Files.createDirectories(out);
-        for (String f : new String[] {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}) {
+        for (String f : Checkpoints.MODEL_FILES) {
             if (Files.isRegularFile(model.resolve(f)) && !model.equals(out)) {
                 Files.copy(model.resolve(f), out.resolve(f), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
             }

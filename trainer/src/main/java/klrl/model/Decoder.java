@@ -12,7 +12,6 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import klrl.util.Nd;
 import klrl.util.UserError;
 
 /**
@@ -162,7 +161,11 @@ public final class Decoder implements AutoCloseable {
      * @param cache     KV cache to read and write at [start, start+T), or null for a cache-free forward
      */
     public NDArray hidden(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
-        Pass p = pass(ids, positions, mask, cache, start);
+        return hidden(ids, pass(ids, positions, mask, cache, start));
+    }
+
+    /** The same, with the pass's shared tensors already made. */
+    public NDArray hidden(NDArray ids, Pass p) {
         NDArray x = embed(ids);
         for (int li = 0; li < layers.length; li++) {
             x = layer(li, x, p);
@@ -240,6 +243,15 @@ public final class Decoder implements AutoCloseable {
         return rmsNorm(x, finalNorm, p.eps());
     }
 
+    /** Logits [T,V] (fp32) of one unpadded sequence, every position: the plain full forward. */
+    public NDArray logits(NDManager m, long[] ids) {
+        int t = ids.length;
+        NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
+        NDArray h = hidden(m.create(ids, new Shape(1, t)), m.arange(0, t, 1, DataType.INT64).reshape(1, t),
+                attentionMask(valid, 0, t), null, 0);
+        return logits(h).reshape(t, config.vocabSize());
+    }
+
     /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */
     public NDArray logits(NDArray hidden) {
         return Casts.to(linear(hidden, lmHead, null), DataType.FLOAT32);
@@ -258,12 +270,8 @@ public final class Decoder implements AutoCloseable {
         return Casts.to(xf.div(inv), dtype).mul(w);
     }
 
-    /** y = x·Wᵀ + b (torch.nn.functional.linear), for heads outside the decoder. */
-    public static NDArray linearPublic(NDArray x, NDArray w, NDArray bias) {
-        return linear(x, w, bias);
-    }
-
-    static NDArray linear(NDArray x, NDArray w, NDArray bias) {
+    /** y = x·Wᵀ + b (torch.nn.functional.linear); also used by heads outside the decoder. */
+    public static NDArray linear(NDArray x, NDArray w, NDArray bias) {
         return JniUtils.linear((PtNDArray) x, (PtNDArray) w, (PtNDArray) bias);
     }
 

@@ -31,10 +31,8 @@ public final class PolicyForward {
     /** As above; without {@code withEntropy} the entropy is null (reference passes need none). */
     public static Out run(Decoder model, SequenceBatch b, NDManager m, float temperature, boolean keepLogSoftmax,
                           boolean withEntropy) {
-        NDArray tokens = b.tokens(m), valid = b.valid(m);
-        NDArray pos = valid.cumSum(1).sub(1).maximum(0);
-        int t = b.p() + b.r();
-        NDArray h = model.hidden(tokens, pos, model.attentionMask(valid, 0, t), null, 0);
+        NDArray tokens = b.tokens(m);
+        NDArray h = model.hidden(tokens, b.pass(model, tokens, m));
         return head(model, b, m, h, temperature, keepLogSoftmax, withEntropy);
     }
 

@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import java.util.List;
+import klrl.model.Decoder;
 
 /**
  * Prompt + response sequences laid out for a training forward pass: prompts left-padded to P,
@@ -47,6 +48,12 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
 
     public NDArray mask(NDManager m) {
         return m.create(responseMask, new Shape(rows, r));
+    }
+
+    /** The pass of a full training forward over this batch: positions count real tokens, padding is masked. */
+    Decoder.Pass pass(Decoder model, NDArray tokens, NDManager m) {
+        NDArray valid = valid(m);
+        return model.pass(tokens, valid.cumSum(1).sub(1).maximum(0), model.attentionMask(valid, 0, p + r), null, 0);
     }
 
     NDArray tokens(NDManager m) {

@@ -31,10 +31,8 @@ public final class StagedBackward {
     public static <R> R run(Decoder model, SequenceBatch b, NDManager m, int stageLayers, Head<R> head,
                             Function<R, NDArray> loss) {
         klrl.util.Runtime.noGradOutsideCollectors(); // step 1 must record nothing
-        NDArray tokens = b.tokens(m), valid = b.valid(m);
-        NDArray pos = valid.cumSum(1).sub(1).maximum(0);
-        int t = b.p() + b.r();
-        Decoder.Pass pass = model.pass(tokens, pos, model.attentionMask(valid, 0, t), null, 0);
+        NDArray tokens = b.tokens(m);
+        Decoder.Pass pass = b.pass(model, tokens, m);
         int layers = model.numLayers();
         // 1. Forward with no graph, keeping stage inputs only.
         List<NDArray> inputs = new ArrayList<>();

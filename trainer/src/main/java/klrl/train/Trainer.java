@@ -160,7 +160,7 @@ public final class Trainer implements AutoCloseable {
         if (resume != null) {
             restore(Checkpoints.resolve(resume));
         }
-        Files.writeString(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
+        klrl.util.Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
     }
 
     /** Asks the loop to checkpoint and return after the current step (SIGTERM). */

@@ -25,7 +25,7 @@ public final class ValueHead {
 
     public NDArray apply(NDArray hidden) {
         NDArray h = Casts.to(hidden, DataType.FLOAT32);
-        return Decoder.linearPublic(h, weight, bias).squeeze(2);
+        return Decoder.linear(h, weight, bias).squeeze(2);
     }
 
     public Map<String, NDArray> parameters() {

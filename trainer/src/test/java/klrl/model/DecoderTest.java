@@ -37,11 +37,7 @@ class DecoderTest {
 
     /** Full forward of one unpadded sequence: logits [T,V] as a flat float array. */
     static float[] logits(Decoder model, NDManager m, long[] ids) {
-        int t = ids.length;
-        NDArray idArr = m.create(ids, new Shape(1, t));
-        NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
-        NDArray pos = m.arange(0, t, 1, DataType.INT64).reshape(1, t);
-        return model.logits(model.hidden(idArr, pos, model.attentionMask(valid, 0, t), null, 0)).toFloatArray();
+        return model.logits(m, ids).toFloatArray();
     }
 
     static double maxAbsDiff(float[] a, float[] b) {

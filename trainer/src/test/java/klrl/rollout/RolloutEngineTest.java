@@ -45,10 +45,7 @@ class RolloutEngineTest {
     static double[][] nextLogprobs(long[] ids, double temperature) {
         try (NDManager m = root.newSubManager()) {
             int t = ids.length, v = model.config.vocabSize();
-            NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
-            NDArray logits = model.logits(model.hidden(m.create(ids, new Shape(1, t)),
-                    m.arange(0, t, 1, DataType.INT64).reshape(1, t), model.attentionMask(valid, 0, t), null, 0))
-                    .reshape(t, v).div((float) temperature);
+            NDArray logits = klrl.util.Nd.div(model.logits(m, ids), temperature);
             float[] lp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32).toFloatArray();
             double[][] out = new double[t][v];
             for (int i = 0; i < t; i++) {
