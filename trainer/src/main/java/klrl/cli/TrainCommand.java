@@ -31,6 +31,8 @@ public final class TrainCommand implements Callable<Integer> {
         @Option(names = "--train-data", description = "JSONL training set") String trainData;
         @Option(names = "--eval-data", description = "JSONL held-out set(s), comma-separated") String evalData;
         @Option(names = "--device", description = "cpu, cuda, cuda:N or auto") String device;
+        @Option(names = "--devices", description = "GPUs to place the decoder layers across, e.g. 0,1,2,3 (model.device)")
+        String devices;
     }
 
     static final class Algo {
@@ -71,7 +73,10 @@ public final class TrainCommand implements Callable<Integer> {
     static TrainConfig config(TrainCommand c) {
         Map<String, Object> o = new LinkedHashMap<>();
         o.put("model.path", c.setup.model);
-        o.put("model.device", c.setup.device);
+        if (c.setup.device != null && c.setup.devices != null) {
+            throw new UserError("give --device or --devices, not both");
+        }
+        o.put("model.device", c.setup.devices != null ? c.setup.devices : c.setup.device);
         o.put("data.train", c.setup.trainData);
         o.put("data.eval", c.setup.evalData);
         o.put("algorithm.name", c.algo.algo);

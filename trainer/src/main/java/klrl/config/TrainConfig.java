@@ -35,6 +35,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
     /**
      * @param path   HF model folder; null = the built-in tiny model (init-tiny + a deterministic SFT warm-up)
+     * @param device cpu, cuda, cuda:N, auto, or a comma-separated list (cuda:0,cuda:1 or 0,1) over which
+     *               the decoder layers are placed in contiguous groups
      * @param critic PPO's critic: "head" (a value head on the policy trunk) or "separate" (its own copy
      *               of the model with a value head, trained at algorithm.value_lr)
      */
@@ -47,6 +49,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
             require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");
+            require(!(device.contains(",") && critic.equals("separate")),
+                    "model.critic: separate is single-device only; with layers over several devices use model.critic: head");
         }
     }
 
@@ -82,11 +86,16 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         }
     }
 
-    /** @param kvCacheGb KV-cache budget per rollout chunk in GiB; 0 = decode the whole batch at once */
+    /**
+     * @param kvCacheGb            KV-cache budget per device in GiB; rollouts run in chunks of as many
+     *                             sequences as fit. 0 = sized from free GPU memory (below), no limit on CPU
+     * @param gpuMemoryUtilization with kv_cache_gb 0 on GPUs: the fraction of each GPU's memory that may be in
+     *                             use once the KV cache is allocated (vLLM's and verl's name for it)
+     */
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
-                          double kvCacheGb) {
+                          double kvCacheGb, double gpuMemoryUtilization) {
         public static Rollout defaults() {
-            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0);
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9);
         }
 
         public Rollout {
@@ -95,7 +104,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(temperature > 0, "rollout.temperature must be > 0 for RL (the log-probs are of softmax(logits/T))");
             require(topP > 0 && topP <= 1, "rollout.top_p must be in (0, 1]");
             require(topK >= 0, "rollout.top_k must be ≥ 0");
-            require(kvCacheGb >= 0, "rollout.kv_cache_gb must be ≥ 0 (0 = no limit)");
+            require(kvCacheGb >= 0, "rollout.kv_cache_gb must be ≥ 0 (0 = from free GPU memory, no limit on CPU)");
+            require(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]");
             stop = stop == null ? List.of() : List.copyOf(stop);
         }
     }

@@ -49,6 +49,8 @@ public final class Decoder implements AutoCloseable {
     public final ModelConfig config;
     public final DataType dtype;
     private final NDManager manager;
+    private final Placement placement;
+    private final Map<ai.djl.Device, NDManager> managers = new LinkedHashMap<>();
     private final Map<String, NDArray> params;
     private final Layer[] layers;
     private final NDArray embed, finalNorm, lmHead;
@@ -57,10 +59,19 @@ public final class Decoder implements AutoCloseable {
     private boolean training = false;
 
     public Decoder(ModelConfig config, Map<String, NDArray> params, NDManager manager, DataType dtype) {
+        this(config, params, manager, dtype, Placement.single(manager.getDevice(), config.numLayers()));
+    }
+
+    /** A decoder whose parameters already live where {@code placement} says. */
+    public Decoder(ModelConfig config, Map<String, NDArray> params, NDManager manager, DataType dtype, Placement placement) {
         this.config = config;
         this.params = params;
         this.manager = manager;
         this.dtype = dtype;
+        this.placement = placement;
+        for (ai.djl.Device d : placement.devices()) {
+            managers.computeIfAbsent(d, x -> x.equals(manager.getDevice()) ? manager : manager.newSubManager(x));
+        }
         this.layers = new Layer[config.numLayers()];
         for (int i = 0; i < layers.length; i++) {
             String p = "model.layers." + i + ".";
@@ -77,7 +88,13 @@ public final class Decoder implements AutoCloseable {
 
     /** Loads a HF model folder (config.json + safetensors), checking every tensor name and shape. */
     public static Decoder load(Path dir, NDManager manager, DataType dtype) {
+        return load(dir, manager, dtype, null);
+    }
+
+    /** The same, each tensor loaded straight onto its device of {@code placement} (null: the manager's device). */
+    public static Decoder load(Path dir, NDManager manager, DataType dtype, Placement placement) {
         ModelConfig cfg = ModelConfig.load(dir);
+        Placement place = placement != null ? placement : Placement.single(manager.getDevice(), cfg.numLayers());
         Map<String, SafeTensors.Entry> index = SafeTensors.index(dir);
         Map<String, long[]> expected = cfg.expectedTensors();
         for (var e : expected.entrySet()) {
@@ -100,12 +117,26 @@ public final class Decoder implements AutoCloseable {
             }
         }
         Map<String, NDArray> params = new LinkedHashMap<>();
+        Map<ai.djl.Device, NDManager> on = new LinkedHashMap<>();
         for (String name : expected.keySet()) {
-            NDArray a = SafeTensors.load(index.get(name), manager, dtype);
+            ai.djl.Device d = deviceOf(name, place);
+            NDArray a = SafeTensors.load(index.get(name), on.computeIfAbsent(d, x -> manager.newSubManager(x)), dtype);
             a.setName(name);
             params.put(name, a);
         }
-        return new Decoder(cfg, params, manager, dtype);
+        return new Decoder(cfg, params, manager, dtype, place);
+    }
+
+    /** The device of a parameter by HF name. */
+    public static ai.djl.Device deviceOf(String name, Placement p) {
+        if (name.startsWith("model.layers.")) {
+            return p.layer(Integer.parseInt(name.substring(13, name.indexOf('.', 13))));
+        }
+        return name.startsWith("model.embed_tokens.") ? p.embedding() : p.output();
+    }
+
+    public Placement placement() {
+        return placement;
     }
 
     /**
@@ -115,12 +146,13 @@ public final class Decoder implements AutoCloseable {
     public Map<String, Lora> addAdapters(java.util.List<String> targets, int rank, double alpha, double dropout, long seed) {
         Map<String, Lora> out = new LinkedHashMap<>();
         java.util.SplittableRandom rng = new java.util.SplittableRandom(seed);
-        for (Layer L : layers) {
+        for (int li = 0; li < layers.length; li++) {
+            Layer L = layers[li];
             for (Proj p : new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) {
                 String shortName = p.name.substring(p.name.lastIndexOf('.') + 1);
                 if (targets.contains(shortName)) {
                     long[] shp = p.w.getShape().getShape();
-                    p.lora = Lora.init(manager, shp[0], shp[1], rank, alpha, dropout, dtype, rng);
+                    p.lora = Lora.init(managers.get(placement.layer(li)), shp[0], shp[1], rank, alpha, dropout, dtype, rng);
                     out.put(p.name + ".weight", p.lora);
                 }
             }
@@ -166,16 +198,57 @@ public final class Decoder implements AutoCloseable {
 
     /** The same, with the pass's shared tensors already made. */
     public NDArray hidden(NDArray ids, Pass p) {
+        if (placement.stages() > 1 && JniUtils.isGradMode() && recordsTrainable()) {
+            // moving activations between devices cuts the graph: earlier layers would get no gradient
+            throw new IllegalStateException("a multi-device decoder is differentiated through StagedBackward only");
+        }
         NDArray x = embed(ids);
         for (int li = 0; li < layers.length; li++) {
-            x = layer(li, x, p);
+            x = layer(li, toLayer(li, x), p);
         }
-        return finalNorm(x, p);
+        return finalNorm(toOutput(x), p);
     }
 
-    /** What every layer of one forward pass shares: shapes, rotary tables, mask, cache, constants. */
+    private boolean recordsTrainable() {
+        if (embed.hasGradient()) {
+            return true;
+        }
+        for (Layer L : layers) {
+            for (Proj p : new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) {
+                if (p.lora != null) {
+                    return adaptersEnabled;
+                }
+            }
+        }
+        return false;
+    }
+
+    /**
+     * What every layer of one forward pass shares: shapes, rotary tables, mask, cache, constants;
+     * {@link #at} gives copies on another device, made once per pass and device.
+     */
     public record Pass(long b, long t, NDArray cos, NDArray sin, NDArray rot, NDArray scale, NDArray eps,
-                       NDArray mask, KvCache cache, int start) {}
+                       NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies) {
+
+        public Pass at(ai.djl.Device d) {
+            if (d.equals(cos.getDevice())) {
+                return this;
+            }
+            return copies.computeIfAbsent(d, x -> new Pass(b, t, cos.toDevice(x, false), sin.toDevice(x, false),
+                    rot.toDevice(x, false), scale.toDevice(x, false), eps.toDevice(x, false),
+                    mask == null ? null : mask.toDevice(x, false), cache, start, copies));
+        }
+    }
+
+    /** Moves the activation entering layer l to that layer's device (a no-op on one device). */
+    public NDArray toLayer(int l, NDArray x) {
+        return x.toDevice(placement.layer(l), false);
+    }
+
+    /** Moves the last layer's output to the device of the final norm and lm_head. */
+    public NDArray toOutput(NDArray x) {
+        return x.toDevice(placement.output(), false);
+    }
 
     /** Builds a pass's shared tensors (in the ids' manager) once, not per layer. */
     public Pass pass(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
@@ -186,20 +259,22 @@ public final class Decoder implements AutoCloseable {
         NDArray scale = m.create(1.0 / Math.sqrt(config.headDim())).toType(dtype, false);
         NDArray eps = m.create((float) config.rmsNormEps());
         return new Pass(ids.getShape().get(0), ids.getShape().get(1), cs[0], cs[1], Rope.rotation(scale, config.headDim()),
-                scale, eps, mask, cache, start);
+                scale, eps, mask, cache, start, new java.util.HashMap<>());
     }
 
-    /** Token embedding: [B,T] → [B,T,E]. */
+    /** Token embedding: [B,T] → [B,T,E], on the embedding's device. */
     public NDArray embed(NDArray ids) {
-        return Casts.to(JniUtils.embedding((PtNDArray) ids, (PtNDArray) embed, false), dtype);
+        NDArray on = ids.toDevice(embed.getDevice(), false);
+        return Casts.to(JniUtils.embedding((PtNDArray) on, (PtNDArray) embed, false), dtype);
     }
 
     public int numLayers() {
         return layers.length;
     }
 
-    /** One decoder layer: x [B,T,E] → [B,T,E]. */
-    public NDArray layer(int li, NDArray x, Pass p) {
+    /** One decoder layer: x [B,T,E] → [B,T,E], x already on the layer's device ({@link #toLayer}). */
+    public NDArray layer(int li, NDArray x, Pass pass) {
+        Pass p = pass.at(placement.layer(li));
         long b = p.b(), t = p.t();
         int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
         boolean one = t == 1; // decoding: [B,1,H,D] and [B,H,1,D] are the same memory, no transposes
@@ -240,7 +315,7 @@ public final class Decoder implements AutoCloseable {
 
     /** The final RMSNorm. */
     public NDArray finalNorm(NDArray x, Pass p) {
-        return rmsNorm(x, finalNorm, p.eps());
+        return rmsNorm(x, finalNorm, p.at(placement.output()).eps());
     }
 
     /** Logits [T,V] (fp32) of one unpadded sequence, every position: the plain full forward. */

@@ -20,8 +20,9 @@ public final class KvCache {
         values = new NDArray[c.numLayers()];
         Shape shape = new Shape(batch, c.numKvHeads(), capacity, c.headDim());
         for (int i = 0; i < keys.length; i++) {
-            keys[i] = manager.zeros(shape, model.dtype);
-            values[i] = manager.zeros(shape, model.dtype);
+            ai.djl.Device d = model.placement().layer(i); // each layer's cache beside its weights
+            keys[i] = manager.zeros(shape, model.dtype, d);
+            values[i] = manager.zeros(shape, model.dtype, d);
         }
     }
 
@@ -46,7 +47,8 @@ public final class KvCache {
     /** Keeps only the given batch rows (finished rows stop costing compute). */
     public void select(NDArray rows) {
         for (int i = 0; i < keys.length; i++) {
-            NDArray k = keys[i].get(rows), v = values[i].get(rows);
+            NDArray r = rows.toDevice(keys[i].getDevice(), false);
+            NDArray k = keys[i].get(r), v = values[i].get(r);
             keys[i].close();
             values[i].close();
             keys[i] = k;

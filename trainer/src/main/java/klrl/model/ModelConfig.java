@@ -178,4 +178,19 @@ public record ModelConfig(
         }
         return n;
     }
+
+    /** Parameters of one decoder layer (all layers are alike). */
+    public long layerParameterCount() {
+        long n = 0;
+        for (var e : expectedTensors().entrySet()) {
+            if (e.getKey().startsWith("model.layers.0.")) {
+                long p = 1;
+                for (long d : e.getValue()) {
+                    p *= d;
+                }
+                n += p;
+            }
+        }
+        return n;
+    }
 }

@@ -39,8 +39,9 @@ public final class AdamW implements AutoCloseable {
         this.state = parent.newSubManager();
         for (var e : params.entrySet()) {
             e.getValue().setRequiresGradient(true);
-            m.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
-            v.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32));
+            // moments beside their parameter: with layers placed over GPUs, each GPU updates its own
+            m.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32, e.getValue().getDevice()));
+            v.put(e.getKey(), state.zeros(e.getValue().getShape(), DataType.FLOAT32, e.getValue().getDevice()));
             if (e.getValue().getDataType() != DataType.FLOAT32) {
                 NDArray w = e.getValue().toType(DataType.FLOAT32, true);
                 w.attach(state);
@@ -69,7 +70,7 @@ public final class AdamW implements AutoCloseable {
             for (NDArray p : params.values()) {
                 NDArray g = p.getGradient().toType(DataType.FLOAT32, false);
                 NDArray s = g.mul(g).sum();
-                total = total == null ? s : total.add(s);
+                total = total == null ? s : total.add(s.toDevice(total.getDevice(), false));
             }
             double n = Math.sqrt(total.getFloat()) / lossScale;
             if (!Double.isFinite(n) && master.isEmpty()) {

@@ -50,10 +50,25 @@ public final class RolloutEngine {
         return this;
     }
 
-    /** KV-cache bytes one sequence of {@code tokens} tokens needs in this model. */
+    /** KV-cache bytes one sequence of {@code tokens} tokens needs on the device holding the most layers. */
     public static long kvBytesPerSequence(Decoder model, int tokens) {
         var c = model.config;
-        return 2L * c.numLayers() * c.numKvHeads() * c.headDim() * tokens * model.dtype.getNumOfBytes();
+        int layers = java.util.Arrays.stream(model.placement().layerCounts()).max().orElse(c.numLayers());
+        return 2L * layers * c.numKvHeads() * c.headDim() * tokens * model.dtype.getNumOfBytes();
+    }
+
+    /** Sequences whose KV cache fits every device's budget (bytes); a budget too small for one is a user error. */
+    public static int rowsThatFit(long bytesPerSequence, long[] budgetPerDevice) {
+        long rows = Long.MAX_VALUE;
+        for (long b : budgetPerDevice) {
+            rows = Math.min(rows, b == Long.MAX_VALUE ? Long.MAX_VALUE : Math.max(0, b) / bytesPerSequence);
+        }
+        if (rows < 1) {
+            throw new klrl.util.UserError("the KV cache of one sequence (" + bytesPerSequence / (1 << 20) + " MiB per device)"
+                    + " does not fit: raise rollout.kv_cache_gb or rollout.gpu_memory_utilization, or lower"
+                    + " rollout.max_new_tokens / data.max_prompt_tokens");
+        }
+        return (int) Math.min(Integer.MAX_VALUE, rows);
     }
 
     /** Generates {@code p.n()} samples per prompt; samples of prompt i are at [i*n, (i+1)*n). */

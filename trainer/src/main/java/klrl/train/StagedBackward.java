@@ -12,11 +12,14 @@ import java.util.function.Function;
 import klrl.model.Decoder;
 
 /**
- * Activation checkpointing by staged backward, the one mechanism both for saving memory and for
- * placing layer groups on different devices: the decoder runs forward without a graph, keeping only
- * each stage's input; then the head (loss) is differentiated, and each stage, last to first, is
- * recomputed inside a collector and back-propagated with the gradient handed over from the stage
- * after it. Parameter gradients equal one end-to-end backward (tested).
+ * Staged backward, the one mechanism for activation checkpointing and for placing layer groups on
+ * different devices. The decoder is cut into stages (at every device change, and every
+ * {@code checkpointLayers} layers within a device); each stage's input is a leaf, so the gradient
+ * is handed from stage to stage explicitly, moved across devices in between: a device copy cuts
+ * autograd, a hand-off does not need it. With checkpointing the forward keeps only stage inputs and
+ * each stage is recomputed with a graph during backward; without it (placement only) each stage
+ * keeps its graph from the forward and nothing is recomputed. Parameter gradients equal one
+ * end-to-end backward (tested).
  */
 public final class StagedBackward {
     private StagedBackward() {}
@@ -25,45 +28,71 @@ public final class StagedBackward {
     public interface Head<R> extends Function<NDArray, R> {}
 
     /**
-     * @param stageLayers decoder layers per stage (≥ 1)
-     * @param loss        extracts the scalar loss from the head's result
+     * @param checkpointLayers recompute in stages of this many layers; 0 = no recomputation (stages
+     *                         are then the device groups of the model's placement)
+     * @param loss             extracts the scalar loss from the head's result
      */
-    public static <R> R run(Decoder model, SequenceBatch b, NDManager m, int stageLayers, Head<R> head,
+    public static <R> R run(Decoder model, SequenceBatch b, NDManager m, int checkpointLayers, Head<R> head,
                             Function<R, NDArray> loss) {
-        klrl.util.Runtime.noGradOutsideCollectors(); // step 1 must record nothing
+        klrl.util.Runtime.noGradOutsideCollectors(); // the forward below records nothing unless asked
+        boolean recompute = checkpointLayers > 0;
         NDArray tokens = b.tokens(m);
         Decoder.Pass pass = b.pass(model, tokens, m);
-        int layers = model.numLayers();
-        // 1. Forward with no graph, keeping stage inputs only.
-        List<NDArray> inputs = new ArrayList<>();
+        List<int[]> stages = stages(model.placement(), model.numLayers(), checkpointLayers);
+        // 1. Forward stage by stage: keep each stage's input (and, without recomputation, its graph).
+        List<NDArray> inputs = new ArrayList<>(), outputs = new ArrayList<>();
         NDArray x = model.embed(tokens);
-        for (int l0 = 0; l0 < layers; l0 += stageLayers) {
-            inputs.add(x);
-            x = stage(model, x, pass, l0, Math.min(layers, l0 + stageLayers));
+        for (int[] st : stages) {
+            NDArray in = model.toLayer(st[0], x);
+            if (recompute) {
+                inputs.add(in);
+                x = stage(model, in, pass, st[0], st[1]);
+            } else {
+                in = leaf(in);
+                inputs.add(in);
+                try (GradientCollector gc = collector()) {
+                    x = stage(model, in, pass, st[0], st[1]);
+                }
+                outputs.add(x);
+            }
         }
         // 2. Head: loss from the (detached) last hidden states; its gradient is handed to the last stage.
-        NDArray last = leaf(x);
+        NDArray last = leaf(model.toOutput(x));
         R result;
         try (GradientCollector gc = collector()) {
             result = head.apply(model.finalNorm(last, pass));
             gc.backward(loss.apply(result));
         }
         NDArray grad = last.getGradient();
-        // 3. Stages last to first: recompute with a graph, back-propagate the handed-over gradient.
-        for (int s = inputs.size() - 1; s >= 0; s--) {
-            int l0 = s * stageLayers;
-            NDArray in = leaf(inputs.get(s));
+        // 3. Stages last to first: back-propagate the handed-over gradient (recomputing the stage first).
+        for (int s = stages.size() - 1; s >= 0; s--) {
+            int[] st = stages.get(s);
+            NDArray in = recompute ? leaf(inputs.get(s)) : inputs.get(s);
             try (GradientCollector gc = collector()) {
-                NDArray out = stage(model, in, pass, l0, Math.min(layers, l0 + stageLayers));
-                JniUtils.backward((PtNDArray) out, (PtNDArray) grad, false, false);
+                NDArray out = recompute ? stage(model, in, pass, st[0], st[1]) : outputs.get(s);
+                JniUtils.backward((PtNDArray) out, (PtNDArray) grad.toDevice(out.getDevice(), false), false, false);
             }
             grad = in.getGradient();
         }
         // 4. The embedding.
         try (GradientCollector gc = collector()) {
-            JniUtils.backward((PtNDArray) model.embed(tokens), (PtNDArray) grad, false, false);
+            NDArray e = model.embed(tokens);
+            JniUtils.backward((PtNDArray) e, (PtNDArray) grad.toDevice(e.getDevice(), false), false, false);
         }
         return result;
+    }
+
+    /** Stages as [from, to) layer ranges: a new one at every device change and every {@code every} layers. */
+    static List<int[]> stages(klrl.model.Placement p, int layers, int every) {
+        List<int[]> out = new ArrayList<>();
+        int from = 0;
+        for (int l = 1; l <= layers; l++) {
+            if (l == layers || p.startsGroup(l) || (every > 0 && l - from == every)) {
+                out.add(new int[] {from, l});
+                from = l;
+            }
+        }
+        return out;
     }
 
     private static NDArray stage(Decoder model, NDArray x, Decoder.Pass pass, int from, int to) {

@@ -33,6 +33,7 @@ import klrl.loss.LossTerm;
 import klrl.loss.TokenBatch;
 import klrl.metrics.MetricsLog;
 import klrl.model.Decoder;
+import klrl.model.Placement;
 import klrl.model.Lora;
 import klrl.model.Tokenizer;
 import klrl.optim.AdamW;
@@ -57,6 +58,7 @@ public final class Trainer implements AutoCloseable {
     private final Decoder policy, reference; // reference == policy (adapters off) under LoRA
     private final boolean lora, ppo;
     private final ValueHead valueHead;
+    private final Placement placement;
     private final Decoder critic; // PPO: the policy itself (value head on its trunk) or a separate copy
     private final Map<String, NDArray> trainable = new LinkedHashMap<>();
     private final Map<String, Lora> adapters;
@@ -84,13 +86,19 @@ public final class Trainer implements AutoCloseable {
         this.cfg = cfg;
         this.out = Path.of(cfg.outputDir());
         Files.createDirectories(out);
-        Device device = Runtime.device(cfg.model().device());
         DataType dtype = Runtime.dtype(cfg.model().dtype());
-        this.root = NDManager.newBaseManager(device, "PyTorch");
-        Runtime.noGradOutsideCollectors();
+        List<Device> devices = Placement.parseDevices(cfg.model().device(), Runtime::device);
         this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
+        // Layers in contiguous groups over the devices; this trainer's own tensors (logits, losses,
+        // advantages, sampling) live with the head on the last one.
+        this.placement = Placement.balanced(devices, klrl.model.ModelConfig.load(modelDir));
+        this.root = NDManager.newBaseManager(placement.output(), "PyTorch");
+        Runtime.noGradOutsideCollectors();
+        if (placement.stages() > 1) {
+            log.accept("layers per device " + devices + ": " + java.util.Arrays.toString(placement.layerCounts()));
+        }
         this.tok = Tokenizer.load(modelDir);
-        this.policy = Decoder.load(modelDir, root, dtype);
+        this.policy = Decoder.load(modelDir, root, dtype, placement);
         this.lora = cfg.model().lora().rank() > 0;
         this.ppo = cfg.algorithm().name().equals("ppo");
         if (lora) {
@@ -105,11 +113,11 @@ public final class Trainer implements AutoCloseable {
         } else {
             adapters = Map.of();
             trainable.putAll(policy.parameters());
-            reference = Decoder.load(modelDir, root, dtype);
+            reference = Decoder.load(modelDir, root, dtype, placement);
         }
         this.valueHead = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
         boolean separateCritic = ppo && cfg.model().critic().equals("separate");
-        this.critic = separateCritic ? Decoder.load(modelDir, root, dtype) : policy;
+        this.critic = separateCritic ? Decoder.load(modelDir, root, dtype, placement) : policy;
         Map<String, Double> lrScale = new LinkedHashMap<>();
         if (separateCritic) {
             critic.parameters().forEach((k, v) -> {
@@ -153,10 +161,6 @@ public final class Trainer implements AutoCloseable {
         train.forEach(prompts::ids);
         evalSets.values().forEach(l -> l.forEach(prompts::ids));
         this.engine = new RolloutEngine(policy, tok.eosIds(), tok::decode);
-        if (cfg.rollout().kvCacheGb() > 0) {
-            long perSeq = RolloutEngine.kvBytesPerSequence(policy, d.maxPromptTokens() + cfg.rollout().maxNewTokens());
-            engine.withMaxRows((int) Math.min(Integer.MAX_VALUE, (long) (cfg.rollout().kvCacheGb() * (1L << 30)) / perSeq));
-        }
         if (resume != null) {
             restore(Checkpoints.resolve(resume));
         }
@@ -247,9 +251,11 @@ public final class Trainer implements AutoCloseable {
         List<long[]> promptIds = exs.stream().map(prompts::ids).toList();
         policy.setTraining(false);
         long tr = System.nanoTime();
+        sizeKvCache();
         List<Sample> samples = engine.generate(promptIds, new SamplingParams(rc.maxNewTokens(), rc.temperature(), rc.topP(),
                 rc.topK(), rc.n(), rc.stop(), seed(cfg.train().seed(), step, 2)), root);
         double secRollout = (System.nanoTime() - tr) / 1e9;
+        releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
         // 2. Reward: verifier in worker threads.
         long tw = System.nanoTime();
         List<String> texts = samples.stream().map(s -> tok.decodeSkippingSpecial(s.responseIds())).toList();
@@ -406,7 +412,7 @@ public final class Trainer implements AutoCloseable {
                         PolicyForward.Out[] cur = new PolicyForward.Out[1];
                         LossTerm.Out o;
                         int ckpt = cfg.train().checkpointLayers();
-                        if (ckpt > 0) {
+                        if (ckpt > 0 || placement.stages() > 1) {
                             o = StagedBackward.run(policy, b, mm, ckpt, h -> {
                                 cur[0] = PolicyForward.head(policy, b, mm, h, temp, full, true);
                                 return lossOf.apply(cur[0]);
@@ -432,6 +438,7 @@ public final class Trainer implements AutoCloseable {
             }
         }
         policy.setTraining(false);
+        releaseCachedGpuMemory();
         double tokens = 0;
         for (float f : all.responseMask()) {
             tokens += f;
@@ -449,6 +456,36 @@ public final class Trainer implements AutoCloseable {
         m.put("time_reference", secRef);
         m.put("time_update", (System.nanoTime() - tu) / 1e9);
         return m;
+    }
+
+    /**
+     * Caps the sequences decoded at once: rollout.kv_cache_gb per device, or, when it is 0 on GPUs,
+     * what each GPU has free up to rollout.gpu_memory_utilization of its memory (read before every
+     * rollout, since the update before it held activations).
+     */
+    private void sizeKvCache() {
+        long perSeq = RolloutEngine.kvBytesPerSequence(policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
+        double gb = cfg.rollout().kvCacheGb();
+        long[] budget = new long[placement.stages()];
+        boolean gpu = placement.output().isGpu();
+        for (int i = 0; i < budget.length; i++) {
+            if (gb > 0) {
+                budget[i] = (long) (gb * (1L << 30));
+            } else if (gpu) {
+                var u = ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.devices().get(i));
+                budget[i] = (long) (cfg.rollout().gpuMemoryUtilization() * u.getMax()) - u.getUsed();
+            } else {
+                budget[i] = Long.MAX_VALUE; // CPU: host memory, no cap
+            }
+        }
+        engine.withMaxRows(RolloutEngine.rowsThatFit(perSeq, budget));
+    }
+
+    /** Returns PyTorch's cached, unused GPU blocks so the next phase (and the free-memory reading) sees them. */
+    private void releaseCachedGpuMemory() {
+        if (placement.output().isGpu()) {
+            ai.djl.pytorch.jni.JniUtils.emptyCudaCache();
+        }
     }
 
     /** The loss times the optimizer's loss scale (1 unless parameters are fp16). */

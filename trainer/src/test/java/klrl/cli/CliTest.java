@@ -115,6 +115,27 @@ class CliTest {
     }
 
     @Test
+    void gpuCheckRunsOnCpuDevicesAndRefusesAMissingGpu() throws Exception {
+        // the GPU node's check, on the CPU seam: cpu vs "device" logits, placement over 2 devices, timed steps
+        Result r = run("gpu-check", "--device", "cpu", "--devices", "cpu,cpu", "--steps", "2", "--json");
+        assertEquals(0, r.code(), r.err() + r.out());
+        JsonNode j = Json.MAPPER.readTree(r.out());
+        assertTrue(j.get("passed").asBoolean(), r.out());
+        assertEquals(2, j.get("steps").size(), r.out());
+        assertTrue(j.get("checks").has("placement_gradients") && j.get("placement_gradients_max_rel_diff").asDouble() < 1e-5, r.out());
+        assertTrue(j.get("placement").asText().contains("[2, 2]"), r.out());
+        if (ai.djl.engine.Engine.getEngine("PyTorch").getGpuCount() == 0) {
+            Result g = run("gpu-check");
+            assertEquals(2, g.code());
+            assertTrue(g.err().contains("GPU(s) are visible"), g.err());
+        }
+        // --devices is the layer placement of training too
+        TrainCommand t = new TrainCommand();
+        new picocli.CommandLine(t).parseArgs("--devices", "0,1,2,3");
+        assertEquals("0,1,2,3", TrainCommand.config(t).model().device());
+    }
+
+    @Test
     void trainFlagsOverrideTheConfig() {
         TrainCommand t = new TrainCommand();
         new picocli.CommandLine(t).parseArgs("--config", "grid-k1-reward", "--kl", "k3", "--kl-in-loss", "--kl-coef", "0.05",

@@ -227,6 +227,36 @@ class RolloutEngineTest {
     }
 
     @Test
+    void layersPlacedOverDevicesSampleTheSameTokens() {
+        List<long[]> prompts = List.of(PROMPT, new long[] {9, 8}, new long[] {11, 300, 42});
+        SamplingParams p = new SamplingParams(8, 1.0, 1, 0, 2, List.of(), 5);
+        List<Sample> one = engine(List.of(64L)).generate(prompts, p, root);
+        var dir = TestPaths.fixture("qwen2-bf16-sharded");
+        var placed = klrl.model.Placement.balanced(List.of(ai.djl.Device.cpu(), ai.djl.Device.cpu(), ai.djl.Device.cpu()),
+                klrl.model.ModelConfig.load(dir));
+        assertEquals(3, placed.stages());
+        try (Decoder split = Decoder.load(dir, root, DataType.FLOAT32, placed)) {
+            List<Sample> three = new RolloutEngine(split, List.of(64L), ids -> Arrays.toString(ids)).generate(prompts, p, root);
+            for (int i = 0; i < one.size(); i++) {
+                assertArrayEquals(one.get(i).responseIds(), three.get(i).responseIds(), "sample " + i);
+                assertArrayEquals(one.get(i).logprobs(), three.get(i).logprobs(), 1e-5f);
+            }
+            // the KV budget is per device: the device with the most layers (1 of 3) sets it
+            assertEquals(RolloutEngine.kvBytesPerSequence(model, 10) / 3, RolloutEngine.kvBytesPerSequence(split, 10));
+        }
+    }
+
+    @Test
+    void kvBudgetsGiveTheRowsThatFitEveryDevice() {
+        assertEquals(3, RolloutEngine.rowsThatFit(100, new long[] {1000, 399}));
+        assertEquals(Integer.MAX_VALUE, RolloutEngine.rowsThatFit(100, new long[] {Long.MAX_VALUE}));
+        // a GPU already fuller than the utilisation target leaves a negative budget: a clear error, not 0 rows
+        var e = org.junit.jupiter.api.Assertions.assertThrows(klrl.util.UserError.class,
+                () -> RolloutEngine.rowsThatFit(100, new long[] {1000, -5}));
+        assertTrue(e.getMessage().contains("rollout.gpu_memory_utilization"), e.getMessage());
+    }
+
+    @Test
     void seededSamplingIsReproducibleAndSeedsDiffer() {
         SamplingParams a = new SamplingParams(8, 1.0, 1, 0, 4, List.of(), 7);
         List<Sample> x = engine(List.of()).generate(List.of(PROMPT), a, root);

@@ -109,15 +109,21 @@ class TrainerTest {
     }
 
     @Test
-    void activationCheckpointingTrainsLikeThePlainPath() throws Exception {
-        Path plain = tmp.resolve("plain"), ckpt = tmp.resolve("ckpt");
+    void activationCheckpointingAndLayerPlacementTrainLikeThePlainPath() throws Exception {
+        Path plain = tmp.resolve("plain");
         train(small(plain, Map.of("train.max_steps", 2)), null);
-        train(small(ckpt, Map.of("train.max_steps", 2, "train.checkpoint_layers", 1)), null);
-        for (int i = 0; i < 2; i++) {
-            JsonNode a = stepLines(plain).get(i), b = stepLines(ckpt).get(i);
-            for (String k : new String[] {"reward_mean", "loss_total", "grad_norm", "entropy", "kl_k1"}) {
-                assertEquals(a.get(k).asDouble(), b.get(k).asDouble(), 1e-4 * Math.max(1, Math.abs(a.get(k).asDouble())),
-                        "step " + (i + 1) + " " + k);
+        // checkpointing; layers over 3 CPU "devices" (the staged hand-off GPUs use); both at once
+        List<Map<String, Object>> variants = List.of(Map.of("train.checkpoint_layers", 1), Map.of("model.device", "cpu,cpu,cpu"),
+                Map.of("model.device", "cpu,cpu", "train.checkpoint_layers", 1));
+        for (int v = 0; v < variants.size(); v++) {
+            Path run = tmp.resolve("variant" + v);
+            train(small(run, merge(Map.of("train.max_steps", 2), variants.get(v))), null);
+            for (int i = 0; i < 2; i++) {
+                JsonNode a = stepLines(plain).get(i), b = stepLines(run).get(i);
+                for (String k : new String[] {"reward_mean", "loss_total", "grad_norm", "entropy", "kl_k1"}) {
+                    assertEquals(a.get(k).asDouble(), b.get(k).asDouble(), 1e-4 * Math.max(1, Math.abs(a.get(k).asDouble())),
+                            variants.get(v) + " step " + (i + 1) + " " + k);
+                }
             }
         }
     }

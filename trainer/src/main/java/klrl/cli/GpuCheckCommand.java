@@ -1,0 +1,196 @@
+package klrl.cli;
+
+import ai.djl.Device;
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import klrl.config.ConfigLoader;
+import klrl.model.Decoder;
+import klrl.model.ModelConfig;
+import klrl.model.Placement;
+import klrl.model.TinyModel;
+import klrl.train.PolicyForward;
+import klrl.train.SequenceBatch;
+import klrl.train.StagedBackward;
+import klrl.train.Trainer;
+import klrl.util.Json;
+import klrl.util.Runtime;
+import klrl.util.UserError;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * The first thing to run on a GPU node: everything in Java, so it works inside the image (which has
+ * no Python). Compares logits on the device with CPU float32 ones, layer placement over several
+ * devices with one device (logits and gradients), then times a few RL steps.
+ */
+@Command(name = "gpu-check", mixinStandardHelpOptions = true,
+        description = "Check a GPU node: CPU vs GPU logits, multi-GPU layer placement, a few timed RL steps.")
+public final class GpuCheckCommand implements Callable<Integer> {
+    @Option(names = "--device", defaultValue = "cuda", description = "device to check (default: ${DEFAULT-VALUE})") String device;
+    @Option(names = "--devices", description = "devices to place layers over (default: every visible GPU, when 2 or more)")
+    String devices;
+    @Option(names = "--steps", defaultValue = "3", description = "RL steps to time") int steps;
+    @Option(names = "--json") boolean json;
+
+    static final long[] IDS = {5, 17, 33, 64, 100, 2, 250, 7, 9, 11, 300, 42};
+    static final SequenceBatch BATCH = SequenceBatch.of(List.of(new long[] {5, 17, 33}, new long[] {7}),
+            List.of(new long[] {64, 100}, new long[] {2, 250, 9}), 0);
+
+    @Override
+    public Integer call() throws Exception {
+        Engine engine = Runtime.engine();
+        Device dev = Runtime.device(device);
+        List<Device> placed = devices != null ? Placement.parseDevices(devices, Runtime::device)
+                : engine.getGpuCount() >= 2 ? allGpus(engine.getGpuCount()) : List.of();
+        ObjectNode out = Json.MAPPER.createObjectNode();
+        out.put("engine", engine.getEngineName() + " " + engine.getVersion());
+        out.put("gpus_visible", engine.getGpuCount());
+        out.put("device", dev.toString());
+        Map<String, Boolean> checks = new LinkedHashMap<>();
+        Path work = Files.createTempDirectory("klrl-gpu-check");
+        Path tiny = work.resolve("tiny");
+        // 4 layers so placement over up to 4 devices has a layer each
+        TinyModel.write(tiny, new TinyModel.Spec("llama", 64, 4, 4, 2, 176, 3, "F32", Long.MAX_VALUE, false, 0.15, 0));
+        ModelConfig cfg = ModelConfig.load(tiny);
+        float[] cpu = logits(tiny, Placement.single(Device.cpu(), cfg.numLayers()), DataType.FLOAT32);
+        double d32 = maxDiff(cpu, logits(tiny, Placement.single(dev, cfg.numLayers()), DataType.FLOAT32));
+        double d16 = maxDiff(cpu, logits(tiny, Placement.single(dev, cfg.numLayers()), DataType.FLOAT16));
+        out.put("logits_fp32_max_abs_diff_vs_cpu", d32);
+        out.put("logits_fp16_max_abs_diff_vs_cpu", d16);
+        checks.put("logits_fp32", d32 < 1e-3);
+        checks.put("logits_fp16", d16 < 5e-2);
+        if (placed.size() >= 2) {
+            Placement p = Placement.balanced(placed.subList(0, Math.min(placed.size(), cfg.numLayers())), cfg);
+            out.put("placement", p.devices().stream().map(GpuCheckCommand::spec).toList() + " layers " + java.util.Arrays.toString(p.layerCounts()));
+            double dl = maxDiff(cpu, logits(tiny, p, DataType.FLOAT32));
+            Map<String, float[]> one = gradients(tiny, Placement.single(p.output(), cfg.numLayers()), 0);
+            double dg = Math.max(gradDiff(one, gradients(tiny, p, 0)), gradDiff(one, gradients(tiny, p, 1)));
+            out.put("placement_logits_max_abs_diff_vs_cpu", dl);
+            out.put("placement_gradients_max_rel_diff", dg);
+            checks.put("placement_logits", dl < 1e-3);
+            checks.put("placement_gradients", dg < 1e-3);
+        } else {
+            out.put("placement", "not checked: one device (give --devices 0,1 on a multi-GPU node)");
+        }
+        // A few RL steps on the tiny model, on the device or the placement.
+        String where = placed.size() >= 2 ? String.join(",", placed.stream().map(GpuCheckCommand::spec).toList()) : device;
+        Map<String, Object> o = new LinkedHashMap<>();
+        o.put("model.path", tiny.toString());
+        o.put("model.device", where);
+        o.put("train.max_steps", steps);
+        o.put("eval.before_start", false);
+        o.put("eval.max_examples", 8);
+        o.put("eval.k", 0);
+        o.put("checkpoint.every", 0);
+        o.put("output_dir", work.resolve("run").toString());
+        try (Trainer t = new Trainer(ConfigLoader.load(null, o), null, s -> {})) {
+            t.run(s -> {});
+        }
+        var timing = out.putArray("steps");
+        boolean finite = true;
+        for (String line : Files.readAllLines(work.resolve("run/metrics.jsonl"))) {
+            JsonNode n = Json.MAPPER.readTree(line);
+            if (n.has("time_step")) {
+                ObjectNode s = timing.addObject();
+                for (String k : new String[] {"step", "time_step", "time_rollout", "time_reference", "time_update", "tokens_per_s",
+                    "loss_total"}) {
+                    if (n.has(k)) {
+                        s.set(k, n.get(k));
+                    }
+                }
+                finite &= !n.has("loss_total") || Double.isFinite(n.get("loss_total").asDouble());
+            }
+        }
+        checks.put("training_steps", timing.size() == steps && finite);
+        var c = out.putObject("checks");
+        checks.forEach(c::put);
+        boolean ok = checks.values().stream().allMatch(b -> b);
+        out.put("passed", ok);
+        if (json) {
+            System.out.println(Json.write(out));
+        } else {
+            System.out.println(out.toPrettyString());
+            System.out.println(ok ? "gpu-check passed" : "gpu-check FAILED: " + checks);
+        }
+        return ok ? 0 : 1;
+    }
+
+    private static List<Device> allGpus(int n) {
+        List<Device> d = new java.util.ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            d.add(Device.gpu(i));
+        }
+        return d;
+    }
+
+    private static String spec(Device d) {
+        return d.isGpu() ? "cuda:" + d.getDeviceId() : "cpu";
+    }
+
+    static float[] logits(Path dir, Placement p, DataType dtype) {
+        try (NDManager root = NDManager.newBaseManager(p.output(), "PyTorch");
+             Decoder model = Decoder.load(dir, root, dtype, p);
+             NDManager m = root.newSubManager()) {
+            return model.logits(m, IDS).toDevice(Device.cpu(), false).toFloatArray();
+        }
+    }
+
+    /** Parameter gradients of Σ log π over BATCH's responses, through the staged backward. */
+    static Map<String, float[]> gradients(Path dir, Placement p, int checkpointLayers) {
+        try (NDManager root = NDManager.newBaseManager(p.output(), "PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32, p)) {
+            Runtime.noGradOutsideCollectors();
+            model.parameters().values().forEach(a -> a.setRequiresGradient(true));
+            try (NDManager m = root.newSubManager()) {
+                NDArray mask = BATCH.mask(m);
+                if (p.stages() == 1 && checkpointLayers == 0) {
+                    try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                        gc.backward(PolicyForward.run(model, BATCH, m, 1f, false, false).logp().mul(mask).sum());
+                    }
+                } else {
+                    StagedBackward.run(model, BATCH, m, checkpointLayers,
+                            h -> PolicyForward.head(model, BATCH, m, h, 1f, false, false), o -> o.logp().mul(mask).sum());
+                }
+            }
+            Map<String, float[]> g = new LinkedHashMap<>();
+            model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toDevice(Device.cpu(), false).toFloatArray()));
+            return g;
+        }
+    }
+
+    static double maxDiff(float[] a, float[] b) {
+        if (a.length != b.length) {
+            throw new UserError("gpu-check: logits of different sizes " + a.length + " vs " + b.length);
+        }
+        double d = 0;
+        for (int i = 0; i < a.length; i++) {
+            d = Math.max(d, Math.abs(a[i] - b[i]));
+        }
+        return Double.isNaN(d) ? Double.POSITIVE_INFINITY : d;
+    }
+
+    /** Largest difference relative to each tensor's largest gradient. */
+    static double gradDiff(Map<String, float[]> a, Map<String, float[]> b) {
+        double worst = 0;
+        for (var e : a.entrySet()) {
+            float[] x = e.getValue(), y = b.get(e.getKey());
+            double scale = 1e-12;
+            for (float v : x) {
+                scale = Math.max(scale, Math.abs(v));
+            }
+            worst = Math.max(worst, maxDiff(x, y) / scale);
+        }
+        return worst;
+    }
+}
