@@ -250,16 +250,51 @@ public final class Decoder implements AutoCloseable {
         return x.toDevice(placement.output(), false);
     }
 
-    /** Builds a pass's shared tensors (in the ids' manager) once, not per layer. */
+    /** Builds a pass's shared tensors once, not per layer. Positions must be < start + T (they count real tokens). */
     public Pass pass(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
-        // Rotary tables from positions: cos/sin [B,1,T,D] in fp32 (HF computes them in fp32), then compute dtype.
-        NDArray[] cs = Rope.cosSin(positions, invFreq, dtype);
-        NDManager m = ids.getManager();
-        // Per-forward constants, made once: each JNI call costs tens of µs at decode time
-        NDArray scale = m.create(1.0 / Math.sqrt(config.headDim())).toType(dtype, false);
-        NDArray eps = m.create((float) config.rmsNormEps());
-        return new Pass(ids.getShape().get(0), ids.getShape().get(1), cs[0], cs[1], Rope.rotation(scale, config.headDim()),
-                scale, eps, mask, cache, start, new java.util.HashMap<>());
+        long b = ids.getShape().get(0), t = ids.getShape().get(1);
+        Consts c = consts(positions.getDevice(), (int) (start + t));
+        // Rotary cos/sin [B,1,T,D]: rows of the per-position tables (computed in fp32 as HF does)
+        NDArray cos = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.cos, false).expandDims(1);
+        NDArray sin = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.sin, false).expandDims(1);
+        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, mask, cache, start, new java.util.HashMap<>());
+    }
+
+    /**
+     * Constants every forward uses, made once per device: at decode time each JNI call costs
+     * microseconds, and building rotary tables per step cost more than a layer's worth of ops.
+     */
+    private static final class Consts {
+        NDArray cos, sin; // [L,D] in the compute dtype, L grown on demand
+        int len;
+        NDArray rot, scale, eps;
+    }
+
+    private final Map<ai.djl.Device, Consts> consts = new java.util.HashMap<>();
+
+    private Consts consts(ai.djl.Device d, int positions) {
+        NDManager m = managers.computeIfAbsent(d, x -> manager.newSubManager(x));
+        Consts c = consts.computeIfAbsent(d, x -> {
+            Consts n = new Consts();
+            n.scale = m.create(1.0 / Math.sqrt(config.headDim())).toType(dtype, false);
+            n.eps = m.create((float) config.rmsNormEps());
+            n.rot = Rope.rotation(n.scale, config.headDim());
+            ai.djl.ndarray.NDScope.unregister(n.scale, n.eps, n.rot); // they outlive the caller's scope
+            return n;
+        });
+        if (positions > c.len) {
+            int len = Math.max(256, Integer.highestOneBit(positions - 1) * 2);
+            NDArray[] cs = Rope.table(m, len, invFreq, dtype);
+            if (c.cos != null) {
+                c.cos.close();
+                c.sin.close();
+            }
+            ai.djl.ndarray.NDScope.unregister(cs);
+            c.cos = cs[0];
+            c.sin = cs[1];
+            c.len = len;
+        }
+        return c;
     }
 
     /** Token embedding: [B,T] → [B,T,E], on the embedding's device. */

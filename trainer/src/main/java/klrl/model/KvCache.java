@@ -2,7 +2,8 @@ package klrl.model;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.index.NDIndex;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.ndarray.types.Shape;
 
 /**
@@ -31,17 +32,19 @@ public final class KvCache {
         if (start + t > capacity) {
             throw new IllegalStateException("KV cache overflow: " + (start + t) + " > capacity " + capacity);
         }
-        NDIndex idx = new NDIndex(":, :, {}:{}", start, start + t);
-        keys[layer].set(idx, k);
-        values[layer].set(idx, v);
+        // direct JNI slice calls: NDIndex strings are parsed in Java on every call, per layer and token
+        long[] shape = keys[layer].getShape().getShape();
+        long[] from = {0, 0, start, 0}, to = {shape[0], shape[1], start + t, shape[3]}, step = {1, 1, 1, 1};
+        JniUtils.indexSet((PtNDArray) keys[layer], (PtNDArray) k, from, to, step);
+        JniUtils.indexSet((PtNDArray) values[layer], (PtNDArray) v, from, to, step);
     }
 
     NDArray keys(int layer, int end) {
-        return keys[layer].get(new NDIndex(":, :, 0:{}", end));
+        return JniUtils.slice((PtNDArray) keys[layer], 2, 0, end, 1);
     }
 
     NDArray values(int layer, int end) {
-        return values[layer].get(new NDIndex(":, :, 0:{}", end));
+        return JniUtils.slice((PtNDArray) values[layer], 2, 0, end, 1);
     }
 
     /** Keeps only the given batch rows (finished rows stop costing compute). */

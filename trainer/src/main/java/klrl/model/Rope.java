@@ -3,6 +3,7 @@ package klrl.model;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 
 /** Rotary position embeddings in HF's rotate-half convention, with Llama-3 frequency scaling. */
@@ -37,13 +38,17 @@ final class Rope {
         return inv;
     }
 
-    /** cos and sin tables [B,1,T,D] for int64 positions [B,T]. */
-    static NDArray[] cosSin(NDArray positions, float[] invFreq, DataType dtype) {
-        long b = positions.getShape().get(0), t = positions.getShape().get(1);
-        NDArray inv = positions.getManager().create(invFreq).reshape(1, 1, invFreq.length);
-        NDArray freqs = positions.toType(DataType.FLOAT32, false).reshape(b, t, 1).mul(inv);   // [B,T,D/2]
-        NDArray emb = NDArrays.concat(new NDList(freqs, freqs), 2).expandDims(1);              // [B,1,T,D]
-        return new NDArray[] {emb.cos().toType(dtype, false), emb.sin().toType(dtype, false)};
+    /** cos and sin tables [L,D] for positions 0 … L−1: fp32 angles position·inv_freq as HF computes them, then dtype. */
+    static NDArray[] table(NDManager m, int len, float[] invFreq, DataType dtype) {
+        NDArray inv = m.create(invFreq).reshape(1, invFreq.length);
+        NDArray freqs = m.arange(0, len, 1, DataType.INT64).toType(DataType.FLOAT32, false).reshape(len, 1).mul(inv); // [L,D/2]
+        NDArray emb = NDArrays.concat(new NDList(freqs, freqs), 1);                                                // [L,D]
+        NDArray cos = emb.cos(), sin = emb.sin();
+        NDArray[] out = {cos.toType(dtype, true), sin.toType(dtype, true)};
+        for (NDArray t : new NDArray[] {inv, freqs, emb, cos, sin}) {
+            t.close();
+        }
+        return out;
     }
 
     /**

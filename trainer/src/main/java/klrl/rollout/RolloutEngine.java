@@ -205,7 +205,7 @@ public final class RolloutEngine {
                     NDArray pos = m.create(posArr, new Shape(active, 1));
                     // without prompt padding every cached key is visible: no mask to add
                     NDArray mask = !padded ? null
-                            : decodeMask.get(new NDIndex(":, 0:{}", cur + 1)).reshape(active, 1, 1, 1, cur + 1);
+                            : JniUtils.slice((PtNDArray) decodeMask, 1, 0, cur + 1, 1).reshape(active, 1, 1, 1, cur + 1);
                     NDArray h = model.hidden(idArr, pos, mask, cache, cur);
                     NDArray logits = model.logits(h).squeeze(1);
                     NDArray[] s = sample(logits, p, rows, rngs);
