@@ -29,6 +29,16 @@ public final class Runtime {
         ai.djl.pytorch.jni.JniUtils.setGradMode(false);
     }
 
+    /**
+     * Whether fp32 matmuls on CUDA run on TF32 tensor cores. DJL 0.33's JNI has no setter for
+     * torch.backends.cuda.matmul.allow_tf32; libtorch 2.5 reads this variable instead, once, at its
+     * first cuBLAS call, so it is a process-start setting like the allocator's.
+     */
+    public static boolean tf32() {
+        String v = System.getenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE");
+        return v != null && (v.equals("1") || v.equalsIgnoreCase("true") || v.equalsIgnoreCase("on"));
+    }
+
     /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
     public static Device device(String spec) {
         Engine e = engine();
