@@ -65,6 +65,9 @@ public final class BenchCommand implements Callable<Integer> {
              Decoder model = Decoder.load(dir, root, DataType.FLOAT32)) {
             Runtime.noGradOutsideCollectors();
             env.put("model_parameters", model.config.parameterCount());
+            // shared machines drift by up to 2x between runs: these two numbers, taken in the same run,
+            // say how fast this machine was while the benchmarks ran
+            calibrate(root, env.putObject("machine_at_start"));
             if (wants("rollout")) {
                 rollout(model, root, out.putObject("rollout"));
             }
@@ -78,9 +81,39 @@ public final class BenchCommand implements Callable<Integer> {
         if (wants("rl-step")) {
             rlStep(out.putObject("rl_step"));
         }
+        try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch")) {
+            calibrate(root, env.putObject("machine_at_end"));
+        }
         klrl.checkpoint.Checkpoints.deleteTree(dir);
         System.out.println(Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(out));
         return 0;
+    }
+
+    /**
+     * fp32 GEMM throughput (1024³, all threads) and matrix-vector streaming bandwidth (a 64 MiB matrix,
+     * larger than the last-level cache, as decoding streams its weights).
+     */
+    void calibrate(NDManager root, ObjectNode o) {
+        try (NDManager m = root.newSubManager()) {
+            NDArray a = m.randomUniform(-1, 1, new Shape(1024, 1024)), b = m.randomUniform(-1, 1, new Shape(1024, 1024));
+            NDArray w = m.randomUniform(-1, 1, new Shape(8192, 2048)), x = m.randomUniform(-1, 1, new Shape(1, 2048));
+            long until = System.nanoTime() + 1_000_000_000L; // MKL and its thread pool start lazily
+            while (System.nanoTime() < until) {
+                a.matMul(b).close();
+            }
+            double gemm = time(() -> {
+                try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
+                    a.matMul(b);
+                }
+            });
+            double gemv = time(() -> {
+                try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
+                    Decoder.linear(x, w, null);
+                }
+            });
+            o.put("gemm_fp32_gflops", 2.0 * 1024 * 1024 * 1024 / gemm / 1e9);
+            o.put("gemv_stream_gb_per_s", 8192.0 * 2048 * 4 / gemv / 1e9);
+        }
     }
 
     static String allocator() {
@@ -98,9 +131,16 @@ public final class BenchCommand implements Callable<Integer> {
         return a.length % 2 == 1 ? a[a.length / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
     }
 
-    /** Runs f once to warm up, then {@code repeats} times; median seconds. */
+    /**
+     * Warms up for at least two seconds (and one run), then runs f {@code repeats} times; median seconds.
+     * On two cores the JIT compiler competes with libtorch's threads for a while after start: one
+     * warm-up run of a short benchmark measured batch-1 decoding ~15% slow.
+     */
     double time(Runnable f) {
-        f.run();
+        long until = System.nanoTime() + 2_000_000_000L;
+        do {
+            f.run();
+        } while (System.nanoTime() < until);
         List<Double> t = new ArrayList<>();
         for (int i = 0; i < repeats; i++) {
             long t0 = System.nanoTime();

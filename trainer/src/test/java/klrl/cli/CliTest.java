@@ -136,6 +136,19 @@ class CliTest {
     }
 
     @Test
+    void benchPrintsJsonWithTheMachineSpeedBesideItsNumbers() throws Exception {
+        Result r = run("bench", "--only", "verifier", "--repeats", "1");
+        assertEquals(0, r.code(), r.err() + r.out());
+        JsonNode j = Json.MAPPER.readTree(r.out());
+        for (String when : new String[] {"machine_at_start", "machine_at_end"}) {
+            JsonNode m = j.get("environment").get(when);
+            assertTrue(m.get("gemm_fp32_gflops").asDouble() > 1 && m.get("gemv_stream_gb_per_s").asDouble() > 0.1, r.out());
+        }
+        assertTrue(j.get("verifier").get("fast_checks_per_s_1_thread").asDouble() > 100, r.out());
+        assertTrue(!j.has("rollout") && !j.has("update"), r.out());
+    }
+
+    @Test
     void trainFlagsOverrideTheConfig() {
         TrainCommand t = new TrainCommand();
         new picocli.CommandLine(t).parseArgs("--config", "grid-k1-reward", "--kl", "k3", "--kl-in-loss", "--kl-coef", "0.05",
