@@ -293,7 +293,27 @@ public final class Trainer implements AutoCloseable {
         long tokens = samples.stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
         m.put("tokens_per_s", tokens / secs);
         m.put("time_step", secs);
+        // Leak watch: every step's tensors live in scopes that close with the step, so both stay flat.
+        m.put("live_arrays", root.getManagedArrays().size());
+        long rss = residentMb();
+        if (rss >= 0) {
+            m.put("rss_mb", rss);
+        }
         return m;
+    }
+
+    /** This process's resident memory in MiB (Linux /proc), or −1 where that is not readable. */
+    static long residentMb() {
+        try {
+            for (String l : Files.readAllLines(Path.of("/proc/self/status"))) {
+                if (l.startsWith("VmRSS:")) {
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) / 1024;
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            // not Linux: the metric is left out
+        }
+        return -1;
     }
 
     /** Reference log-probs, KL shaping, advantages, then ppo_epochs × mini-batches × micro-batches of updates. */

@@ -28,6 +28,8 @@ import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** The training loop end to end on the built-in tiny model: real rollouts, rewards, updates, checkpoints. */
 class TrainerTest {
@@ -75,11 +77,11 @@ class TrainerTest {
         }
     }
 
-    /** Every metric but wall-clock ones. */
+    /** Every metric but wall-clock ones and the process's resident memory. */
     static Map<String, String> comparable(JsonNode n) {
         Map<String, String> m = new HashMap<>();
         n.fields().forEachRemaining(e -> {
-            if (!e.getKey().startsWith("time") && !e.getKey().equals("tokens_per_s")) {
+            if (!e.getKey().startsWith("time") && !e.getKey().equals("tokens_per_s") && !e.getKey().equals("rss_mb")) {
                 m.put(e.getKey(), e.getValue().toString());
             }
         });
@@ -153,6 +155,28 @@ class TrainerTest {
         assertTrue(eval.has("eval_set") && eval.has("eval_mean_at_k"));
         // on-policy: the update's first forward reproduces the sampler's log-probs
         assertTrue(Math.abs(step.get("ppo_kl").asDouble()) < 1e-3, step.toString());
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"grpo", "ppo-lora-fp16"})
+    void nativeMemoryStaysFlat(String setting) throws Exception {
+        // every step's tensors belong to scopes that close with it: after the first steps (lazy AdamW
+        // moments, KL state) the arrays alive under the trainer's manager do not grow
+        Path a = tmp.resolve(setting);
+        Map<String, Object> o = new HashMap<>(Map.of("train.max_steps", 10, "checkpoint.every", 0));
+        if (!setting.equals("grpo")) {
+            o.putAll(Map.of("algorithm.name", "ppo", "model.lora.rank", 4, "model.dtype", "float16", "kl.placement", "loss",
+                    "kl.estimator", "k3", "kl.coef", 0.1));
+        }
+        train(small(a, o), null);
+        List<JsonNode> steps = stepLines(a);
+        long after3 = steps.get(2).get("live_arrays").asLong();
+        for (JsonNode s : steps.subList(3, steps.size())) {
+            assertEquals(after3, s.get("live_arrays").asLong(), s.toString());
+        }
+        assertTrue(after3 > 0 && steps.get(9).get("rss_mb").asLong() > 0, steps.get(9).toString());
+        System.out.println(setting + ": live arrays " + after3 + ", rss " + steps.get(2).get("rss_mb") + " -> "
+                + steps.get(9).get("rss_mb") + " MiB");
     }
 
     @Test
