@@ -35,8 +35,20 @@ public final class Runtime {
      * first cuBLAS call, so it is a process-start setting like the allocator's.
      */
     public static boolean tf32() {
-        String v = System.getenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE");
-        return v != null && (v.equals("1") || v.equalsIgnoreCase("true") || v.equalsIgnoreCase("on"));
+        return tf32(System.getenv(TF32_VARIABLE));
+    }
+
+    static final String TF32_VARIABLE = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE";
+
+    /** libtorch's rule (c10::utils::check_env): exactly "1" is on, "0" off; it ignores anything else. */
+    static boolean tf32(String value) {
+        if (value == null || value.equals("0")) {
+            return false;
+        }
+        if (value.equals("1")) {
+            return true;
+        }
+        throw new UserError(TF32_VARIABLE + " must be 0 or 1 (libtorch ignores any other value), got '" + value + "'");
     }
 
     /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
