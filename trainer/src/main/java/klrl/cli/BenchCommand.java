@@ -91,16 +91,12 @@ public final class BenchCommand implements Callable<Integer> {
 
     /**
      * fp32 GEMM throughput (1024³, all threads) and matrix-vector streaming bandwidth (a 64 MiB matrix,
-     * larger than the last-level cache, as decoding streams its weights).
+     * larger than the last-level cache, as decoding streams its weights); {@link #time} warms MKL up.
      */
     void calibrate(NDManager root, ObjectNode o) {
         try (NDManager m = root.newSubManager()) {
             NDArray a = m.randomUniform(-1, 1, new Shape(1024, 1024)), b = m.randomUniform(-1, 1, new Shape(1024, 1024));
             NDArray w = m.randomUniform(-1, 1, new Shape(8192, 2048)), x = m.randomUniform(-1, 1, new Shape(1, 2048));
-            long until = System.nanoTime() + 1_000_000_000L; // MKL and its thread pool start lazily
-            while (System.nanoTime() < until) {
-                a.matMul(b).close();
-            }
             double gemm = time(() -> {
                 try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
                     a.matMul(b);
