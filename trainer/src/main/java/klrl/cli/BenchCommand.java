@@ -58,6 +58,8 @@ public final class BenchCommand implements Callable<Integer> {
         env.put("torch_threads", System.getProperty("ai.djl.pytorch.num_threads", "default"));
         env.put("omp_num_threads", String.valueOf(System.getenv("OMP_NUM_THREADS")));
         env.put("allocator", allocator());
+        env.put("mkl_kernels", klrl.util.Runtime.mklKernels());
+        env.put("jvm_options", String.join(" ", java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()));
         env.put("device", device);
         Path dir = Files.createTempDirectory("klrl-bench");
         TinyModel.write(dir, BENCH);

@@ -101,6 +101,9 @@ public final class Trainer implements AutoCloseable {
             log.accept(Runtime.tf32() ? "fp32 matmuls on TF32 tensor cores (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1)"
                     : "fp32 matmuls in full IEEE fp32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 at launch selects TF32)");
         }
+        if (!placement.output().isGpu()) {
+            log.accept("MKL kernels: " + Runtime.mklKernels());
+        }
         this.tok = Tokenizer.load(modelDir);
         this.policy = Decoder.load(modelDir, root, dtype, placement);
         this.lora = cfg.model().lora().rank() > 0;

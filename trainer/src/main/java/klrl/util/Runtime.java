@@ -51,6 +51,20 @@ public final class Runtime {
         throw new UserError(TF32_VARIABLE + " must be 0 or 1 (libtorch ignores any other value), got '" + value + "'");
     }
 
+    /**
+     * Which kernels MKL (inside libtorch_cpu) runs fp32 matmuls with: by CPU features when
+     * scripts/mkl-on-amd.c is preloaded (scripts/env.sh does it on AMD CPUs with AVX-512), else MKL's
+     * own vendor rule, which gives AMD CPUs its generic AVX2 path. Read from this process's mappings.
+     */
+    public static String mklKernels() {
+        try {
+            boolean fix = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/self/maps")).contains("libmkl-on-amd.so");
+            return fix ? "by CPU features (scripts/mkl-on-amd.c preloaded)" : "MKL's vendor default";
+        } catch (java.io.IOException | RuntimeException e) {
+            return "unknown (no /proc/self/maps)";
+        }
+    }
+
     /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
     public static Device device(String spec) {
         Engine e = engine();
