@@ -166,4 +166,38 @@ class DecoderTest {
             assertArrayEquals(got, roundTrip);
         }
     }
+
+    /**
+     * Projections are stored column-major on CPU (Decoder.columnMajor); every tensor must still read,
+     * save and take values back exactly as the file holds it, non-square matrices included.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen2-bf16-sharded", "llama3-bf16-sharded"})
+    void loadedWeightsReadSaveAndRestoreAsTheirFile(String name, @org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        Path dir = TestPaths.fixture(name);
+        var file = SafeTensors.index(dir);
+        try (NDManager m = root.newSubManager(); Decoder model = Decoder.load(dir, m, DataType.FLOAT32)) {
+            int nonSquare = 0;
+            for (var e : model.parameters().entrySet()) {
+                float[] want = SafeTensors.load(file.get(e.getKey()), m, DataType.FLOAT32).toFloatArray();
+                assertArrayEquals(want, e.getValue().toFloatArray(), e.getKey());
+                long[] s = e.getValue().getShape().getShape();
+                nonSquare += s.length == 2 && s[0] != s[1] ? 1 : 0;
+            }
+            assertTrue(nonSquare >= 4, "the fixture should have non-square projections");
+            SafeTensors.write(tmp, model.parameters(), "F32", Long.MAX_VALUE);
+            var saved = SafeTensors.index(tmp);
+            for (var e : model.parameters().entrySet()) {
+                assertArrayEquals(e.getValue().toFloatArray(), SafeTensors.load(saved.get(e.getKey()), m, DataType.FLOAT32).toFloatArray());
+            }
+            // values written back into a live parameter land where their indices say
+            NDArray w = model.parameters().get("model.layers.0.mlp.down_proj.weight");
+            float[] before = w.toFloatArray();
+            NDArray ramp = m.arange(0f, before.length).reshape(w.getShape());
+            w.set(ramp.toByteBuffer());
+            assertArrayEquals(ramp.toFloatArray(), w.toFloatArray());
+            float[] row0 = w.get(0).toFloatArray();
+            assertEquals(1f, row0[1]);
+        }
+    }
 }
