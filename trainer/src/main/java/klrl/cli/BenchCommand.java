@@ -192,14 +192,14 @@ public final class BenchCommand implements Callable<Integer> {
             try (NDManager s = m.newSubManager()) {
                 model.hidden(s.create(ids, new Shape(b, ctx)), valid.cumSum(1).sub(1), model.attentionMask(valid, 0, ctx), cache, 0);
             }
-            NDArray mask = m.zeros(new Shape(b, 1, 1, 1, ctx + steps + 1), DataType.FLOAT32);
             List<Double> t = new ArrayList<>();
             for (int i = 0; i < steps; i++) {
                 int cur = ctx + i;
                 long t0 = System.nanoTime();
                 try (NDManager s = m.newSubManager()) {
+                    // no mask: as in the engine's steps for unpadded prompts, every cached key is visible
                     NDArray h = model.hidden(s.create(new long[b], new Shape(b, 1)), s.full(new Shape(b, 1), cur, DataType.INT64),
-                            mask.get(":, :, :, :, 0:" + (cur + 1)), cache, cur);
+                            null, cache, cur);
                     model.logits(h).argMax(2).toLongArray();
                 }
                 if (i >= 3) {

@@ -135,17 +135,19 @@ public final class Decoder implements AutoCloseable {
      * reaches MKL as a GEMM with no transposed operand, which on CPU is much faster for the few rows
      * of decoding (2 Zen 4 cores, MKL's AVX-512 kernels: the benchmark model's lm_head at 16 rows
      * 890 → 380 µs, a 704×256 projection 74 → 27 µs; batch-16 greedy decoding ~1.6×).
-     * Shape, names, values, gradients and saved files are unchanged: DJL reads tensors out and writes
-     * buffers in (set(ByteBuffer) copies through a tensor of the same shape) in row-major order.
-     * Only on CPU: nothing has measured cuBLAS either way.
+     * Shape, names, values, gradients and saved files are unchanged: DJL reads tensors out in
+     * row-major order. Values written back go through an indexed copy (Checkpoints.copyInto), which
+     * keeps this layout; set(ByteBuffer) keeps the values but not the layout. Only on CPU: nothing has
+     * measured cuBLAS either way.
      */
     static NDArray columnMajor(NDArray w) {
         NDArray t = w.transpose();
-        NDArray packed = t.flatten().reshape(t.getShape()); // a copy: a transposed tensor cannot be flattened in place
+        NDArray flat = t.flatten(); // a copy: a transposed tensor cannot be flattened in place
+        NDArray packed = flat.reshape(t.getShape());
         NDArray out = packed.transpose();
-        packed.close(); // the view keeps the storage alive
-        t.close();
-        w.close();
+        for (NDArray a : new NDArray[] {flat, packed, t, w}) {
+            a.close(); // handles only: out's view keeps the copied storage alive
+        }
         return out;
     }
 
