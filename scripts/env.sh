@@ -22,11 +22,12 @@ mkl_on_amd() {
   local so="$ROOT/trainer/target/native/libmkl-on-amd.so"
   if [ ! -f "$so" ] || [ "$ROOT/scripts/mkl-on-amd.c" -nt "$so" ]; then
     mkdir -p "$(dirname "$so")"
-    if ! cc -shared -fPIC -O2 -o "$so.tmp" "$ROOT/scripts/mkl-on-amd.c" 2>/dev/null; then
-      echo "note: no C compiler (cc): MKL keeps its AMD code path, about 2x slower fp32 matmuls on this CPU" >&2
+    if ! cc -shared -fPIC -O2 -o "$so.$$" "$ROOT/scripts/mkl-on-amd.c" 2>/dev/null; then
+      rm -f "$so.$$"
+      echo "note: could not build scripts/mkl-on-amd.c with cc: MKL keeps its AMD code path (about 2x slower fp32 matmuls here)" >&2
       return 0
     fi
-    mv "$so.tmp" "$so"
+    mv "$so.$$" "$so"  # atomic: concurrent launches never preload a half-written file
   fi
   export LD_PRELOAD="$so${LD_PRELOAD:+:$LD_PRELOAD}"
 }
