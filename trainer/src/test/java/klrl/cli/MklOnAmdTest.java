@@ -28,8 +28,14 @@ class MklOnAmdTest {
         assumeTrue(cpu.contains("AuthenticAMD") && cpu.matches("(?s).*\\bavx512f\\b.*"),
                 "scripts/env.sh preloads scripts/mkl-on-amd.c only on AMD CPUs with AVX-512; this CPU is not one");
         Path so = tmp.resolve("libmkl-on-amd.so");
-        Process cc = new ProcessBuilder("cc", "-shared", "-fPIC", "-O2", "-o", so.toString(),
-                Path.of("../scripts/mkl-on-amd.c").toAbsolutePath().toString()).redirectErrorStream(true).start();
+        Process cc;
+        try {
+            cc = new ProcessBuilder("cc", "-shared", "-fPIC", "-O2", "-o", so.toString(),
+                    Path.of("../scripts/mkl-on-amd.c").toAbsolutePath().toString()).redirectErrorStream(true).start();
+        } catch (java.io.IOException noCompiler) {
+            assumeTrue(false, "no C compiler (cc): scripts/env.sh does not preload the shim here either");
+            return;
+        }
         String ccOut = new String(cc.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertEquals(0, cc.waitFor(), "cc failed: " + ccOut);
 
