@@ -158,24 +158,10 @@ public final class AdamW implements AutoCloseable {
     }
 
     public void restore(Map<String, NDArray> tensors, long steps, double scale) {
-        for (var e : master.entrySet()) {
-            copyInto(e.getValue(), tensors.get("master." + e.getKey()), "master." + e.getKey());
-        }
+        // the same names the checkpoint was written with, checked and copied as every other restore
+        klrl.checkpoint.Checkpoints.copyInto(stateTensors(), tensors, "optimizer.safetensors");
         lossScale = scale;
-        for (var e : m.entrySet()) {
-            copyInto(e.getValue(), tensors.get("m." + e.getKey()), "m." + e.getKey());
-        }
-        for (var e : v.entrySet()) {
-            copyInto(e.getValue(), tensors.get("v." + e.getKey()), "v." + e.getKey());
-        }
         t = steps;
-    }
-
-    static void copyInto(NDArray dst, NDArray src, String name) {
-        if (src == null || !src.getShape().equals(dst.getShape())) {
-            throw new UserError("optimizer.safetensors: tensor '" + name + "' is missing or mis-shaped");
-        }
-        dst.set(src.toType(dst.getDataType(), false).toByteBuffer());
     }
 
     @Override

@@ -97,12 +97,11 @@ public final class Trainer implements AutoCloseable {
         if (placement.stages() > 1) {
             log.accept("layers per device " + devices + ": " + java.util.Arrays.toString(placement.layerCounts()));
         }
-        if (placement.output().isGpu() && dtype == DataType.FLOAT32) {
-            log.accept(Runtime.tf32() ? "fp32 matmuls on TF32 tensor cores (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1)"
-                    : "fp32 matmuls in full IEEE fp32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 at launch selects TF32)");
-        }
         if (!placement.output().isGpu()) {
             log.accept("MKL kernels: " + Runtime.mklKernels());
+        } else if (dtype == DataType.FLOAT32) {
+            log.accept(Runtime.tf32() ? "fp32 matmuls on TF32 tensor cores (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1)"
+                    : "fp32 matmuls in full IEEE fp32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 at launch selects TF32)");
         }
         this.tok = Tokenizer.load(modelDir);
         this.policy = Decoder.load(modelDir, root, dtype, placement);
