@@ -348,15 +348,19 @@ public final class Decoder implements AutoCloseable {
         kk = Rope.apply(kk, p.cos(), p.sin(), p.rot());
         // KV cache: write the new keys/values in place, attend over everything so far
         long s = t;
+        NDArray kt;                                                                             // [B,K,D,S]
         if (p.cache() != null) {
             p.cache().write(li, p.start(), kk, v);
             s = p.start() + t;
-            kk = p.cache().keys(li, (int) s);
+            kt = p.cache().keysTransposed(li, (int) s);
             v = p.cache().values(li, (int) s);
+        } else {
+            kt = kk.transpose(0, 1, 3, 2);
         }
         // GQA without repeating K/V: fold each kv head's G query heads into its row block
-        NDArray qg = q.reshape(b, k, g * t, d);                                                 // [B,K,G*T,D]
-        NDArray scores = qg.matMul(kk.transpose(0, 1, 3, 2)).mul(p.scale()).reshape(b, k, g, t, s); // [B,K,G,T,S]
+        // (scaling q rather than the scores: same product, a pass over G·T·D values instead of G·T·S)
+        NDArray qg = q.mul(p.scale()).reshape(b, k, g * t, d);                                  // [B,K,G*T,D]
+        NDArray scores = qg.matMul(kt).reshape(b, k, g, t, s);                                  // [B,K,G,T,S]
         if (p.mask() != null) {
             scores = scores.add(p.mask());
         }

@@ -7,8 +7,12 @@ import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.ndarray.types.Shape;
 
 /**
- * Preallocated per-layer key/value tensors [B,K,capacity,D], written in place. Nothing is copied or
- * reallocated per token; closing the manager that owns it frees it.
+ * Preallocated per-layer keys [B,K,D,capacity] and values [B,K,capacity,D], written in place. Nothing
+ * is copied or reallocated per token; closing the manager that owns it frees it.
+ *
+ * <p>Keys are kept transposed because attention reads them as the right operand of q·Kᵀ: a prefix
+ * of [D,capacity] rows is a plain row-major matrix to the GEMM, while a transposed view of [S,D]
+ * rows made MKL run q·Kᵀ at batch 16 2–3× slower (60 vs 150 µs a layer at 548 keys, 2 Zen 4 cores).
  */
 public final class KvCache {
     private final NDArray[] keys, values;
@@ -19,29 +23,36 @@ public final class KvCache {
         this.capacity = capacity;
         keys = new NDArray[c.numLayers()];
         values = new NDArray[c.numLayers()];
-        Shape shape = new Shape(batch, c.numKvHeads(), capacity, c.headDim());
+        Shape kShape = new Shape(batch, c.numKvHeads(), c.headDim(), capacity);
+        Shape vShape = new Shape(batch, c.numKvHeads(), capacity, c.headDim());
         for (int i = 0; i < keys.length; i++) {
             ai.djl.Device d = model.placement().layer(i); // each layer's cache beside its weights
-            keys[i] = manager.zeros(shape, model.dtype, d);
-            values[i] = manager.zeros(shape, model.dtype, d);
+            keys[i] = manager.zeros(kShape, model.dtype, d);
+            values[i] = manager.zeros(vShape, model.dtype, d);
         }
     }
 
+    /** Writes keys and values [B,K,T,D] of cache positions [start, start+T). */
     void write(int layer, int start, NDArray k, NDArray v) {
         long t = k.getShape().get(2);
         if (start + t > capacity) {
             throw new IllegalStateException("KV cache overflow: " + (start + t) + " > capacity " + capacity);
         }
         // direct JNI slice calls: NDIndex strings are parsed in Java on every call, per layer and token
-        long[] shape = keys[layer].getShape().getShape();
-        long[] from = {0, 0, start, 0}, to = {shape[0], shape[1], start + t, shape[3]}, step = {1, 1, 1, 1};
-        JniUtils.indexSet((PtNDArray) keys[layer], (PtNDArray) k, from, to, step);
-        JniUtils.indexSet((PtNDArray) values[layer], (PtNDArray) v, from, to, step);
+        long[] shape = values[layer].getShape().getShape();
+        long[] one = {1, 1, 1, 1};
+        JniUtils.indexSet((PtNDArray) keys[layer], (PtNDArray) k.transpose(0, 1, 3, 2),
+                new long[] {0, 0, 0, start}, new long[] {shape[0], shape[1], shape[3], start + t}, one);
+        JniUtils.indexSet((PtNDArray) values[layer], (PtNDArray) v,
+                new long[] {0, 0, start, 0}, new long[] {shape[0], shape[1], start + t, shape[3]}, one);
     }
 
-    NDArray keys(int layer, int end) {
-        return JniUtils.slice((PtNDArray) keys[layer], 2, 0, end, 1);
+    /** Keys of positions [0, end), transposed: [B,K,D,end]. */
+    NDArray keysTransposed(int layer, int end) {
+        return JniUtils.slice((PtNDArray) keys[layer], 3, 0, end, 1);
     }
+
+    /** Values of positions [0, end): [B,K,end,D]. */
 
     NDArray values(int layer, int end) {
         return JniUtils.slice((PtNDArray) values[layer], 2, 0, end, 1);
