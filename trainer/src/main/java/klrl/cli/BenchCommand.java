@@ -169,45 +169,83 @@ public final class BenchCommand implements Callable<Integer> {
             double s = time(() -> engine.generate(p, SamplingParams.greedy(newTokens), root));
             o.put("greedy_tokens_per_s_batch_" + batch, batch * newTokens / s);
         }
-        for (int ctx : new int[] {64, 512}) {
-            o.put("decode_step_ms_batch_16_ctx_" + ctx, 1000 * decodeStep(model, root, 16, ctx));
+        int[] ctxs = {64, 512};
+        double[] step = decodeSteps(model, root, 16, ctxs);
+        for (int i = 0; i < ctxs.length; i++) {
+            o.put("decode_step_ms_batch_16_ctx_" + ctxs[i], 1000 * step[i]);
         }
+        o.put("decode_step_ratio_ctx_512_vs_64", step[1] / step[0]);
         // recomputation without a cache: every new token re-runs the whole sequence
         List<long[]> p = prompts(16, 32, 99);
-        double recompute = time(() -> recomputeDecode(model, root, p, newTokens));
-        double cached = time(() -> engine.generate(p, SamplingParams.greedy(newTokens), root));
-        o.put("recompute_tokens_per_s_batch_16", 16 * newTokens / recompute);
-        o.put("cache_speedup_vs_recompute", recompute / cached);
+        double[] pair = timePaired(() -> recomputeDecode(model, root, p, newTokens),
+                () -> engine.generate(p, SamplingParams.greedy(newTokens), root));
+        o.put("recompute_tokens_per_s_batch_16", 16 * newTokens / pair[0]);
+        o.put("cache_speedup_vs_recompute", pair[2]);
         o.put("setting", "greedy, 32-token prompts, 128 new tokens (prompt pass included), fp32");
     }
 
-    /** Median seconds of one decode step at batch b with ctx tokens already in the cache. */
-    double decodeStep(Decoder model, NDManager root, int b, int ctx) {
+    /**
+     * Median seconds of one decode step at batch b for each context length: one cache per length,
+     * their steps interleaved, so that the machine's drift (this VM's speed wanders by up to 2×
+     * within a minute) reaches every length alike and their ratio stays meaningful.
+     */
+    double[] decodeSteps(Decoder model, NDManager root, int b, int[] ctxs) {
         try (NDManager m = root.newSubManager()) {
-            int steps = 16;
-            KvCache cache = new KvCache(model, m, b, ctx + steps + 1);
-            NDArray valid = m.ones(new Shape(b, ctx), DataType.INT64);
-            long[] ids = new long[b * ctx];
-            Arrays.fill(ids, 7);
-            try (NDManager s = m.newSubManager()) {
-                model.hidden(s.create(ids, new Shape(b, ctx)), valid.cumSum(1).sub(1), model.attentionMask(valid, 0, ctx), cache, 0);
-            }
-            List<Double> t = new ArrayList<>();
-            for (int i = 0; i < steps; i++) {
-                int cur = ctx + i;
-                long t0 = System.nanoTime();
+            int steps = 24, warm = 4;
+            KvCache[] caches = new KvCache[ctxs.length];
+            List<List<Double>> t = new ArrayList<>();
+            for (int c = 0; c < ctxs.length; c++) {
+                int ctx = ctxs[c];
+                caches[c] = new KvCache(model, m, b, ctx + steps + 1);
+                NDArray valid = m.ones(new Shape(b, ctx), DataType.INT64);
+                long[] ids = new long[b * ctx];
+                Arrays.fill(ids, 7);
                 try (NDManager s = m.newSubManager()) {
-                    // no mask: as in the engine's steps for unpadded prompts, every cached key is visible
-                    NDArray h = model.hidden(s.create(new long[b], new Shape(b, 1)), s.full(new Shape(b, 1), cur, DataType.INT64),
-                            null, cache, cur);
-                    model.logits(h).argMax(2).toLongArray();
+                    model.hidden(s.create(ids, new Shape(b, ctx)), valid.cumSum(1).sub(1), model.attentionMask(valid, 0, ctx), caches[c], 0);
                 }
-                if (i >= 3) {
-                    t.add((System.nanoTime() - t0) / 1e9);
+                t.add(new ArrayList<>());
+            }
+            for (int i = 0; i < steps; i++) {
+                for (int c = 0; c < ctxs.length; c++) {
+                    int cur = ctxs[c] + i;
+                    long t0 = System.nanoTime();
+                    try (NDManager s = m.newSubManager()) {
+                        // no mask: as in the engine's steps for unpadded prompts, every cached key is visible
+                        NDArray h = model.hidden(s.create(new long[b], new Shape(b, 1)), s.full(new Shape(b, 1), cur, DataType.INT64),
+                                null, caches[c], cur);
+                        model.logits(h).argMax(2).toLongArray();
+                    }
+                    if (i >= warm) {
+                        t.get(c).add((System.nanoTime() - t0) / 1e9);
+                    }
                 }
             }
-            return median(t);
+            return t.stream().mapToDouble(this::median).toArray();
         }
+    }
+
+    /**
+     * Seconds of a and of b (medians) and the median of their per-pair ratio a/b, the runs
+     * alternating a, b, a, b… so that drift between them cancels in the ratio.
+     */
+    double[] timePaired(Runnable a, Runnable b) {
+        long until = System.nanoTime() + 2_000_000_000L;
+        do {
+            a.run();
+            b.run();
+        } while (System.nanoTime() < until);
+        List<Double> ta = new ArrayList<>(), tb = new ArrayList<>(), ratio = new ArrayList<>();
+        for (int i = 0; i < repeats; i++) {
+            long t0 = System.nanoTime();
+            a.run();
+            long t1 = System.nanoTime();
+            b.run();
+            long t2 = System.nanoTime();
+            ta.add((t1 - t0) / 1e9);
+            tb.add((t2 - t1) / 1e9);
+            ratio.add((double) (t1 - t0) / (t2 - t1));
+        }
+        return new double[] {median(ta), median(tb), median(ratio)};
     }
 
     static void recomputeDecode(Decoder model, NDManager root, List<long[]> prompts, int newTokens) {
