@@ -110,29 +110,48 @@ public final class AdamW implements AutoCloseable {
         }
         t++;
         double bc1 = 1 - Math.pow(h.beta1(), t), bc2 = 1 - Math.pow(h.beta2(), t);
-        for (var e : params.entrySet()) {
-            try (NDScope scope = new NDScope()) {
+        // The scalar operands once per step and device: DJL turns every Java number operand into a
+        // fresh one-element tensor (on a GPU with a host-to-device copy), ten per parameter tensor.
+        double[] values = {clip, h.beta1(), 1 - h.beta1(), h.beta2(), 1 - h.beta2(), bc1, bc2, h.eps(), h.weightDecay()};
+        try (NDScope stepScope = new NDScope()) { // closes the scalars
+            Map<ai.djl.Device, NDArray[]> scalars = new java.util.HashMap<>();
+            Map<String, NDArray> rates = new java.util.HashMap<>();
+            for (var e : params.entrySet()) {
                 NDArray p = e.getValue();
-                NDArray g = p.getGradient();
-                NDArray g32 = g.toType(DataType.FLOAT32, false).mul(clip);
+                // made outside the per-parameter scope, which would close them after one use
+                NDArray[] c = scalars.computeIfAbsent(p.getDevice(), d -> scalarsOn(d, values));
                 double a = lr * lrScale.getOrDefault(e.getKey(), 1.0);
-                NDArray mm = m.get(e.getKey()), vv = v.get(e.getKey());
-                mm.muli((float) h.beta1()).addi(g32.mul((float) (1 - h.beta1())));
-                vv.muli((float) h.beta2()).addi(g32.mul(g32).muli((float) (1 - h.beta2())));
-                NDArray update = mm.div((float) bc1).div(vv.div((float) bc2).sqrt().add((float) h.eps()));
-                NDArray w32 = master.getOrDefault(e.getKey(), p);
-                if (h.weightDecay() != 0) {
-                    update = update.add(w32.mul((float) h.weightDecay()));
+                NDArray rate = rates.computeIfAbsent(p.getDevice() + "/" + a, x -> scalarsOn(p.getDevice(), new double[] {a})[0]);
+                try (NDScope scope = new NDScope()) {
+                    NDArray g = p.getGradient();
+                    NDArray g32 = g.toType(DataType.FLOAT32, false).mul(c[0]);
+                    NDArray mm = m.get(e.getKey()), vv = v.get(e.getKey());
+                    mm.muli(c[1]).addi(g32.mul(c[2]));
+                    vv.muli(c[3]).addi(g32.mul(g32).muli(c[4]));
+                    NDArray update = mm.div(c[5]).div(vv.div(c[6]).sqrt().add(c[7]));
+                    NDArray w32 = master.getOrDefault(e.getKey(), p);
+                    if (h.weightDecay() != 0) {
+                        update = update.add(w32.mul(c[8]));
+                    }
+                    w32.subi(update.mul(rate));
+                    if (w32 != p) {
+                        // write the master back into the fp16 parameter in place (no host round trip)
+                        p.subi(p).addi(w32.toType(p.getDataType(), false));
+                    }
+                    g.subi(g); // zero in place for the next accumulation
                 }
-                w32.subi(update.mul((float) a));
-                if (w32 != p) {
-                    // write the master back into the fp16 parameter in place (no host round trip)
-                    p.subi(p).addi(w32.toType(p.getDataType(), false));
-                }
-                g.subi(g); // zero in place for the next accumulation
             }
         }
         return norm;
+    }
+
+    /** fp32 scalars on device d, as the float operands they replace (the caller's scope closes them). */
+    private NDArray[] scalarsOn(ai.djl.Device d, double[] values) {
+        NDArray[] out = new NDArray[values.length];
+        for (int i = 0; i < values.length; i++) {
+            out[i] = state.full(new ai.djl.ndarray.types.Shape(), (float) values[i], DataType.FLOAT32, d);
+        }
+        return out;
     }
 
     private void zeroGradients() {
