@@ -53,7 +53,6 @@ public final class KvCache {
     }
 
     /** Values of positions [0, end): [B,K,end,D]. */
-
     NDArray values(int layer, int end) {
         return JniUtils.slice((PtNDArray) values[layer], 2, 0, end, 1);
     }
