@@ -305,4 +305,38 @@ class RolloutEngineTest {
         assertEquals("stop", s.finishReason());
         assertTrue(s.responseIds().length <= 2);
     }
+
+    /**
+     * The stop check decodes a tail window, not the whole response: with the real Qwen2.5 and
+     * Llama-3.1 tokenizers it must fire at exactly the token where the full decode first contains a
+     * stop string, including stops that are multi-byte, split across byte tokens, or start with a space.
+     */
+    @Test
+    void stopCheckOnATailWindowFiresWhereTheFullDecodeDoes() {
+        String text = "Let x = 3. Then 2x + 1 = 7, so π·r² ≤ 10 — done 🙂. Next, 数学 problem: "
+                + "compute \\frac{1}{2} + \\frac{1}{3}. The answer is \\boxed{5/6}. ".repeat(6)
+                + "</answer> trailing words\n\nQuestion: more";
+        List<List<String>> stopSets = List.of(List.of("</answer>"), List.of("\n\nQuestion:"), List.of("🙂"),
+                List.of("数学"), List.of(" problem"), List.of("≤ 1"), List.of("never appears", "boxed{5/6}"),
+                List.of("not in the text"));
+        for (String name : List.of("qwen2.5", "llama3.1")) {
+            try (klrl.model.Tokenizer tok = klrl.model.Tokenizer.load(TestPaths.shared(name))) {
+                long[] ids = tok.encode(text);
+                for (List<String> stops : stopSets) {
+                    int full = -1, window = -1;
+                    for (int len = 1; len <= ids.length && (full < 0 || window < 0); len++) {
+                        long[] prefix = Arrays.copyOf(ids, len);
+                        if (full < 0 && stops.stream().anyMatch(tok.decode(prefix)::contains)) {
+                            full = len;
+                        }
+                        if (window < 0 && RolloutEngine.endsInStop(ids, len, stops, tok::decode)) {
+                            window = len;
+                        }
+                    }
+                    assertEquals(full, window, name + " " + stops);
+                    assertEquals(stops.get(0).equals("not in the text"), full < 0, name + " " + stops);
+                }
+            }
+        }
+    }
 }
