@@ -18,6 +18,39 @@ public final class KvCache {
     private final NDArray[] keys, values;
     public final int capacity;
 
+    private KvCache(NDArray[] keys, NDArray[] values, int capacity) {
+        this.keys = keys;
+        this.values = values;
+        this.capacity = capacity;
+    }
+
+    /** Rows from, from+step, … below to, as views: writes through them land in this cache (the caller's scope closes the views). */
+    public KvCache rows(int from, int to, int step) {
+        NDArray[] k = new NDArray[keys.length], v = new NDArray[values.length];
+        for (int i = 0; i < keys.length; i++) {
+            k[i] = JniUtils.slice((PtNDArray) keys[i], 0, from, to, step);
+            v[i] = JniUtils.slice((PtNDArray) values[i], 0, from, to, step);
+        }
+        return new KvCache(k, v, capacity);
+    }
+
+    /** Copies row g·n into rows g·n+1 … g·n+n−1 for every group g, in place (positions [0, end)). */
+    public void copyFirstOfEach(int n, int end) {
+        for (int i = 0; i < keys.length; i++) {
+            for (NDArray a : new NDArray[] {keys[i], values[i]}) {
+                long[] shape = a.getShape().getShape();
+                boolean keyLayout = a == keys[i]; // [B,K,D,cap] vs [B,K,cap,D]
+                long[] hi = {shape[0], shape[1], keyLayout ? shape[2] : end, keyLayout ? end : shape[3]};
+                try (NDArray first = JniUtils.slice((PtNDArray) a, 0, 0, shape[0], n);
+                     NDArray src = keyLayout ? JniUtils.slice((PtNDArray) first, 3, 0, end, 1) : JniUtils.slice((PtNDArray) first, 2, 0, end, 1)) {
+                    for (int j = 1; j < n; j++) {
+                        JniUtils.indexSet((PtNDArray) a, (PtNDArray) src, new long[] {j, 0, 0, 0}, hi, new long[] {n, 1, 1, 1});
+                    }
+                }
+            }
+        }
+    }
+
     public KvCache(Decoder model, NDManager manager, int batch, int capacity) {
         ModelConfig c = model.config;
         this.capacity = capacity;

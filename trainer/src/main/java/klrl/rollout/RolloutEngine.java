@@ -5,7 +5,6 @@ import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.NDScope;
-import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.engine.PtNDArray;
@@ -36,6 +35,26 @@ public final class RolloutEngine {
     }
 
     private int maxRows = Integer.MAX_VALUE;
+    private long prefillBytes = 2L << 30;
+
+    /**
+     * Caps the activations one prefill pass may hold (bytes, estimated): prompts are prefilled in
+     * groups that fit. 2 GiB by default, small next to the KV cache on a GPU and one group on CPU test
+     * models; the estimate counts attention scores in the model dtype plus their fp32 softmax and
+     * probabilities, the MLP's three [T, I] activations and a few [T, E] ones per prompt.
+     */
+    public RolloutEngine withPrefillBytes(long bytes) {
+        this.prefillBytes = bytes;
+        return this;
+    }
+
+    /** Prompts per prefill pass at prompt length t. */
+    int prefillGroup(int prompts, int t) {
+        var c = model.config;
+        long b = model.dtype.getNumOfBytes();
+        long perPrompt = (long) t * ((long) c.numHeads() * t * (2 * b + 4) + 3L * c.intermediateSize() * b + 8L * c.hiddenSize() * b);
+        return (int) Math.max(1, Math.min(prompts, prefillBytes / Math.max(1, perPrompt)));
+    }
 
     /**
      * Caps the sequences decoded at once (the KV cache is sized for them): larger requests run in chunks
@@ -102,21 +121,21 @@ public final class RolloutEngine {
         int[] len = new int[batch];
         String[] reason = new String[batch];
         SplittableRandom[] rngs = new SplittableRandom[batch];
-        long[] ids = new long[batch * maxPrompt];
+        int np = prompts.size();
+        long[] ids = new long[np * maxPrompt];   // one row per prompt: its n samples share the prefill
         long[] valid = new long[batch * maxPrompt];
         long[] nextPos = new long[batch];
         for (int r = 0; r < batch; r++) {
             long[] pr = prompts.get(r / n);
             int pad = maxPrompt - pr.length;
             for (int j = 0; j < pr.length; j++) {
-                ids[r * maxPrompt + pad + j] = pr[j];
+                ids[(r / n) * maxPrompt + pad + j] = pr[j];
                 valid[r * maxPrompt + pad + j] = 1;
             }
             nextPos[r] = pr.length;
             rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + rowOffset + r);
         }
         try (NDManager m = parent.newSubManager()) {
-            KvCache cache = new KvCache(model, m, batch, cap);
             Sampler sampler = new Sampler(p, model.config.vocabSize(), m);
             // Additive key mask over the whole capacity: prompt padding masked, generated columns open.
             NDArray keyValid = m.create(valid, new Shape(batch, maxPrompt));
@@ -127,18 +146,32 @@ public final class RolloutEngine {
             for (int r = 0; r < batch; r++) {
                 rows[r] = r;
             }
-            long[] tok;
-            float[] lp;
-            // Prefill: the whole padded prompt in one pass, sample from the last position.
-            try (NDScope scope = new NDScope()) {
-                NDArray idArr = m.create(ids, new Shape(batch, maxPrompt));
-                NDArray pos = keyValid.cumSum(1).sub(1).maximum(0);
-                NDArray mask = model.attentionMask(keyValid, 0, maxPrompt);
-                NDArray h = model.hidden(idArr, pos, mask, cache, 0);
-                NDArray logits = model.logits(h.get(new NDIndex(":, {}:, :", maxPrompt - 1))).squeeze(1);
-                NDArray[] s = sampler.sample(logits, rows, rngs);
-                tok = s[0].toLongArray();
-                lp = s[1].toFloatArray();
+            long[] tok = new long[batch];
+            float[] lp = new float[batch];
+            // Prefill once per prompt, into the cache row of its first sample, in groups of prompts whose
+            // activations fit the budget: a group holds its B·H·T² attention scores (and their fp32
+            // softmax) at once, which for a KV-cache-full batch of long prompts would outgrow the cache
+            // itself. Each sample then draws its first token from its prompt's last-position logits with
+            // its own random stream, and the prompt's cache row is copied to its other samples in place.
+            KvCache cache = new KvCache(model, m, batch, cap);
+            int group = prefillGroup(np, maxPrompt);
+            for (int p0 = 0; p0 < np; p0 += group) {
+                int p1 = Math.min(np, p0 + group);
+                try (NDScope scope = new NDScope()) {
+                    NDArray idArr = m.create(Arrays.copyOfRange(ids, p0 * maxPrompt, p1 * maxPrompt), new Shape(p1 - p0, maxPrompt));
+                    NDArray promptValid = JniUtils.slice((PtNDArray) keyValid, 0, (long) p0 * n, (long) p1 * n, n);
+                    NDArray pos = promptValid.cumSum(1).sub(1).maximum(0);
+                    NDArray mask = model.attentionMask(promptValid, 0, maxPrompt);
+                    NDArray h = model.hidden(idArr, pos, mask, cache.rows(p0 * n, p1 * n, n), 0);
+                    NDArray last = model.logits(JniUtils.slice((PtNDArray) h, 1, maxPrompt - 1, maxPrompt, 1)).squeeze(1); // [P,V]
+                    NDArray perSample = n == 1 ? last : last.repeat(0, n);                                                   // [P·n,V]
+                    NDArray[] sm = sampler.sample(perSample, Arrays.copyOfRange(rows, p0 * n, p1 * n), rngs);
+                    System.arraycopy(sm[0].toLongArray(), 0, tok, p0 * n, (p1 - p0) * n);
+                    System.arraycopy(sm[1].toFloatArray(), 0, lp, p0 * n, (p1 - p0) * n);
+                }
+            }
+            if (n > 1) {
+                cache.copyFirstOfEach(n, maxPrompt);
             }
             int cur = maxPrompt; // cache index of the next token
             int active = batch;

@@ -227,6 +227,34 @@ class RolloutEngineTest {
     }
 
     @Test
+    void samplesShareTheirPromptsPrefillAndPrefillGroupsChangeNothing() {
+        List<long[]> prompts = List.of(PROMPT, new long[] {9, 8}, new long[] {11, 300, 42, 7, 1});
+        SamplingParams p = new SamplingParams(8, 1.0, 1, 0, 3, List.of(), 13);
+        List<Sample> shared = engine(List.of()).generate(prompts, p, root);
+        // the same 9 rows with every prompt repeated, i.e. prefilled once per sample: sample r keeps its
+        // random stream (seed and row index), so tokens and log-probs must agree row by row
+        List<long[]> repeated = new ArrayList<>();
+        prompts.forEach(x -> { for (int i = 0; i < 3; i++) { repeated.add(x); } });
+        List<Sample> separate = engine(List.of()).generate(repeated, new SamplingParams(8, 1.0, 1, 0, 1, List.of(), 13), root);
+        // one prompt per prefill pass (a 1-byte activation budget)
+        RolloutEngine tiny = engine(List.of()).withPrefillBytes(1);
+        assertEquals(1, tiny.prefillGroup(3, 5));
+        assertEquals(3, engine(List.of()).prefillGroup(3, 5));
+        List<Sample> grouped = tiny.generate(prompts, p, root);
+        assertEquals(9, shared.size());
+        java.util.Set<String> distinct = new java.util.HashSet<>();
+        for (int i = 0; i < 9; i++) {
+            assertEquals(i / 3, shared.get(i).promptIndex());
+            assertArrayEquals(separate.get(i).responseIds(), shared.get(i).responseIds(), "sample " + i);
+            assertArrayEquals(separate.get(i).logprobs(), shared.get(i).logprobs(), 1e-5f);
+            assertArrayEquals(shared.get(i).responseIds(), grouped.get(i).responseIds(), "sample " + i);
+            assertArrayEquals(shared.get(i).logprobs(), grouped.get(i).logprobs(), 1e-5f);
+            distinct.add(Arrays.toString(shared.get(i).responseIds()));
+        }
+        assertTrue(distinct.size() >= 6, "samples of a prompt should be independent draws: " + distinct);
+    }
+
+    @Test
     void layersPlacedOverDevicesSampleTheSameTokens() {
         List<long[]> prompts = List.of(PROMPT, new long[] {9, 8}, new long[] {11, 300, 42});
         SamplingParams p = new SamplingParams(8, 1.0, 1, 0, 2, List.of(), 5);
