@@ -87,10 +87,12 @@ public final class PlanCommand implements Callable<Integer> {
         double logits = (double) micro * c.rollout().maxNewTokens() * m.vocabSize() * 4 * 3;
         double act = boundaries + oneLayer + logits;
         double stat = weights + master + reference + grads + optimizer;
-        // The KV cache is sized from what is left: rollouts run in chunks of as many sequences as fit.
+        // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
+        // chunks of as many sequences as fit.
+        double prefill = c.rollout().prefillGb() * GB;
         double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
         long rows = (long) c.train().batchSize() * c.rollout().n();
-        long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat) / kvPerRow)));
+        long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
         double kv = chunk * kvPerRow;
         Map<String, Double> g = new java.util.LinkedHashMap<>();
         g.put("weights", (weights + master) / GB);
@@ -99,9 +101,10 @@ public final class PlanCommand implements Callable<Integer> {
         g.put("optimizer", optimizer / GB);
         g.put("activations", act / GB);
         g.put("kv_cache", kv / GB);
+        g.put("prefill", prefill / GB);
         g.put("rollout_chunk_sequences", (double) chunk);
         // rollout (KV cache) and update (activations) do not coexist: memory is freed between them
-        double total = (stat + Math.max(act, kv)) / GB;
+        double total = (stat + Math.max(act, kv + prefill)) / GB;
         boolean fits = chunk >= 1 && (stat + act) / GB <= 0.9 * gpuMemoryGb;
         return new Plan(p, trainable, g, total, fits, place.layerCounts());
     }

@@ -91,11 +91,13 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                             sequences as fit. 0 = sized from free GPU memory (below), no limit on CPU
      * @param gpuMemoryUtilization with kv_cache_gb 0 on GPUs: the fraction of each GPU's memory that may be in
      *                             use once the KV cache is allocated (vLLM's and verl's name for it)
+     * @param prefillGb            activations one prefill pass may hold, GiB (estimated); prompts are prefilled
+     *                             in groups that fit, and the free-memory sizing of the KV cache leaves it room
      */
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
-                          double kvCacheGb, double gpuMemoryUtilization) {
+                          double kvCacheGb, double gpuMemoryUtilization, double prefillGb) {
         public static Rollout defaults() {
-            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9);
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, 2);
         }
 
         public Rollout {
@@ -106,6 +108,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(topK >= 0, "rollout.top_k must be ≥ 0");
             require(kvCacheGb >= 0, "rollout.kv_cache_gb must be ≥ 0 (0 = from free GPU memory, no limit on CPU)");
             require(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]");
+            require(prefillGb > 0, "rollout.prefill_gb must be > 0 (GiB of activations per prefill pass)");
             stop = stop == null ? List.of() : List.copyOf(stop);
         }
     }

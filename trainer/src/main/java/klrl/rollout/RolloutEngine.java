@@ -38,10 +38,10 @@ public final class RolloutEngine {
     private long prefillBytes = 2L << 30;
 
     /**
-     * Caps the activations one prefill pass may hold (bytes, estimated): prompts are prefilled in
-     * groups that fit. 2 GiB by default, small next to the KV cache on a GPU and one group on CPU test
-     * models; the estimate counts attention scores in the model dtype plus their fp32 softmax and
-     * probabilities, the MLP's three [T, I] activations and a few [T, E] ones per prompt.
+     * Caps the activations one prefill pass may hold (bytes, estimated; rollout.prefill_gb): prompts
+     * are prefilled in groups that fit. 2 GiB by default, small next to the KV cache on a GPU and one
+     * group for CPU test models; the estimate counts attention scores in the model dtype plus their
+     * fp32 softmax and probabilities, the MLP's three [T, I] activations and a few [T, E] ones per prompt.
      */
     public RolloutEngine withPrefillBytes(long bytes) {
         this.prefillBytes = bytes;

@@ -166,7 +166,8 @@ public final class Trainer implements AutoCloseable {
         // Every prompt is rendered once up front: a bad row fails now, not at step 500.
         train.forEach(prompts::ids);
         evalSets.values().forEach(l -> l.forEach(prompts::ids));
-        this.engine = new RolloutEngine(policy, tok.eosIds(), tok::decode);
+        this.engine = new RolloutEngine(policy, tok.eosIds(), tok::decode)
+                .withPrefillBytes((long) (cfg.rollout().prefillGb() * (1L << 30)));
         if (resume != null) {
             restore(Checkpoints.resolve(resume));
         }
@@ -499,7 +500,9 @@ public final class Trainer implements AutoCloseable {
                 budget[i] = (long) (gb * (1L << 30));
             } else if (gpu) {
                 var u = ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.devices().get(i));
-                budget[i] = (long) (cfg.rollout().gpuMemoryUtilization() * u.getMax()) - u.getUsed();
+                // the prefill's activations come on top of the cache while it is being filled
+                budget[i] = (long) (cfg.rollout().gpuMemoryUtilization() * u.getMax()) - u.getUsed()
+                        - (long) (cfg.rollout().prefillGb() * (1L << 30));
             } else {
                 budget[i] = Long.MAX_VALUE; // CPU: host memory, no cap
             }

@@ -69,6 +69,9 @@ class ConfigTest {
         Files.writeString(f, "rollout:\n  n: 0\n");
         e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertTrue(e.getMessage().contains("rollout.n"), e.getMessage());
+        Files.writeString(f, "rollout:\n  prefill_gb: 0\n");
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("rollout.prefill_gb"), e.getMessage());
         Files.writeString(f, "[1, 2]\n");
         assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertThrows(UserError.class, () -> ConfigLoader.load("no-such-preset", Map.of()));
