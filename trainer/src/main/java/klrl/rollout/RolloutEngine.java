@@ -260,7 +260,7 @@ public final class RolloutEngine {
     /**
      * Whether the text of {@code generated[0, len)} contains a stop string, checked each time a token
      * is added. Decoding the whole response every step cost O(length²) per sample (the Qwen2.5
-     * tokenizer decodes ~0.2 µs a token: 1.8 s over one 4,096-token response, while the check runs on
+     * tokenizer decodes ~0.2 µs a token: 1.4–1.7 s over one 4,096-token response, while the check runs on
      * the decode loop's thread). An occurrence that completes with the newest token lies in the last
      * {@code maxBytes} bytes of the text, so a tail window decides: counted in tokens (byte-level BPE
      * tokens are ≥ 1 byte; special ones may decode to nothing) and doubled until its text is long
