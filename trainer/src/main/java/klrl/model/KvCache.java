@@ -37,16 +37,19 @@ public final class KvCache {
     /** Copies row g·n into rows g·n+1 … g·n+n−1 for every group g, in place (positions [0, end)). */
     public void copyFirstOfEach(int n, int end) {
         for (int i = 0; i < keys.length; i++) {
-            for (NDArray a : new NDArray[] {keys[i], values[i]}) {
-                long[] shape = a.getShape().getShape();
-                boolean keyLayout = a == keys[i]; // [B,K,D,cap] vs [B,K,cap,D]
-                long[] hi = {shape[0], shape[1], keyLayout ? shape[2] : end, keyLayout ? end : shape[3]};
-                try (NDArray first = JniUtils.slice((PtNDArray) a, 0, 0, shape[0], n);
-                     NDArray src = keyLayout ? JniUtils.slice((PtNDArray) first, 3, 0, end, 1) : JniUtils.slice((PtNDArray) first, 2, 0, end, 1)) {
-                    for (int j = 1; j < n; j++) {
-                        JniUtils.indexSet((PtNDArray) a, (PtNDArray) src, new long[] {j, 0, 0, 0}, hi, new long[] {n, 1, 1, 1});
-                    }
-                }
+            // positions run along dim 3 of the keys [B,K,D,cap] and dim 2 of the values [B,K,cap,D]
+            copyFirstOfEach(keys[i], 3, n, end);
+            copyFirstOfEach(values[i], 2, n, end);
+        }
+    }
+
+    private static void copyFirstOfEach(NDArray a, int posDim, int n, int end) {
+        long[] hi = a.getShape().getShape().clone();
+        hi[posDim] = end;
+        try (NDArray first = JniUtils.slice((PtNDArray) a, 0, 0, hi[0], n);
+             NDArray src = JniUtils.slice((PtNDArray) first, posDim, 0, end, 1)) {
+            for (int j = 1; j < n; j++) {
+                JniUtils.indexSet((PtNDArray) a, (PtNDArray) src, new long[] {j, 0, 0, 0}, hi, new long[] {n, 1, 1, 1});
             }
         }
     }
