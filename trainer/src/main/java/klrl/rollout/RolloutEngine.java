@@ -85,7 +85,8 @@ public final class RolloutEngine {
         if (rows < 1) {
             throw new klrl.util.UserError("the KV cache of one sequence (" + bytesPerSequence / (1 << 20) + " MiB per device)"
                     + " does not fit: raise rollout.kv_cache_gb or rollout.gpu_memory_utilization, or lower"
-                    + " rollout.max_new_tokens / data.max_prompt_tokens");
+                    + " rollout.max_new_tokens / data.max_prompt_tokens (or rollout.prefill_gb, which the free-memory"
+                    + " sizing leaves free)");
         }
         return (int) Math.min(Integer.MAX_VALUE, rows);
     }
