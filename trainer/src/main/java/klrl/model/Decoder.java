@@ -252,14 +252,14 @@ public final class Decoder implements AutoCloseable {
      * {@link #at} gives copies on another device, made once per pass and device.
      */
     public record Pass(long b, long t, NDArray cos, NDArray sin, NDArray rot, NDArray scale, NDArray eps,
-                       NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies) {
+                       NDArray width, NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies) {
 
         public Pass at(ai.djl.Device d) {
             if (d.equals(cos.getDevice())) {
                 return this;
             }
             return copies.computeIfAbsent(d, x -> new Pass(b, t, cos.toDevice(x, false), sin.toDevice(x, false),
-                    rot.toDevice(x, false), scale.toDevice(x, false), eps.toDevice(x, false),
+                    rot.toDevice(x, false), scale.toDevice(x, false), eps.toDevice(x, false), width.toDevice(x, false),
                     mask == null ? null : mask.toDevice(x, false), cache, start, copies));
         }
     }
@@ -281,7 +281,7 @@ public final class Decoder implements AutoCloseable {
         // Rotary cos/sin [B,1,T,D]: rows of the per-position tables (computed in fp32 as HF does)
         NDArray cos = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.cos, false).expandDims(1);
         NDArray sin = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.sin, false).expandDims(1);
-        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, mask, cache, start, new java.util.HashMap<>());
+        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, c.width, mask, cache, start, new java.util.HashMap<>());
     }
 
     /**
@@ -291,7 +291,7 @@ public final class Decoder implements AutoCloseable {
     private static final class Consts {
         NDArray cos, sin; // [L,D] in the compute dtype, L grown on demand
         int len;
-        NDArray rot, scale, eps;
+        NDArray rot, scale, eps, width; // width: the hidden size as an fp32 scalar (RMSNorm's mean)
     }
 
     private final Map<ai.djl.Device, Consts> consts = new java.util.HashMap<>();
@@ -302,8 +302,9 @@ public final class Decoder implements AutoCloseable {
             Consts n = new Consts();
             n.scale = m.create(1.0 / Math.sqrt(config.headDim())).toType(dtype, false);
             n.eps = m.create((float) config.rmsNormEps());
+            n.width = m.create((float) config.hiddenSize());
             n.rot = Rope.rotation(n.scale, config.headDim());
-            ai.djl.ndarray.NDScope.unregister(n.scale, n.eps, n.rot); // they outlive the caller's scope
+            ai.djl.ndarray.NDScope.unregister(n.scale, n.eps, n.width, n.rot); // they outlive the caller's scope
             return n;
         });
         if (positions > c.len) {
@@ -321,9 +322,13 @@ public final class Decoder implements AutoCloseable {
         return c;
     }
 
-    /** Token embedding: [B,T] → [B,T,E], on the embedding's device. */
+    /**
+     * Token embedding: [B,T] → rows [B·T,E], on the embedding's device. The layers work on rows:
+     * torch's linear fuses the bias into the GEMM (addmm) only for 2-D inputs, and a 3-D one also
+     * costs a reshape and a view around every GEMM.
+     */
     public NDArray embed(NDArray ids) {
-        NDArray on = ids.toDevice(embed.getDevice(), false);
+        NDArray on = ids.toDevice(embed.getDevice(), false).reshape(-1);
         return Casts.to(JniUtils.embedding((PtNDArray) on, (PtNDArray) embed, false), dtype);
     }
 
@@ -331,7 +336,7 @@ public final class Decoder implements AutoCloseable {
         return layers.length;
     }
 
-    /** One decoder layer: x [B,T,E] → [B,T,E], x already on the layer's device ({@link #toLayer}). */
+    /** One decoder layer: rows x [B·T,E] → [B·T,E], x already on the layer's device ({@link #toLayer}). */
     public NDArray layer(int li, NDArray x, Pass pass) {
         Pass p = pass.at(placement.layer(li));
         long b = p.b(), t = p.t();
@@ -339,7 +344,7 @@ public final class Decoder implements AutoCloseable {
         boolean one = t == 1; // decoding: [B,1,H,D] and [B,H,1,D] are the same memory, no transposes
         Layer L = layers[li];
         // Attention block: pre-norm, q/k/v projections (+bias for Qwen2)
-        NDArray xn = rmsNorm(x, L.inNorm, p.eps());
+        NDArray xn = rmsNorm(x, L.inNorm, p);
         NDArray q = heads(L.q.apply(xn), b, t, h, d, one);                                      // [B,H,T,D]
         NDArray kk = heads(L.k.apply(xn), b, t, k, d, one);                                     // [B,K,T,D]
         NDArray v = heads(L.v.apply(xn), b, t, k, d, one);                                      // [B,K,T,D]
@@ -366,19 +371,20 @@ public final class Decoder implements AutoCloseable {
         }
         NDArray probs = Casts.to(JniUtils.softmax((PtNDArray) scores, 4, DataType.FLOAT32), dtype);
         NDArray att = probs.reshape(b, k, g * t, s).matMul(v);                                 // [B,K,G*T,D]
-        att = one ? att.reshape(b, 1, (long) h * d)                                             // [B,T,H*D]
-                : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b, t, (long) h * d);
+        att = one ? att.reshape(b, (long) h * d)                                                // [B·T,H*D]
+                : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);
         x = x.add(L.o.apply(att));
         // MLP block: pre-norm, SwiGLU
-        NDArray xm = rmsNorm(x, L.postNorm, p.eps());
+        NDArray xm = rmsNorm(x, L.postNorm, p);
         NDArray gate = L.gate.apply(xm);
         NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
         return x.add(L.down.apply(act));
     }
 
-    /** The final RMSNorm. */
+    /** The final RMSNorm: rows [B·T,E] → [B,T,E]. */
     public NDArray finalNorm(NDArray x, Pass p) {
-        return rmsNorm(x, finalNorm, p.at(placement.output()).eps());
+        Pass o = p.at(placement.output());
+        return rmsNorm(x, finalNorm, o).reshape(o.b(), o.t(), config.hiddenSize());
     }
 
     /** Logits [T,V] (fp32) of one unpadded sequence, every position: the plain full forward. */
@@ -395,16 +401,20 @@ public final class Decoder implements AutoCloseable {
         return Casts.to(linear(hidden, lmHead, null), DataType.FLOAT32);
     }
 
-    /** [B,T,N·D] → [B,N,T,D]. */
+    /** Rows [B·T,N·D] → [B,N,T,D]. */
     private static NDArray heads(NDArray x, long b, long t, int n, int d, boolean one) {
         return one ? x.reshape(b, n, 1, d) : x.reshape(b, t, n, d).transpose(0, 2, 1, 3);
     }
 
-    /** HF's RMSNorm: normalise in fp32, cast back, then scale by the weight. */
-    NDArray rmsNorm(NDArray x, NDArray w, NDArray eps) {
+    /**
+     * HF's RMSNorm: normalise in fp32, cast back, then scale by the weight. The mean is a sum divided
+     * by a ready fp32 scalar, which is what torch's mean computes on CPU, without its per-call conversion of
+     * the divisor into a tensor (a third of the norm's time at decode shapes).
+     */
+    NDArray rmsNorm(NDArray x, NDArray w, Pass p) {
         NDArray xf = Casts.to(x, DataType.FLOAT32);
         int last = xf.getShape().dimension() - 1;
-        NDArray inv = xf.mul(xf).mean(new int[] {last}, true).add(eps).sqrt(); // eps: an fp32 scalar
+        NDArray inv = xf.mul(xf).sum(new int[] {last}, true).div(p.width()).add(p.eps()).sqrt(); // fp32 scalars
         return Casts.to(xf.div(inv), dtype).mul(w);
     }
 
