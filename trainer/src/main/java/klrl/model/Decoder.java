@@ -227,22 +227,14 @@ public final class Decoder implements AutoCloseable {
             // moving activations between devices cuts the graph: earlier layers would get no gradient
             throw new IllegalStateException("a multi-device decoder is differentiated through StagedBackward only");
         }
-        for (ai.djl.Device d : placement.devices()) {
-            p.at(d); // each device's copy of the pass, made out here: the layers' scopes close what they make
-        }
         NDArray x = embed(ids);
         for (int li = 0; li < layers.length; li++) {
-            NDArray out;
-            // One scope per layer frees its intermediates when it returns, as refcounting does in PyTorch.
-            // Under the caller's scope alone every layer's activations would stay alive until the pass
-            // ends: a prefill held its attention scores once per layer (8 × 1,024 tokens through the
-            // 4-layer benchmark model: 4.3 GB). Autograd keeps what backward needs by its own references.
-            try (NDScope scope = new NDScope()) {
-                out = layer(li, toLayer(li, x), p);
-                NDScope.unregister(out);
+            NDArray in = toLayer(li, x), out = layer(li, in, p);
+            // this method's own activations; a recorded graph holds its own references
+            if (in != x) {
+                in.close();
             }
-            NDScope.register(out);
-            x.close(); // this method's own activation; the recorded graph, if any, holds its own reference
+            x.close();
             x = out;
         }
         return finalNorm(toOutput(x), p);
@@ -353,7 +345,22 @@ public final class Decoder implements AutoCloseable {
 
     /** One decoder layer: rows x [B·T,E] → [B·T,E], x already on the layer's device ({@link #toLayer}). */
     public NDArray layer(int li, NDArray x, Pass pass) {
-        Pass p = pass.at(placement.layer(li));
+        Pass p = pass.at(placement.layer(li)); // out here: later layers on this device reuse the copy
+        NDArray out;
+        // One scope per layer frees its intermediates when it returns, as refcounting does in PyTorch.
+        // Under the caller's scope alone every layer's activations stayed alive until the pass ended: a
+        // prefill held its attention scores once per layer (8 × 1,024 tokens through the 4-layer
+        // benchmark model: 4.3 GB), and checkpointed stages held every recomputed layer's activations.
+        // Autograd keeps what backward needs by its own references.
+        try (NDScope scope = new NDScope()) {
+            out = layerOps(li, x, p);
+            NDScope.unregister(out);
+        }
+        NDScope.register(out);
+        return out;
+    }
+
+    private NDArray layerOps(int li, NDArray x, Pass p) {
         long b = p.b(), t = p.t();
         int h = config.numHeads(), k = config.numKvHeads(), g = config.groups(), d = config.headDim();
         boolean one = t == 1; // decoding: [B,1,H,D] and [B,H,1,D] are the same memory, no transposes

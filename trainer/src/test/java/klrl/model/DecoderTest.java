@@ -199,4 +199,27 @@ class DecoderTest {
             assertEquals(1f, row0[1]);
         }
     }
+    /**
+     * Each layer frees its intermediates when it returns, so what a pass leaves alive does not grow with
+     * depth: otherwise a prefill holds its attention scores once per layer, and a checkpointed stage
+     * every recomputed layer's activations.
+     */
+    @org.junit.jupiter.api.Test
+    void whatAPassLeavesAliveDoesNotGrowWithDepth(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        int[] live = new int[2];
+        for (int i = 0; i < 2; i++) {
+            int layers = 1 + 2 * i;
+            Path dir = tmp.resolve("layers-" + layers);
+            TinyModel.write(dir, new TinyModel.Spec("qwen2", 64, layers, 4, 2, 176, 1, "F32", Long.MAX_VALUE, false, 0.02, 0));
+            try (NDManager m = root.newSubManager(); Decoder model = Decoder.load(dir, m, DataType.FLOAT32);
+                 NDManager pass = m.newSubManager()) {
+                NDArray valid = pass.create(new long[] {0, 0, 1, 1, 1, 1, 1, 1}, new Shape(1, 8)); // left padding: a mask
+                NDArray ids = pass.create(new long[] {0, 0, 5, 6, 7, 8, 9, 10}, new Shape(1, 8));
+                NDArray h = model.hidden(ids, valid.cumSum(1).sub(1).maximum(0), model.attentionMask(valid, 0, 8), null, 0);
+                assertEquals(new Shape(1, 8, 64), h.getShape());
+                live[i] = pass.getManagedArrays().size();
+            }
+        }
+        assertEquals(live[0], live[1], "arrays a 1-layer and a 3-layer pass leave alive");
+    }
 }
