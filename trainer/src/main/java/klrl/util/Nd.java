@@ -14,10 +14,13 @@ import ai.djl.ndarray.NDArray;
 public final class Nd {
     private Nd() {}
 
-    /** A 0-dim tensor of x's dtype, owned by x's manager. */
+    /**
+     * A 0-dim tensor of x's dtype, owned by x's manager, in memory libtorch allocated: an array made from
+     * Java data on CPU aliases a direct buffer, which closing the handle (as the decoder's per-layer
+     * scopes do) hands to the garbage collector while autograd may still read it.
+     */
     public static NDArray scalar(NDArray x, double v) {
-        NDArray s = x.getManager().create(v);
-        return s.getDataType() == x.getDataType() ? s : s.toType(x.getDataType(), false);
+        return x.getManager().full(new ai.djl.ndarray.types.Shape(), (float) v, x.getDataType());
     }
 
     public static NDArray mul(NDArray x, double v) {

@@ -20,10 +20,14 @@ import org.junit.jupiter.api.Test;
  * the collector does in between.
  */
 class GcSafetyTest {
-    float[] gradient(boolean churn) {
+    float[] gradient(boolean churn, boolean lora) {
         try (NDManager root = NDManager.newBaseManager("PyTorch");
              Decoder model = Decoder.load(TestPaths.fixture("qwen2-bf16-sharded"), root, DataType.FLOAT32)) {
             NDArray w = model.parameters().get("model.layers.0.self_attn.q_proj.weight");
+            if (lora) {
+                // an adapter's output is scaled by α/r inside the layer, whose scope closes that scalar's handle
+                w = model.addAdapters(List.of("q_proj", "down_proj"), 4, 8, 0, 1).get("model.layers.0.self_attn.q_proj.weight").b;
+            }
             w.setRequiresGradient(true);
             SequenceBatch b = SequenceBatch.of(List.of(new long[] {5, 17, 33}, new long[] {7}),
                     List.of(new long[] {64, 100}, new long[] {2, 250, 9}), 0);
@@ -37,8 +41,14 @@ class GcSafetyTest {
                         for (int j = 0; j < junk.length; j++) {
                             junk[j] = new byte[1 << 16];
                             java.nio.ByteBuffer.allocateDirect(1 << 14).put(0, (byte) 7);
+                            java.nio.ByteBuffer.allocateDirect(4).putFloat(0, 7f); // reuses a freed scalar's memory
                         }
                         System.gc();
+                        try {
+                            Thread.sleep(5); // lets the cleaner free unreachable direct buffers
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
                     }
                 }
                 gc.backward(loss);
@@ -47,9 +57,10 @@ class GcSafetyTest {
         }
     }
 
-    @Test
-    void gradientsSurviveGarbageCollectionBetweenForwardAndBackward() {
-        float[] calm = gradient(false), churned = gradient(true);
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
+    void gradientsSurviveGarbageCollectionBetweenForwardAndBackward(boolean lora) {
+        float[] calm = gradient(false, lora), churned = gradient(true, lora);
         boolean nonzero = false;
         for (float f : calm) {
             assertTrue(Float.isFinite(f));
