@@ -4,7 +4,6 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.NDScope;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
@@ -346,18 +345,11 @@ public final class Decoder implements AutoCloseable {
     /** One decoder layer: rows x [B·T,E] → [B·T,E], x already on the layer's device ({@link #toLayer}). */
     public NDArray layer(int li, NDArray x, Pass pass) {
         Pass p = pass.at(placement.layer(li)); // out here: later layers on this device reuse the copy
-        NDArray out;
-        // One scope per layer frees its intermediates when it returns, as refcounting does in PyTorch.
-        // Under the caller's scope alone every layer's activations stayed alive until the pass ended: a
-        // prefill held its attention scores once per layer (8 × 1,024 tokens through the 4-layer
-        // benchmark model: 4.3 GB), and checkpointed stages held every recomputed layer's activations.
-        // Autograd keeps what backward needs by its own references.
-        try (NDScope scope = new NDScope()) {
-            out = layerOps(li, x, p);
-            NDScope.unregister(out);
-        }
-        NDScope.register(out);
-        return out;
+        // Its intermediates go when it returns (Nd.scoped). Under the caller's scope alone every layer's
+        // activations stayed alive until the pass ended: a prefill held its attention scores once per
+        // layer (8 × 1,024 tokens through the 4-layer benchmark model: 4.3 GB), and checkpointed stages
+        // held every recomputed layer's activations.
+        return klrl.util.Nd.scoped(() -> layerOps(li, x, p));
     }
 
     private NDArray layerOps(int li, NDArray x, Pass p) {

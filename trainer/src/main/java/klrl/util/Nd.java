@@ -30,4 +30,19 @@ public final class Nd {
     public static NDArray div(NDArray x, double v) {
         return x.div(scalar(x, v));
     }
+
+    /**
+     * Runs f in its own NDScope and closes everything it made except its result, which joins the
+     * caller's scope: intermediates go when f returns, as refcounting frees them in PyTorch, not when
+     * the caller's scope or manager closes. Autograd keeps what backward needs by its own references.
+     */
+    public static NDArray scoped(java.util.function.Supplier<NDArray> f) {
+        NDArray out;
+        try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
+            out = f.get();
+            ai.djl.ndarray.NDScope.unregister(out);
+        }
+        ai.djl.ndarray.NDScope.register(out);
+        return out;
+    }
 }
