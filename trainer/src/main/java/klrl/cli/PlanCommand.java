@@ -89,7 +89,7 @@ public final class PlanCommand implements Callable<Integer> {
         double stat = weights + master + reference + grads + optimizer;
         // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
         // chunks of as many sequences as fit.
-        double prefill = c.rollout().prefillGb() * GB;
+        double prefill = c.rollout().prefillBytes();
         double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
         long rows = (long) c.train().batchSize() * c.rollout().n();
         long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));

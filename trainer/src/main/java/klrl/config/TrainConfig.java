@@ -111,6 +111,11 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(prefillGb > 0, "rollout.prefill_gb must be > 0 (GiB of activations per prefill pass)");
             stop = stop == null ? List.of() : List.copyOf(stop);
         }
+
+        /** prefill_gb in bytes. */
+        public long prefillBytes() {
+            return (long) (prefillGb * (1L << 30));
+        }
     }
 
     /**

@@ -35,12 +35,12 @@ public final class RolloutEngine {
     }
 
     private int maxRows = Integer.MAX_VALUE;
-    private long prefillBytes = 2L << 30;
+    private long prefillBytes = klrl.config.TrainConfig.Rollout.defaults().prefillBytes();
 
     /**
      * Caps the activations one prefill pass may hold (bytes, estimated; rollout.prefill_gb): prompts
-     * are prefilled in groups that fit. 2 GiB by default, small next to the KV cache on a GPU and one
-     * group for CPU test models; the estimate counts attention scores in the model dtype plus their
+     * are prefilled in groups that fit. The config's default (2 GiB) unless set: small next to the KV
+     * cache on a GPU and one group for CPU test models; the estimate counts attention scores in the model dtype plus their
      * fp32 softmax and probabilities, the MLP's three [T, I] activations and a few [T, E] ones per prompt.
      */
     public RolloutEngine withPrefillBytes(long bytes) {

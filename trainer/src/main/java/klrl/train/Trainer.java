@@ -167,7 +167,7 @@ public final class Trainer implements AutoCloseable {
         train.forEach(prompts::ids);
         evalSets.values().forEach(l -> l.forEach(prompts::ids));
         this.engine = new RolloutEngine(policy, tok.eosIds(), tok::decode)
-                .withPrefillBytes((long) (cfg.rollout().prefillGb() * (1L << 30)));
+                .withPrefillBytes(cfg.rollout().prefillBytes());
         if (resume != null) {
             restore(Checkpoints.resolve(resume));
         }
@@ -502,7 +502,7 @@ public final class Trainer implements AutoCloseable {
                 var u = ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.devices().get(i));
                 // the prefill's activations come on top of the cache while it is being filled
                 budget[i] = (long) (cfg.rollout().gpuMemoryUtilization() * u.getMax()) - u.getUsed()
-                        - (long) (cfg.rollout().prefillGb() * (1L << 30));
+                        - cfg.rollout().prefillBytes();
             } else {
                 budget[i] = Long.MAX_VALUE; // CPU: host memory, no cap
             }

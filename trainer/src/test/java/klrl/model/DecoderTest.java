@@ -199,6 +199,7 @@ class DecoderTest {
             assertEquals(1f, row0[1]);
         }
     }
+
     /**
      * Each layer frees its intermediates when it returns, so what a pass leaves alive does not grow with
      * depth: otherwise a prefill holds its attention scores once per layer, and a checkpointed stage
