@@ -119,6 +119,9 @@ public final class BenchCommand implements Callable<Integer> {
         if (pre != null && pre.contains("jemalloc")) {
             return "jemalloc (MALLOC_CONF=" + System.getenv("MALLOC_CONF") + ")";
         }
+        if (pre != null && pre.contains("tcmalloc")) {
+            return "tcmalloc (gperftools)";
+        }
         String arena = System.getenv("MALLOC_ARENA_MAX"), mmap = System.getenv("MALLOC_MMAP_MAX_");
         return arena != null || mmap != null ? "glibc (MALLOC_ARENA_MAX=" + arena + ", MALLOC_MMAP_MAX_=" + mmap
                 + ", MALLOC_TRIM_THRESHOLD_=" + System.getenv("MALLOC_TRIM_THRESHOLD_") + ")" : "glibc default";
