@@ -114,7 +114,16 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
         /** prefill_gb in bytes. */
         public long prefillBytes() {
-            return (long) (prefillGb * (1L << 30));
+            return gibToBytes(prefillGb);
+        }
+
+        /** kv_cache_gb in bytes (0: sized from free GPU memory, no limit on CPU). */
+        public long kvCacheBytes() {
+            return gibToBytes(kvCacheGb);
+        }
+
+        private static long gibToBytes(double gib) {
+            return (long) (gib * (1L << 30));
         }
     }
 

@@ -492,12 +492,11 @@ public final class Trainer implements AutoCloseable {
      */
     private void sizeKvCache() {
         long perSeq = RolloutEngine.kvBytesPerSequence(policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
-        double gb = cfg.rollout().kvCacheGb();
         long[] budget = new long[placement.stages()];
         boolean gpu = placement.output().isGpu();
         for (int i = 0; i < budget.length; i++) {
-            if (gb > 0) {
-                budget[i] = (long) (gb * (1L << 30));
+            if (cfg.rollout().kvCacheGb() > 0) {
+                budget[i] = cfg.rollout().kvCacheBytes();
             } else if (gpu) {
                 var u = ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.devices().get(i));
                 // the prefill's activations come on top of the cache while it is being filled
