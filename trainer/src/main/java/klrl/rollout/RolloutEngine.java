@@ -83,7 +83,7 @@ public final class RolloutEngine {
             rows = Math.min(rows, b == Long.MAX_VALUE ? Long.MAX_VALUE : Math.max(0, b) / bytesPerSequence);
         }
         if (rows < 1) {
-            throw new klrl.util.UserError("the KV cache of one sequence (" + bytesPerSequence / (1 << 20) + " MiB per device)"
+            throw new klrl.util.UserError("the KV cache of one sequence (" + String.format(java.util.Locale.ROOT, "%.3f", bytesPerSequence / (double) (1 << 20)) + " MiB per device)"
                     + " does not fit: raise rollout.kv_cache_gb or rollout.gpu_memory_utilization, or lower"
                     + " rollout.max_new_tokens / data.max_prompt_tokens (or rollout.prefill_gb, which the free-memory"
                     + " sizing leaves free)");
