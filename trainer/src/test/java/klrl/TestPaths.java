@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
-/** Where tests find real data; a missing folder fails the test, it never skips it. */
+/** Where tests find real data, all inside the project; a missing folder fails the test, it never skips it. */
 public final class TestPaths {
     private TestPaths() {}
 
@@ -15,10 +15,10 @@ public final class TestPaths {
         return p;
     }
 
-    /** The project lead's real tokenizer/config files, beside the checkout (../shared/models). */
-    public static Path shared(String model) {
-        Path p = Path.of("../../shared/models").resolve(model).toAbsolutePath().normalize();
-        assertTrue(Files.isDirectory(p), "missing shared model files " + p + " (the checkout needs ../shared beside it)");
+    /** Real tokenizer and config files of a published model ("qwen2.5", "llama3.1"; no weights). */
+    public static Path model(String name) {
+        Path p = Path.of("src/test/resources/models").resolve(name).toAbsolutePath();
+        assertTrue(Files.isDirectory(p), "missing model files " + p);
         return p;
     }
 }

@@ -75,11 +75,11 @@ class CliTest {
     void templateCommandPrintsTheRenderedPrompt() throws Exception {
         Path msgs = tmp.resolve("m.json");
         Files.writeString(msgs, "[{\"role\":\"user\",\"content\":\"What is 2+3?\"}]");
-        Result r = run("template", "--model", TestPaths.shared("qwen2.5").toString(), "--messages", msgs.toString());
+        Result r = run("template", "--model", TestPaths.model("qwen2.5").toString(), "--messages", msgs.toString());
         assertEquals(0, r.code(), r.err());
         assertEquals("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
                 + "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n", r.out());
-        Result r2 = run("template", "--model", TestPaths.shared("qwen2.5").toString(), "--messages", msgs.toString(), "--no-generation-prompt");
+        Result r2 = run("template", "--model", TestPaths.model("qwen2.5").toString(), "--messages", msgs.toString(), "--no-generation-prompt");
         assertTrue(r2.out().endsWith("What is 2+3?<|im_end|>\n"));
     }
 

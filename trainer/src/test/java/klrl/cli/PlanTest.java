@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Test;
 /** The memory plan for the paper's two models, from their real config.json files. */
 class PlanTest {
     static ModelConfig model(String name) {
-        return ModelConfig.load(TestPaths.shared(name));
+        return ModelConfig.load(TestPaths.model(name));
     }
 
     @Test
@@ -48,7 +48,7 @@ class PlanTest {
     @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
-                TestPaths.shared("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
+                TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("\"parameters\":7615616512") && r.out().contains("\"fits\":true"), r.out());
     }

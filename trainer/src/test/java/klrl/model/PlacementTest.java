@@ -78,7 +78,7 @@ class PlacementTest {
     @Test
     void balancedSplitIsOptimalForThePaperModels() {
         for (String name : new String[] {"qwen2.5", "llama3.1"}) {
-            ModelConfig c = ModelConfig.load(TestPaths.shared(name));
+            ModelConfig c = ModelConfig.load(TestPaths.model(name));
             for (int n : new int[] {2, 3, 4, 8}) {
                 Placement p = Placement.balanced(gpus(n), c);
                 int[] counts = p.layerCounts();
@@ -94,7 +94,7 @@ class PlacementTest {
 
     @Test
     void parametersGoWhereThePlacementSays() {
-        ModelConfig c = ModelConfig.load(TestPaths.shared("qwen2.5"));
+        ModelConfig c = ModelConfig.load(TestPaths.model("qwen2.5"));
         Placement p = Placement.balanced(gpus(4), c);
         assertEquals(Device.gpu(0), Decoder.deviceOf("model.embed_tokens.weight", p));
         assertEquals(Device.gpu(3), Decoder.deviceOf("lm_head.weight", p));

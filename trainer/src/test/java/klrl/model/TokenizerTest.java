@@ -27,7 +27,7 @@ class TokenizerTest {
 
     @Test
     void qwenEncodesDigitsOneByOneAndKnowsItsSpecialTokens() {
-        try (Tokenizer t = Tokenizer.load(TestPaths.shared("qwen2.5"))) {
+        try (Tokenizer t = Tokenizer.load(TestPaths.model("qwen2.5"))) {
             assertEquals(8, t.encode("12+34=46").length);
             assertEquals(151643, t.tokenId("<|endoftext|>"));
             assertEquals(151644, t.tokenId("<|im_start|>"));
@@ -40,7 +40,7 @@ class TokenizerTest {
 
     @Test
     void llamaKnowsItsSpecialTokensAndStopIds() {
-        try (Tokenizer t = Tokenizer.load(TestPaths.shared("llama3.1"))) {
+        try (Tokenizer t = Tokenizer.load(TestPaths.model("llama3.1"))) {
             assertEquals(128000, t.tokenId("<|begin_of_text|>"));
             assertEquals(128009, t.tokenId("<|eot_id|>"));
             assertEquals(List.of(128001L, 128008L, 128009L), t.eosIds());
@@ -50,7 +50,7 @@ class TokenizerTest {
     @Test
     void realTokenizersRoundTrip() {
         for (String model : List.of("qwen2.5", "llama3.1")) {
-            try (Tokenizer t = Tokenizer.load(TestPaths.shared(model))) {
+            try (Tokenizer t = Tokenizer.load(TestPaths.model(model))) {
                 for (String s : TEXTS) {
                     long[] ids = t.encode(s);
                     assertTrue(ids.length > 0);
@@ -65,7 +65,7 @@ class TokenizerTest {
 
     @Test
     void longInputsAreNotTruncated() {
-        try (Tokenizer t = Tokenizer.load(TestPaths.shared("qwen2.5"))) {
+        try (Tokenizer t = Tokenizer.load(TestPaths.model("qwen2.5"))) {
             String s = "1 ".repeat(3000);
             assertEquals(6000, t.encode(s).length);
         }
@@ -98,7 +98,7 @@ class TokenizerTest {
         int n = 0;
         for (JsonNode c : cases) {
             String model = c.get("model").asText();
-            Path dir = model.contains("-") ? TestPaths.fixture(model) : TestPaths.shared(model);
+            Path dir = model.contains("-") ? TestPaths.fixture(model) : TestPaths.model(model);
             List<ChatTemplate.Message> msgs = new ArrayList<>();
             c.get("messages").forEach(m -> msgs.add(new ChatTemplate.Message(m.get("role").asText(), m.get("content").asText())));
             try (Tokenizer t = Tokenizer.load(dir)) {
@@ -131,7 +131,7 @@ class TokenizerTest {
 
     @Test
     void byteLevelEncodingMatchesQwenIds() {
-        try (Tokenizer t = Tokenizer.load(TestPaths.shared("qwen2.5"))) {
+        try (Tokenizer t = Tokenizer.load(TestPaths.model("qwen2.5"))) {
             // byte-level BPE: "a" is id 64 (GPT-2 byte order: '!' is 0), " " alone is 220 ("Ġ")
             assertArrayEquals(new long[] {64}, t.encode("a"));
             assertArrayEquals(new long[] {220}, t.encode(" "));

@@ -348,7 +348,7 @@ class RolloutEngineTest {
                 List.of("数学"), List.of(" problem"), List.of("≤ 1"), List.of("never appears", "boxed{5/6}"),
                 List.of("not in the text"));
         for (String name : List.of("qwen2.5", "llama3.1")) {
-            try (klrl.model.Tokenizer tok = klrl.model.Tokenizer.load(TestPaths.shared(name))) {
+            try (klrl.model.Tokenizer tok = klrl.model.Tokenizer.load(TestPaths.model(name))) {
                 long[] ids = tok.encode(text);
                 for (List<String> stops : stopSets) {
                     int full = -1, window = -1;
