@@ -35,12 +35,25 @@ public final class Checkpoints {
     public static final List<String> MODEL_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json");
 
-    /** Everything a checkpoint holds. */
+    /** The trainer's counters a checkpoint holds (trainer_state.json). */
     public record State(long step, long optimizerSteps, double klCoef, Map<String, Object> extra) {}
 
-    public static Path save(Path outputDir, Path baseModel, State state, Map<String, NDArray> weights, boolean lora,
-                            Map<String, Object> adapterConfig, Map<String, NDArray> valueHead,
-                            Map<String, NDArray> optimizer, int keep) throws IOException {
+    /**
+     * Everything a checkpoint holds.
+     *
+     * @param baseModel     the model folder training started from (its config and tokenizer files are copied)
+     * @param weights       full weights by HF name, or the LoRA adapters by PEFT name
+     * @param adapterConfig PEFT's adapter_config.json (LoRA only)
+     * @param valueHead     PPO's critic parameters, else null
+     */
+    public record Contents(State state, Path baseModel, Map<String, NDArray> weights, boolean lora,
+                           Map<String, Object> adapterConfig, Map<String, NDArray> valueHead, Map<String, NDArray> optimizer) {}
+
+    public static Path save(Path outputDir, Contents c, int keep) throws IOException {
+        State state = c.state();
+        Path baseModel = c.baseModel();
+        Map<String, NDArray> weights = c.weights();
+        boolean lora = c.lora();
         Path root = outputDir.resolve("checkpoints");
         Files.createDirectories(root);
         String name = String.format("step-%06d", state.step());
@@ -52,7 +65,7 @@ public final class Checkpoints {
             Files.move(tmp.resolve("adapter/model.safetensors"), tmp.resolve("adapter_model.safetensors"));
             deleteTree(tmp.resolve("adapter"));
             Json.writeAtomically(tmp.resolve("adapter_config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter()
-                    .writeValueAsString(adapterConfig));
+                    .writeValueAsString(c.adapterConfig()));
         } else {
             SafeTensors.write(tmp, weights, dtypeOf(weights), 4L << 30);
         }
@@ -61,10 +74,10 @@ public final class Checkpoints {
                 Files.copy(baseModel.resolve(f), tmp.resolve(f));
             }
         }
-        if (valueHead != null) {
-            writeSingle(tmp.resolve("value_head.safetensors"), valueHead);
+        if (c.valueHead() != null) {
+            writeSingle(tmp.resolve("value_head.safetensors"), c.valueHead());
         }
-        writeSingle(tmp.resolve("optimizer.safetensors"), optimizer);
+        writeSingle(tmp.resolve("optimizer.safetensors"), c.optimizer());
         ObjectNode st = Json.MAPPER.createObjectNode();
         st.put("step", state.step());
         st.put("optimizer_steps", state.optimizerSteps());
@@ -125,22 +138,6 @@ public final class Checkpoints {
             out.put(e.getKey(), SafeTensors.load(e.getValue(), m, DataType.FLOAT32));
         }
         return out;
-    }
-
-    /** Copies saved values into live tensors, checking names and shapes. */
-    public static void copyInto(Map<String, NDArray> live, Map<String, NDArray> saved, String where) {
-        for (var e : live.entrySet()) {
-            NDArray src = saved.get(e.getKey());
-            if (src == null || !src.getShape().equals(e.getValue().getShape())) {
-                throw new UserError(where + ": tensor '" + e.getKey() + "' is missing or has the wrong shape");
-            }
-            try (NDArray c = src.toType(e.getValue().getDataType(), true).toDevice(e.getValue().getDevice(), false)) {
-                // an indexed copy writes into the live tensor's own memory layout (Decoder.columnMajor);
-                // set(ByteBuffer) gives it a fresh row-major one: the same values, but other matmul
-                // kernels and so a resumed run that differs from the uninterrupted one in the last bits
-                e.getValue().set(new ai.djl.ndarray.index.NDIndex(":"), c);
-            }
-        }
     }
 
     private static void prune(Path root, int keep) throws IOException {

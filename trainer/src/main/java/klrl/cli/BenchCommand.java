@@ -134,8 +134,8 @@ public final class BenchCommand implements Callable<Integer> {
 
     /**
      * Warms up for at least two seconds (and one run), then runs f {@code repeats} times; median seconds.
-     * On two cores the JIT compiler competes with libtorch's threads for a while after start: one
-     * warm-up run of a short benchmark measured batch-1 decoding ~15% slow.
+     * On few cores the JIT compiler competes with libtorch's threads for a while after start, so a
+     * single warm-up run leaves the first timings slow.
      */
     double time(Runnable f) {
         long until = System.nanoTime() + 2_000_000_000L;
@@ -189,8 +189,8 @@ public final class BenchCommand implements Callable<Integer> {
 
     /**
      * Median seconds of one decode step at batch b for each context length: one cache per length,
-     * their steps interleaved, so that the machine's drift (this VM's speed wanders by up to 2×
-     * within a minute) reaches every length alike and their ratio stays meaningful.
+     * their steps interleaved, so that the machine's drift (a shared VM's speed can wander within a
+     * minute) reaches every length alike and their ratio stays meaningful.
      */
     double[] decodeSteps(Decoder model, NDManager root, int b, int[] ctxs) {
         try (NDManager m = root.newSubManager()) {

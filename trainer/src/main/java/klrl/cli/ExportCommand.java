@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import klrl.checkpoint.Checkpoints;
+import klrl.model.Lora;
 import klrl.model.SafeTensors;
 import klrl.util.Json;
 import klrl.util.UserError;
@@ -38,21 +39,8 @@ public final class ExportCommand implements Callable<Integer> {
             Map<String, NDArray> weights = new LinkedHashMap<>();
             SafeTensors.index(base).forEach((k, e) -> weights.put(k, SafeTensors.load(e, m, DataType.FLOAT32)));
             if (lora) {
-                JsonNode ac = Json.read(ckpt.resolve("adapter_config.json"));
-                double scale = ac.get("lora_alpha").asDouble() / ac.get("r").asDouble();
-                Map<String, NDArray> ad = Checkpoints.readAll(ckpt.resolve("adapter_model.safetensors"), m);
-                for (var e : ad.entrySet()) {
-                    if (!e.getKey().endsWith(".lora_A.weight")) {
-                        continue;
-                    }
-                    String stem = e.getKey().substring("base_model.model.".length(), e.getKey().length() - ".lora_A.weight".length());
-                    NDArray b = ad.get("base_model.model." + stem + ".lora_B.weight");
-                    NDArray w = weights.get(stem + ".weight");
-                    if (b == null || w == null) {
-                        throw new UserError(ckpt + "/adapter_model.safetensors: adapter '" + stem + "' has no lora_B or no base weight");
-                    }
-                    weights.put(stem + ".weight", w.add(b.matMul(e.getValue()).mul((float) scale)));
-                }
+                Lora.mergeInto(weights, Checkpoints.readAll(ckpt.resolve("adapter_model.safetensors"), m),
+                        Json.read(ckpt.resolve("adapter_config.json")), ckpt + "/adapter_model.safetensors");
             }
             for (String f : Checkpoints.MODEL_FILES) {
                 Path src = (lora ? base : ckpt).resolve(f);

@@ -5,7 +5,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
-import klrl.kl.KlToy;
+import klrl.toy.KlToy;
 import klrl.util.Json;
 import klrl.util.UserError;
 import picocli.CommandLine.Command;

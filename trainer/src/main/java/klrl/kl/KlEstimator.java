@@ -7,8 +7,8 @@ import klrl.util.UserError;
 
 /**
  * Per-token estimators of KL(π‖π_ref) from d = log π(y_t) − log π_ref(y_t), parsed once from a name.
- * A sealed hierarchy rather than string dispatch: a new estimator must be handled everywhere the
- * compiler checks a switch, and a typo fails at start-up listing the valid names.
+ * A sealed hierarchy parsed once rather than string dispatch: a typo fails at start-up listing the
+ * valid names, and a new estimator is one record plus its entry in {@link #ALL}.
  *
  * <p>Safeguards (on in training, off in the exact toy): k3 clamps −d to [−20, 20] before exp and its
  * result to [−10, 10], as verl's low_var_kl does, so one token with a huge ratio cannot overflow the
@@ -23,6 +23,11 @@ public sealed interface KlEstimator {
      * @param fullKl exact per-token KL Σ_v π log(π/π_ref) from full logits, [B,T]; only {@link Full} reads it
      */
     NDArray perToken(NDArray logp, NDArray refLogp, NDArray fullKl, boolean safeguards);
+
+    /** Whether {@link #perToken} reads the exact KL from full logits, which callers then compute. */
+    default boolean needsFullLogits() {
+        return false;
+    }
 
     /** k1 = d: unbiased for KL, high variance, can be negative per token. */
     record K1() implements KlEstimator {
@@ -78,6 +83,11 @@ public sealed interface KlEstimator {
     record Full() implements KlEstimator {
         public String name() {
             return "full";
+        }
+
+        @Override
+        public boolean needsFullLogits() {
+            return true;
         }
 
         public NDArray perToken(NDArray logp, NDArray refLogp, NDArray fullKl, boolean safeguards) {

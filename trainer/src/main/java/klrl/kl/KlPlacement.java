@@ -15,6 +15,11 @@ public sealed interface KlPlacement {
     /** Token-level rewards after the KL penalty: scores − β·k (k detached), or scores unchanged. */
     NDArray shapeRewards(NDArray tokenScores, NDArray k, NDArray mask, double beta);
 
+    /** Whether {@link #shapeRewards} changes the rewards (then the estimate of the behaviour policy is needed there). */
+    default boolean shapesRewards() {
+        return false;
+    }
+
     /**
      * The KL part of the loss, or null when the placement adds none.
      *
@@ -28,6 +33,11 @@ public sealed interface KlPlacement {
     record Reward() implements KlPlacement {
         public String name() {
             return "reward";
+        }
+
+        @Override
+        public boolean shapesRewards() {
+            return true;
         }
 
         public NDArray shapeRewards(NDArray s, NDArray k, NDArray mask, double beta) {

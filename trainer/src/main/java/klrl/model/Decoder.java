@@ -133,12 +133,11 @@ public final class Decoder implements AutoCloseable {
     /**
      * The same [out, in] matrix stored column-major, i.e. in the memory of its transpose. x·Wᵀ then
      * reaches MKL as a GEMM with no transposed operand, which on CPU is much faster for the few rows
-     * of decoding (2 Zen 4 cores, MKL's AVX-512 kernels: the benchmark model's lm_head at 16 rows
-     * 890 → 380 µs, a 704×256 projection 74 → 27 µs; batch-16 greedy decoding ~1.6×).
+     * of decoding (numbers in src/site/markdown/benchmarks.md).
      * Shape, names, values, gradients and saved files are unchanged: DJL reads tensors out in
-     * row-major order. Values written back go through an indexed copy (Checkpoints.copyInto), which
-     * keeps this layout; set(ByteBuffer) keeps the values but not the layout. Only on CPU: nothing has
-     * measured cuBLAS either way.
+     * row-major order. Values written back go through an indexed copy (SafeTensors.copyInto), which
+     * keeps this layout; set(ByteBuffer) keeps the values but not the layout. Only on CPU, where it
+     * was measured.
      */
     static NDArray columnMajor(NDArray w) {
         NDArray t = w.transpose();
@@ -188,9 +187,23 @@ public final class Decoder implements AutoCloseable {
         return out;
     }
 
-    /** With adapters off the model is the frozen base: the reference policy at no extra memory. */
-    public void setAdaptersEnabled(boolean on) {
-        adaptersEnabled = on;
+    /**
+     * Turns the LoRA adapters off until the returned scope closes: the model is then the frozen base,
+     * the reference policy at no extra memory. A model without adapters is unaffected.
+     */
+    public AdaptersOff adaptersOff() {
+        adaptersEnabled = false;
+        return new AdaptersOff();
+    }
+
+    /** The scope of {@link #adaptersOff}; closing it turns the adapters back on, also when the pass threw. */
+    public final class AdaptersOff implements AutoCloseable {
+        private AdaptersOff() {}
+
+        @Override
+        public void close() {
+            adaptersEnabled = true;
+        }
     }
 
     /** Training mode turns on LoRA dropout. */
@@ -201,10 +214,6 @@ public final class Decoder implements AutoCloseable {
     /** Parameters by HF name, in checkpoint order (the optimizer and checkpoints use this view). */
     public Map<String, NDArray> parameters() {
         return params;
-    }
-
-    public NDManager manager() {
-        return manager;
     }
 
     /**
@@ -345,10 +354,9 @@ public final class Decoder implements AutoCloseable {
     /** One decoder layer: rows x [B·T,E] → [B·T,E], x already on the layer's device ({@link #toLayer}). */
     public NDArray layer(int li, NDArray x, Pass pass) {
         Pass p = pass.at(placement.layer(li)); // out here: later layers on this device reuse the copy
-        // Its intermediates go when it returns (Nd.scoped). Under the caller's scope alone every layer's
-        // activations stayed alive until the pass ended: a prefill held its attention scores once per
-        // layer (8 × 1,024 tokens through the 4-layer benchmark model: 4.3 GB), and checkpointed stages
-        // held every recomputed layer's activations.
+        // Its intermediates go when it returns (Nd.scoped): under the caller's scope alone every
+        // layer's activations would stay alive until the pass ended, so a prefill would hold its
+        // attention scores once per layer and checkpointed stages every recomputed layer's activations.
         return klrl.util.Nd.scoped(() -> layerOps(li, x, p));
     }
 

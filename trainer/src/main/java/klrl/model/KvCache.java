@@ -12,7 +12,7 @@ import ai.djl.ndarray.types.Shape;
  *
  * <p>Keys are kept transposed because attention reads them as the right operand of q·Kᵀ: a prefix
  * of [D,capacity] rows is a plain row-major matrix to the GEMM, while a transposed view of [S,D]
- * rows made MKL run q·Kᵀ at batch 16 2–3× slower (60 vs 150 µs a layer at 548 keys, 2 Zen 4 cores).
+ * rows sends MKL down a slower transposed-operand path (see src/site/markdown/benchmarks.md).
  */
 public final class KvCache {
     private final NDArray[] keys, values;

@@ -327,4 +327,20 @@ public final class SafeTensors {
             return f.toFloatArray();
         }
     }
+
+    /** Copies saved values into live tensors, checking names and shapes. */
+    public static void copyInto(Map<String, NDArray> live, Map<String, NDArray> saved, String where) {
+        for (var e : live.entrySet()) {
+            NDArray src = saved.get(e.getKey());
+            if (src == null || !src.getShape().equals(e.getValue().getShape())) {
+                throw new UserError(where + ": tensor '" + e.getKey() + "' is missing or has the wrong shape");
+            }
+            try (NDArray c = src.toType(e.getValue().getDataType(), true).toDevice(e.getValue().getDevice(), false)) {
+                // an indexed copy writes into the live tensor's own memory layout (Decoder.columnMajor);
+                // set(ByteBuffer) gives it a fresh row-major one: the same values, but other matmul
+                // kernels and so a resumed run that differs from the uninterrupted one in the last bits
+                e.getValue().set(new ai.djl.ndarray.index.NDIndex(":"), c);
+            }
+        }
+    }
 }

@@ -178,7 +178,7 @@ public final class AdamW implements AutoCloseable {
 
     public void restore(Map<String, NDArray> tensors, long steps, double scale) {
         // the same names the checkpoint was written with, checked and copied as every other restore
-        klrl.checkpoint.Checkpoints.copyInto(stateTensors(), tensors, "optimizer.safetensors");
+        klrl.model.SafeTensors.copyInto(stateTensors(), tensors, "optimizer.safetensors");
         lossScale = scale;
         t = steps;
     }

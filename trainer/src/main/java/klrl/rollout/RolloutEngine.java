@@ -109,160 +109,217 @@ public final class RolloutEngine {
 
     /** @param rowOffset global index of this call's first sample (seeds its random stream) */
     private List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent, int rowOffset) {
-        int n = p.n();
-        int batch = prompts.size() * n;
-        int maxPrompt = prompts.stream().mapToInt(a -> a.length).max().orElse(0);
-        if (maxPrompt == 0) {
-            throw new IllegalArgumentException("empty prompt");
-        }
-        int cap = maxPrompt + p.maxNewTokens();
-        boolean padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);
-        long[][] out = new long[batch][p.maxNewTokens()];
-        float[][] lps = new float[batch][p.maxNewTokens()];
-        int[] len = new int[batch];
-        String[] reason = new String[batch];
-        SplittableRandom[] rngs = new SplittableRandom[batch];
-        int np = prompts.size();
-        long[] ids = new long[np * maxPrompt];   // one row per prompt: its n samples share the prefill
-        long[] valid = new long[batch * maxPrompt];
-        long[] nextPos = new long[batch];
-        for (int r = 0; r < batch; r++) {
-            long[] pr = prompts.get(r / n);
-            int pad = maxPrompt - pr.length;
-            for (int j = 0; j < pr.length; j++) {
-                ids[(r / n) * maxPrompt + pad + j] = pr[j];
-                valid[r * maxPrompt + pad + j] = 1;
-            }
-            nextPos[r] = pr.length;
-            rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + rowOffset + r);
-        }
+        Batch b = new Batch(prompts, p, rowOffset);
         try (NDManager m = parent.newSubManager()) {
             Sampler sampler = new Sampler(p, model.config.vocabSize(), m);
-            // Additive key mask over the whole capacity: prompt padding masked, generated columns open.
-            NDArray keyValid = m.create(valid, new Shape(batch, maxPrompt));
-            NDArray decodeMask = NDArrays.concat(new NDList(
-                    keyValid.toType(model.dtype, false).sub(1).mul(model.dtype == DataType.FLOAT16 ? 30000f : 1e9f),
-                    m.zeros(new Shape(batch, p.maxNewTokens()), model.dtype)), 1);
-            int[] rows = new int[batch]; // active row -> sample index
-            for (int r = 0; r < batch; r++) {
-                rows[r] = r;
-            }
-            long[] tok = new long[batch];
-            float[] lp = new float[batch];
-            // Prefill once per prompt, into the cache row of its first sample, in groups of prompts whose
-            // activations fit the budget: a group holds its B·H·T² attention scores (and their fp32
-            // softmax) at once, which for a KV-cache-full batch of long prompts would outgrow the cache
-            // itself. Each sample then draws its first token from its prompt's last-position logits with
-            // its own random stream, and the prompt's cache row is copied to its other samples in place.
-            KvCache cache = new KvCache(model, m, batch, cap);
-            int group = prefillGroup(np, maxPrompt);
-            for (int p0 = 0; p0 < np; p0 += group) {
-                int p1 = Math.min(np, p0 + group);
-                try (NDScope scope = new NDScope()) {
-                    NDArray idArr = m.create(Arrays.copyOfRange(ids, p0 * maxPrompt, p1 * maxPrompt), new Shape(p1 - p0, maxPrompt));
-                    NDArray promptValid = JniUtils.slice((PtNDArray) keyValid, 0, (long) p0 * n, (long) p1 * n, n);
-                    NDArray pos = promptValid.cumSum(1).sub(1).maximum(0);
-                    NDArray mask = model.attentionMask(promptValid, 0, maxPrompt);
-                    NDArray h = model.hidden(idArr, pos, mask, cache.rows(p0 * n, p1 * n, n), 0);
-                    NDArray last = model.logits(JniUtils.slice((PtNDArray) h, 1, maxPrompt - 1, maxPrompt, 1)).squeeze(1); // [P,V]
-                    NDArray perSample = n == 1 ? last : last.repeat(0, n);                                                   // [P·n,V]
-                    NDArray[] sm = sampler.sample(perSample, Arrays.copyOfRange(rows, p0 * n, p1 * n), rngs);
-                    System.arraycopy(sm[0].toLongArray(), 0, tok, p0 * n, (p1 - p0) * n);
-                    System.arraycopy(sm[1].toFloatArray(), 0, lp, p0 * n, (p1 - p0) * n);
-                }
-            }
-            if (n > 1) {
-                cache.copyFirstOfEach(n, maxPrompt);
-            }
-            int cur = maxPrompt; // cache index of the next token
-            int active = batch;
-            for (int step = 0; ; step++) {
-                // Record the sampled tokens and see who finished.
-                int done = 0;
-                for (int a = 0; a < active; a++) {
-                    int r = rows[a];
-                    if (reason[r] != null) {
-                        done++;
-                        continue;
-                    }
-                    out[r][len[r]] = tok[a];
-                    lps[r][len[r]] = lp[a];
-                    len[r]++;
-                    nextPos[r]++;
-                    if (eosIds.contains(tok[a])) {
-                        reason[r] = "eos";
-                    } else if (!p.stopStrings().isEmpty() && endsInStop(out[r], len[r], p.stopStrings(), detokenize)) {
-                        reason[r] = "stop";
-                    } else if (len[r] == p.maxNewTokens()) {
-                        reason[r] = "length";
-                    }
-                    if (reason[r] != null) {
-                        done++;
-                    }
-                }
-                if (done == active) {
+            b.allocate(m);
+            prefill(b, sampler, m);
+            for (int cur = b.maxPrompt; ; cur++) { // cur: cache index of the next token
+                int done = record(b);
+                if (done == b.active) {
                     break;
                 }
                 // Drop finished rows once they are a quarter of the batch: copying the cache costs
                 // about one decode step, so compacting every time a row ends would cost more than it saves.
-                if (done > 0 && done * 4 >= active) {
-                    int[] keep = new int[active - done];
-                    long[] keepIdx = new long[active - done];
-                    int w = 0;
-                    for (int a = 0; a < active; a++) {
-                        if (reason[rows[a]] == null) {
-                            keep[w] = rows[a];
-                            keepIdx[w] = a;
-                            w++;
-                        }
-                    }
-                    NDArray sel = m.create(keepIdx);
-                    cache.select(sel);
-                    NDArray dm = decodeMask.get(sel);
-                    decodeMask.close();
-                    decodeMask = dm;
-                    long[] newTok = new long[w];
-                    for (int i = 0; i < w; i++) {
-                        newTok[i] = tok[(int) keepIdx[i]];
-                    }
-                    tok = newTok;
-                    rows = keep;
-                    active = w;
-                    sel.close();
+                if (done > 0 && done * 4 >= b.active) {
+                    compact(b, m);
                 }
-                // One decode step for the active rows.
-                try (NDScope scope = new NDScope()) {
-                    long[] posArr = new long[active];
-                    for (int a = 0; a < active; a++) {
-                        posArr[a] = nextPos[rows[a]] - 1;
-                    }
-                    NDArray idArr = m.create(tok, new Shape(active, 1));
-                    NDArray pos = m.create(posArr, new Shape(active, 1));
-                    // without prompt padding every cached key is visible: no mask to add
-                    NDArray mask = !padded ? null
-                            : JniUtils.slice((PtNDArray) decodeMask, 1, 0, cur + 1, 1).reshape(active, 1, 1, 1, cur + 1);
-                    NDArray h = model.hidden(idArr, pos, mask, cache, cur);
-                    NDArray logits = model.logits(h).squeeze(1);
-                    NDArray[] s = sampler.sample(logits, rows, rngs);
-                    tok = s[0].toLongArray();
-                    lp = s[1].toFloatArray();
-                }
-                cur++;
+                decodeStep(b, sampler, cur, m);
             }
         }
-        List<Sample> samples = new ArrayList<>(batch);
-        for (int r = 0; r < batch; r++) {
-            samples.add(new Sample(r / n, prompts.get(r / n), Arrays.copyOf(out[r], len[r]),
-                    Arrays.copyOf(lps[r], len[r]), reason[r]));
+        return b.samples();
+    }
+
+    /**
+     * One rollout call's state: prompts left-padded to the longest, n sample rows per prompt, each with
+     * its own random stream; the rows still decoding ({@code rows[0, active)} → sample index) with
+     * their last sampled token and its log-prob; what each sample has generated and why it stopped.
+     */
+    private final class Batch {
+        final List<long[]> prompts;
+        final SamplingParams p;
+        final int n, size, maxPrompt;
+        final boolean padded;
+        final long[][] out;
+        final float[][] lps;
+        final int[] len;
+        final String[] reason;
+        final SplittableRandom[] rngs;
+        final long[] ids;    // one row per prompt: its n samples share the prefill
+        final long[] valid;  // one row per sample
+        final long[] nextPos;
+        int[] rows;
+        long[] tok;
+        float[] lp;
+        int active;
+        KvCache cache;
+        NDArray keyValid, decodeMask;
+
+        Batch(List<long[]> prompts, SamplingParams p, int rowOffset) {
+            this.prompts = prompts;
+            this.p = p;
+            n = p.n();
+            size = prompts.size() * n;
+            maxPrompt = prompts.stream().mapToInt(a -> a.length).max().orElse(0);
+            if (maxPrompt == 0) {
+                throw new IllegalArgumentException("empty prompt");
+            }
+            padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);
+            out = new long[size][p.maxNewTokens()];
+            lps = new float[size][p.maxNewTokens()];
+            len = new int[size];
+            reason = new String[size];
+            rngs = new SplittableRandom[size];
+            ids = new long[prompts.size() * maxPrompt];
+            valid = new long[size * maxPrompt];
+            nextPos = new long[size];
+            for (int r = 0; r < size; r++) {
+                long[] pr = prompts.get(r / n);
+                int pad = maxPrompt - pr.length;
+                for (int j = 0; j < pr.length; j++) {
+                    ids[(r / n) * maxPrompt + pad + j] = pr[j];
+                    valid[r * maxPrompt + pad + j] = 1;
+                }
+                nextPos[r] = pr.length;
+                rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + rowOffset + r);
+            }
+            rows = new int[size];
+            for (int r = 0; r < size; r++) {
+                rows[r] = r;
+            }
+            tok = new long[size];
+            lp = new float[size];
+            active = size;
         }
-        return samples;
+
+        /** The KV cache over the whole capacity and the additive key mask: prompt padding masked, generated columns open. */
+        void allocate(NDManager m) {
+            cache = new KvCache(model, m, size, maxPrompt + p.maxNewTokens());
+            keyValid = m.create(valid, new Shape(size, maxPrompt));
+            decodeMask = NDArrays.concat(new NDList(
+                    keyValid.toType(model.dtype, false).sub(1).mul(model.dtype == DataType.FLOAT16 ? 30000f : 1e9f),
+                    m.zeros(new Shape(size, p.maxNewTokens()), model.dtype)), 1);
+        }
+
+        List<Sample> samples() {
+            List<Sample> samples = new ArrayList<>(size);
+            for (int r = 0; r < size; r++) {
+                samples.add(new Sample(r / n, prompts.get(r / n), Arrays.copyOf(out[r], len[r]),
+                        Arrays.copyOf(lps[r], len[r]), reason[r]));
+            }
+            return samples;
+        }
+    }
+
+    /**
+     * Prefills once per prompt, into the cache row of its first sample, in groups of prompts whose
+     * activations fit the budget: a group holds its B·H·T² attention scores (and their fp32 softmax)
+     * at once, which for a KV-cache-full batch of long prompts would outgrow the cache itself. Each
+     * sample then draws its first token from its prompt's last-position logits with its own random
+     * stream, and the prompt's cache row is copied to its other samples in place.
+     */
+    private void prefill(Batch b, Sampler sampler, NDManager m) {
+        int np = b.prompts.size(), n = b.n, t = b.maxPrompt;
+        int group = prefillGroup(np, t);
+        for (int p0 = 0; p0 < np; p0 += group) {
+            int p1 = Math.min(np, p0 + group);
+            try (NDScope scope = new NDScope()) {
+                NDArray idArr = m.create(Arrays.copyOfRange(b.ids, p0 * t, p1 * t), new Shape(p1 - p0, t));
+                NDArray promptValid = JniUtils.slice((PtNDArray) b.keyValid, 0, (long) p0 * n, (long) p1 * n, n);
+                NDArray pos = promptValid.cumSum(1).sub(1).maximum(0);
+                NDArray mask = model.attentionMask(promptValid, 0, t);
+                NDArray h = model.hidden(idArr, pos, mask, b.cache.rows(p0 * n, p1 * n, n), 0);
+                NDArray last = model.logits(JniUtils.slice((PtNDArray) h, 1, t - 1, t, 1)).squeeze(1); // [P,V]
+                NDArray perSample = n == 1 ? last : last.repeat(0, n);                                 // [P·n,V]
+                NDArray[] sm = sampler.sample(perSample, Arrays.copyOfRange(b.rows, p0 * n, p1 * n), b.rngs);
+                System.arraycopy(sm[0].toLongArray(), 0, b.tok, p0 * n, (p1 - p0) * n);
+                System.arraycopy(sm[1].toFloatArray(), 0, b.lp, p0 * n, (p1 - p0) * n);
+            }
+        }
+        if (n > 1) {
+            b.cache.copyFirstOfEach(n, t);
+        }
+    }
+
+    /** Appends each active row's sampled token, marks rows that finished (eos, stop string, length); returns how many active rows are done. */
+    private int record(Batch b) {
+        int done = 0;
+        for (int a = 0; a < b.active; a++) {
+            int r = b.rows[a];
+            if (b.reason[r] != null) {
+                done++;
+                continue;
+            }
+            b.out[r][b.len[r]] = b.tok[a];
+            b.lps[r][b.len[r]] = b.lp[a];
+            b.len[r]++;
+            b.nextPos[r]++;
+            if (eosIds.contains(b.tok[a])) {
+                b.reason[r] = "eos";
+            } else if (!b.p.stopStrings().isEmpty() && endsInStop(b.out[r], b.len[r], b.p.stopStrings(), detokenize)) {
+                b.reason[r] = "stop";
+            } else if (b.len[r] == b.p.maxNewTokens()) {
+                b.reason[r] = "length";
+            }
+            if (b.reason[r] != null) {
+                done++;
+            }
+        }
+        return done;
+    }
+
+    /** Keeps only the unfinished rows: their cache rows, mask rows and last tokens. */
+    private void compact(Batch b, NDManager m) {
+        int w = 0;
+        long[] keepIdx = new long[b.active];
+        int[] keep = new int[b.active];
+        for (int a = 0; a < b.active; a++) {
+            if (b.reason[b.rows[a]] == null) {
+                keep[w] = b.rows[a];
+                keepIdx[w] = a;
+                w++;
+            }
+        }
+        keepIdx = Arrays.copyOf(keepIdx, w);
+        NDArray sel = m.create(keepIdx);
+        b.cache.select(sel);
+        NDArray dm = b.decodeMask.get(sel);
+        b.decodeMask.close();
+        b.decodeMask = dm;
+        long[] newTok = new long[w];
+        for (int i = 0; i < w; i++) {
+            newTok[i] = b.tok[(int) keepIdx[i]];
+        }
+        b.tok = newTok;
+        b.rows = Arrays.copyOf(keep, w);
+        b.active = w;
+        sel.close();
+    }
+
+    /** One decode step for the active rows: their last tokens at cache index {@code cur} → the next tokens. */
+    private void decodeStep(Batch b, Sampler sampler, int cur, NDManager m) {
+        try (NDScope scope = new NDScope()) {
+            long[] posArr = new long[b.active];
+            for (int a = 0; a < b.active; a++) {
+                posArr[a] = b.nextPos[b.rows[a]] - 1;
+            }
+            NDArray idArr = m.create(b.tok, new Shape(b.active, 1));
+            NDArray pos = m.create(posArr, new Shape(b.active, 1));
+            // without prompt padding every cached key is visible: no mask to add
+            NDArray mask = !b.padded ? null
+                    : JniUtils.slice((PtNDArray) b.decodeMask, 1, 0, cur + 1, 1).reshape(b.active, 1, 1, 1, cur + 1);
+            NDArray h = model.hidden(idArr, pos, mask, b.cache, cur);
+            NDArray logits = model.logits(h).squeeze(1);
+            NDArray[] s = sampler.sample(logits, b.rows, b.rngs);
+            b.tok = s[0].toLongArray();
+            b.lp = s[1].toFloatArray();
+        }
     }
 
     /**
      * Whether the text of {@code generated[0, len)} contains a stop string, checked each time a token
-     * is added. Decoding the whole response every step cost O(length²) per sample (the Qwen2.5
-     * tokenizer decodes ~0.2 µs a token: 1.4–1.7 s over one 4,096-token response, while the check runs on
-     * the decode loop's thread). An occurrence that completes with the newest token lies in the last
+     * is added. Decoding the whole response every step would cost O(length²) per sample, on the
+     * decode loop's thread. An occurrence that completes with the newest token lies in the last
      * {@code maxBytes} bytes of the text, so a tail window decides: counted in tokens (byte-level BPE
      * tokens are ≥ 1 byte; special ones may decode to nothing) and doubled until its text is long
      * enough. 9 bytes of slack cover a window that starts inside a multi-byte character (≤ 3 × U+FFFD)
@@ -295,9 +352,8 @@ public final class RolloutEngine {
      *
      * <p>Made once per rollout: the scalar operands live on the device for the whole decode loop.
      * DJL turns a Java number operand into a fresh one-element tensor on every call, and an NDIndex
-     * string is parsed on every call; at batch 16 each such op cost 30–70 µs against 2–15 µs for
-     * the same op on a ready tensor or through a direct slice, which made sampling at T = 1 cost a
-     * quarter of a decode step.
+     * string is parsed on every call; both cost several times the op itself at decoding's small
+     * shapes, against a ready tensor or a direct slice.
      */
     static final class Sampler {
         private final SamplingParams p;

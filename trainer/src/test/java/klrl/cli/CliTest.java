@@ -13,10 +13,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import klrl.TestPaths;
 import klrl.util.Json;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /** The commands as users and acceptance checks call them, in-process. */
+@Tag("e2e") // whole runs and subprocesses: after the unit tests
 class CliTest {
     @TempDir Path tmp;
 

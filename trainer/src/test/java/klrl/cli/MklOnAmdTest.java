@@ -12,6 +12,7 @@ import java.util.ArrayList;
 import java.util.List;
 import klrl.TestPaths;
 import klrl.util.Json;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -19,6 +20,7 @@ import org.junit.jupiter.api.io.TempDir;
  * scripts/mkl-on-amd.c, preloaded as scripts/env.sh preloads it, must switch MKL's kernels (the
  * process reports it) and leave results within float rounding of MKL's own choice.
  */
+@Tag("e2e") // whole runs and subprocesses: after the unit tests
 class MklOnAmdTest {
     @TempDir Path tmp;
 

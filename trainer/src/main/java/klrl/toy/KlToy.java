@@ -1,4 +1,4 @@
-package klrl.kl;
+package klrl.toy;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -12,6 +12,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 import klrl.advantage.AdvantageEstimator;
+import klrl.kl.KlEstimator;
+import klrl.kl.KlPlacement;
 import klrl.loss.Aggregation;
 import klrl.loss.LossConfig;
 import klrl.loss.LossTerm;

@@ -1,4 +1,4 @@
-package klrl.kl;
+package klrl.toy;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -1,0 +1,93 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDManager;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+import klrl.config.TrainConfig;
+import klrl.data.Example;
+import klrl.data.Prompts;
+import klrl.metrics.MetricsLog;
+import klrl.model.Decoder;
+import klrl.model.Tokenizer;
+import klrl.reward.RewardPool;
+import klrl.rollout.RolloutEngine;
+import klrl.rollout.Sample;
+import klrl.rollout.SamplingParams;
+
+/** Greedy accuracy and mean@k of the policy on held-out sets, with the rollout engine and the verifier. */
+public final class Evaluator {
+    private static final int BATCH = 64;
+    private final Decoder policy;
+    private final RolloutEngine engine;
+    private final Prompts prompts;
+    private final Tokenizer tok;
+    private final RewardPool rewards;
+    private final TrainConfig cfg;
+    private final NDManager root;
+
+    Evaluator(Decoder policy, RolloutEngine engine, Prompts prompts, Tokenizer tok, RewardPool rewards, TrainConfig cfg,
+              NDManager root) {
+        this.policy = policy;
+        this.engine = engine;
+        this.prompts = prompts;
+        this.tok = tok;
+        this.rewards = rewards;
+        this.cfg = cfg;
+        this.root = root;
+    }
+
+    /** Evaluates every set, writes one metrics line per set and prints a summary line. */
+    void evaluateAll(Map<String, List<Example>> sets, long step, long seed, MetricsLog metrics, Consumer<String> console) {
+        for (var e : sets.entrySet()) {
+            Map<String, Object> r = evaluate(e.getValue(), seed);
+            Map<String, Object> line = new LinkedHashMap<>();
+            line.put("step", step);
+            line.put("eval_set", e.getKey());
+            line.putAll(r);
+            metrics.write(line);
+            console.accept(String.format("eval %s @ step %d: greedy accuracy %.3f%s", e.getKey(), step,
+                    (double) r.get("eval_accuracy"), r.containsKey("eval_mean_at_k")
+                            ? String.format(", mean@%d %.3f", cfg.eval().k(), (double) r.get("eval_mean_at_k")) : ""));
+        }
+    }
+
+    /** eval_accuracy (greedy), eval_mean_at_k and eval_k (with eval.k > 0), eval_examples. */
+    public Map<String, Object> evaluate(List<Example> exs, long seed) {
+        policy.setTraining(false);
+        int correct = 0, samplesCorrect = 0, samplesTotal = 0;
+        var rc = cfg.rollout();
+        for (int i = 0; i < exs.size(); i += BATCH) {
+            List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
+            List<long[]> ids = part.stream().map(prompts::ids).toList();
+            correct += correct(part, engine.generate(ids, SamplingParams.greedy(rc.maxNewTokens()), root));
+            if (cfg.eval().k() > 0) {
+                List<Sample> s = engine.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
+                        rc.topK(), cfg.eval().k(), rc.stop(), seed + i), root);
+                samplesCorrect += correct(part, s);
+                samplesTotal += s.size();
+            }
+        }
+        Map<String, Object> r = new LinkedHashMap<>();
+        r.put("eval_accuracy", (double) correct / exs.size());
+        if (samplesTotal > 0) {
+            r.put("eval_mean_at_k", (double) samplesCorrect / samplesTotal);
+            r.put("eval_k", cfg.eval().k());
+        }
+        r.put("eval_examples", exs.size());
+        return r;
+    }
+
+    private int correct(List<Example> part, List<Sample> samples) {
+        return (int) score(part, samples).stream().filter(RewardPool.Scored::correct).count();
+    }
+
+    /** The verifier's verdict on each sample against its prompt's gold answer. */
+    List<RewardPool.Scored> score(List<Example> exs, List<Sample> samples) {
+        List<String> texts = samples.stream().map(s -> tok.decodeSkippingSpecial(s.responseIds())).toList();
+        List<String> golds = samples.stream().map(s -> exs.get(s.promptIndex()).gold()).toList();
+        List<String> questions = samples.stream().map(s -> exs.get(s.promptIndex()).question()).toList();
+        return rewards.score(questions, texts, golds);
+    }
+}

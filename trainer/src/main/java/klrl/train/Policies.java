@@ -1,0 +1,91 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import klrl.config.TrainConfig;
+import klrl.model.Decoder;
+import klrl.model.Lora;
+import klrl.model.Placement;
+
+/**
+ * The networks of a run and what the optimizer updates.
+ *
+ * <ul>
+ *   <li>{@code policy}: the model being trained (its LoRA adapters, or all its weights);
+ *   <li>{@code reference}: π_ref. Under LoRA it is the policy itself, read inside
+ *       {@link Decoder#adaptersOff()}; with full fine-tuning a frozen second copy;
+ *   <li>{@code critic}, {@code valueHead} (PPO): the value head sits on the policy's trunk, or on a
+ *       separate copy of the model when model.critic is "separate".
+ * </ul>
+ */
+final class Policies {
+    final Decoder policy, reference, critic;
+    final ValueHead valueHead;
+    final Map<String, Lora> adapters;
+    /** Trainable tensors by checkpoint name, in the order the optimizer and checkpoints see them. */
+    final Map<String, NDArray> trainable = new LinkedHashMap<>();
+    /** Learning-rate multipliers of the critic's tensors (algorithm.value_lr / optim.lr). */
+    final Map<String, Double> lrScale = new LinkedHashMap<>();
+
+    private Policies(Decoder policy, Decoder reference, Decoder critic, ValueHead valueHead, Map<String, Lora> adapters) {
+        this.policy = policy;
+        this.reference = reference;
+        this.critic = critic;
+        this.valueHead = valueHead;
+        this.adapters = adapters;
+    }
+
+    static Policies load(TrainConfig cfg, Path modelDir, NDManager root, DataType dtype, Placement placement) throws IOException {
+        Decoder policy = Decoder.load(modelDir, root, dtype, placement);
+        var l = cfg.model().lora();
+        boolean lora = l.rank() > 0;
+        Map<String, Lora> adapters = lora
+                ? policy.addAdapters(l.targetModules(), l.rank(), l.alpha(), l.dropout(), cfg.train().seed()) : Map.of();
+        Decoder reference = lora ? policy : Decoder.load(modelDir, root, dtype, placement);
+        boolean ppo = cfg.algorithm().name().equals("ppo");
+        ValueHead head = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
+        Decoder critic = ppo && cfg.model().critic().equals("separate") ? Decoder.load(modelDir, root, dtype, placement) : policy;
+        Policies p = new Policies(policy, reference, critic, head, adapters);
+        p.trainable.putAll(lora ? Lora.peftTensors(adapters) : policy.parameters());
+        double criticScale = cfg.algorithm().valueLr() / cfg.optim().lr();
+        Map<String, NDArray> criticParams = new LinkedHashMap<>();
+        if (critic != policy) {
+            critic.parameters().forEach((k, v) -> criticParams.put("critic." + k, v));
+        }
+        if (head != null) {
+            criticParams.putAll(head.parameters());
+        }
+        criticParams.forEach((k, v) -> {
+            p.trainable.put(k, v);
+            p.lrScale.put(k, criticScale);
+        });
+        return p;
+    }
+
+    boolean lora() {
+        return !adapters.isEmpty();
+    }
+
+    boolean ppo() {
+        return valueHead != null;
+    }
+
+    /** What a checkpoint stores as the policy: the adapters under PEFT's names, or the full weights. */
+    Map<String, NDArray> policyWeights() {
+        return lora() ? Lora.peftTensors(adapters) : policy.parameters();
+    }
+
+    /** PPO's critic as a checkpoint stores it: the value head, and the separate critic model's weights. */
+    Map<String, NDArray> criticState() {
+        Map<String, NDArray> c = new LinkedHashMap<>(valueHead.parameters());
+        if (critic != policy) {
+            critic.parameters().forEach((k, v) -> c.put("critic." + k, v));
+        }
+        return c;
+    }
+}

@@ -1,0 +1,42 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDManager;
+
+/**
+ * The graph-free passes over a step's sequences before the update, micro-batch by micro-batch:
+ * log π_ref per token; for PPO the critic's values at rollout time; and, when the "full" estimator
+ * shapes the reward, the exact per-token KL of the current policy against the reference.
+ */
+final class ReferencePass {
+    private ReferencePass() {}
+
+    /** Per-token arrays laid out as {@link SequenceBatch#tensor} reads them; null when not asked for. */
+    record Out(float[] refLogp, float[] exactKl, float[] oldValues) {}
+
+    static Out run(Policies nets, SequenceBatch all, int micro, float temperature, boolean exactKl, NDManager root) {
+        int n = all.rows(), r = all.r();
+        float[] refLogp = new float[n * r];
+        float[] kl = exactKl ? new float[n * r] : null;
+        float[] oldValues = nets.ppo() ? new float[n * r] : null;
+        for (int s0 = 0; s0 < n; s0 += micro) {
+            SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
+            try (NDManager mm = root.newSubManager()) {
+                PolicyForward.Out ref;
+                try (var off = nets.reference.adaptersOff()) {
+                    ref = PolicyForward.run(nets.reference, b, mm, temperature, exactKl, false);
+                }
+                System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
+                if (exactKl) {
+                    PolicyForward.Out cur = PolicyForward.run(nets.policy, b, mm, temperature, true, false);
+                    System.arraycopy(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), 0, kl,
+                            s0 * r, b.rows() * r);
+                }
+                if (oldValues != null) {
+                    PolicyForward.Out cur = PolicyForward.run(nets.critic, b, mm, temperature, false, false);
+                    System.arraycopy(nets.valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
+                }
+            }
+        }
+        return new Out(refLogp, kl, oldValues);
+    }
+}

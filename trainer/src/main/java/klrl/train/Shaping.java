@@ -1,0 +1,74 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import java.util.Map;
+import klrl.advantage.AdvantageEstimator;
+import klrl.kl.KlEstimator;
+import klrl.loss.KlLoss;
+import klrl.loss.LossConfig;
+
+/**
+ * Rewards to advantages: the per-token KL of the behaviour policy (as verl estimates it), the
+ * outcome score on each response's last token, the placement's reward shaping (−β·k_t when the KL is
+ * in the reward), then the advantage estimator. Everything here is detached.
+ */
+final class Shaping {
+    private Shaping() {}
+
+    /**
+     * @param advantages, returns [rows·R] per token
+     * @param meanKl      the mean per-token estimate, which the adaptive KL controller follows
+     * @param klMetrics   kl_k1, kl_k3, kl_forward of the behaviour policy against the reference
+     */
+    record Out(float[] advantages, float[] returns, double meanKl, Map<String, Double> klMetrics) {}
+
+    /**
+     * @param oldLogp    behaviour log-probs per token
+     * @param ref        the reference pass (its exact KL is read when the estimator needs full logits)
+     * @param scores     the outcome reward of each row
+     * @param groups     the prompt of each row
+     */
+    static Out apply(SequenceBatch all, float[] oldLogp, ReferencePass.Out ref, double[] scores, int[] groups,
+                     LossConfig lc, AdvantageEstimator advantage, AdvantageEstimator.Config advCfg, NDManager root) {
+        try (NDManager mm = root.newSubManager()) {
+            NDArray mask = all.mask(mm), old = all.tensor(mm, oldLogp), refLogp = all.tensor(mm, ref.refLogp());
+            Map<String, Double> klMetrics = KlLoss.metrics(old, refLogp, mask);
+            NDArray k = perToken(lc, all, old, refLogp, ref.exactKl(), mm);
+            NDArray tokenRewards = lc.klPlacement().shapeRewards(all.tensor(mm, lastTokenScores(all, scores)), k, mask, lc.klCoef());
+            AdvantageEstimator.Result res = advantage.compute(tokenRewards, mask, groups,
+                    ref.oldValues() != null ? all.tensor(mm, ref.oldValues()) : null, advCfg);
+            double meanKl = k.mul(mask).sum().div(mask.sum()).getFloat();
+            return new Out(res.advantages().toFloatArray(), res.returns().toFloatArray(), meanKl, klMetrics);
+        }
+    }
+
+    /**
+     * The estimator's per-token KL. An estimator that needs full logits has them here only when it
+     * shapes the reward; elsewhere this value only feeds the adaptive controller, and k1 stands in.
+     */
+    private static NDArray perToken(LossConfig lc, SequenceBatch all, NDArray old, NDArray ref, float[] exactKl, NDManager mm) {
+        KlEstimator est = lc.klEstimator();
+        if (est.needsFullLogits() && exactKl == null) {
+            return new KlEstimator.K1().perToken(old, ref, null, lc.klSafeguards());
+        }
+        return est.perToken(old, ref, exactKl != null ? all.tensor(mm, exactKl) : null, lc.klSafeguards());
+    }
+
+    /** The outcome score on each response's last token, zero elsewhere. */
+    private static float[] lastTokenScores(SequenceBatch all, double[] scores) {
+        int r = all.r();
+        float[] s = new float[all.rows() * r];
+        float[] mask = all.responseMask();
+        for (int i = 0; i < all.rows(); i++) {
+            int len = 0;
+            while (len < r && mask[i * r + len] > 0) {
+                len++;
+            }
+            if (len > 0) {
+                s[i * r + len - 1] = (float) scores[i];
+            }
+        }
+        return s;
+    }
+}
