@@ -49,49 +49,164 @@ public final class Checkpoints {
     public record Contents(State state, Path baseModel, Map<String, NDArray> weights, boolean lora,
                            Map<String, Object> adapterConfig, Map<String, NDArray> valueHead, Map<String, NDArray> optimizer) {}
 
-    public static Path save(Path outputDir, Contents c, int keep) throws IOException {
-        State state = c.state();
-        Path baseModel = c.baseModel();
-        Map<String, NDArray> weights = c.weights();
-        boolean lora = c.lora();
+    /**
+     * Writes a checkpoint after {@code c.state().step()} steps and points {@code latest} at it. An I/O
+     * error (a full disk, say) is one user error naming the folder, the bytes needed and the bytes free;
+     * the temp folder is removed and earlier checkpoints and {@code latest} are left as they were.
+     */
+    public static Path save(Path outputDir, Contents c, int keep) {
         Path root = outputDir.resolve("checkpoints");
-        Files.createDirectories(root);
-        String name = String.format("step-%06d", state.step());
-        Path tmp = root.resolve(name + ".tmp");
-        deleteTree(tmp);
-        Files.createDirectories(tmp);
-        if (lora) {
-            SafeTensors.write(tmp.resolve("adapter"), weights, "F32", Long.MAX_VALUE);
+        String name = String.format("step-%06d", c.state().step());
+        Path tmp = root.resolve(name + ".tmp"), fin = root.resolve(name);
+        try {
+            Files.createDirectories(root);
+            deleteTree(tmp);
+            Files.createDirectories(tmp);
+            writeInto(tmp, c);
+            writeManifest(tmp);
+            deleteTree(fin);
+            Files.move(tmp, fin, StandardCopyOption.ATOMIC_MOVE);
+            Json.writeAtomically(root.resolve("latest"), name + "\n");
+            prune(root, keep);
+            return fin;
+        } catch (IOException | java.io.UncheckedIOException e) {
+            try {
+                deleteTree(tmp);
+            } catch (IOException ignored) {
+                // the error below names the folder; nothing more can be done about it here
+            }
+            throw new UserError("cannot write checkpoint " + fin + ": " + Json.firstLine(String.valueOf(e.getMessage()))
+                    + " (" + e.getClass().getSimpleName() + "; it needs about " + mib(bytesNeeded(c)) + ", "
+                    + mib(usableSpace(root)) + " free there); the earlier checkpoints are intact");
+        }
+    }
+
+    private static void writeInto(Path tmp, Contents c) throws IOException {
+        if (c.lora()) {
+            SafeTensors.write(tmp.resolve("adapter"), c.weights(), "F32", Long.MAX_VALUE);
             Files.move(tmp.resolve("adapter/model.safetensors"), tmp.resolve("adapter_model.safetensors"));
             deleteTree(tmp.resolve("adapter"));
             Json.writeAtomically(tmp.resolve("adapter_config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter()
                     .writeValueAsString(c.adapterConfig()));
         } else {
-            SafeTensors.write(tmp, weights, dtypeOf(weights), 4L << 30);
+            SafeTensors.write(tmp, c.weights(), dtypeOf(c.weights()), 4L << 30);
         }
         for (String f : MODEL_FILES) {
-            if (Files.isRegularFile(baseModel.resolve(f))) {
-                Files.copy(baseModel.resolve(f), tmp.resolve(f));
+            if (Files.isRegularFile(c.baseModel().resolve(f))) {
+                Files.copy(c.baseModel().resolve(f), tmp.resolve(f));
             }
         }
         if (c.valueHead() != null) {
             writeSingle(tmp.resolve("value_head.safetensors"), c.valueHead());
         }
         writeSingle(tmp.resolve("optimizer.safetensors"), c.optimizer());
+        State state = c.state();
         ObjectNode st = Json.MAPPER.createObjectNode();
         st.put("step", state.step());
         st.put("optimizer_steps", state.optimizerSteps());
         st.put("kl_coef", state.klCoef());
-        st.put("base_model", baseModel.toAbsolutePath().toString());
-        st.put("lora", lora);
+        st.put("base_model", c.baseModel().toAbsolutePath().toString());
+        st.put("lora", c.lora());
         st.set("extra", Json.MAPPER.valueToTree(state.extra()));
         Json.writeAtomically(tmp.resolve("trainer_state.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(st));
-        Path fin = root.resolve(name);
-        deleteTree(fin);
-        Files.move(tmp, fin, StandardCopyOption.ATOMIC_MOVE);
-        Json.writeAtomically(root.resolve("latest"), name + "\n");
-        prune(root, keep);
-        return fin;
+    }
+
+    /** Tensor bytes plus the copied model files: what a checkpoint of {@code c} takes on disk, roughly. */
+    private static long bytesNeeded(Contents c) {
+        long b = 0;
+        for (Map<String, NDArray> m : java.util.Arrays.asList(c.weights(), c.valueHead(), c.optimizer())) {
+            if (m != null) {
+                for (NDArray a : m.values()) {
+                    b += a.size() * (c.lora() || m != c.weights() ? 4 : a.getDataType().getNumOfBytes());
+                }
+            }
+        }
+        for (String f : MODEL_FILES) {
+            try {
+                b += Files.isRegularFile(c.baseModel().resolve(f)) ? Files.size(c.baseModel().resolve(f)) : 0;
+            } catch (IOException ignored) {
+                // unreadable here means it was not copied either
+            }
+        }
+        return b;
+    }
+
+    private static long usableSpace(Path p) {
+        try {
+            return Files.getFileStore(p).getUsableSpace();
+        } catch (IOException e) {
+            return -1;
+        }
+    }
+
+    private static String mib(long bytes) {
+        return bytes < 0 ? "an unknown amount" : String.format(java.util.Locale.ROOT, "%.1f MiB", bytes / (double) (1 << 20));
+    }
+
+    /** The checkpoint's manifest: every other file's size and CRC32C, written last. */
+    static final String MANIFEST = "manifest.json";
+
+    private static void writeManifest(Path dir) throws IOException {
+        ObjectNode files = Json.MAPPER.createObjectNode();
+        try (Stream<Path> s = Files.list(dir)) {
+            for (Path f : s.filter(Files::isRegularFile).sorted().toList()) {
+                ObjectNode e = files.putObject(f.getFileName().toString());
+                e.put("bytes", Files.size(f));
+                e.put("crc32c", crc32c(f));
+            }
+        }
+        ObjectNode m = Json.MAPPER.createObjectNode();
+        m.set("files", files);
+        Json.writeAtomically(dir.resolve(MANIFEST), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(m));
+    }
+
+    private static String crc32c(Path f) throws IOException {
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        byte[] buf = new byte[1 << 20];
+        try (var in = Files.newInputStream(f)) {
+            for (int n; (n = in.read(buf)) > 0; ) {
+                crc.update(buf, 0, n);
+            }
+        }
+        return String.format("%08x", crc.getValue());
+    }
+
+    /**
+     * Why a checkpoint folder cannot be trusted, or null when every file its manifest lists is there
+     * with the recorded size and checksum. A folder without a manifest is judged by trainer_state.json alone.
+     */
+    public static String damage(Path ckpt) {
+        if (!Files.isRegularFile(ckpt.resolve("trainer_state.json"))) {
+            return "trainer_state.json is missing";
+        }
+        if (!Files.isRegularFile(ckpt.resolve(MANIFEST))) {
+            return null;
+        }
+        JsonNode files;
+        try {
+            files = Json.MAPPER.readTree(Files.readString(ckpt.resolve(MANIFEST))).path("files");
+        } catch (IOException | RuntimeException e) {
+            return MANIFEST + " is not valid JSON";
+        }
+        for (var it = files.fields(); it.hasNext(); ) {
+            var e = it.next();
+            Path f = ckpt.resolve(e.getKey());
+            try {
+                if (!Files.isRegularFile(f)) {
+                    return e.getKey() + " is missing";
+                }
+                long size = Files.size(f), want = e.getValue().path("bytes").asLong(-1);
+                if (size != want) {
+                    return e.getKey() + " has " + size + " bytes, the manifest says " + want;
+                }
+                if (!crc32c(f).equals(e.getValue().path("crc32c").asText())) {
+                    return e.getKey() + " does not match its checksum";
+                }
+            } catch (IOException ex) {
+                return e.getKey() + " cannot be read (" + ex.getMessage() + ")";
+            }
+        }
+        return null;
     }
 
     private static String dtypeOf(Map<String, NDArray> w) {
@@ -105,23 +220,43 @@ public final class Checkpoints {
         deleteTree(dir);
     }
 
-    /** A checkpoint folder from a run folder (its latest) or a checkpoint folder itself. */
-    public static Path resolve(Path p) {
-        if (Files.isRegularFile(p.resolve("trainer_state.json"))) {
+    /**
+     * The checkpoint to resume from. A checkpoint folder named directly must be intact (else one user
+     * error). A run folder gives its newest intact checkpoint, starting from the one {@code latest}
+     * names; each one skipped is reported through {@code warn} with the reason.
+     */
+    public static Path resolve(Path p, java.util.function.Consumer<String> warn) {
+        if (Files.isRegularFile(p.resolve("trainer_state.json")) || Files.isRegularFile(p.resolve(MANIFEST))) {
+            String why = damage(p);
+            if (why != null) {
+                throw new UserError("checkpoint " + p + " is damaged: " + why);
+            }
             return p;
         }
-        Path latest = p.resolve("checkpoints/latest");
-        if (Files.isRegularFile(latest)) {
-            try {
-                Path c = p.resolve("checkpoints").resolve(Files.readString(latest).strip());
-                if (Files.isRegularFile(c.resolve("trainer_state.json"))) {
-                    return c;
-                }
-            } catch (IOException e) {
-                throw new UserError(latest + ": cannot read");
+        Path root = p.resolve("checkpoints");
+        List<Path> candidates = new ArrayList<>();
+        try {
+            Path latest = root.resolve("latest");
+            if (Files.isRegularFile(latest)) {
+                candidates.add(root.resolve(Files.readString(latest).strip()));
             }
+            if (Files.isDirectory(root)) {
+                try (Stream<Path> s = Files.list(root)) {
+                    s.filter(x -> x.getFileName().toString().matches("step-\\d+")).sorted(Comparator.reverseOrder())
+                            .filter(x -> !candidates.contains(x)).forEach(candidates::add);
+                }
+            }
+        } catch (IOException | java.nio.file.InvalidPathException e) {
+            throw new UserError(root + ": cannot read (" + e.getMessage() + ")");
         }
-        throw new UserError("--resume " + p + ": no checkpoint there (expected trainer_state.json or checkpoints/latest)");
+        for (Path c : candidates) {
+            String why = Files.isDirectory(c) ? damage(c) : "it does not exist";
+            if (why == null) {
+                return c;
+            }
+            warn.accept("warning: skipping checkpoint " + c + ": " + why);
+        }
+        throw new UserError("--resume " + p + ": no intact checkpoint there (expected trainer_state.json, or checkpoints/step-*)");
     }
 
     public static JsonNode state(Path ckpt) {

@@ -27,7 +27,7 @@ public final class ExportCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Path ckpt = Checkpoints.resolve(checkpoint);
+        Path ckpt = Checkpoints.resolve(checkpoint, System.err::println);
         JsonNode st = Checkpoints.state(ckpt);
         boolean lora = st.path("lora").asBoolean(false);
         Path base = lora ? Path.of(st.get("base_model").asText()) : ckpt;

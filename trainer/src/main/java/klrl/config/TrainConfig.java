@@ -206,10 +206,15 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param checkpointLayers activation checkpointing: recompute the decoder in stages of this many layers
      *                         during backward (0 = keep all activations)
      */
+    /**
+     * @param maxSkippedUpdates the run stops (without checkpointing the broken state) after this many
+     *                          optimizer updates in a row were skipped for a non-finite loss or gradient
+     */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
-                        double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers) {
+                        double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
+                        int maxSkippedUpdates) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000, 0);
+            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000, 0, 10);
         }
 
         public Train {
@@ -218,6 +223,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(rewardWorkers >= 1, "train.reward_workers must be ≥ 1");
             require(verifierTimeoutMs > 0, "train.verifier_timeout_ms must be > 0");
             require(checkpointLayers >= 0, "train.checkpoint_layers must be ≥ 0 (0 = no activation checkpointing)");
+            require(maxSkippedUpdates >= 1, "train.max_skipped_updates must be ≥ 1");
         }
     }
 

@@ -1,5 +1,6 @@
 package klrl.metrics;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.Writer;
@@ -7,22 +8,38 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.List;
 import java.util.Map;
 import klrl.util.Json;
+import klrl.util.UserError;
 
 /** OUTPUT/metrics.jsonl: one JSON object per line, flushed per line so a crash loses nothing written. */
 public final class MetricsLog implements AutoCloseable {
     private final Writer w;
 
-    /** @param keepUpToStep on resume, lines after this step (written after the checkpoint) are dropped */
+    /**
+     * @param keepUpToStep on resume, lines after this step (written after the checkpoint) are dropped,
+     *                     and so is a torn last line (the process killed in the middle of writing it)
+     */
     public MetricsLog(Path file, long keepUpToStep) throws IOException {
         if (keepUpToStep >= 0 && Files.exists(file)) {
             StringBuilder kept = new StringBuilder();
-            for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+            List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
+            for (int i = 0; i < lines.size(); i++) {
+                String line = lines.get(i);
                 if (line.isBlank()) {
                     continue;
                 }
-                if (Json.MAPPER.readTree(line).path("step").asLong(Long.MAX_VALUE) <= keepUpToStep) {
+                JsonNode n;
+                try {
+                    n = Json.MAPPER.readTree(line);
+                } catch (IOException e) {
+                    if (i == lines.size() - 1) {
+                        continue; // torn by a kill mid-write; the step it belonged to runs again
+                    }
+                    throw new UserError(file + ":" + (i + 1) + ": not a JSON line; the metrics file was edited or damaged");
+                }
+                if (n.path("step").asLong(Long.MAX_VALUE) <= keepUpToStep) {
                     kept.append(line).append('\n');
                 }
             }

@@ -6,7 +6,6 @@ import ai.djl.ndarray.NDScope;
 import ai.djl.ndarray.types.DataType;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import klrl.util.UserError;
 
 /**
  * AdamW as torch.optim.AdamW (decoupled weight decay, bias-corrected moments), with global
@@ -26,6 +25,9 @@ public final class AdamW implements AutoCloseable {
     private double lossScale = 1;
     private int goodSteps;
     private long skipped;
+    /** Skips in a row that no loss scale could absorb (fp32, or fp16 already at scale 1). */
+    private int consecutiveSkips;
+    private String lastSkipReason = "";
     static final int SCALE_GROWTH_INTERVAL = 200;
     private final NDManager state;
     private final Hyper h;
@@ -58,12 +60,22 @@ public final class AdamW implements AutoCloseable {
         return lossScale;
     }
 
-    /** Updates skipped because scaled gradients overflowed. */
+    /** Updates skipped for a non-finite loss or gradient (fp16 overflows included). */
     public long skippedSteps() {
         return skipped;
     }
 
-    /** Global L2 norm of all gradients (before clipping). Throws a user error on NaN/Inf. */
+    /** Updates skipped in a row for a non-finite loss or gradient that the loss scale could not absorb. */
+    public int consecutiveSkips() {
+        return consecutiveSkips;
+    }
+
+    /** Why the last update was skipped: the non-finite loss, or the first parameter with a non-finite gradient. */
+    public String lastSkipReason() {
+        return lastSkipReason;
+    }
+
+    /** Global L2 norm of all gradients (before clipping); NaN or infinite when one of them is. */
     public double gradNorm() {
         try (NDScope scope = new NDScope()) {
             NDArray total = null;
@@ -72,37 +84,33 @@ public final class AdamW implements AutoCloseable {
                 NDArray s = g.mul(g).sum();
                 total = total == null ? s : total.add(s.toDevice(total.getDevice(), false));
             }
-            double n = Math.sqrt(total.getFloat()) / lossScale;
-            if (!Double.isFinite(n) && master.isEmpty()) {
-                String worst = "?";
-                for (var e : params.entrySet()) {
-                    NDArray g = e.getValue().getGradient().toType(DataType.FLOAT32, false);
-                    if (!Float.isFinite(g.abs().max().getFloat())) {
-                        worst = e.getKey();
-                        break;
-                    }
-                }
-                throw new UserError("gradient norm is " + n + " (first non-finite gradient: " + worst
-                        + "); lower optim.lr, or use float32");
-            }
-            return n;
+            return Math.sqrt(total.getFloat()) / lossScale;
         }
     }
 
-    /** Clips to {@code maxNorm}, applies one AdamW update at learning rate {@code lr}, zeroes gradients. */
+    /** The first parameter whose gradient holds a NaN or infinity. */
+    private String firstNonFiniteGradient() {
+        for (var e : params.entrySet()) {
+            try (NDScope scope = new NDScope()) {
+                if (!Float.isFinite(e.getValue().getGradient().toType(DataType.FLOAT32, false).abs().max().getFloat())) {
+                    return e.getKey();
+                }
+            }
+        }
+        return "?";
+    }
+
+    /**
+     * Clips to {@code maxNorm}, applies one AdamW update at learning rate {@code lr}, zeroes gradients.
+     * Non-finite gradients never reach the weights: the update is skipped (see {@link #skip}) and NaN returned.
+     */
     public double step(double lr, double maxNorm) {
         double norm = gradNorm();
         if (!Double.isFinite(norm)) {
-            // mixed precision: the scaled gradients overflowed; skip this update and lower the scale
-            skipped++;
-            goodSteps = 0;
-            lossScale = Math.max(1, lossScale / 2);
-            if (skipped > 50 && lossScale == 1) {
-                throw new UserError("gradients overflow even at loss scale 1 (NaN/Inf loss); lower optim.lr or use float32");
-            }
-            zeroGradients();
+            skip("non-finite gradient of " + firstNonFiniteGradient());
             return Double.NaN;
         }
+        consecutiveSkips = 0;
         // the gradients carry the loss scale: the clip factor divides it out
         float clip = (float) (Math.min(1.0, maxNorm / (norm + 1e-6)) / lossScale);
         if (!master.isEmpty() && ++goodSteps % SCALE_GROWTH_INTERVAL == 0) {
@@ -143,6 +151,22 @@ public final class AdamW implements AutoCloseable {
             }
         }
         return norm;
+    }
+
+    /**
+     * Drops the accumulated gradients without an update. With fp16 parameters the loss scale halves
+     * (an overflow of the scaled gradients is expected while it settles); a skip it cannot absorb
+     * counts toward {@link #consecutiveSkips}.
+     */
+    public void skip(String reason) {
+        skipped++;
+        goodSteps = 0;
+        if (master.isEmpty() || lossScale == 1) {
+            consecutiveSkips++;
+        }
+        lossScale = master.isEmpty() ? 1 : Math.max(1, lossScale / 2);
+        lastSkipReason = reason;
+        zeroGradients();
     }
 
     /** fp32 scalars on device d, as the float operands they replace (the caller's scope closes them). */

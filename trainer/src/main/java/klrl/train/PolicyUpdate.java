@@ -27,7 +27,7 @@ final class PolicyUpdate {
     private final AdamW opt;
     private final LrSchedule lr;
     private final List<LossTerm> terms;
-    private final int epochs, micro, checkpointLayers;
+    private final int epochs, micro, checkpointLayers, maxSkipped;
     private final boolean staged;
     private final double gradClip;
     private final NDManager root;
@@ -36,11 +36,15 @@ final class PolicyUpdate {
     record Inputs(SequenceBatch all, float[] oldLogp, float[] refLogp, float[] advantages, float[] returns,
                   float[] oldValues, int miniRows, float temperature, long step) {}
 
-    /** Loss metrics averaged over the passes, the mean entropy per token and the mean gradient norm. */
-    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm) {}
+    /**
+     * Loss metrics averaged over the passes, the mean entropy per token, the mean gradient norm over the
+     * updates applied, and how many updates were skipped for a non-finite loss or gradient.
+     */
+    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm, int skipped) {}
 
     PolicyUpdate(Policies nets, AdamW opt, LrSchedule lr, List<LossTerm> terms, int epochs, int micro, int checkpointLayers,
-                 boolean staged, double gradClip, NDManager root) {
+                 boolean staged, double gradClip, int maxSkipped, NDManager root) {
+        this.maxSkipped = maxSkipped;
         this.nets = nets;
         this.opt = opt;
         this.lr = lr;
@@ -57,7 +61,9 @@ final class PolicyUpdate {
     private static final class Sums {
         final Map<String, double[]> loss = new LinkedHashMap<>();
         double entropy, gradNorm;
-        int updates;
+        int updates, skipped;
+        /** The current mini-batch's first non-finite loss, or null. */
+        String nonFiniteLoss;
     }
 
     Out run(Inputs in, LossConfig lc) {
@@ -77,7 +83,8 @@ final class PolicyUpdate {
         int passes = epochs * ((n + in.miniRows() - 1) / in.miniRows());
         Map<String, Double> loss = new LinkedHashMap<>();
         sums.loss.forEach((key, v) -> loss.put(key, v[0] / passes));
-        return new Out(loss, sums.entropy / (tokens * epochs), sums.updates == 0 ? Double.NaN : sums.gradNorm / sums.updates);
+        return new Out(loss, sums.entropy / (tokens * epochs), sums.updates == 0 ? Double.NaN : sums.gradNorm / sums.updates,
+                sums.skipped);
     }
 
     /** Rows [m0, m1): gradients accumulated over micro-batches, then one optimizer step. */
@@ -92,10 +99,24 @@ final class PolicyUpdate {
             float[] weights = Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r);
             microBatch(in, lc, s0, s1, weights, (double) (s1 - s0) / (m1 - m0), sums);
         }
-        double gn = opt.step(lr.at((int) opt.steps()), gradClip);
-        if (Double.isFinite(gn)) { // NaN: a mixed-precision overflow, skipped and rescaled
+        // A non-finite loss or gradient never reaches the weights: the optimizer skips the update.
+        double gn = Double.NaN;
+        if (sums.nonFiniteLoss != null) {
+            opt.skip(sums.nonFiniteLoss);
+            sums.nonFiniteLoss = null;
+        } else {
+            gn = opt.step(lr.at((int) opt.steps()), gradClip);
+        }
+        if (Double.isFinite(gn)) {
             sums.gradNorm += gn;
             sums.updates++;
+        } else {
+            sums.skipped++;
+            if (opt.consecutiveSkips() >= maxSkipped) { // thrown before the step ends, so before any checkpoint of it
+                throw new UserError(opt.consecutiveSkips() + " updates in a row skipped at step " + (in.step() + 1) + " (last: "
+                        + opt.lastSkipReason() + "; train.max_skipped_updates=" + maxSkipped + "); stopped without"
+                        + " checkpointing, so the latest checkpoint is the last good one: lower optim.lr or check the model's weights");
+            }
         }
     }
 
@@ -117,6 +138,10 @@ final class PolicyUpdate {
                     o = loss(in, lc, b, s0, cur[0], weights, mm);
                     gc.backward(scaled(o.loss()));
                 }
+            }
+            double total = o.metrics().get("loss_total");
+            if (!Double.isFinite(total) && sums.nonFiniteLoss == null) {
+                sums.nonFiniteLoss = "loss " + total + " at step " + (in.step() + 1);
             }
             o.metrics().forEach((key, v) -> sums.loss.computeIfAbsent(key, z -> new double[1])[0] += v * share);
             sums.entropy += cur[0].entropy().stopGradient().mul(b.mask(mm)).sum().getFloat();
@@ -142,12 +167,7 @@ final class PolicyUpdate {
                 slice(mm, in.advantages(), s0, s1, r), b.mask(mm), cur.entropy(), fullKl, values,
                 ppo ? slice(mm, in.oldValues(), s0, s1, r) : null, ppo ? slice(mm, in.returns(), s0, s1, r) : null,
                 mm.create(weights, new Shape(s1 - s0, r)));
-        LossTerm.Out o = LossTerm.total(terms, tb, lc);
-        if (!Double.isFinite(o.metrics().get("loss_total"))) {
-            throw new UserError("loss is " + o.metrics().get("loss_total") + " at step " + (in.step() + 1)
-                    + "; lower optim.lr or check the data");
-        }
-        return o;
+        return LossTerm.total(terms, tb, lc);
     }
 
     /** The loss times the optimizer's loss scale (1 unless parameters are fp16). */

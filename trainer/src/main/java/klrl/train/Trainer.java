@@ -48,6 +48,7 @@ import klrl.util.Runtime;
 public final class Trainer implements AutoCloseable {
     private final TrainConfig cfg;
     private final Path out, modelDir;
+    private final OutputLock lock;
     private final NDManager root;
     private final Placement placement;
     private final Tokenizer tok;
@@ -76,41 +77,52 @@ public final class Trainer implements AutoCloseable {
         this.cfg = cfg;
         this.out = Path.of(cfg.outputDir());
         Files.createDirectories(out);
-        DataType dtype = Runtime.dtype(cfg.model().dtype());
-        List<Device> devices = Placement.parseDevices(cfg.model().device(), Runtime::device);
-        this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
-        // Layers in contiguous groups over the devices; this trainer's own tensors (logits, losses,
-        // advantages, sampling) live with the head on the last one.
-        this.placement = Placement.balanced(devices, ModelConfig.load(modelDir));
-        this.root = NDManager.newBaseManager(placement.output(), "PyTorch");
-        Runtime.noGradOutsideCollectors();
-        logDevices(dtype, log);
-        this.tok = Tokenizer.load(modelDir);
-        this.nets = Policies.load(cfg, modelDir, root, dtype, placement);
-        var o = cfg.optim();
-        var a = cfg.algorithm();
-        this.opt = new AdamW(nets.trainable, nets.lrScale, new AdamW.Hyper(o.beta1(), o.beta2(), o.eps(), o.weightDecay()), root);
-        int updatesPerStep = a.ppoEpochs() * (cfg.train().batchSize() / cfg.train().miniBatchSize());
-        this.lr = new LrSchedule(o.lr(), o.warmupSteps() * updatesPerStep, o.schedule(), o.minLrRatio(),
-                cfg.train().maxSteps() * updatesPerStep);
-        this.kl = new KlController(cfg.kl().coef(), cfg.kl().target(), cfg.kl().horizon());
-        this.lossCfg = new LossConfig(Aggregation.parse(a.lossAggMode()), a.clipRatioLow(), a.clipRatioHigh(), a.clipRatioC(),
-                cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), kl.value(), cfg.kl().safeguards(), a.entropyCoef(),
-                a.valueClip(), a.valueCoef());
-        this.update = new PolicyUpdate(nets, opt, lr, LossTerm.forConfig(lossCfg, nets.ppo()), a.ppoEpochs(),
-                cfg.train().microBatchSize(), cfg.train().checkpointLayers(), placement.stages() > 1, o.gradClip(), root);
-        this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
-        this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
-        this.rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(), cfg.train().rewardWorkers(),
-                cfg.train().verifierTimeoutMs());
-        this.prompts = new Prompts(tok, cfg.data());
-        this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
-        this.engine = new RolloutEngine(nets.policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
-        this.evaluator = new Evaluator(nets.policy, engine, prompts, tok, rewards, cfg, root);
-        if (resume != null) {
-            restore(Checkpoints.resolve(resume));
+        this.lock = OutputLock.acquire(out);
+        try {
+            DataType dtype = Runtime.dtype(cfg.model().dtype());
+            List<Device> devices = Placement.parseDevices(cfg.model().device(), Runtime::device);
+            this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
+            // Layers in contiguous groups over the devices; this trainer's own tensors (logits, losses,
+            // advantages, sampling) live with the head on the last one.
+            ModelConfig modelConfig = ModelConfig.load(modelDir);
+            this.placement = Placement.balanced(devices, modelConfig);
+            MemoryPlan.preflight(cfg, modelConfig, placement, placement.output().isGpu()
+                    ? ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.output()).getMax() : MemoryPlan.hostAvailableBytes(),
+                    java.lang.Runtime.getRuntime().maxMemory());
+            this.root = NDManager.newBaseManager(placement.output(), "PyTorch");
+            Runtime.noGradOutsideCollectors();
+            logDevices(dtype, log);
+            this.tok = Tokenizer.load(modelDir);
+            this.nets = Policies.load(cfg, modelDir, root, dtype, placement);
+            var o = cfg.optim();
+            var a = cfg.algorithm();
+            this.opt = new AdamW(nets.trainable, nets.lrScale, new AdamW.Hyper(o.beta1(), o.beta2(), o.eps(), o.weightDecay()), root);
+            int updatesPerStep = a.ppoEpochs() * (cfg.train().batchSize() / cfg.train().miniBatchSize());
+            this.lr = new LrSchedule(o.lr(), o.warmupSteps() * updatesPerStep, o.schedule(), o.minLrRatio(),
+                    cfg.train().maxSteps() * updatesPerStep);
+            this.kl = new KlController(cfg.kl().coef(), cfg.kl().target(), cfg.kl().horizon());
+            this.lossCfg = new LossConfig(Aggregation.parse(a.lossAggMode()), a.clipRatioLow(), a.clipRatioHigh(), a.clipRatioC(),
+                    cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), kl.value(), cfg.kl().safeguards(), a.entropyCoef(),
+                    a.valueClip(), a.valueCoef());
+            this.update = new PolicyUpdate(nets, opt, lr, LossTerm.forConfig(lossCfg, nets.ppo()), a.ppoEpochs(),
+                    cfg.train().microBatchSize(), cfg.train().checkpointLayers(), placement.stages() > 1, o.gradClip(),
+                    cfg.train().maxSkippedUpdates(), root);
+            this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
+            this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
+            this.rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(), cfg.train().rewardWorkers(),
+                    cfg.train().verifierTimeoutMs());
+            this.prompts = new Prompts(tok, cfg.data());
+            this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
+            this.engine = new RolloutEngine(nets.policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
+            this.evaluator = new Evaluator(nets.policy, engine, prompts, tok, rewards, cfg, root);
+            if (resume != null) {
+                restore(Checkpoints.resolve(resume, log));
+            }
+            Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
+        } catch (IOException | RuntimeException | Error e) {
+            lock.close(); // a trainer that failed to start holds nothing
+            throw e;
         }
-        Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
     }
 
     private void logDevices(DataType dtype, Consumer<String> log) {
@@ -218,8 +230,9 @@ public final class Trainer implements AutoCloseable {
         releaseCachedGpuMemory();
         // 7. Metrics: the update's, timings, and the leak watch (both stay flat when every scope closes).
         m.putAll(upd.lossMetrics()).put("entropy", upd.entropy()).put("kl_coef", kl.value()).put("grad_norm", upd.gradNorm());
+        m.put("skipped_updates", upd.skipped());
         if (opt.lossScale() != 1) {
-            m.put("loss_scale", opt.lossScale()).put("skipped_updates", opt.skippedSteps());
+            m.put("loss_scale", opt.lossScale());
         }
         m.put("lr", lr.at((int) opt.steps() - 1)).put("time_reference", secRef).put("time_update", seconds(tu));
         m.put("time_rollout", secRollout).put("time_reward", secReward);
@@ -335,5 +348,10 @@ public final class Trainer implements AutoCloseable {
         tok.close();
         opt.close();
         root.close();
+        try {
+            lock.close();
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 }

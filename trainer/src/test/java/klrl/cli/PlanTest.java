@@ -27,8 +27,8 @@ class PlanTest {
     void fullFineTuningNeedsSeveralGpusAndLoraFitsOne() {
         for (String[] p : new String[][] {{"qwen2.5-7b-math", "qwen2.5"}, {"llama3.1-8b-math", "llama3.1"}}) {
             TrainConfig full = ConfigLoader.load(p[0], Map.of());
-            PlanCommand.Plan one = PlanCommand.plan(full, model(p[1]), 1, 80);
-            PlanCommand.Plan eight = PlanCommand.plan(full, model(p[1]), 8, 80);
+            klrl.train.MemoryPlan.Plan one = klrl.train.MemoryPlan.plan(full, model(p[1]), 1, 80);
+            klrl.train.MemoryPlan.Plan eight = klrl.train.MemoryPlan.plan(full, model(p[1]), 8, 80);
             assertFalse(one.fits(), p[0] + " full FT on one 80 GB GPU: " + one.totalGb());
             assertTrue(eight.fits(), p[0] + " full FT on 8×80 GB: " + eight.totalGb());
             // weights fp16 (2 B) + fp32 master (4 B) per parameter; the fullest of 8 GPUs holds at most
@@ -38,7 +38,7 @@ class PlanTest {
                     p[0] + " fullest GPU holds " + w + " parameters");
             assertEquals(model(p[1]).numLayers(), java.util.Arrays.stream(eight.layersPerGpu()).sum());
             TrainConfig lora = ConfigLoader.load(p[0], Map.of("model.lora.rank", 64, "train.micro_batch_size", 2));
-            PlanCommand.Plan l = PlanCommand.plan(lora, model(p[1]), 1, 80);
+            klrl.train.MemoryPlan.Plan l = klrl.train.MemoryPlan.plan(lora, model(p[1]), 1, 80);
             assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.perGpuGb());
             assertEquals(0.0, l.perGpuGb().get("reference"));
             assertTrue(l.trainable() < one.parameters() / 20);

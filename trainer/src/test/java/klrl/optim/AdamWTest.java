@@ -97,4 +97,29 @@ class AdamWTest extends WithManager {
             assertEquals(Math.sqrt(2), opt.step(1e-3, 10.0), 1e-3); // the unscaled gradient is (1, 1)
         }
     }
+
+    @Test
+    void nonFiniteGradientsNeverReachFp32Weights() {
+        NDArray p = m.create(new float[] {0.5f, 0.25f});
+        try (AdamW opt = new AdamW(Map.of("p", p), Map.of(), H, m)) {
+            for (int k = 1; k <= 3; k++) {
+                try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                    gc.backward(p.mul(m.create(new float[] {Float.NaN, 1f})).sum());
+                }
+                assertTrue(Double.isNaN(opt.step(1e-3, 1.0)));
+                assertEquals(k, opt.consecutiveSkips());
+                assertTrue(opt.lastSkipReason().contains("gradient of p"), opt.lastSkipReason());
+                assertArrayEquals(new float[] {0.5f, 0.25f}, p.toFloatArray());
+                assertEquals(0, opt.steps());
+            }
+            // a finite step goes through on clean gradients and ends the run of skips
+            try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                gc.backward(p.sum());
+            }
+            assertEquals(Math.sqrt(2), opt.step(1e-3, 10.0), 1e-6);
+            assertEquals(0, opt.consecutiveSkips());
+            assertEquals(3, opt.skippedSteps());
+            assertTrue(p.toFloatArray()[0] < 0.5f);
+        }
+    }
 }

@@ -150,7 +150,7 @@ class TrainerTest {
         JsonNode step = stepLines(a).get(0);
         for (String k : new String[] {"step", "reward_mean", "accuracy", "kl_k1", "kl_k3", "kl_forward", "kl_coef", "entropy",
             "response_length", "clip_fraction", "grad_norm", "lr", "tokens_per_s", "time_rollout", "time_reward",
-            "time_reference", "time_update", "time_step"}) {
+            "time_reference", "time_update", "time_step", "skipped_updates"}) {
             assertTrue(step.has(k), "missing " + k);
         }
         JsonNode eval = metrics(a).stream().filter(n -> n.has("eval_accuracy")).findFirst().orElseThrow();
@@ -306,9 +306,8 @@ class TrainerTest {
         assertEquals("step-000001", Files.readString(run.resolve("checkpoints/latest")).strip());
     }
 
-    @Test
-    void nanLossIsAClearError() throws Exception {
-        // a checkpoint with one NaN weight: the first loss is NaN, and the run must say so, not train on
+    /** The tiny model with one NaN weight: every loss it gives is NaN. */
+    Path nanModel() throws Exception {
         Path bad = tmp.resolve("nan-model");
         Files.createDirectories(bad);
         for (String f : new String[] {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}) {
@@ -322,8 +321,21 @@ class TrainerTest {
             w.put("model.norm.weight", m.create(norm));
             SafeTensors.write(bad, w, "F32", Long.MAX_VALUE);
         }
-        UserError e = assertThrows(UserError.class, () -> train(small(tmp.resolve("nan"), Map.of("model.path", bad.toString())), null));
-        assertTrue(e.getMessage().contains("NaN") && e.getMessage().contains("step 1"), e.getMessage());
+        return bad;
+    }
+
+    @Test
+    void nonFiniteUpdatesAreSkippedAndStopTheRunBeforeCheckpointing() throws Exception {
+        // two updates a step, each skipped; the third in a row stops the run in step 2, before its checkpoint
+        Path run = tmp.resolve("nan");
+        UserError e = assertThrows(UserError.class, () -> train(small(run, Map.of("model.path", nanModel().toString(),
+                "train.max_skipped_updates", 3)), null));
+        assertTrue(e.getMessage().contains("3 updates in a row skipped at step 2") && e.getMessage().contains("NaN")
+                && e.getMessage().contains("latest checkpoint is the last good one"), e.getMessage());
+        List<JsonNode> steps = stepLines(run);
+        assertEquals(1, steps.size());
+        assertEquals(2, steps.get(0).get("skipped_updates").asInt());
+        assertFalse(Files.exists(run.resolve("checkpoints/latest")));
     }
 
     @Test

@@ -1,0 +1,178 @@
+package klrl.train;
+
+import ai.djl.Device;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import klrl.config.TrainConfig;
+import klrl.model.Decoder;
+import klrl.model.ModelConfig;
+import klrl.model.Placement;
+import klrl.util.UserError;
+
+/**
+ * Memory estimates from config.json and the training config alone (no weights read, nothing
+ * allocated): what the fullest GPU holds when decoder layers are placed over {@code gpus} devices
+ * exactly as the trainer places them. {@code plan} prints it; the trainer checks it before any work.
+ */
+public final class MemoryPlan {
+    private MemoryPlan() {}
+
+    public static final double GB = 1024.0 * 1024 * 1024;
+
+    /** Bytes per GPU by component. */
+    public record Plan(long parameters, long trainable, Map<String, Double> perGpuGb, double totalGb, boolean fits,
+                       int[] layersPerGpu) {}
+
+    public static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb) {
+        if (gpus < 1) {
+            throw new UserError("--gpus must be ≥ 1");
+        }
+        long p = m.parameterCount();
+        int bytes = c.model().dtype().equals("float16") ? 2 : 4;
+        int r = c.model().lora().rank();
+        long trainable = p;
+        if (r > 0) {
+            long perLayer = 0;
+            long h = m.hiddenSize(), q = (long) m.numHeads() * m.headDim(), kv = (long) m.numKvHeads() * m.headDim(), in = m.intermediateSize();
+            for (String t : c.model().lora().targetModules()) {
+                perLayer += switch (t) {
+                    case "q_proj" -> r * (h + q);
+                    case "k_proj", "v_proj" -> r * (h + kv);
+                    case "o_proj" -> r * (q + h);
+                    case "gate_proj", "up_proj" -> r * (h + in);
+                    case "down_proj" -> r * (in + h);
+                    default -> 0;
+                };
+            }
+            trainable = perLayer * m.numLayers();
+        }
+        // the fullest GPU of the trainer's own placement bounds what fits
+        List<Device> devs = new ArrayList<>();
+        for (int i = 0; i < gpus; i++) {
+            devs.add(Device.gpu(i));
+        }
+        Placement place = Placement.balanced(devs, m);
+        long[] load = new long[gpus];
+        m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
+        long devParams = java.util.Arrays.stream(load).max().orElse(p);
+        int devLayers = java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
+        long devTrainable = r > 0 ? trainable / m.numLayers() * devLayers : devParams;
+        double weights = (double) devParams * bytes;
+        double reference = r > 0 ? 0 : weights;                       // LoRA: the base with adapters off
+        // fp16 training keeps fp32 master weights beside the fp16 copy
+        double master = bytes == 2 ? 4.0 * devTrainable : 0;
+        double grads = 4.0 * devTrainable;
+        double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
+        int micro = c.train().microBatchSize();
+        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+        // Activation checkpointing per decoder layer: each GPU keeps its layers' inputs, plus one
+        // layer's full activations while it is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h)
+        // bytes in 16-bit), plus the last stage's logits, log-softmax and their gradient in fp32.
+        double boundaries = (double) micro * seq * m.hiddenSize() * bytes * devLayers;
+        double oneLayer = (double) micro * seq * m.hiddenSize() * (34.0 + 5.0 * m.numHeads() * seq / m.hiddenSize()) * bytes / 2;
+        double logits = (double) micro * c.rollout().maxNewTokens() * m.vocabSize() * 4 * 3;
+        double act = boundaries + oneLayer + logits;
+        double stat = weights + master + reference + grads + optimizer;
+        // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
+        // chunks of as many sequences as fit.
+        double prefill = c.rollout().prefillBytes();
+        double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
+        long rows = (long) c.train().batchSize() * c.rollout().n();
+        long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
+        double kv = chunk * kvPerRow;
+        Map<String, Double> g = new java.util.LinkedHashMap<>();
+        g.put("weights", (weights + master) / GB);
+        g.put("reference", reference / GB);
+        g.put("gradients", grads / GB);
+        g.put("optimizer", optimizer / GB);
+        g.put("activations", act / GB);
+        g.put("kv_cache", kv / GB);
+        g.put("prefill", prefill / GB);
+        g.put("rollout_chunk_sequences", (double) chunk);
+        // rollout (KV cache) and update (activations) do not coexist: memory is freed between them
+        double total = (stat + Math.max(act, kv + prefill)) / GB;
+        boolean fits = chunk >= 1 && (stat + act) / GB <= 0.9 * gpuMemoryGb;
+        return new Plan(p, trainable, g, total, fits, place.layerCounts());
+    }
+
+    private static long count(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return n;
+    }
+
+    /** The config keys that size each component of {@link Plan#perGpuGb}. */
+    private static final Map<String, String> KEYS = Map.of(
+            "weights", "model.path, model.dtype",
+            "reference", "model.lora.rank (LoRA reads the reference from the base weights)",
+            "gradients", "model.lora.rank",
+            "optimizer", "model.lora.rank",
+            "activations", "train.micro_batch_size, train.checkpoint_layers, rollout.max_new_tokens, data.max_prompt_tokens",
+            "kv_cache", "rollout.n × train.batch_size, rollout.max_new_tokens, data.max_prompt_tokens, rollout.kv_cache_gb",
+            "prefill", "rollout.prefill_gb");
+
+    /**
+     * Stops before any work when a run cannot fit, naming the largest part of the estimate and the keys
+     * that size it. On GPUs: the fullest device's weights, optimizer state and update activations
+     * against its memory (rollouts then run in chunks of what is left). On CPU: everything one step
+     * holds at once, the whole rollout's KV cache included (CPU rollouts are not chunked unless
+     * rollout.kv_cache_gb caps them), against the host's available memory; and on both, the rollout's
+     * per-token bookkeeping in the Java heap.
+     *
+     * @param deviceBytes memory of each GPU, or of the host's available memory for CPU; ≤ 0 = unknown (not checked)
+     */
+    public static void preflight(TrainConfig c, ModelConfig m, Placement placement, long deviceBytes, long javaHeapBytes) {
+        long rows = (long) c.train().batchSize() * c.rollout().n();
+        double javaBytes = (double) rows * c.rollout().maxNewTokens() * (8 + 4) + (double) rows * 64;
+        if (javaBytes > 0.8 * javaHeapBytes) {
+            throw new UserError(String.format(java.util.Locale.ROOT, "rollout.n × train.batch_size = %,d sequences of up to"
+                    + " rollout.max_new_tokens = %d tokens need about %.1f GiB of Java heap to record, more than the %.1f GiB"
+                    + " this JVM may use (-Xmx): lower rollout.n, train.batch_size or rollout.max_new_tokens",
+                    rows, c.rollout().maxNewTokens(), javaBytes / GB, javaHeapBytes / GB));
+        }
+        if (deviceBytes <= 0) {
+            return;
+        }
+        boolean gpu = placement.output().isGpu();
+        Plan p = plan(c, m, placement.stages(), gpu ? deviceBytes / GB : 1e12);
+        Map<String, Double> gb = new java.util.LinkedHashMap<>(p.perGpuGb());
+        gb.remove("rollout_chunk_sequences");
+        double need;
+        if (gpu) {
+            if (p.fits()) {
+                return;
+            }
+            need = p.totalGb();
+        } else {
+            if (c.rollout().kvCacheGb() > 0) {
+                gb.put("kv_cache", Math.min(gb.get("kv_cache"), c.rollout().kvCacheBytes() / GB));
+            }
+            need = p.totalGb() - p.perGpuGb().get("kv_cache") + gb.get("kv_cache");
+            if (need <= 0.9 * deviceBytes / GB) {
+                return;
+            }
+        }
+        String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
+        throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
+                + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,
+                gpu ? "each of " + placement.devices() : "the host", deviceBytes / GB, gpu ? "" : " available",
+                largest, gb.get(largest), KEYS.getOrDefault(largest, largest)));
+    }
+
+    /** MemAvailable of /proc/meminfo in bytes, or −1 where it cannot be read. */
+    public static long hostAvailableBytes() {
+        try {
+            for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/meminfo"))) {
+                if (l.startsWith("MemAvailable:")) {
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024;
+                }
+            }
+        } catch (java.io.IOException | RuntimeException e) {
+            // not Linux: not checked
+        }
+        return -1;
+    }
+}
