@@ -52,6 +52,8 @@ public final class Verifier {
         } catch (Deadline.Expired e) {
             timeouts.incrementAndGet();
             return new Result(false, p, g, true);
+        } catch (Rational.TooLarge | ArithmeticException e) {
+            return new Result(false, p, g, false); // numbers beyond exact arithmetic: not shown equal
         }
     }
 

@@ -1,11 +1,12 @@
 package klrl.cli;
 
+import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import klrl.config.ConfigLoader;
 import klrl.data.Dataset;
-import klrl.train.Trainer;
+import klrl.train.Evaluator;
 import klrl.util.Json;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -15,7 +16,8 @@ import picocli.CommandLine.Option;
 public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--model", required = true) String model;
     @Option(names = "--data", defaultValue = Dataset.BUNDLED_TEST) String data;
-    @Option(names = "--config", description = "YAML or preset for prompt/rollout settings (default: tiny-cpu)") String config;
+    @Option(names = "--config", description = "YAML or preset for prompt/rollout settings (default: the run's config.yaml"
+            + " when --model is a checkpoint of a run, else tiny-cpu)") String config;
     @Option(names = "--k", defaultValue = "0", description = "samples per prompt for mean@k (0 = greedy only)") int k;
     @Option(names = "--max-examples", defaultValue = "100000") int maxExamples;
     @Option(names = "--device") String device;
@@ -25,20 +27,14 @@ public final class EvalCommand implements Callable<Integer> {
         Map<String, Object> o = new LinkedHashMap<>();
         o.put("model.path", model);
         o.put("model.device", device);
-        o.put("data.eval", data);
         o.put("eval.k", k);
-        o.put("eval.max_examples", maxExamples);
-        java.nio.file.Path scratch = java.nio.file.Files.createTempDirectory("klrl-eval");
-        o.put("output_dir", scratch.toString());
-        try (Trainer t = new Trainer(ConfigLoader.load(config, o), null, System.err::println)) {
-            Map<String, Object> r = new LinkedHashMap<>();
-            r.put("data", data);
-            var examples = Dataset.load(data, null, null);
-            r.putAll(t.evaluate(examples.subList(0, Math.min(maxExamples, examples.size())), 0));
-            System.out.println(Json.write(r));
-        } finally {
-            klrl.checkpoint.Checkpoints.deleteTree(scratch);
-        }
+        String cfg = config != null ? config : TrainCommand.runConfig(Path.of(model));
+        var examples = Dataset.load(data, null, null);
+        Map<String, Object> r = new LinkedHashMap<>();
+        r.put("data", data);
+        r.putAll(Evaluator.evaluateModel(ConfigLoader.load(cfg, o), Path.of(model),
+                examples.subList(0, Math.min(maxExamples, examples.size())), 0));
+        System.out.println(Json.write(r));
         return 0;
     }
 }

@@ -1,7 +1,9 @@
 package klrl.cli;
 
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -33,6 +35,9 @@ public final class TrainCommand implements Callable<Integer> {
         @Option(names = "--device", description = "cpu, cuda, cuda:N or auto") String device;
         @Option(names = "--devices", description = "GPUs to place the decoder layers across, e.g. 0,1,2,3 (model.device)")
         String devices;
+        @Option(names = "--set", paramLabel = "KEY=VALUE", description = "any config key, dotted as in the YAML, e.g."
+                + " --set model.lora.rank=64 --set rollout.max_new_tokens=1024 (repeatable; applied after the other flags)")
+        List<String> set = new ArrayList<>();
     }
 
     static final class Algo {
@@ -92,7 +97,23 @@ public final class TrainCommand implements Callable<Integer> {
         o.put("train.max_steps", c.optim.maxSteps);
         o.put("train.seed", c.optim.seed);
         o.put("output_dir", c.run.outputDir);
-        return ConfigLoader.load(c.setup.config, o);
+        return ConfigLoader.load(c.setup.config != null ? c.setup.config : runConfig(c.run.resume), o, c.setup.set);
+    }
+
+    /**
+     * The config a run saved (RUN/config.yaml), for a run folder or one of its checkpoints; null when
+     * there is none (then the tiny-cpu default applies, as without --resume).
+     */
+    static String runConfig(Path resume) {
+        if (resume == null) {
+            return null;
+        }
+        for (Path p : new Path[] {resume, resume.getParent() == null ? null : resume.getParent().getParent()}) {
+            if (p != null && java.nio.file.Files.isRegularFile(p.resolve("config.yaml"))) {
+                return p.resolve("config.yaml").toString();
+            }
+        }
+        return null;
     }
 
     @Override

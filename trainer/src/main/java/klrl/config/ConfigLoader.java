@@ -36,20 +36,44 @@ public final class ConfigLoader {
 
     /** Loads a config file path or preset name (null = tiny-cpu), then applies overrides {"kl.coef": 0.1, …}. */
     public static TrainConfig load(String config, Map<String, Object> overrides) {
+        return load(config, overrides, List.of());
+    }
+
+    /**
+     * As above, then applies {@code --set key=value} assignments: dotted keys of the YAML, values read as
+     * YAML (so {@code 0.1}, {@code true}, {@code [q_proj, v_proj]} and {@code null} have their types).
+     */
+    public static TrainConfig load(String config, Map<String, Object> overrides, List<String> assignments) {
         ObjectNode tree = YAML.valueToTree(TrainConfig.defaults());
         String where = config == null ? "tiny-cpu" : config;
-        JsonNode user = read(where);
-        if (user != null && !user.isNull()) {
-            if (!user.isObject()) {
-                throw new UserError(where + ": expected a YAML mapping at the top level");
-            }
-            merge(tree, (ObjectNode) user, "", where);
-        }
+        layer(tree, where, new ArrayList<>());
         for (var e : overrides.entrySet()) {
             if (e.getValue() != null) {
                 set(tree, e.getKey(), e.getValue());
             }
         }
+        for (String a : assignments) {
+            int eq = a.indexOf('=');
+            if (eq <= 0) {
+                throw new UserError("--set " + a + ": expected key=value, e.g. --set rollout.max_new_tokens=1024");
+            }
+            String key = a.substring(0, eq).strip();
+            JsonNode value;
+            try {
+                value = YAML.readTree(a.substring(eq + 1).isBlank() ? "null" : a.substring(eq + 1));
+            } catch (IOException e) {
+                throw new UserError("--set " + a + ": the value is not valid YAML (" + Json.firstLine(e.getMessage()) + ")");
+            }
+            ObjectNode user = YAML.createObjectNode();
+            ObjectNode cur = user;
+            String[] parts = key.split("\\.");
+            for (int i = 0; i < parts.length - 1; i++) {
+                cur = cur.putObject(parts[i]);
+            }
+            cur.set(parts[parts.length - 1], value == null || value.isMissingNode() ? YAML.nullNode() : value);
+            merge(tree, user, "", "--set " + a);
+        }
+        where = assignments.isEmpty() ? where : where + " with --set";
         try {
             return YAML.treeToValue(tree, TrainConfig.class);
         } catch (MismatchedInputException e) {
@@ -63,6 +87,35 @@ public final class ConfigLoader {
             }
             throw new UserError(where + ": " + Json.firstLine(e.getMessage()));
         }
+    }
+
+    /**
+     * Lays the file or preset {@code where} over {@code tree}; a top-level {@code base: PRESET_OR_FILE}
+     * is laid down first, so a user YAML can start from a preset and change a few keys.
+     */
+    private static void layer(ObjectNode tree, String where, List<String> chain) {
+        if (chain.contains(where)) {
+            throw new UserError(where + ": 'base' chain loops: " + String.join(" → ", chain) + " → " + where);
+        }
+        chain.add(where);
+        JsonNode user = read(where);
+        if (user == null || user.isNull()) {
+            return;
+        }
+        if (!user.isObject()) {
+            throw new UserError(where + ": expected a YAML mapping at the top level");
+        }
+        ObjectNode own = ((ObjectNode) user).deepCopy();
+        JsonNode base = own.remove("base");
+        if (base != null && !base.isNull()) {
+            if (!base.isTextual()) {
+                throw new UserError(where + ": 'base' must name a preset or a YAML file, e.g. base: qwen2.5-7b-math");
+            }
+            Path file = Path.of(where).getParent();
+            String b = base.asText();
+            layer(tree, file != null && Files.isRegularFile(file.resolve(b)) ? file.resolve(b).toString() : b, chain);
+        }
+        merge(tree, own, "", where);
     }
 
     private static JsonNode read(String where) {
@@ -92,8 +145,10 @@ public final class ConfigLoader {
             if (!base.has(e.getKey())) {
                 List<String> valid = new ArrayList<>();
                 base.fieldNames().forEachRemaining(valid::add);
+                String near = closest(e.getKey(), valid);
                 throw new UserError(where + ": unknown key '" + key + "'" + (prefix.isEmpty() ? "" : " in '"
-                        + prefix.substring(0, prefix.length() - 1) + "'") + "; valid keys: " + valid);
+                        + prefix.substring(0, prefix.length() - 1) + "'") + (near == null ? "" : "; did you mean '"
+                        + prefix + near + "'?") + " Valid keys there: " + valid);
             }
             JsonNode b = base.get(e.getKey());
             if (b != null && b.isObject() && e.getValue().isObject()) {
@@ -104,6 +159,37 @@ public final class ConfigLoader {
                 base.set(e.getKey(), e.getValue());
             }
         }
+    }
+
+    /** The valid key nearest to {@code key} by edit distance, if it is near enough to be a typo. */
+    static String closest(String key, List<String> valid) {
+        String best = null;
+        int bestD = Integer.MAX_VALUE;
+        for (String v : valid) {
+            int d = editDistance(key, v);
+            if (d < bestD) {
+                best = v;
+                bestD = d;
+            }
+        }
+        return bestD <= Math.max(2, key.length() / 3) ? best : null;
+    }
+
+    private static int editDistance(String a, String b) {
+        int[] prev = new int[b.length() + 1], cur = new int[b.length() + 1];
+        for (int j = 0; j <= b.length(); j++) {
+            prev[j] = j;
+        }
+        for (int i = 1; i <= a.length(); i++) {
+            cur[0] = i;
+            for (int j = 1; j <= b.length(); j++) {
+                cur[j] = Math.min(Math.min(cur[j - 1], prev[j]) + 1, prev[j - 1] + (a.charAt(i - 1) == b.charAt(j - 1) ? 0 : 1));
+            }
+            int[] t = prev;
+            prev = cur;
+            cur = t;
+        }
+        return prev[b.length()];
     }
 
     private static void set(ObjectNode tree, String dotted, Object value) {

@@ -101,6 +101,9 @@ public final class SafeTensors {
             }
             long dataStart = 8 + n;
             Map<String, Entry> out = new LinkedHashMap<>();
+            if (h == null || !h.isObject()) {
+                throw new UserError(file + ": safetensors header is not a JSON object");
+            }
             var it = h.fields();
             while (it.hasNext()) {
                 var e = it.next();
@@ -108,19 +111,25 @@ public final class SafeTensors {
                     continue;
                 }
                 JsonNode t = e.getValue();
-                JsonNode shp = t.get("shape");
-                JsonNode off = t.get("data_offsets");
+                JsonNode shp = t.path("shape"), off = t.path("data_offsets"), dtn = t.path("dtype");
+                if (!dtn.isTextual() || !shp.isArray() || !off.isArray() || off.size() != 2 || !off.get(0).canConvertToLong()
+                        || !off.get(1).canConvertToLong()) {
+                    throw new UserError(file + ": tensor '" + e.getKey() + "' needs \"dtype\" (text), \"shape\" (a list)"
+                            + " and \"data_offsets\" ([begin, end]) in the safetensors header");
+                }
                 long[] shape = new long[shp.size()];
+                long numel = 1;
                 for (int i = 0; i < shape.length; i++) {
-                    shape[i] = shp.get(i).asLong();
+                    JsonNode d = shp.get(i);
+                    shape[i] = d.canConvertToLong() && d.isIntegralNumber() ? d.asLong() : -1;
+                    if (shape[i] < 0) {
+                        throw new UserError(file + ": tensor '" + e.getKey() + "' has shape " + shp + "; expected non-negative integers");
+                    }
+                    numel = numel > 0 && shape[i] > Long.MAX_VALUE / 8 / numel ? Long.MAX_VALUE / 8 : numel * shape[i];
                 }
                 long begin = off.get(0).asLong(), end = off.get(1).asLong();
-                String dt = t.get("dtype").asText();
-                long numel = 1;
-                for (long d : shape) {
-                    numel *= d;
-                }
-                if (end - begin != numel * bytesOf(dt, file, e.getKey()) || dataStart + end > ch.size()) {
+                String dt = dtn.asText();
+                if (begin < 0 || end < begin || end - begin != numel * bytesOf(dt, file, e.getKey()) || dataStart + end > ch.size()) {
                     throw new UserError(file + ": tensor '" + e.getKey() + "' has a byte range that does not match its shape "
                             + java.util.Arrays.toString(shape) + " and dtype " + dt + " (file truncated?)");
                 }

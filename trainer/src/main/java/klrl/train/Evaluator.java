@@ -38,6 +38,29 @@ public final class Evaluator {
         this.root = root;
     }
 
+    /**
+     * Evaluates a model folder on its own: the policy, its tokenizer and the verifier; no reference
+     * copy, optimizer or training set is loaded.
+     */
+    public static Map<String, Object> evaluateModel(TrainConfig cfg, java.nio.file.Path modelDir, List<Example> exs, long seed)
+            throws java.io.IOException {
+        var dtype = klrl.util.Runtime.dtype(cfg.model().dtype());
+        var placement = klrl.model.Placement.balanced(
+                klrl.model.Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device), klrl.model.ModelConfig.load(modelDir));
+        try (NDManager root = NDManager.newBaseManager(placement.output(), "PyTorch");
+             Tokenizer tok = Tokenizer.load(modelDir);
+             RewardPool rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(),
+                     cfg.train().rewardWorkers(), cfg.train().verifierTimeoutMs())) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            Decoder policy = Decoder.load(modelDir, root, dtype, placement);
+            Prompts prompts = new Prompts(tok, cfg.data());
+            exs.forEach(prompts::ids); // a bad row fails before any generation
+            RolloutEngine engine = new RolloutEngine(policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
+            engine.withMaxRows(Trainer.kvRows(cfg, policy, placement));
+            return new Evaluator(policy, engine, prompts, tok, rewards, cfg, root).evaluate(exs, seed);
+        }
+    }
+
     /** Evaluates every set, writes one metrics line per set and prints a summary line. */
     void evaluateAll(Map<String, List<Example>> sets, long step, long seed, MetricsLog metrics, Consumer<String> console) {
         for (var e : sets.entrySet()) {

@@ -190,7 +190,7 @@ public final class Trainer implements AutoCloseable {
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
         nets.policy.setTraining(false);
-        sizeKvCache();
+        engine.withMaxRows(kvRows(cfg, nets.policy, placement));
         List<Sample> samples = engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
                 rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
         double secRollout = seconds(tr);
@@ -272,12 +272,12 @@ public final class Trainer implements AutoCloseable {
     }
 
     /**
-     * Caps the sequences decoded at once: rollout.kv_cache_gb per device, or, when it is 0 on GPUs,
-     * what each GPU has free up to rollout.gpu_memory_utilization of its memory (read before every
-     * rollout, since the update before it held activations).
+     * Sequences decoded at once: rollout.kv_cache_gb per device, or, when it is 0 on GPUs, what each GPU
+     * has free up to rollout.gpu_memory_utilization of its memory (read before every rollout, since the
+     * update before it held activations); no cap on CPU.
      */
-    private void sizeKvCache() {
-        long perSeq = RolloutEngine.kvBytesPerSequence(nets.policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
+    static int kvRows(TrainConfig cfg, klrl.model.Decoder policy, Placement placement) {
+        long perSeq = RolloutEngine.kvBytesPerSequence(policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
         long[] budget = new long[placement.stages()];
         boolean gpu = placement.output().isGpu();
         for (int i = 0; i < budget.length; i++) {
@@ -292,7 +292,7 @@ public final class Trainer implements AutoCloseable {
                 budget[i] = Long.MAX_VALUE; // CPU: host memory, no cap
             }
         }
-        engine.withMaxRows(RolloutEngine.rowsThatFit(perSeq, budget));
+        return RolloutEngine.rowsThatFit(perSeq, budget);
     }
 
     /** Returns PyTorch's cached, unused GPU blocks so the next phase (and the free-memory reading) sees them. */

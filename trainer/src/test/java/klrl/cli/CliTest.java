@@ -168,6 +168,12 @@ class CliTest {
         assertEquals(7, c.train().maxSteps());
         assertEquals(5, c.train().seed());
         assertEquals("/tmp/x", c.outputDir());
+        // --set reaches any key, after the named flags
+        TrainCommand s = new TrainCommand();
+        new picocli.CommandLine(s).parseArgs("--config", "grid-k1-reward", "--set", "model.lora.rank=16", "--n", "4",
+                "--set", "rollout.n=6");
+        assertEquals(16, TrainCommand.config(s).model().lora().rank());
+        assertEquals(6, TrainCommand.config(s).rollout().n());
         Result both = run("--kl-in-reward", "--kl-in-loss", "--max-steps", "1");
         assertEquals(2, both.code());
         assertTrue(both.err().contains("at most one of --kl-in-reward"), both.err());
@@ -184,5 +190,27 @@ class CliTest {
         assertTrue(r2.err().contains("'x' is not an integer"), r2.err());
         Result r3 = run("logprobs", "--model", TestPaths.fixture("qwen2-bf16-sharded").toString(), "--input-ids", "1,999999");
         assertTrue(r3.err().contains("outside the vocabulary"), r3.err());
+    }
+
+    @Test
+    void resumeAndEvalReadTheRunsOwnConfig() throws Exception {
+        // a run with settings of its own; resuming it names no config, and still continues with them
+        Path yaml = tmp.resolve("own.yaml"), out = tmp.resolve("own-run");
+        Files.writeString(yaml, "base: tiny-cpu\nmodel: {path: " + klrl.train.TinyDefault.ensure(x -> { }) + "}\n"
+                + "train: {max_steps: 1, batch_size: 4, mini_batch_size: 4}\nrollout: {n: 2, max_new_tokens: 9}\n"
+                + "eval: {before_start: false, max_examples: 8, k: 0}\noutput_dir: " + out + "\n");
+        assertEquals(0, run("--config", yaml.toString()).code());
+        Result r = run("--resume", out.toString(), "--set", "train.max_steps=2");
+        assertEquals(0, r.code(), r.err());
+        klrl.config.TrainConfig saved = klrl.config.ConfigLoader.load(out.resolve("config.yaml").toString(), java.util.Map.of());
+        assertEquals(2, saved.rollout().n());
+        assertEquals(9, saved.rollout().maxNewTokens());
+        assertEquals(2, saved.train().maxSteps());
+        assertEquals(2, Files.readAllLines(out.resolve("metrics.jsonl")).stream().filter(l -> l.contains("reward_mean")).count());
+        // eval on one of its checkpoints uses that config too: its prompts, its max_new_tokens
+        Result e = run("eval", "--model", out.resolve("checkpoints/step-000002").toString(), "--max-examples", "8");
+        assertEquals(0, e.code(), e.err());
+        JsonNode j = Json.MAPPER.readTree(e.out());
+        assertEquals(8, j.get("eval_examples").asInt());
     }
 }

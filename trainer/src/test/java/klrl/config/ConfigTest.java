@@ -84,4 +84,38 @@ class ConfigTest {
         assertEquals("reward", c.kl().placement());
         assertEquals(0.5, c.kl().coef());
     }
+
+    @Test
+    void setAssignmentsReachTheConfigTypedAndValidated() {
+        TrainConfig c = ConfigLoader.load(null, Map.of(), java.util.List.of("model.lora.rank=64", "rollout.temperature=0.7",
+                "model.lora.target_modules=[q_proj, v_proj]", "eval.before_start=false", "kl.target=null", "kl.target=0.05"));
+        assertEquals(64, c.model().lora().rank());
+        assertEquals(0.7, c.rollout().temperature());
+        assertEquals(java.util.List.of("q_proj", "v_proj"), c.model().lora().targetModules());
+        assertEquals(false, c.eval().beforeStart());
+        assertEquals(0.05, c.kl().target());
+        UserError typo = assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), java.util.List.of("rollout.max_new_token=9")));
+        assertTrue(typo.getMessage().contains("--set rollout.max_new_token=9: unknown key 'rollout.max_new_token'")
+                && typo.getMessage().contains("did you mean 'rollout.max_new_tokens'?"), typo.getMessage());
+        UserError type = assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), java.util.List.of("rollout.n=many")));
+        assertTrue(type.getMessage().contains("'rollout.n'") && type.getMessage().contains("wrong type"), type.getMessage());
+        UserError range = assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), java.util.List.of("train.max_skipped_updates=0")));
+        assertTrue(range.getMessage().contains("train.max_skipped_updates must be ≥ 1"), range.getMessage());
+        assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), java.util.List.of("no-equals-sign")));
+    }
+
+    @Test
+    void aUserYamlCanStartFromAPreset() throws Exception {
+        Path f = tmp.resolve("mine.yaml");
+        Files.writeString(f, "base: grid-k3-loss\nkl: {coef: 0.01}\nmodel: {lora: {rank: 64}}\n");
+        TrainConfig mine = ConfigLoader.load(f.toString(), Map.of()), preset = ConfigLoader.load("grid-k3-loss", Map.of());
+        assertEquals(0.01, mine.kl().coef());
+        assertEquals(64, mine.model().lora().rank());
+        assertEquals(preset.rollout(), mine.rollout());
+        assertEquals(preset.kl().parsedPlacement(), mine.kl().parsedPlacement());
+        Path loop = tmp.resolve("loop.yaml");
+        Files.writeString(loop, "base: loop.yaml\n");
+        UserError e = assertThrows(UserError.class, () -> ConfigLoader.load(loop.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("'base' chain loops"), e.getMessage());
+    }
 }
