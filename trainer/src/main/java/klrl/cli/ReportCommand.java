@@ -5,7 +5,9 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import klrl.util.Json;
 import klrl.util.UserError;
@@ -50,9 +52,17 @@ public final class ReportCommand implements Callable<Integer> {
                 throw new UserError(f + ": not found (is " + r + " a run folder?)");
             }
             List<JsonNode> lines = new ArrayList<>();
-            for (String l : Files.readAllLines(f)) {
-                if (!l.isBlank()) {
-                    lines.add(Json.MAPPER.readTree(l));
+            List<String> raw = Files.readAllLines(f);
+            for (int j = 0; j < raw.size(); j++) {
+                if (raw.get(j).isBlank()) {
+                    continue;
+                }
+                try {
+                    lines.add(Json.MAPPER.readTree(raw.get(j)));
+                } catch (IOException e) {
+                    if (j < raw.size() - 1) { // a torn last line is a run still writing or killed mid-line
+                        throw new UserError(f + ":" + (j + 1) + ": not a JSON line");
+                    }
                 }
             }
             data.add(lines);
@@ -63,16 +73,18 @@ public final class ReportCommand implements Callable<Integer> {
             int series = 0;
             for (int i = 0; i < runs.size(); i++) {
                 for (String k : p.keys()) {
-                    List<Double> xs = new ArrayList<>(), ys = new ArrayList<>();
+                    // one line per eval set: a run evaluating several sets writes one line per set and step
+                    Map<String, List<double[]>> bySet = new LinkedHashMap<>();
                     for (JsonNode n : data.get(i)) {
                         if (n.has(k) && n.get(k).isNumber()) {
-                            xs.add(n.get("step").asDouble());
-                            ys.add(n.get(k).asDouble());
+                            bySet.computeIfAbsent(n.path("eval_set").asText(""), z -> new ArrayList<>())
+                                    .add(new double[] {n.get("step").asDouble(), n.get(k).asDouble()});
                         }
                     }
-                    if (!xs.isEmpty()) {
-                        String name = label(i) + (p.keys().size() > 1 ? " " + k : "");
-                        chart.addSeries(name, xs, ys).setMarker(k.startsWith("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
+                    for (var e : bySet.entrySet()) {
+                        String name = label(i) + (p.keys().size() > 1 ? " " + k : "") + (e.getKey().isEmpty() ? "" : " " + e.getKey());
+                        chart.addSeries(name, e.getValue().stream().map(v -> v[0]).toList(), e.getValue().stream().map(v -> v[1]).toList())
+                                .setMarker(k.startsWith("eval") ? SeriesMarkers.CIRCLE : SeriesMarkers.NONE);
                         series++;
                     }
                 }

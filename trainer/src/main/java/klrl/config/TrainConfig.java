@@ -209,12 +209,14 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     /**
      * @param maxSkippedUpdates the run stops (without checkpointing the broken state) after this many
      *                          optimizer updates in a row were skipped for a non-finite loss or gradient
+     * @param samplesEvery      every this many steps, the samples of the step's first {@code samplesPrompts}
+     *                          prompts go to samples.jsonl (0 = never)
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
-                        int maxSkippedUpdates) {
+                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000, 0, 10);
+            return new Train(400, 32, 32, 128, 0, "math", 0.0, 2, 1000, 0, 10, 10, 2);
         }
 
         public Train {
@@ -224,6 +226,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(verifierTimeoutMs > 0, "train.verifier_timeout_ms must be > 0");
             require(checkpointLayers >= 0, "train.checkpoint_layers must be ≥ 0 (0 = no activation checkpointing)");
             require(maxSkippedUpdates >= 1, "train.max_skipped_updates must be ≥ 1");
+            require(samplesEvery >= 0 && samplesPrompts >= 1, "train.samples_every must be ≥ 0 and train.samples_prompts ≥ 1");
         }
     }
 

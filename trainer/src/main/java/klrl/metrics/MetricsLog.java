@@ -16,12 +16,19 @@ import klrl.util.UserError;
 /** OUTPUT/metrics.jsonl: one JSON object per line, flushed per line so a crash loses nothing written. */
 public final class MetricsLog implements AutoCloseable {
     private final Writer w;
+    private final TensorBoardLog mirror;
 
     /**
      * @param keepUpToStep on resume, lines after this step (written after the checkpoint) are dropped,
      *                     and so is a torn last line (the process killed in the middle of writing it)
      */
     public MetricsLog(Path file, long keepUpToStep) throws IOException {
+        this(file, keepUpToStep, null);
+    }
+
+    /** As above, and every line also goes to {@code mirror} (TensorBoard), which this log closes. */
+    public MetricsLog(Path file, long keepUpToStep, TensorBoardLog mirror) throws IOException {
+        this.mirror = mirror;
         if (keepUpToStep >= 0 && Files.exists(file)) {
             StringBuilder kept = new StringBuilder();
             List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
@@ -60,10 +67,16 @@ public final class MetricsLog implements AutoCloseable {
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
+        if (mirror != null) {
+            mirror.write(record);
+        }
     }
 
     @Override
     public void close() throws IOException {
         w.close();
+        if (mirror != null) {
+            mirror.close();
+        }
     }
 }

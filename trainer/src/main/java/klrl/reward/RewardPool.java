@@ -20,8 +20,11 @@ import klrl.util.UserError;
  * the verifier itself is time-bounded and never blocks.
  */
 public final class RewardPool implements AutoCloseable {
-    /** Per-sample outcome: the total reward, whether the math answer was right, and whether it timed out. */
-    public record Scored(double reward, boolean correct, boolean timedOut) {}
+    /**
+     * Per-sample outcome: the total reward, whether the math answer was right, whether the verifier
+     * timed out, and the answer it extracted from the completion (null when it found none).
+     */
+    public record Scored(double reward, boolean correct, boolean timedOut, String extracted) {}
 
     private final Reward reward;
     private final MathReward math;
@@ -55,7 +58,9 @@ public final class RewardPool implements AutoCloseable {
                 if (formatWeight != 0) {
                     r += formatWeight * format.score(prompts.get(k), completions.get(k), golds.get(k)).value();
                 }
-                return new Scored(r, correct, Boolean.TRUE.equals(m.details().get("timed_out")));
+                Object extracted = m.details().get("extracted");
+                return new Scored(r, correct, Boolean.TRUE.equals(m.details().get("timed_out")),
+                        extracted == null ? null : extracted.toString());
             }));
         }
         List<Scored> out = new ArrayList<>();

@@ -24,12 +24,28 @@ final class StepMetrics {
         return this;
     }
 
-    /** What the rollout and the verifier produced: reward, accuracy, length, verifier timeouts. */
+    /**
+     * What the rollout and the verifier produced: reward (mean, std), accuracy, response length (mean,
+     * min, max), the fraction of responses cut at max_new_tokens, the fraction of prompt groups whose
+     * samples all got the same reward (they give GRPO no signal), verifier timeouts.
+     */
     StepMetrics rollout(List<Sample> samples, List<RewardPool.Scored> scores) {
-        put("reward_mean", mean(scores.stream().mapToDouble(RewardPool.Scored::reward).toArray()));
+        double[] rewards = scores.stream().mapToDouble(RewardPool.Scored::reward).toArray();
+        double mean = mean(rewards);
+        put("reward_mean", mean);
         put("accuracy", mean(scores.stream().mapToDouble(s -> s.correct() ? 1 : 0).toArray()));
         put("response_length", mean(samples.stream().mapToDouble(s -> s.responseIds().length).toArray()));
-        return put("verifier_timeouts", scores.stream().filter(RewardPool.Scored::timedOut).count());
+        put("verifier_timeouts", scores.stream().filter(RewardPool.Scored::timedOut).count());
+        put("reward_std", Math.sqrt(mean(java.util.Arrays.stream(rewards).map(r -> (r - mean) * (r - mean)).toArray())));
+        put("response_length_min", samples.stream().mapToInt(s -> s.responseIds().length).min().orElse(0));
+        put("response_length_max", samples.stream().mapToInt(s -> s.responseIds().length).max().orElse(0));
+        put("truncated_fraction", mean(samples.stream().mapToDouble(s -> "length".equals(s.finishReason()) ? 1 : 0).toArray()));
+        Map<Integer, java.util.DoubleSummaryStatistics> groups = new java.util.TreeMap<>();
+        for (int i = 0; i < samples.size(); i++) {
+            groups.computeIfAbsent(samples.get(i).promptIndex(), k -> new java.util.DoubleSummaryStatistics()).accept(rewards[i]);
+        }
+        return put("zero_variance_groups", groups.isEmpty() ? 0.0
+                : groups.values().stream().filter(g -> g.getMax() == g.getMin()).count() / (double) groups.size());
     }
 
     double get(String key) {

@@ -68,6 +68,7 @@ public final class Trainer implements AutoCloseable {
     private final Evaluator evaluator;
     private final AtomicBoolean stop = new AtomicBoolean();
     private final ArrayDeque<Rollout> lagQueue = new ArrayDeque<>();
+    private MetricsLog samplesLog; // open while run() runs
     private long startStep;
 
     /** One step's sampled and scored data, kept whole for the off-policy lag queue. */
@@ -160,7 +161,10 @@ public final class Trainer implements AutoCloseable {
 
     public void run(Consumer<String> console) throws IOException {
         long maxSteps = cfg.train().maxSteps();
-        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1)) {
+        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1,
+                new klrl.metrics.TensorBoardLog(out, startStep));
+             MetricsLog samples = new MetricsLog(out.resolve("samples.jsonl"), startStep > 0 ? startStep : -1)) {
+            samplesLog = samples;
             if (cfg.eval().beforeStart() && startStep == 0) {
                 evaluate(0, metrics, console);
             }
@@ -200,6 +204,7 @@ public final class Trainer implements AutoCloseable {
         List<RewardPool.Scored> scores = evaluator.score(exs, samples);
         double secReward = seconds(tw);
         m.rollout(samples, scores);
+        logSamples(step, exs, samples, scores);
         // 3. Off-policy lag K: train on the rollout made K policy versions ago (its log-probs are the behaviour policy's).
         lagQueue.addLast(new Rollout(step, samples, scores));
         if (lagQueue.size() <= cfg.algorithm().offPolicyLag()) {
@@ -241,6 +246,28 @@ public final class Trainer implements AutoCloseable {
         m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", root.getManagedArrays().size());
         long rss = residentMb();
         return rss >= 0 ? m.put("rss_mb", rss) : m;
+    }
+
+    /** Every train.samples_every steps: what the model wrote for the first prompts, with reward, answer and gold. */
+    private void logSamples(long step, List<Example> exs, List<Sample> samples, List<RewardPool.Scored> scores) {
+        int every = cfg.train().samplesEvery();
+        if (samplesLog == null || every == 0 || (step + 1) % every != 0) {
+            return;
+        }
+        for (int i = 0; i < samples.size() && samples.get(i).promptIndex() < cfg.train().samplesPrompts(); i++) {
+            Sample s = samples.get(i);
+            Example ex = exs.get(s.promptIndex());
+            Map<String, Object> line = new LinkedHashMap<>();
+            line.put("step", step + 1);
+            line.put("prompt", prompts.text(ex));
+            line.put("response", tok.decodeSkippingSpecial(s.responseIds()));
+            line.put("reward", scores.get(i).reward());
+            line.put("correct", scores.get(i).correct());
+            line.put("extracted", scores.get(i).extracted());
+            line.put("gold", ex.gold());
+            line.put("finish_reason", s.finishReason());
+            samplesLog.write(line);
+        }
     }
 
     private static double seconds(long since) {

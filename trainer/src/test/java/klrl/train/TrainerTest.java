@@ -146,13 +146,47 @@ class TrainerTest {
     @Test
     void metricsHaveEveryDocumentedField() throws Exception {
         Path a = tmp.resolve("m");
-        train(small(a, Map.of("train.max_steps", 1, "eval.before_start", true, "train.mini_batch_size", 4)), null);
+        train(small(a, Map.of("train.max_steps", 1, "eval.before_start", true, "train.mini_batch_size", 4,
+                "train.samples_every", 1)), null);
         JsonNode step = stepLines(a).get(0);
         for (String k : new String[] {"step", "reward_mean", "accuracy", "kl_k1", "kl_k3", "kl_forward", "kl_coef", "entropy",
             "response_length", "clip_fraction", "grad_norm", "lr", "tokens_per_s", "time_rollout", "time_reward",
-            "time_reference", "time_update", "time_step", "skipped_updates"}) {
+            "time_reference", "time_update", "time_step", "skipped_updates", "reward_std", "zero_variance_groups",
+            "truncated_fraction", "response_length_min", "response_length_max"}) {
             assertTrue(step.has(k), "missing " + k);
         }
+        assertTrue(step.get("response_length_min").asDouble() <= step.get("response_length").asDouble()
+                && step.get("response_length").asDouble() <= step.get("response_length_max").asDouble(), step.toString());
+        double zv = step.get("zero_variance_groups").asDouble();
+        assertTrue(zv >= 0 && zv <= 1 && zv * 4 == Math.rint(zv * 4), step.toString()); // 4 prompt groups
+        // samples.jsonl: the first 2 prompts' 4 samples each, with what the verifier made of them
+        List<String> samples = Files.readAllLines(a.resolve("samples.jsonl"));
+        assertEquals(8, samples.size());
+        JsonNode s0 = Json.MAPPER.readTree(samples.get(0));
+        for (String k : new String[] {"step", "prompt", "response", "reward", "correct", "extracted", "gold", "finish_reason"}) {
+            assertTrue(s0.has(k), "samples.jsonl lacks " + k);
+        }
+        // TensorBoard: valid TFRecord framing, the step's scalars equal to metrics.jsonl's (as float)
+        Map<String, Float> tb = new java.util.HashMap<>();
+        try (var files = Files.list(a)) {
+            Path ev = files.filter(p -> p.getFileName().toString().startsWith("events.out.tfevents.")).findFirst().orElseThrow();
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(Files.readAllBytes(ev)).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            while (b.hasRemaining()) {
+                byte[] len = new byte[8];
+                b.get(len);
+                assertEquals(klrl.metrics.TensorBoardLog.maskedCrc(len, 8), b.getInt());
+                byte[] data = new byte[(int) java.nio.ByteBuffer.wrap(len).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong()];
+                b.get(data);
+                assertEquals(klrl.metrics.TensorBoardLog.maskedCrc(data, data.length), b.getInt());
+                var e = klrl.metrics.tensorboard.Event.parseFrom(data);
+                if (e.hasSummary() && e.getStep() == 1) {
+                    e.getSummary().getValueList().forEach(v -> tb.put(v.getTag(), v.getSimpleValue()));
+                }
+            }
+        }
+        assertEquals((float) step.get("reward_mean").asDouble(), tb.get("reward_mean"));
+        assertEquals((float) step.get("kl_k1").asDouble(), tb.get("kl_k1"));
+        assertTrue(tb.containsKey("eval_accuracy/arith-test"), tb.keySet().toString());
         JsonNode eval = metrics(a).stream().filter(n -> n.has("eval_accuracy")).findFirst().orElseThrow();
         assertTrue(eval.has("eval_set") && eval.has("eval_mean_at_k"));
         // on-policy: the update's first forward reproduces the sampler's log-probs
