@@ -11,7 +11,8 @@ import picocli.CommandLine.Command;
 public final class Main {
 
     public static void main(String[] args) {
-        System.exit(run(args));
+        Integer relaunched = Launcher.relaunchIfNeeded(args, new CommandLine(new Main()).getSubcommands().keySet());
+        System.exit(relaunched != null ? relaunched : run(args));
     }
 
     /** Runs a command line and returns the exit code; user errors print one line, no stack trace. */
