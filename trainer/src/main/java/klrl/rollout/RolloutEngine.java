@@ -35,6 +35,13 @@ public final class RolloutEngine {
     }
 
     private int maxRows = Integer.MAX_VALUE;
+    private java.util.function.LongConsumer onFinished = n -> { };
+
+    /** Called with the number of samples that finished, as they finish (progress display). */
+    public RolloutEngine onFinished(java.util.function.LongConsumer listener) {
+        this.onFinished = listener;
+        return this;
+    }
     private long prefillBytes = klrl.config.TrainConfig.Rollout.defaults().prefillBytes();
 
     /**
@@ -243,7 +250,7 @@ public final class RolloutEngine {
 
     /** Appends each active row's sampled token, marks rows that finished (eos, stop string, length); returns how many active rows are done. */
     private int record(Batch b) {
-        int done = 0;
+        int done = 0, finishedNow = 0;
         for (int a = 0; a < b.active; a++) {
             int r = b.rows[a];
             if (b.reason[r] != null) {
@@ -263,7 +270,11 @@ public final class RolloutEngine {
             }
             if (b.reason[r] != null) {
                 done++;
+                finishedNow++;
             }
+        }
+        if (finishedNow > 0) {
+            onFinished.accept(finishedNow);
         }
         return done;
     }

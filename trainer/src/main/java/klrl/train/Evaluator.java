@@ -81,15 +81,19 @@ public final class Evaluator {
         policy.setTraining(false);
         int correct = 0, samplesCorrect = 0, samplesTotal = 0;
         var rc = cfg.rollout();
-        for (int i = 0; i < exs.size(); i += BATCH) {
-            List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
-            List<long[]> ids = part.stream().map(prompts::ids).toList();
-            correct += correct(part, engine.generate(ids, SamplingParams.greedy(rc.maxNewTokens()), root));
-            if (cfg.eval().k() > 0) {
-                List<Sample> s = engine.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
-                        rc.topK(), cfg.eval().k(), rc.stop(), seed + i), root);
-                samplesCorrect += correct(part, s);
-                samplesTotal += s.size();
+        engine.onFinished(n -> { });
+        try (klrl.util.Progress progress = klrl.util.Progress.start("eval", exs.size(), "prompts")) {
+            for (int i = 0; i < exs.size(); i += BATCH) {
+                List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
+                List<long[]> ids = part.stream().map(prompts::ids).toList();
+                correct += correct(part, engine.generate(ids, SamplingParams.greedy(rc.maxNewTokens()), root));
+                if (cfg.eval().k() > 0) {
+                    List<Sample> s = engine.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
+                            rc.topK(), cfg.eval().k(), rc.stop(), seed + i), root);
+                    samplesCorrect += correct(part, s);
+                    samplesTotal += s.size();
+                }
+                progress.step(part.size());
             }
         }
         Map<String, Object> r = new LinkedHashMap<>();

@@ -26,7 +26,8 @@ public final class Sft {
         klrl.util.Runtime.noGradOutsideCollectors();
         long eos = tok.eosIds().get(0);
         double last = Double.NaN;
-        try (AdamW opt = new AdamW(model.parameters(), java.util.Map.of(), new AdamW.Hyper(0.9, 0.98, 1e-8, 0.0), root)) {
+        try (AdamW opt = new AdamW(model.parameters(), java.util.Map.of(), new AdamW.Hyper(0.9, 0.98, 1e-8, 0.0), root);
+             klrl.util.Progress bar = klrl.util.Progress.start("warm-up", steps, "steps")) {
             SplittableRandom rng = new SplittableRandom(seed);
             for (int s = 0; s < steps; s++) {
                 List<long[]> ps = new ArrayList<>(), rs = new ArrayList<>();
@@ -51,6 +52,7 @@ public final class Sft {
                     double lrNow = lr * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * s / steps)));
                     opt.step(lrNow, 1.0);
                 }
+                bar.step(1);
                 if (progress != null) {
                     progress.accept(s);
                 }

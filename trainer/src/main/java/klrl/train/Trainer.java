@@ -37,6 +37,7 @@ import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
 import klrl.util.Json;
+import klrl.util.Progress;
 import klrl.util.Runtime;
 
 /**
@@ -168,8 +169,10 @@ public final class Trainer implements AutoCloseable {
             if (cfg.eval().beforeStart() && startStep == 0) {
                 evaluate(0, metrics, console);
             }
+            Progress run = Progress.start("train", maxSteps, "steps", startStep);
             for (long step = startStep; step < maxSteps && !stop.get(); step++) {
                 StepMetrics m = step(step);
+                run.step(1);
                 metrics.write(m.asMap());
                 console.accept(String.format("step %d/%d  reward %.3f  acc %.3f  kl_k1 %.4f  kl_k3 %.4f  len %.1f  %.2fs",
                         step + 1, maxSteps, m.get("reward_mean"), m.get("accuracy"), m.get("kl_k1"), m.get("kl_k3"),
@@ -182,6 +185,7 @@ public final class Trainer implements AutoCloseable {
                     console.accept("checkpoint " + save(step + 1));
                 }
             }
+            run.close();
         }
     }
 
@@ -195,8 +199,12 @@ public final class Trainer implements AutoCloseable {
         long tr = System.nanoTime();
         nets.policy.setTraining(false);
         engine.withMaxRows(kvRows(cfg, nets.policy, placement));
-        List<Sample> samples = engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
-                rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
+        List<Sample> samples;
+        try (Progress p = Progress.start("rollout", (long) exs.size() * rc.n(), "seq")) {
+            engine.onFinished(p::step);
+            samples = engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
+                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
+        }
         double secRollout = seconds(tr);
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
         // 2. Reward: the verifier scores every response against its prompt's gold (worker threads).
