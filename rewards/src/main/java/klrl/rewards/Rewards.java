@@ -5,6 +5,11 @@ public final class Rewards {
     private Rewards() {}
 
     public static Reward byName(String name) {
+        return byName(name, Rewards.class.getClassLoader());
+    }
+
+    /** As above, with user classes looked up through {@code loader} (e.g. one over a user's jar). */
+    public static Reward byName(String name, ClassLoader loader) {
         switch (name) {
             case "math":
                 return new MathReward();
@@ -15,10 +20,10 @@ public final class Rewards {
         }
         Class<?> c;
         try {
-            c = Class.forName(name);
+            c = Class.forName(name, true, loader);
         } catch (ClassNotFoundException e) {
             throw new IllegalArgumentException("reward '" + name + "': not a built-in (math, format) and no class of that name"
-                    + " is on the classpath (add its jar with java -cp)");
+                    + " is on the classpath or in train.reward_jar (--reward-jar FILE)");
         }
         if (!Reward.class.isAssignableFrom(c)) {
             throw new IllegalArgumentException("reward '" + name + "': class does not implement klrl.rewards.Reward");

@@ -35,6 +35,8 @@ public final class TrainCommand implements Callable<Integer> {
         @Option(names = "--device", description = "cpu, cuda, cuda:N or auto") String device;
         @Option(names = "--devices", description = "GPUs to place the decoder layers across, e.g. 0,1,2,3 (model.device)")
         String devices;
+        @Option(names = "--reward-jar", description = "a jar with your reward class; name the class with --set train.reward=CLASS")
+        String rewardJar;
         @Option(names = "--set", paramLabel = "KEY=VALUE", description = "any config key, dotted as in the YAML, e.g."
                 + " --set model.lora.rank=64 --set rollout.max_new_tokens=1024 (repeatable; applied after the other flags)")
         List<String> set = new ArrayList<>();
@@ -83,6 +85,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         o.put("model.device", c.setup.devices != null ? c.setup.devices : c.setup.device);
         o.put("data.train", c.setup.trainData);
+        o.put("train.reward_jar", c.setup.rewardJar);
         o.put("data.eval", c.setup.evalData);
         o.put("algorithm.name", c.algo.algo);
         o.put("rollout.n", c.algo.n);

@@ -33,9 +33,14 @@ public final class RewardPool implements AutoCloseable {
     private final ExecutorService pool;
 
     public RewardPool(String name, double formatWeight, int workers, long verifierTimeoutMs) {
+        this(name, null, formatWeight, workers, verifierTimeoutMs);
+    }
+
+    /** @param rewardJar a user's jar holding the reward class {@code name}, or null */
+    public RewardPool(String name, String rewardJar, double formatWeight, int workers, long verifierTimeoutMs) {
         this.math = new MathReward(new Verifier(verifierTimeoutMs, Extractor.DEFAULT));
         try {
-            this.reward = name.equals("math") ? math : Rewards.byName(name);
+            this.reward = name.equals("math") ? math : Rewards.byName(name, loader(rewardJar));
         } catch (IllegalArgumentException e) {
             throw new UserError("train.reward: " + e.getMessage());
         }
@@ -45,6 +50,21 @@ public final class RewardPool implements AutoCloseable {
             t.setDaemon(true);
             return t;
         });
+    }
+
+    private static ClassLoader loader(String jar) {
+        if (jar == null) {
+            return Rewards.class.getClassLoader();
+        }
+        java.nio.file.Path p = java.nio.file.Path.of(jar);
+        if (!java.nio.file.Files.isRegularFile(p)) {
+            throw new UserError("train.reward_jar: " + jar + " is not a file (expected a jar with the reward class)");
+        }
+        try {
+            return new java.net.URLClassLoader(new java.net.URL[] {p.toUri().toURL()}, Rewards.class.getClassLoader());
+        } catch (java.net.MalformedURLException e) {
+            throw new UserError("train.reward_jar: " + jar + ": " + e.getMessage());
+        }
     }
 
     public List<Scored> score(List<String> prompts, List<String> completions, List<String> golds) {

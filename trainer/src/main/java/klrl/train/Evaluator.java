@@ -49,7 +49,7 @@ public final class Evaluator {
                 klrl.model.Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device), klrl.model.ModelConfig.load(modelDir));
         try (NDManager root = NDManager.newBaseManager(placement.output(), "PyTorch");
              Tokenizer tok = Tokenizer.load(modelDir);
-             RewardPool rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(),
+             RewardPool rewards = new RewardPool(cfg.train().reward(), cfg.train().rewardJar(), cfg.train().formatRewardWeight(),
                      cfg.train().rewardWorkers(), cfg.train().verifierTimeoutMs())) {
             klrl.util.Runtime.noGradOutsideCollectors();
             Decoder policy = Decoder.load(modelDir, root, dtype, placement);

@@ -111,7 +111,8 @@ public final class Trainer implements AutoCloseable {
                     cfg.train().maxSkippedUpdates(), root);
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
             this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
-            this.rewards = new RewardPool(cfg.train().reward(), cfg.train().formatRewardWeight(), cfg.train().rewardWorkers(),
+            this.rewards = new RewardPool(cfg.train().reward(), cfg.train().rewardJar(), cfg.train().formatRewardWeight(),
+                    cfg.train().rewardWorkers(),
                     cfg.train().verifierTimeoutMs());
             this.prompts = new Prompts(tok, cfg.data());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
