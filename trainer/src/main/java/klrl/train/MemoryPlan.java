@@ -31,22 +31,7 @@ public final class MemoryPlan {
         long p = m.parameterCount();
         int bytes = c.model().dtype().equals("float16") ? 2 : 4;
         int r = c.model().lora().rank();
-        long trainable = p;
-        if (r > 0) {
-            long perLayer = 0;
-            long h = m.hiddenSize(), q = (long) m.numHeads() * m.headDim(), kv = (long) m.numKvHeads() * m.headDim(), in = m.intermediateSize();
-            for (String t : c.model().lora().targetModules()) {
-                perLayer += switch (t) {
-                    case "q_proj" -> r * (h + q);
-                    case "k_proj", "v_proj" -> r * (h + kv);
-                    case "o_proj" -> r * (q + h);
-                    case "gate_proj", "up_proj" -> r * (h + in);
-                    case "down_proj" -> r * (in + h);
-                    default -> 0;
-                };
-            }
-            trainable = perLayer * m.numLayers();
-        }
+        long trainable = r > 0 ? loraParameters(c, m) : p;
         // the fullest GPU of the trainer's own placement bounds what fits
         List<Device> devs = new ArrayList<>();
         for (int i = 0; i < gpus; i++) {
@@ -94,6 +79,24 @@ public final class MemoryPlan {
         double total = (stat + Math.max(act, kv + prefill)) / GB;
         boolean fits = chunk >= 1 && (stat + act) / GB <= 0.9 * gpuMemoryGb;
         return new Plan(p, trainable, g, total, fits, place.layerCounts());
+    }
+
+    /** LoRA's A and B over every target module of every layer. */
+    static long loraParameters(TrainConfig c, ModelConfig m) {
+        int r = c.model().lora().rank();
+        long perLayer = 0;
+        long h = m.hiddenSize(), q = (long) m.numHeads() * m.headDim(), kv = (long) m.numKvHeads() * m.headDim(), in = m.intermediateSize();
+        for (String t : c.model().lora().targetModules()) {
+            perLayer += switch (t) {
+                case "q_proj" -> r * (h + q);
+                case "k_proj", "v_proj" -> r * (h + kv);
+                case "o_proj" -> r * (q + h);
+                case "gate_proj", "up_proj" -> r * (h + in);
+                case "down_proj" -> r * (in + h);
+                default -> 0;
+            };
+        }
+        return perLayer * m.numLayers();
     }
 
     private static long count(long[] shape) {

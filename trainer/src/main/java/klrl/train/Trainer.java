@@ -198,14 +198,7 @@ public final class Trainer implements AutoCloseable {
         // 1. Rollout: n samples per prompt from the current policy, with their behaviour log-probs.
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
-        nets.policy.setTraining(false);
-        engine.withMaxRows(kvRows(cfg, nets.policy, placement));
-        List<Sample> samples;
-        try (Progress p = Progress.start("rollout", (long) exs.size() * rc.n(), "seq")) {
-            engine.onFinished(p::step);
-            samples = engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
-                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
-        }
+        List<Sample> samples = rollout(exs, step);
         double secRollout = seconds(tr);
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
         // 2. Reward: the verifier scores every response against its prompt's gold (worker threads).
@@ -255,6 +248,18 @@ public final class Trainer implements AutoCloseable {
         m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", root.getManagedArrays().size());
         long rss = residentMb();
         return rss >= 0 ? m.put("rss_mb", rss) : m;
+    }
+
+    /** n samples for each prompt of step s, decoded in as many sequences at once as the KV-cache budget allows. */
+    private List<Sample> rollout(List<Example> exs, long step) {
+        var rc = cfg.rollout();
+        nets.policy.setTraining(false);
+        engine.withMaxRows(kvRows(cfg, nets.policy, placement));
+        try (Progress p = Progress.start("rollout", (long) exs.size() * rc.n(), "seq")) {
+            engine.onFinished(p::step);
+            return engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
+                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
+        }
     }
 
     /** Every train.samples_every steps: what the model wrote for the first prompts, with reward, answer and gold. */
