@@ -38,7 +38,7 @@ public final class SftCommand implements Callable<Integer> {
         try (NDManager root = NDManager.newBaseManager("PyTorch");
              Tokenizer tok = Tokenizer.load(model);
              Decoder m = Decoder.load(model, root, DataType.FLOAT32)) {
-            double loss = Sft.run(m, tok, new Prompts(tok, TrainConfig.Data.defaults()), Dataset.load(data, null, null),
+            double loss = Sft.run(m, tok, new Prompts(tok, TrainConfig.Data.defaults().promptFormat()), Dataset.load(data, null, null),
                     steps, batch, lr, seed, root, s -> { });
             Files.deleteIfExists(out.resolve("model.safetensors.index.json"));
             SafeTensors.write(out, m.parameters(), "F32", Long.MAX_VALUE);

@@ -80,6 +80,10 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             return new Data(null, null, null, null, "{question}", null, true, 256);
         }
 
+        public klrl.data.Prompts.Format promptFormat() {
+            return new klrl.data.Prompts.Format(template, systemPrompt, chatTemplate, maxPromptTokens);
+        }
+
         public Data {
             require(template != null && template.contains("{question}"), "data.template must contain {question}");
             require(maxPromptTokens > 0, "data.max_prompt_tokens must be > 0");
@@ -97,7 +101,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
                           double kvCacheGb, double gpuMemoryUtilization, double prefillGb) {
         public static Rollout defaults() {
-            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, 2);
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, klrl.rollout.RolloutEngine.DEFAULT_PREFILL_GB);
         }
 
         public Rollout {

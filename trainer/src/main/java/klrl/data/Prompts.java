@@ -2,7 +2,6 @@ package klrl.data;
 
 import java.util.ArrayList;
 import java.util.List;
-import klrl.config.TrainConfig;
 import klrl.model.ChatTemplate;
 import klrl.model.Tokenizer;
 import klrl.util.UserError;
@@ -10,11 +9,17 @@ import klrl.util.UserError;
 /** Turns an example into prompt token ids: the template, then the chat template (if configured). */
 public final class Prompts {
     private final Tokenizer tok;
-    private final TrainConfig.Data cfg;
+    private final Format cfg;
 
-    public Prompts(Tokenizer tok, TrainConfig.Data cfg) {
+    /**
+     * How a question becomes a prompt (data.template with {question}, data.system_prompt,
+     * data.chat_template) and the longest prompt allowed (data.max_prompt_tokens).
+     */
+    public record Format(String template, String systemPrompt, boolean chatTemplate, int maxPromptTokens) {}
+
+    public Prompts(Tokenizer tok, Format format) {
         this.tok = tok;
-        this.cfg = cfg;
+        this.cfg = format;
     }
 
     public String text(Example e) {

@@ -25,7 +25,7 @@ public sealed interface KlPlacement {
      *
      * @param k       per-token estimate [B,T], differentiable through π
      * @param logp    per-token log π(y_t) [B,T], differentiable
-     * @param weights aggregation weights [B,T] (see {@code klrl.loss.Aggregation}): loss = Σ w·k
+     * @param weights aggregation weights [B,T] (the loss package's Aggregation): loss = Σ w·k
      */
     NDArray loss(NDArray k, NDArray logp, NDArray mask, NDArray weights, double beta);
 

@@ -42,13 +42,15 @@ public final class RolloutEngine {
         this.onFinished = listener;
         return this;
     }
-    private long prefillBytes = klrl.config.TrainConfig.Rollout.defaults().prefillBytes();
+    /** rollout.prefill_gb's default: small next to a GPU's KV cache, one group for CPU test models. */
+    public static final double DEFAULT_PREFILL_GB = 2;
+    private long prefillBytes = (long) (DEFAULT_PREFILL_GB * (1L << 30));
 
     /**
      * Caps the activations one prefill pass may hold (bytes, estimated; rollout.prefill_gb): prompts
-     * are prefilled in groups that fit. The config's default (2 GiB) unless set: small next to the KV
-     * cache on a GPU and one group for CPU test models; the estimate counts attention scores in the model dtype plus their
-     * fp32 softmax and probabilities, the MLP's three [T, I] activations and a few [T, E] ones per prompt.
+     * are prefilled in groups that fit ({@link #DEFAULT_PREFILL_GB} unless set). The estimate counts
+     * attention scores in the model dtype plus their fp32 softmax and probabilities, the MLP's three
+     * [T, I] activations and a few [T, E] ones per prompt.
      */
     public RolloutEngine withPrefillBytes(long bytes) {
         this.prefillBytes = bytes;

@@ -53,7 +53,7 @@ public final class Evaluator {
                      cfg.train().rewardWorkers(), cfg.train().verifierTimeoutMs())) {
             klrl.util.Runtime.noGradOutsideCollectors();
             Decoder policy = Decoder.load(modelDir, root, dtype, placement);
-            Prompts prompts = new Prompts(tok, cfg.data());
+            Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             exs.forEach(prompts::ids); // a bad row fails before any generation
             RolloutEngine engine = new RolloutEngine(policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
             engine.withMaxRows(Trainer.kvRows(cfg, policy, placement));

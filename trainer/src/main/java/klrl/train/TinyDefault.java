@@ -48,7 +48,7 @@ public final class TinyDefault {
         try (NDManager root = NDManager.newBaseManager("PyTorch");
              Tokenizer tok = Tokenizer.load(tmp);
              Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
-            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults());
+            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults().promptFormat());
             List<Example> data = Dataset.load(Dataset.BUNDLED_TRAIN, null, null);
             double loss = Sft.run(model, tok, prompts, data, SFT_STEPS, SFT_BATCH, SFT_LR, 11, root,
                     s -> { if ((s + 1) % 100 == 0) { log.accept("  sft step " + (s + 1) + "/" + SFT_STEPS); } });

@@ -114,7 +114,7 @@ public final class Trainer implements AutoCloseable {
             this.rewards = new RewardPool(cfg.train().reward(), cfg.train().rewardJar(), cfg.train().formatRewardWeight(),
                     cfg.train().rewardWorkers(),
                     cfg.train().verifierTimeoutMs());
-            this.prompts = new Prompts(tok, cfg.data());
+            this.prompts = new Prompts(tok, cfg.data().promptFormat());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
             this.engine = new RolloutEngine(nets.policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
             this.evaluator = new Evaluator(nets.policy, engine, prompts, tok, rewards, cfg, root);

@@ -25,7 +25,7 @@ class PolicyForwardTest {
         try (NDManager root = NDManager.newBaseManager("PyTorch");
              Tokenizer tok = Tokenizer.load(dir);
              Decoder model = Decoder.load(dir, root, DataType.FLOAT32)) {
-            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults());
+            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults().promptFormat());
             List<Example> data = Dataset.load(Dataset.BUNDLED_TRAIN, null, null).subList(0, 6);
             List<long[]> ids = data.stream().map(prompts::ids).toList();
             for (float temp : new float[] {1.0f, 0.7f}) {
