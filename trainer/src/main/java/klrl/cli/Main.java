@@ -39,9 +39,13 @@ public final class Main {
                 cmd.getErr().println("error: " + t.getMessage());
                 return 2;
             }
-            if (t instanceof OutOfMemoryError || String.valueOf(t.getMessage()).contains("out of memory")) {
-                cmd.getErr().println("error: out of memory (" + t.getMessage()
-                        + "); lower the batch size, micro-batch size or max lengths");
+            String msg = String.valueOf(t.getMessage());
+            // Java heap, CUDA ("CUDA out of memory") and libtorch's CPU allocator ("can't allocate memory")
+            if (t instanceof OutOfMemoryError || msg.contains("out of memory") || msg.contains("can't allocate memory")) {
+                String what = msg.contains("DefaultCPUAllocator") ? msg.substring(msg.indexOf("DefaultCPUAllocator")) : msg;
+                cmd.getErr().println("error: out of memory (" + klrl.util.Json.firstLine(what).strip()
+                        + "); lower rollout.n, train.batch_size, train.micro_batch_size or the max lengths (`plan` estimates"
+                        + " the memory); the checkpoints written so far are intact");
                 return 3;
             }
             throw ex;

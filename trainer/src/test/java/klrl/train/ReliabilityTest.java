@@ -135,6 +135,28 @@ class ReliabilityTest {
         assertFalse(Files.exists(out.resolve("config.yaml")));
     }
 
+    @Test
+    void runningOutOfNativeMemoryMidRunIsOneLine() throws Exception {
+        // a real allocation failure: the address space capped below what a 2,000-token rollout needs;
+        // the pre-flight checks the host's memory, which this cap hides from it
+        Path out = tmp.resolve("oom");
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        ProcessBuilder pb = new ProcessBuilder("sh", "-c", "ulimit -v 3000000 && exec \"$0\" \"$@\"", java, "-Xmx256m",
+                "-XX:ReservedCodeCacheSize=64m", "-XX:CompressedClassSpaceSize=64m", "-cp", System.getProperty("java.class.path"),
+                "klrl.cli.Main", "train", "--model", TrainerTest.base.toString(), "--max-steps", "1", "--n", "32",
+                "--set", "rollout.max_new_tokens=2000", "--set", "train.micro_batch_size=8", "--set", "eval.before_start=false",
+                "--output-dir", out.toString()).redirectOutput(ProcessBuilder.Redirect.DISCARD);
+        pb.environment().put("KLRL_PROGRESS", "0");
+        Process p = pb.start();
+        String err = new String(p.getErrorStream().readAllBytes());
+        assertEquals(3, p.waitFor(), err);
+        List<String> lines = err.lines().filter(l -> l.startsWith("error")).toList();
+        assertEquals(1, lines.size(), err);
+        assertTrue(lines.get(0).startsWith("error: out of memory (DefaultCPUAllocator: can't allocate memory"), err);
+        assertFalse(err.contains("\tat "), err);
+        assertFalse(Files.exists(out.resolve("checkpoints")));
+    }
+
     /**
      * A training process killed with SIGKILL at a spread of moments within its steps (rollout, update,
      * checkpoint write), then resumed, ends with the metrics of a run that was never interrupted.
