@@ -37,10 +37,11 @@ final class Launcher {
      * What to relaunch with, or null to run here.
      *
      * @param jar     the jar this runs from, or null (classes on a class path: tests, IDEs)
-     * @param mklLib  the compiled mkl-on-amd library to preload, or null when it does not apply
+     * @param mkl     gives the compiled mkl-on-amd library to preload, or null when it does not apply
+     *                (asked only when a relaunch is possible at all)
      */
     static Plan plan(Map<String, String> env, List<String> jvmArgs, Path jar, String javaBin, String command,
-                     String[] args, Path mklLib) {
+                     String[] args, java.util.function.Supplier<Path> mkl) {
         if (jar == null || env.containsKey(MARK) || "0".equals(env.get("KLRL_RELAUNCH")) || !HEAVY.contains(command)) {
             return null;
         }
@@ -65,7 +66,8 @@ final class Launcher {
             }
         }
         String preload = env.getOrDefault("LD_PRELOAD", "");
-        if (mklLib != null && !preload.contains("mkl-on-amd")) {
+        Path mklLib = preload.contains("mkl-on-amd") ? null : mkl.get();
+        if (mklLib != null) {
             add.put("LD_PRELOAD", mklLib + (preload.isEmpty() ? "" : ":" + preload));
             applied.add("MKL kernels by CPU features");
         }
@@ -92,14 +94,10 @@ final class Launcher {
         if (!System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT).contains("linux")) {
             return null;
         }
-        Path jar = runningJar();
         Map<String, String> env = System.getenv();
-        String command = command(args, subcommands);
-        if (jar == null || env.containsKey(MARK) || "0".equals(env.get("KLRL_RELAUNCH")) || !HEAVY.contains(command)) {
-            return null;
-        }
-        Plan p = plan(env, java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments(), jar,
-                Path.of(System.getProperty("java.home"), "bin", "java").toString(), command, args, mklOnAmd(env));
+        Plan p = plan(env, java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments(), runningJar(),
+                Path.of(System.getProperty("java.home"), "bin", "java").toString(), command(args, subcommands), args,
+                () -> mklOnAmd(env));
         if (p == null) {
             return null;
         }
