@@ -32,7 +32,9 @@ public final class Extractor {
     private static final Pattern ANSWER_IS = Pattern.compile(
             "(?i)(?:final answer|the answer|answer)\\s*(?:is|:|=)\\s*:?\\s*(.+?)(?:\\.\\s|\\.$|\\n|$)");
     private static final Pattern GSM8K = Pattern.compile("####\\s*([^\\n]+)");
-    private static final Pattern NUMBER = Pattern.compile("-?\\d{1,3}(?:,\\d{3})+(?:\\.\\d+)?|-?\\d+(?:\\.\\d+)?(?:/\\d+)?|-?\\.\\d+");
+    /** A number not glued to letters before it ("AZYUK2A" holds no answer; "12m" does). */
+    private static final Pattern NUMBER = Pattern.compile(
+            "(?<![A-Za-z\\d,.])(?:-?\\d{1,3}(?:,\\d{3})+(?:\\.\\d+)?(?!\\d)|-?\\d+,\\d{2}(?![\\d,])|-?\\d+(?:\\.\\d+)?(?:/\\d+)?|-?\\.\\d+)");
 
     private final List<Fallback> fallbacks;
 
@@ -53,7 +55,7 @@ public final class Extractor {
         }
         for (Fallback f : fallbacks) {
             String a = switch (f) {
-                case ANSWER_IS -> last(ANSWER_IS, t);
+                case ANSWER_IS -> sentenceAnswer(last(ANSWER_IS, t));
                 case GSM8K -> last(GSM8K, t);
                 case LAST_DOLLAR -> lastMath(t);
                 case WHOLE -> answerLike(t) ? t : null;
@@ -132,6 +134,49 @@ public final class Extractor {
             }
         }
         return out;
+    }
+
+    /**
+     * The value inside an "answer is" sentence: "Final Answer: The final answer is $14{,}916$" gives
+     * 14{,}916, "The largest $n$ is 34" gives 34, "Jane started growing Sphere 3 hours ago" gives 3.
+     * A sentence that already reads as an answer is kept whole.
+     */
+    static String sentenceAnswer(String s) {
+        if (s == null) {
+            return null;
+        }
+        for (int depth = 0; depth < 3; depth++) { // "Final Answer: The final answer is X"
+            String inner = last(ANSWER_IS, s);
+            if (inner == null || inner.isBlank() || inner.equals(s)) {
+                break;
+            }
+            s = inner;
+        }
+        s = s.strip().replaceAll("[.\\s]+$", "");
+        if (s.startsWith("$") && s.endsWith("$") && s.length() > 1 && s.indexOf('$', 1) == s.length() - 1) {
+            s = s.substring(1, s.length() - 1);
+        }
+        if (answerLike(s)) {
+            return s;
+        }
+        if (s.endsWith("$")) {
+            String m = lastMath(s);
+            if (m != null && !m.isBlank()) {
+                return m;
+            }
+        }
+        int is = Math.max(s.lastIndexOf(" is "), s.lastIndexOf(" = "));
+        if (is >= 0) {
+            String after = s.substring(is + 3).strip();
+            if (after.startsWith("$") && after.endsWith("$") && after.length() > 1) {
+                after = after.substring(1, after.length() - 1);
+            }
+            if (!after.isBlank() && answerLike(after)) {
+                return after;
+            }
+        }
+        String n = lastNumber(s);
+        return n != null ? n : s;
     }
 
     private static String lastMath(String s) {

@@ -42,11 +42,20 @@ final class Normalizer {
     private static final Pattern WRAPPERS = Pattern.compile(
             "\\\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|boldsymbol|mathsf)\\s*\\{");
     private static final Pattern THOUSANDS = Pattern.compile("(?<![\\d.])(\\d{1,3})((?:,\\d{3})+)(?![\\d])");
+    private static final Pattern DECIMAL_COMMA = Pattern.compile("-?(?:\\d+,\\d{2}|\\d+,\\d{4,}|0,\\d+)");
+    private static final Pattern THIN_SPACE_THOUSANDS = Pattern.compile("(?<=\\d),\\s*\\\\[!,;:]\\s*(?=\\d{3}(?!\\d))");
     private static final Pattern SPACED_THOUSANDS = Pattern.compile("(?<=\\d) (?=\\d{3}(?!\\d))");
     private static final Pattern MIXED = Pattern.compile("(?<![\\d.}])(\\d+)\\s*\\\\frac\\s*\\{?(\\d+)\\}?\\s*\\{?(\\d+)\\}?");
 
     static String normalize(String in) {
         String s = in.replaceAll("(?<!\\\\)\\\\ ", " ").strip();
+        // a doubled backslash before a command name is the command (an answer copied from escaped source)
+        s = s.replaceAll("(?<!\\\\)\\\\\\\\(?=[a-zA-Z])", Matcher.quoteReplacement("\\"));
+        // a lone number with a decimal comma: 1000,99, 1,22 and 0,111 (a comma before exactly three digits
+        // after a non-zero integer part is a thousands separator, 7,425; before one digit, a list: 2,3)
+        if (DECIMAL_COMMA.matcher(s).matches()) {
+            s = s.replace(',', '.');
+        }
         if (s.endsWith("\\") && !s.endsWith("\\\\")) {
             s = s.substring(0, s.length() - 1).strip();
         }
@@ -54,6 +63,7 @@ final class Normalizer {
         s = s.replace("\\displaystyle", "").replace("\\left.", "").replace("\\right.", "")
                 .replace("\\left", "").replace("\\right", "")
                 .replaceAll("\\\\(?:big|Big|bigg|Bigg)[lr]?", "");
+        s = THIN_SPACE_THOUSANDS.matcher(s).replaceAll(","); // 11,\! 111 (LaTeX-spaced digit groups)
         s = s.replace("\\!", "").replace("\\,", " ").replace("\\;", " ").replace("\\:", " ")
                 .replace("\\qquad", " ").replace("\\quad", " ").replace("~", " ");
         s = s.replaceAll("(?<!\\\\)\\\\ ", " "); // "\ " is a space, but "\\\\ " ends a matrix row
