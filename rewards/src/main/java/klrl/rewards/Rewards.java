@@ -1,6 +1,10 @@
 package klrl.rewards;
 
-/** Reward functions by name: "math", "format", or the fully qualified name of a user's Reward class. */
+/**
+ * Reward functions by name: "math" (this project's verifier; also "math-verify"), "hendrycks" (verl's
+ * default MATH grader), "dapo" (DAPO's "Answer:" rule), "format", or the fully qualified name of a
+ * user's Reward class.
+ */
 public final class Rewards {
     private Rewards() {}
 
@@ -15,6 +19,12 @@ public final class Rewards {
                 return new MathReward();
             case "format":
                 return new FormatReward();
+            case "math-verify":
+                return new MathReward();
+            case "hendrycks":
+                return new HendrycksReward();
+            case "dapo":
+                return new DapoReward();
             default:
                 break;
         }
@@ -22,7 +32,7 @@ public final class Rewards {
         try {
             c = Class.forName(name, true, loader);
         } catch (ClassNotFoundException e) {
-            throw new IllegalArgumentException("reward '" + name + "': not a built-in (math, format) and no class of that name"
+            throw new IllegalArgumentException("reward '" + name + "': not a built-in (math, math-verify, hendrycks, dapo, format) and no class of that name"
                     + " is on the classpath or in train.reward_jar (--reward-jar FILE)");
         }
         if (!Reward.class.isAssignableFrom(c)) {

@@ -74,7 +74,14 @@ public final class RewardPool implements AutoCloseable {
             fs.add(pool.submit(() -> {
                 Reward.Score m = math.score(prompts.get(k), completions.get(k), golds.get(k));
                 boolean correct = m.value() > 0;
-                double r = reward == math ? m.value() : reward.score(prompts.get(k), completions.get(k), golds.get(k)).value();
+                double r = m.value();
+                if (reward != math) { // a named grader (hendrycks, dapo) or a user's: its verdict is the accuracy
+                    Reward.Score s = reward.score(prompts.get(k), completions.get(k), golds.get(k));
+                    r = s.value();
+                    if (s.details().get("correct") instanceof Boolean b) {
+                        correct = b;
+                    }
+                }
                 if (formatWeight != 0) {
                     r += formatWeight * format.score(prompts.get(k), completions.get(k), golds.get(k)).value();
                 }
