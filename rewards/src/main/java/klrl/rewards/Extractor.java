@@ -48,7 +48,7 @@ public final class Extractor {
             return null;
         }
         // \boxed is found by a linear scan of the whole text; the regex fall-backs only see the tail
-        String boxed = lastBoxed(text);
+        String boxed = boxedAnswer(text);
         String t = text.length() > TAIL ? text.substring(text.length() - TAIL) : text;
         if (boxed != null) {
             return boxed;
@@ -73,12 +73,62 @@ public final class Extractor {
         if (gold == null) {
             return null;
         }
-        String b = lastBoxed(gold);
+        String b = boxedAnswer(gold);
         if (b != null) {
             return b;
         }
         String g = last(GSM8K, gold);
         return g != null ? g.strip() : gold.strip();
+    }
+
+    /**
+     * What the boxes of a text answer. Boxes written one after another with only a separator between
+     * them ("\\boxed{1} and \\boxed{2}", "\\boxed{2} or \\boxed{3}", "$\\boxed{1}\\boxed{2}$") answer
+     * together, as a list, so hedging between candidates is judged as the list it is; otherwise the last
+     * box answers (a model may correct itself: "first \\boxed{2}, but then it is \\boxed{3}").
+     * Null when there is no box.
+     */
+    static String boxedAnswer(String s) {
+        List<String> group = new ArrayList<>();
+        int from = 0, prevEnd = -1;
+        while (true) {
+            int i = s.indexOf("\\boxed{", from);
+            if (i < 0) {
+                break;
+            }
+            int end = closingBrace(s, i + 6);
+            String b = lastBoxed(s.substring(i, end + 1));
+            if (prevEnd < 0 || !SEPARATOR.matcher(s.substring(prevEnd + 1, i)).matches()) {
+                group.clear();
+            }
+            if (b != null && !b.isBlank()
+                    && group.stream().noneMatch(x -> Normalizer.normalize(x).equals(Normalizer.normalize(b.strip())))) {
+                group.add(b.strip());
+            }
+            prevEnd = end;
+            from = end + 1;
+        }
+        return group.size() > 1 ? String.join(", ", group) : lastBoxed(s);
+    }
+
+    /** What may stand between boxes that answer together. */
+    private static final Pattern SEPARATOR = Pattern.compile(
+            "[\\s$,;]*(?:(?:and|or|\\\\text\\{\\s*(?:and|or)\\s*\\}|\\\\quad|\\\\qquad)[\\s$,;]*)?");
+
+    /** Index of the brace closing the one at {@code open}, or the text's last index when unbalanced. */
+    private static int closingBrace(String s, int open) {
+        int depth = 0;
+        for (int k = open; k < s.length(); k++) {
+            char c = s.charAt(k);
+            if (c == '\\' && k + 1 < s.length()) {
+                k++;
+            } else if (c == '{') {
+                depth++;
+            } else if (c == '}' && --depth == 0) {
+                return k;
+            }
+        }
+        return s.length() - 1;
     }
 
     /** Content of the last \boxed{…} or \fbox{…} (also "\boxed 5"), braces balanced; null if none. */
