@@ -229,17 +229,26 @@ public final class Extractor {
         return n != null ? n : s;
     }
 
+    /** The next "$" from {@code from} that is not the escaped dollar sign "\\$", or −1. */
+    private static int unescapedDollar(String s, int from) {
+        int a = s.indexOf('$', from);
+        while (a > 0 && s.charAt(a - 1) == '\\') {
+            a = s.indexOf('$', a + 1);
+        }
+        return a;
+    }
+
     private static String lastMath(String s) {
         List<String> spans = new ArrayList<>();
         int i = 0;
         while (i < s.length()) {
-            int a = s.indexOf('$', i);
+            int a = unescapedDollar(s, i);
             if (a < 0) {
                 break;
             }
             boolean display = a + 1 < s.length() && s.charAt(a + 1) == '$';
             String close = display ? "$$" : "$";
-            int b = s.indexOf(close, a + close.length());
+            int b = display ? s.indexOf(close, a + 2) : unescapedDollar(s, a + 1);
             if (b < 0) {
                 break;
             }

@@ -41,7 +41,8 @@ final class Normalizer {
 
     private static final Pattern WRAPPERS = Pattern.compile(
             "\\\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|textnormal|boldsymbol|mathsf)\\s*\\{");
-    private static final Pattern THOUSANDS = Pattern.compile("(?<![\\d.])(\\d{1,3})((?:,\\d{3})+)(?![\\d])");
+    /** 7,425,000 — but not right after "(" or "[", where 12,102 is an interval's or tuple's two ends. */
+    private static final Pattern THOUSANDS = Pattern.compile("(?<![\\d.(\\[])(\\d{1,3})((?:,\\d{3})+)(?![\\d])");
     private static final Pattern DECIMAL_COMMA = Pattern.compile("-?(?:\\d+,\\d{2}|\\d+,\\d{4,}|0,\\d+)");
     private static final Pattern THIN_SPACE_THOUSANDS = Pattern.compile("(?<=\\d),\\s*\\\\[!,;:]\\s*(?=\\d{3}(?!\\d))");
     private static final Pattern SPACED_THOUSANDS = Pattern.compile("(?<=\\d) (?=\\d{3}(?!\\d))");
@@ -51,6 +52,8 @@ final class Normalizer {
         String s = in.replaceAll("(?<!\\\\)\\\\ ", " ").strip();
         // a doubled backslash before a command name is the command (an answer copied from escaped source)
         s = s.replaceAll("(?<!\\\\)\\\\\\\\(?=[a-zA-Z])", Matcher.quoteReplacement("\\"));
+        // "x \\in S" answers S
+        s = s.replaceFirst("^[a-zA-Z]\\s*\\\\in(?![a-zA-Z])\\s*(?=\\S)", "");
         // a lone number with a decimal comma: 1000,99, 1,22 and 0,111 (a comma before exactly three digits
         // after a non-zero integer part is a thousands separator, 7,425; before one digit, a list: 2,3)
         if (DECIMAL_COMMA.matcher(s).matches()) {

@@ -18,7 +18,7 @@ import org.junit.jupiter.api.Test;
  */
 class MathVerifySuiteTest {
     /** The agreement reached today (see src/site/markdown/verifier.md); raise it when the verifier improves. */
-    static final double FLOOR = 171.0 / 190;
+    static final double FLOOR = 174.0 / 190;
 
     record Case(boolean expected, String gold, String pred, String category) {}
 
