@@ -30,8 +30,8 @@ final class Equivalence {
 
     static boolean equal(Node a, Node b, Deadline dl) {
         dl.check();
-        a = expand(a);
-        b = expand(b);
+        a = matrixValue(expand(a));
+        b = matrixValue(expand(b));
         if (a instanceof Node.Text ta || b instanceof Node.Text) {
             return a instanceof Node.Text x && b instanceof Node.Text y && x.text().equals(y.text());
         }
@@ -109,6 +109,90 @@ final class Equivalence {
             return scalar(a, b, dl);
         }
         return false;
+    }
+
+    /**
+     * A sum, difference, product or scalar multiple of matrices as the matrix it evaluates to (entries
+     * left as expressions); anything else unchanged.
+     */
+    static Node matrixValue(Node n) {
+        Node.Matrix m = evalMatrix(n);
+        return m != null ? m : n;
+    }
+
+    private static Node.Matrix evalMatrix(Node n) {
+        if (n instanceof Node.Matrix m) {
+            return m;
+        }
+        if (n instanceof Node.Neg g) {
+            Node.Matrix m = evalMatrix(g.a());
+            return m == null ? null : map(m, Node.Neg::new);
+        }
+        if (!(n instanceof Node.Bin b) || "+-*".indexOf(b.op()) < 0) {
+            return null;
+        }
+        Node.Matrix x = evalMatrix(b.a()), y = evalMatrix(b.b());
+        if (x != null && y != null) {
+            if (b.op() == '*') {
+                return product(x, y);
+            }
+            if (x.rows().size() != y.rows().size()) {
+                return null;
+            }
+            List<List<Node>> rows = new ArrayList<>();
+            for (int r = 0; r < x.rows().size(); r++) {
+                List<Node> rx = x.rows().get(r), ry = y.rows().get(r);
+                if (rx.size() != ry.size()) {
+                    return null;
+                }
+                List<Node> row = new ArrayList<>();
+                for (int c = 0; c < rx.size(); c++) {
+                    row.add(new Node.Bin(b.op(), rx.get(c), ry.get(c)));
+                }
+                rows.add(row);
+            }
+            return new Node.Matrix(rows);
+        }
+        if (b.op() == '*' && x == null && y != null && isScalar(b.a())) {
+            return map(y, e -> new Node.Bin('*', b.a(), e));
+        }
+        if (b.op() == '*' && x != null && y == null && isScalar(b.b())) {
+            return map(x, e -> new Node.Bin('*', e, b.b()));
+        }
+        return null;
+    }
+
+    private static Node.Matrix map(Node.Matrix m, java.util.function.UnaryOperator<Node> f) {
+        List<List<Node>> rows = new ArrayList<>();
+        for (List<Node> r : m.rows()) {
+            rows.add(r.stream().map(f).toList());
+        }
+        return new Node.Matrix(rows);
+    }
+
+    private static Node.Matrix product(Node.Matrix x, Node.Matrix y) {
+        int k = y.rows().size();
+        if (x.rows().stream().anyMatch(r -> r.size() != k) || k == 0) {
+            return null;
+        }
+        int cols = y.rows().get(0).size();
+        if (y.rows().stream().anyMatch(r -> r.size() != cols)) {
+            return null;
+        }
+        List<List<Node>> rows = new ArrayList<>();
+        for (List<Node> rx : x.rows()) {
+            List<Node> row = new ArrayList<>();
+            for (int c = 0; c < cols; c++) {
+                Node sum = null;
+                for (int i = 0; i < k; i++) {
+                    Node t = new Node.Bin('*', rx.get(i), y.rows().get(i).get(c));
+                    sum = sum == null ? t : new Node.Bin('+', sum, t);
+                }
+                row.add(sum);
+            }
+            rows.add(row);
+        }
+        return new Node.Matrix(rows);
     }
 
     private static Node expand(Node n) {
@@ -332,11 +416,17 @@ final class Equivalence {
      * Math-Verify's float_rounding=6: a decimal written to 6+ places matches the exact value it rounds
      * from (0.333333 = 1/3, 1.414214 = √2), while shorter decimals do not (0.33 ≠ 1/3, 3.14 ≠ π).
      */
+    /** Decimal places a written decimal is compared at (Math-Verify's float_rounding; 6 unless a verifier sets it). */
+    static final ThreadLocal<Integer> ROUNDING = ThreadLocal.withInitial(() -> 6);
+
+    /** A decimal written to at least the rounding's places equals a value that rounds to it there. */
     private static boolean sameAtSixDecimals(double x, double y, Node a, Node b) {
-        if (decimals(a) < 6 && decimals(b) < 6) {
+        int d = ROUNDING.get();
+        if (decimals(a) < d && decimals(b) < d) {
             return false;
         }
-        return Math.abs(Math.round(x * 1e6) - Math.round(y * 1e6)) == 0;
+        double scale = Math.pow(10, d);
+        return Math.abs(Math.round(x * scale) - Math.round(y * scale)) == 0;
     }
 
     /** The most decimal places of any number literal in the node. */

@@ -37,6 +37,7 @@ public final class Extractor {
             "(?<![A-Za-z\\d,.])(?:-?\\d{1,3}(?:,\\d{3})+(?:\\.\\d+)?(?!\\d)|-?\\d+,\\d{2}(?![\\d,])|-?\\d+(?:\\.\\d+)?(?:/\\d+)?|-?\\.\\d+)");
 
     private final List<Fallback> fallbacks;
+    private static final Extractor DEFAULT_EXTRACTOR = new Extractor(DEFAULT);
 
     public Extractor(List<Fallback> fallbacks) {
         this.fallbacks = List.copyOf(fallbacks);
@@ -78,7 +79,13 @@ public final class Extractor {
             return b;
         }
         String g = last(GSM8K, gold);
-        return g != null ? g.strip() : gold.strip();
+        if (g != null) {
+            return g.strip();
+        }
+        // a whole worked solution without a box (longer than any answer): its answer as a completion's would be found
+        boolean prose = gold.length() > 200 && PROSE_WORD.matcher(gold.replaceAll("\\\\text\\{[^}]*\\}", "")).find();
+        String e = prose ? DEFAULT_EXTRACTOR.extract(gold) : null;
+        return e != null ? e : gold.strip();
     }
 
     /**
@@ -267,9 +274,26 @@ public final class Extractor {
 
     private static final Pattern PROSE_WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{4,}");
 
-    /** Short and without prose words (LaTeX commands do not count). */
+    private static final Pattern SHORT_WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{2,}(?![a-zA-Z])");
+
+    /**
+     * Short and without prose: no word of four or more letters and at most two shorter words ("2 or 3"
+     * reads as an answer, "not it's not 10" does not); LaTeX commands and \text{…} do not count.
+     */
     static boolean answerLike(String s) {
-        return s.length() <= 200 && !PROSE_WORD.matcher(s.replaceAll("\\\\text\\{[^}]*\\}", "")).find();
+        if (s.length() > 200) {
+            return false;
+        }
+        String t = s.replaceAll("\\\\text\\{[^}]*\\}", "");
+        if (PROSE_WORD.matcher(t).find()) {
+            return false;
+        }
+        Matcher m = SHORT_WORD.matcher(t);
+        int words = 0;
+        while (m.find()) {
+            words++;
+        }
+        return words <= 2;
     }
 
     private static String lastNumber(String s) {

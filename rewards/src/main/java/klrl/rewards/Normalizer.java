@@ -71,7 +71,7 @@ final class Normalizer {
                 .replace("\\qquad", " ").replace("\\quad", " ").replace("~", " ");
         s = s.replaceAll("(?<!\\\\)\\\\ ", " "); // "\ " is a space, but "\\\\ " ends a matrix row
         s = unwrap(s);
-        s = s.replace("{,}", "");
+        s = s.replaceAll("\\{,\\s*\\}", "");
         s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\circ", "").replace("°", "").replace("\\degree", "");
         s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "");
         s = s.replace("\\lbrace", "\\{").replace("\\rbrace", "\\}");

@@ -23,14 +23,24 @@ public final class Verifier {
     private static final Pattern WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{2,}");
 
     private final long timeoutNanos;
+    private final int floatRounding;
     private final Extractor extractor;
     private final AtomicLong calls = new AtomicLong(), timeouts = new AtomicLong();
 
     public Verifier(long timeoutMillis, List<Extractor.Fallback> fallbacks) {
+        this(timeoutMillis, fallbacks, 6);
+    }
+
+    /**
+     * @param floatRounding decimal places at which a written decimal may equal a value that rounds to
+     *                      it (Math-Verify's float_rounding, default 6): with 2, 0.33 equals 1/3
+     */
+    public Verifier(long timeoutMillis, List<Extractor.Fallback> fallbacks, int floatRounding) {
         if (timeoutMillis <= 0) {
             throw new IllegalArgumentException("verifier timeout must be > 0 ms, got " + timeoutMillis);
         }
         this.timeoutNanos = timeoutMillis * 1_000_000L;
+        this.floatRounding = floatRounding;
         this.extractor = new Extractor(fallbacks);
     }
 
@@ -50,6 +60,7 @@ public final class Verifier {
         if (p.length() > 4 * g.length() + 40) { // an answer this much longer than the gold hedges or works on
             return new Result(false, p, g, false);
         }
+        Equivalence.ROUNDING.set(floatRounding);
         try {
             return new Result(equivalent(g, p, new Deadline(timeoutNanos)), p, g, false);
         } catch (Deadline.Expired e) {
@@ -57,6 +68,8 @@ public final class Verifier {
             return new Result(false, p, g, true);
         } catch (Rational.TooLarge | ArithmeticException e) {
             return new Result(false, p, g, false); // numbers beyond exact arithmetic: not shown equal
+        } finally {
+            Equivalence.ROUNDING.remove();
         }
     }
 

@@ -18,9 +18,9 @@ import org.junit.jupiter.api.Test;
  */
 class MathVerifySuiteTest {
     /** The agreement reached today (see src/site/markdown/verifier.md); raise it when the verifier improves. */
-    static final double FLOOR = 174.0 / 190;
+    static final double FLOOR = 181.0 / 190;
 
-    record Case(boolean expected, String gold, String pred, String category) {}
+    record Case(boolean expected, String gold, String pred, String category, int precision) {}
 
     static List<Case> cases() throws IOException {
         List<Case> out = new ArrayList<>();
@@ -32,7 +32,7 @@ class MathVerifySuiteTest {
                 }
                 String[] f = lines[i].split("\t", -1);
                 assertEquals(7, f.length, "math_verify_cases.tsv line " + (i + 1) + " needs 7 tab-separated fields");
-                out.add(new Case(f[0].equals("1"), decode(f[1]), decode(f[2]), f[3]));
+                out.add(new Case(f[0].equals("1"), decode(f[1]), decode(f[2]), f[3], Integer.parseInt(f[5])));
             }
         }
         return out;
@@ -44,11 +44,13 @@ class MathVerifySuiteTest {
 
     @Test
     void agreementWithMathVerifysTestsPerCategory() throws IOException {
-        Verifier v = new Verifier();
+        Map<Integer, Verifier> byPrecision = new java.util.HashMap<>();
         Map<String, int[]> byCat = new TreeMap<>();
         List<String> misses = new ArrayList<>();
         int agree = 0, total = 0;
         for (Case c : cases()) {
+            // the case's float_rounding, as Math-Verify's test passes it
+            Verifier v = byPrecision.computeIfAbsent(c.precision(), d -> new Verifier(1000, Extractor.DEFAULT, d));
             Verifier.Result r = v.verify(c.gold(), c.pred());
             boolean ok = r.correct() == c.expected();
             int[] a = byCat.computeIfAbsent(c.category(), k -> new int[2]);
