@@ -13,12 +13,12 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Agreement with Math-Verify's own test expectations (rewards/src/test/resources/math_verify_cases.tsv,
- * taken from its tests/test_all.py). Prints the agreement per category; fails if the overall
+ * taken from its tests/test_all.py and tests/test_yujianll.py). Prints the agreement per category; fails if the overall
  * agreement drops below what this verifier reaches today, so a change can only raise it.
  */
 class MathVerifySuiteTest {
     /** The agreement reached today (see src/site/markdown/verifier.md); raise it when the verifier improves. */
-    static final double FLOOR = 181.0 / 190;
+    static final double FLOOR = 194.0 / 204;
 
     record Case(boolean expected, String gold, String pred, String category, int precision) {}
 
@@ -68,7 +68,7 @@ class MathVerifySuiteTest {
         byCat.forEach((k, a) -> sb.append(String.format("  %-36s %3d/%3d%n", k, a[0], a[1])));
         misses.forEach(m -> sb.append("  miss ").append(m).append('\n'));
         System.out.println(sb);
-        assertEquals(190, total);
+        assertEquals(204, total);
         assertTrue((double) agree / total >= FLOOR, sb.toString());
     }
 }
