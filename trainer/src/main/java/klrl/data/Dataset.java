@@ -25,6 +25,9 @@ public final class Dataset {
 
     public static List<Example> load(String spec, String promptField, String answerField) {
         String where = spec;
+        if (spec.endsWith(".parquet")) {
+            return Parquet.load(spec, promptField, answerField);
+        }
         try (InputStream in = open(spec)) {
             BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
             List<Example> out = new ArrayList<>();
@@ -41,9 +44,7 @@ public final class Dataset {
                 } catch (IOException e) {
                     throw new UserError(where + ":" + n + ": not valid JSON");
                 }
-                String q = field(row, promptField, List.of("problem", "question", "prompt"), where, n, "question");
-                String a = field(row, answerField, List.of("answer", "solution", "gold"), where, n, "answer");
-                out.add(new Example(q, a, where + ":" + n));
+                out.add(example(row, promptField, answerField, where, n));
             }
             if (out.isEmpty()) {
                 throw new UserError(where + ": no rows");
@@ -67,6 +68,13 @@ public final class Dataset {
             throw new UserError(spec + ": data file not found");
         }
         return Files.newInputStream(p);
+    }
+
+    /** One row of any format as an example: the same field mapping for JSONL and parquet. */
+    static Example example(JsonNode row, String promptField, String answerField, String where, int n) {
+        String q = field(row, promptField, List.of("problem", "question", "prompt"), where, n, "question");
+        String a = field(row, answerField, List.of("answer", "solution", "gold"), where, n, "answer");
+        return new Example(q, a, where + ":" + n);
     }
 
     private static String field(JsonNode row, String configured, List<String> fallbacks, String where, int line, String what) {

@@ -1,0 +1,70 @@
+package klrl.data;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import blue.strategic.parquet.ParquetWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import klrl.util.UserError;
+import org.apache.parquet.schema.MessageTypeParser;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Parquet rows load with the same field mapping as JSONL. */
+class ParquetTest {
+    @TempDir Path tmp;
+
+    Path write(String schema, String[] columns, List<String[]> rows) throws Exception {
+        Path f = tmp.resolve("rows.parquet");
+        try (ParquetWriter<String[]> w = ParquetWriter.writeFile(MessageTypeParser.parseMessageType(schema), f.toFile(),
+                (row, out) -> {
+                    for (int i = 0; i < columns.length; i++) {
+                        out.write(columns[i], row[i]);
+                    }
+                })) {
+            for (String[] r : rows) {
+                w.write(r);
+            }
+        }
+        return f;
+    }
+
+    @Test
+    void parquetRowsLoadLikeTheSameJsonlRows() throws Exception {
+        List<String[]> rows = List.of(new String[] {"What is $1+1$?", "So it is $\\boxed{2}$.", "Level 1"},
+                new String[] {"Compute $3 \\cdot 4$.", "$\\boxed{12}$", "Level 2"});
+        Path pq = write("message m { required binary problem (STRING); required binary solution (STRING); "
+                + "optional binary level (STRING); }", new String[] {"problem", "solution", "level"}, rows);
+        Path jsonl = tmp.resolve("rows.jsonl");
+        Files.writeString(jsonl, "{\"problem\":\"What is $1+1$?\",\"solution\":\"So it is $\\\\boxed{2}$.\"}\n"
+                + "{\"problem\":\"Compute $3 \\\\cdot 4$.\",\"solution\":\"$\\\\boxed{12}$\"}\n");
+        List<Example> a = Dataset.load(pq.toString(), null, null), b = Dataset.load(jsonl.toString(), null, null);
+        assertEquals(2, a.size());
+        for (int i = 0; i < 2; i++) {
+            assertEquals(b.get(i).question(), a.get(i).question());
+            assertEquals(b.get(i).gold(), a.get(i).gold());
+        }
+        assertEquals(pq + ":2", a.get(1).source());
+        // configured field names apply as for JSONL
+        assertEquals("Level 1", Dataset.load(pq.toString(), "level", "problem").get(0).question());
+        UserError missing = assertThrows(UserError.class, () -> Dataset.load(pq.toString(), "query", null));
+        assertTrue(missing.getMessage().contains(pq + ":1: no question field; expected one of [query]"), missing.getMessage());
+    }
+
+    @Test
+    void aSnappyFileFromAnotherWriterLoadsAndABadFileIsOneLine() throws Exception {
+        Path third = Path.of("src/test/resources/parquet/alltypes_plain.snappy.parquet").toAbsolutePath();
+        List<Example> ex = Dataset.load(third.toString(), "id", "double_col");
+        assertEquals(2, ex.size());
+        assertEquals("6", ex.get(0).question());
+        assertEquals("10.1", ex.get(1).gold());
+        Path bad = tmp.resolve("bad.parquet");
+        Files.writeString(bad, "{\"question\":\"1+1\",\"answer\":\"2\"}\n");
+        UserError e = assertThrows(UserError.class, () -> Dataset.load(bad.toString(), null, null));
+        assertTrue(e.getMessage().startsWith(bad + ": not a readable parquet file"), e.getMessage());
+        assertEquals(1, e.getMessage().lines().count());
+    }
+}
