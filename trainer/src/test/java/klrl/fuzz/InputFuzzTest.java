@@ -21,7 +21,7 @@ import klrl.util.UserError;
 
 /**
  * What a user hands the trainer, fuzzed: safetensors files and shard indexes, YAML configs, dataset
- * rows, chat-template messages and templates. The contract is one clear line: any input either loads
+ * rows (JSONL and parquet), chat-template messages and templates. The contract is one clear line: any input either loads
  * or fails with a {@link UserError}; every other exception is a finding. Plain test runs replay the
  * seeds and findings in src/test/resources/klrl/fuzz/InputFuzzTestInputs/; {@code JAZZER_FUZZ=1 mvn
  * test -pl trainer -Dtest=InputFuzzTest#METHOD} fuzzes one target (src/site/markdown/fuzzing.md).
@@ -85,6 +85,13 @@ class InputFuzzTest {
     void datasetRows(@NotNull String jsonl) throws Exception {
         Path f = DIR.resolve("rows.jsonl");
         Files.writeString(f, jsonl);
+        expectLoadOrUserError(() -> Dataset.load(f.toString(), null, null));
+    }
+
+    @FuzzTest(maxDuration = "10m")
+    void datasetParquet(@NotNull byte[] bytes) throws Exception {
+        Path f = DIR.resolve("rows.parquet");
+        Files.write(f, bytes);
         expectLoadOrUserError(() -> Dataset.load(f.toString(), null, null));
     }
 
