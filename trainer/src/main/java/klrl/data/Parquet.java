@@ -30,6 +30,9 @@ final class Parquet {
             rows = s.toList();
         } catch (Exception | LinkageError e) {
             throw new UserError(spec + ": not a readable parquet file (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
+        } catch (OutOfMemoryError e) {
+            // a damaged footer can declare lists far larger than the file; the failed allocation held nothing
+            throw new UserError(spec + ": not a readable parquet file (its metadata declares more than memory holds)");
         }
         List<Example> out = new ArrayList<>();
         for (int i = 0; i < rows.size(); i++) {
