@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -24,16 +23,9 @@ class MathVerifySuiteTest {
 
     static List<Case> cases() throws IOException {
         List<Case> out = new ArrayList<>();
-        try (var in = MathVerifySuiteTest.class.getResourceAsStream("/math_verify_cases.tsv")) {
-            String[] lines = new String(in.readAllBytes(), StandardCharsets.UTF_8).split("\n");
-            for (int i = 0; i < lines.length; i++) {
-                if (lines[i].startsWith("#") || lines[i].isBlank()) {
-                    continue;
-                }
-                String[] f = lines[i].split("\t", -1);
-                assertEquals(7, f.length, "math_verify_cases.tsv line " + (i + 1) + " needs 7 tab-separated fields");
-                out.add(new Case(f[0].equals("1"), decode(f[1]), decode(f[2]), f[3], Integer.parseInt(f[5])));
-            }
+        for (TsvCases.Row r : TsvCases.read("/math_verify_cases.tsv", 7)) {
+            String[] f = r.fields();
+            out.add(new Case(f[0].equals("1"), decode(f[1]), decode(f[2]), f[3], Integer.parseInt(f[5])));
         }
         return out;
     }

@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -20,17 +19,10 @@ class VerifierTest {
 
     static List<Case> cases() throws IOException {
         List<Case> out = new ArrayList<>();
-        try (var in = VerifierTest.class.getResourceAsStream("/verifier_cases.tsv")) {
-            String[] lines = new String(in.readAllBytes(), StandardCharsets.UTF_8).split("\n");
-            for (int i = 0; i < lines.length; i++) {
-                if (lines[i].startsWith("#") || lines[i].isBlank()) {
-                    continue;
-                }
-                String[] f = lines[i].split("\t", -1);
-                assertEquals(4, f.length, "verifier_cases.tsv line " + (i + 1) + " needs 4 tab-separated fields");
-                String pred = f[3].startsWith("fallback") ? f[2].replace("\\n", "\n") : f[2];
-                out.add(new Case(f[0].equals("T"), f[1], pred, f[3], i + 1));
-            }
+        for (TsvCases.Row r : TsvCases.read("/verifier_cases.tsv", 4)) {
+            String[] f = r.fields();
+            String pred = f[3].startsWith("fallback") ? f[2].replace("\\n", "\n") : f[2];
+            out.add(new Case(f[0].equals("T"), f[1], pred, f[3], r.line()));
         }
         return out;
     }

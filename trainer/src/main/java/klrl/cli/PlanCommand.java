@@ -1,18 +1,13 @@
 package klrl.cli;
 
-import klrl.train.MemoryPlan;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import ai.djl.Device;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
-import klrl.model.Decoder;
 import klrl.model.ModelConfig;
-import klrl.model.Placement;
+import klrl.train.MemoryPlan;
 import klrl.util.Json;
 import klrl.util.UserError;
 import picocli.CommandLine.Command;

@@ -49,16 +49,25 @@ public final class Evaluator {
                 klrl.model.Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device), klrl.model.ModelConfig.load(modelDir));
         try (NDManager root = NDManager.newBaseManager(placement.output(), "PyTorch");
              Tokenizer tok = Tokenizer.load(modelDir);
-             RewardPool rewards = new RewardPool(cfg.train().reward(), cfg.train().rewardJar(), cfg.train().formatRewardWeight(),
-                     cfg.train().rewardWorkers(), cfg.train().verifierTimeoutMs())) {
+             RewardPool rewards = rewardPool(cfg)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             Decoder policy = Decoder.load(modelDir, root, dtype, placement);
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             exs.forEach(prompts::ids); // a bad row fails before any generation
-            RolloutEngine engine = new RolloutEngine(policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
-            engine.withMaxRows(Trainer.kvRows(cfg, policy, placement));
+            RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(Trainer.kvRows(cfg, policy, placement));
             return new Evaluator(policy, engine, prompts, tok, rewards, cfg, root).evaluate(exs, seed);
         }
+    }
+
+    /** The reward the config names (train.reward, its jar, format weight, workers, verifier deadline). */
+    static RewardPool rewardPool(TrainConfig cfg) {
+        var t = cfg.train();
+        return new RewardPool(t.reward(), t.rewardJar(), t.formatRewardWeight(), t.rewardWorkers(), t.verifierTimeoutMs());
+    }
+
+    /** The rollout engine over {@code policy} with the tokenizer's stop ids and the config's prefill budget. */
+    static RolloutEngine rolloutEngine(Decoder policy, Tokenizer tok, TrainConfig cfg) {
+        return new RolloutEngine(policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
     }
 
     /** Evaluates every set, writes one metrics line per set and prints a summary line. */

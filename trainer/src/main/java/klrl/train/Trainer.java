@@ -111,12 +111,10 @@ public final class Trainer implements AutoCloseable {
                     cfg.train().maxSkippedUpdates(), root);
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
             this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
-            this.rewards = new RewardPool(cfg.train().reward(), cfg.train().rewardJar(), cfg.train().formatRewardWeight(),
-                    cfg.train().rewardWorkers(),
-                    cfg.train().verifierTimeoutMs());
+            this.rewards = Evaluator.rewardPool(cfg);
             this.prompts = new Prompts(tok, cfg.data().promptFormat());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
-            this.engine = new RolloutEngine(nets.policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
+            this.engine = Evaluator.rolloutEngine(nets.policy, tok, cfg);
             this.evaluator = new Evaluator(nets.policy, engine, prompts, tok, rewards, cfg, root);
             if (resume != null) {
                 restore(Checkpoints.resolve(resume, log));
