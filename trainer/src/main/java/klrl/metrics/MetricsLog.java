@@ -23,12 +23,14 @@ public final class MetricsLog implements AutoCloseable {
      *                     and so is a torn last line (the process killed in the middle of writing it)
      */
     public MetricsLog(Path file, long keepUpToStep) throws IOException {
-        this(file, keepUpToStep, null);
+        this(file, keepUpToStep, false);
     }
 
-    /** As above, and every line also goes to {@code mirror} (TensorBoard), which this log closes. */
-    public MetricsLog(Path file, long keepUpToStep, TensorBoardLog mirror) throws IOException {
-        this.mirror = mirror;
+    /**
+     * As above; with {@code tensorboard} every line also goes to an event file beside it, opened only
+     * once the metrics file is in order, so a refused resume leaves no stray event file.
+     */
+    public MetricsLog(Path file, long keepUpToStep, boolean tensorboard) throws IOException {
         if (keepUpToStep >= 0 && Files.exists(file)) {
             StringBuilder kept = new StringBuilder();
             List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
@@ -55,6 +57,12 @@ public final class MetricsLog implements AutoCloseable {
         w = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
                 keepUpToStep >= 0 ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING,
                 StandardOpenOption.WRITE);
+        try {
+            mirror = tensorboard ? new TensorBoardLog(file.toAbsolutePath().getParent(), Math.max(0, keepUpToStep)) : null;
+        } catch (IOException | RuntimeException e) {
+            w.close();
+            throw e;
+        }
     }
 
     public void write(Map<String, Object> record) {

@@ -161,8 +161,7 @@ public final class Trainer implements AutoCloseable {
 
     public void run(Consumer<String> console) throws IOException {
         long maxSteps = cfg.train().maxSteps();
-        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1,
-                new klrl.metrics.TensorBoardLog(out, startStep));
+        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1, true);
              MetricsLog samples = new MetricsLog(out.resolve("samples.jsonl"), startStep > 0 ? startStep : -1)) {
             samplesLog = samples;
             if (cfg.eval().beforeStart() && startStep == 0) {
