@@ -28,7 +28,7 @@ final class Launcher {
             "MALLOC_TRIM_THRESHOLD_", "100000000000");
     static final List<String> JVM_DEFAULTS = List.of("-Xmn32m", "-XX:+UseSerialGC");
     /** Commands that run the model: the others start faster than a relaunch would save. */
-    static final Set<String> HEAVY = Set.of("train", "eval", "sft", "generate", "logprobs", "bench", "gpu-check");
+    static final Set<String> HEAVY = Set.of("train", "eval", "sft", "generate", "logprobs", "bench", "gpu-check", "grid");
 
     /** A child command line and its environment additions; {@code applied} says what was missing. */
     record Plan(List<String> command, Map<String, String> env, List<String> applied) {}

@@ -20,9 +20,11 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 @Command(name = "report", mixinStandardHelpOptions = true,
-        description = "Plot metrics of one or more runs (overlaid) as PNG files: reward, accuracy, KL, entropy, length.")
+        description = {"Plot metrics of one or more runs (overlaid) as PNG files: reward, accuracy, KL, entropy, length.",
+            "With --grid DIR: a grid's table (summary.md, summary.json) and figures, one line and ± std band per cell."})
 public final class ReportCommand implements Callable<Integer> {
-    @Parameters(arity = "1..*", paramLabel = "RUN_DIR", description = "run folders holding metrics.jsonl") List<Path> runs;
+    @Parameters(arity = "0..*", paramLabel = "RUN_DIR", description = "run folders holding metrics.jsonl") List<Path> runs;
+    @Option(names = "--grid", paramLabel = "GRID_DIR", description = "a folder the grid command wrote (its grid-spec.yaml and runs/)") Path grid;
     @Option(names = "--out", defaultValue = "report", description = "folder for the PNGs (default: ${DEFAULT-VALUE})") Path out;
 
     /** One plot: its file name, title and the metrics drawn on it. */
@@ -44,6 +46,17 @@ public final class ReportCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        if (grid != null) {
+            Path spec = grid.resolve("grid-spec.yaml");
+            if (!Files.isRegularFile(spec)) {
+                throw new UserError(spec + ": not found (is " + grid + " a folder the grid command wrote?)");
+            }
+            System.out.print(klrl.grid.GridSummary.write(klrl.grid.GridSpec.load(spec.toString()), grid));
+            return 0;
+        }
+        if (runs == null || runs.isEmpty()) {
+            throw new UserError("report: name one or more run folders, or --grid DIR");
+        }
         Files.createDirectories(out);
         List<List<JsonNode>> data = new ArrayList<>();
         for (Path r : runs) {

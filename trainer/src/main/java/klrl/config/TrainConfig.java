@@ -209,19 +209,19 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param microBatchSize sequences per forward/backward
      * @param checkpointLayers activation checkpointing: recompute the decoder in stages of this many layers
      *                         during backward (0 = keep all activations)
-     */
-    /**
      * @param maxSkippedUpdates the run stops (without checkpointing the broken state) after this many
      *                          optimizer updates in a row were skipped for a non-finite loss or gradient
      * @param rewardJar         a jar with the class that {@code reward} names (a user's reward), or null
      * @param samplesEvery      every this many steps, the samples of the step's first {@code samplesPrompts}
      *                          prompts go to samples.jsonl (0 = never)
+     * @param gradVar           log grad_var, the spread of the micro-batches' policy-gradient estimates
+     *                          (see GradSpread; keeps one extra copy of the policy's gradient)
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         String rewardJar, double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
-                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts) {
+                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2);
+            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false);
         }
 
         public Train {

@@ -21,7 +21,8 @@ public final class Dataset {
     private Dataset() {}
 
     /** The bundled synthetic arithmetic sets, inside the jar. */
-    public static final String BUNDLED_TRAIN = "bundled:arith-train", BUNDLED_TEST = "bundled:arith-test";
+    public static final String BUNDLED_TRAIN = "bundled:arith-train", BUNDLED_TEST = "bundled:arith-test",
+            BUNDLED_WARMUP_FAMILIES = "bundled:warmup-families";
 
     public static List<Example> load(String spec, String promptField, String answerField) {
         String where = spec;

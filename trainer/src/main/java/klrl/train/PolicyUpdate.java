@@ -31,6 +31,8 @@ final class PolicyUpdate {
     private final boolean staged;
     private final double gradClip;
     private final NDManager root;
+    /** Per-micro-batch gradient spread (train.grad_var), or null. */
+    private final GradSpread spread;
 
     /** Everything the update reads per token ([rows·R] arrays; PPO's two value arrays null otherwise). */
     record Inputs(SequenceBatch all, float[] oldLogp, float[] refLogp, float[] advantages, float[] returns,
@@ -38,12 +40,13 @@ final class PolicyUpdate {
 
     /**
      * Loss metrics averaged over the passes, the mean entropy per token, the mean gradient norm over the
-     * updates applied, and how many updates were skipped for a non-finite loss or gradient.
+     * updates applied, how many updates were skipped for a non-finite loss or gradient, and the mean
+     * grad_var over the mini-batches (NaN unless train.grad_var).
      */
-    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm, int skipped) {}
+    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm, int skipped, double gradVar) {}
 
     PolicyUpdate(Policies nets, AdamW opt, LrSchedule lr, List<LossTerm> terms, int epochs, int micro, int checkpointLayers,
-                 boolean staged, double gradClip, int maxSkipped, NDManager root) {
+                 boolean staged, double gradClip, int maxSkipped, boolean gradVar, NDManager root) {
         this.maxSkipped = maxSkipped;
         this.nets = nets;
         this.opt = opt;
@@ -55,13 +58,16 @@ final class PolicyUpdate {
         this.staged = staged || checkpointLayers > 0;
         this.gradClip = gradClip;
         this.root = root;
+        Map<String, NDArray> policyParams = new LinkedHashMap<>(nets.trainable);
+        policyParams.keySet().removeAll(nets.lrScale.keySet()); // the critic's tensors
+        this.spread = gradVar ? new GradSpread(policyParams, root) : null;
     }
 
     /** Running sums over the micro-batches of one update. */
     private static final class Sums {
         final Map<String, double[]> loss = new LinkedHashMap<>();
-        double entropy, gradNorm;
-        int updates, skipped;
+        double entropy, gradNorm, gradVar;
+        int updates, skipped, gradVars;
         /** The current mini-batch's first non-finite loss, or null. */
         String nonFiniteLoss;
     }
@@ -84,7 +90,7 @@ final class PolicyUpdate {
         Map<String, Double> loss = new LinkedHashMap<>();
         sums.loss.forEach((key, v) -> loss.put(key, v[0] / passes));
         return new Out(loss, sums.entropy / (tokens * epochs), sums.updates == 0 ? Double.NaN : sums.gradNorm / sums.updates,
-                sums.skipped);
+                sums.skipped, sums.gradVars == 0 ? Double.NaN : sums.gradVar / sums.gradVars);
     }
 
     /** Rows [m0, m1): gradients accumulated over micro-batches, then one optimizer step. */
@@ -93,11 +99,22 @@ final class PolicyUpdate {
         try (NDManager mm = root.newSubManager()) {
             w = lc.aggregation().weights(in.all().slice(m0, m1).mask(mm)).toFloatArray();
         }
-        int r = in.all().r();
-        for (int s0 = m0; s0 < m1; s0 += micro) {
+        int r = in.all().r(), micros = 0;
+        double wSum = sum(w, 0, w.length);
+        for (int s0 = m0; s0 < m1; s0 += micro, micros++) {
             int s1 = Math.min(m1, s0 + micro);
             float[] weights = Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r);
             microBatch(in, lc, s0, s1, weights, (double) (s1 - s0) / (m1 - m0), sums);
+            if (spread != null) {
+                spread.afterMicroBatch(sum(weights, 0, weights.length) / wSum);
+            }
+        }
+        if (spread != null) {
+            double v = spread.finish(micros);
+            if (Double.isFinite(v)) {
+                sums.gradVar += v;
+                sums.gradVars++;
+            }
         }
         // A non-finite loss or gradient never reaches the weights: the optimizer skips the update.
         double gn = Double.NaN;
@@ -173,6 +190,14 @@ final class PolicyUpdate {
     /** The loss times the optimizer's loss scale (1 unless parameters are fp16). */
     private NDArray scaled(NDArray loss) {
         return opt.lossScale() == 1 ? loss : klrl.util.Nd.mul(loss, opt.lossScale());
+    }
+
+    private static double sum(float[] v, int from, int to) {
+        double s = 0;
+        for (int i = from; i < to; i++) {
+            s += v[i];
+        }
+        return s;
     }
 
     private static NDArray slice(NDManager m, float[] v, int s0, int s1, int r) {

@@ -19,16 +19,16 @@ import klrl.model.Tokenizer;
 
 /**
  * The built-in default model: init-tiny (qwen2 architecture, fixed seed) followed by a short,
- * deterministic supervised warm-up on the bundled arithmetic train set, leaving a policy that has
- * the answer format and partial skill — room for RL to show it learns. Built once into the cache
+ * deterministic supervised warm-up on the bundled arithmetic train set and a share of its
+ * out-of-domain families, leaving a policy that has the answer format and partial skill — room for RL to show it learns. Built once into the cache
  * folder ($KLRL_CACHE, default ~/.cache/klrl) and reused.
  */
 public final class TinyDefault {
     private TinyDefault() {}
 
-    public static final String VERSION = "tiny-sft-v2";
+    public static final String VERSION = "tiny-sft-v3";
     public static final TinyModel.Spec SPEC = new TinyModel.Spec("qwen2", 128, 3, 4, 2, 384, 7, "F32", Long.MAX_VALUE, false, 0.02, 0);
-    public static final int SFT_STEPS = 300, SFT_BATCH = 32;
+    public static final int SFT_STEPS = 800, SFT_BATCH = 32;
     public static final double SFT_LR = 1e-3;
 
     public static Path cacheDir() {
@@ -49,7 +49,9 @@ public final class TinyDefault {
              Tokenizer tok = Tokenizer.load(tmp);
              Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
             Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults().promptFormat());
-            List<Example> data = Dataset.load(Dataset.BUNDLED_TRAIN, null, null);
+            // the sums RL trains on, plus a small share of the out-of-domain families (see Arithmetic)
+            List<Example> data = new java.util.ArrayList<>(Dataset.load(Dataset.BUNDLED_TRAIN, null, null));
+            data.addAll(Dataset.load(Dataset.BUNDLED_WARMUP_FAMILIES, null, null));
             double loss = Sft.run(model, tok, prompts, data, SFT_STEPS, SFT_BATCH, SFT_LR, 11, root,
                     s -> { if ((s + 1) % 100 == 0) { log.accept("  sft step " + (s + 1) + "/" + SFT_STEPS); } });
             SafeTensors.write(tmp, model.parameters(), "F32", Long.MAX_VALUE);

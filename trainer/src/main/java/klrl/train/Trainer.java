@@ -108,7 +108,7 @@ public final class Trainer implements AutoCloseable {
                     a.valueClip(), a.valueCoef());
             this.update = new PolicyUpdate(nets, opt, lr, LossTerm.forConfig(lossCfg, nets.ppo()), a.ppoEpochs(),
                     cfg.train().microBatchSize(), cfg.train().checkpointLayers(), placement.stages() > 1, o.gradClip(),
-                    cfg.train().maxSkippedUpdates(), root);
+                    cfg.train().maxSkippedUpdates(), cfg.train().gradVar(), root);
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
             this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
             this.rewards = Evaluator.rewardPool(cfg);
@@ -235,6 +235,9 @@ public final class Trainer implements AutoCloseable {
         // 7. Metrics: the update's, timings, and the leak watch (both stay flat when every scope closes).
         m.putAll(upd.lossMetrics()).put("entropy", upd.entropy()).put("kl_coef", kl.value()).put("grad_norm", upd.gradNorm());
         m.put("skipped_updates", upd.skipped());
+        if (cfg.train().gradVar()) {
+            m.put("grad_var", upd.gradVar());
+        }
         if (opt.lossScale() != 1) {
             m.put("loss_scale", opt.lossScale());
         }

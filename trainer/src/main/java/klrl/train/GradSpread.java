@@ -1,0 +1,72 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The spread of the policy-gradient estimates of one mini-batch's micro-batches (train.grad_var).
+ *
+ * <p>A mini-batch's gradient is the sum G = Σ_k g_k of its micro-batches' gradients; micro-batch k holds
+ * the share w_k of the mini-batch's loss weight (its aggregation weights' sum), so g_k / w_k is its own
+ * estimate of G. The metric is their weighted variance around G relative to G's squared norm:
+ * <pre>  grad_var = Σ_k w_k ‖g_k/w_k − G‖² / ‖G‖² = (Σ_k ‖g_k‖²/w_k − ‖G‖²) / ‖G‖²</pre>
+ * — 0 when every micro-batch points the same way, about K − 1 for K micro-batches of pure noise.
+ * Each g_k is the difference of the accumulated gradient before and after the micro-batch, so
+ * this keeps one copy of the policy's gradient; that is why it is opt-in. A step reports the mean over
+ * its mini-batches with two or more micro-batches.
+ */
+final class GradSpread {
+    private final Map<String, NDArray> params;
+    private final NDManager manager;
+    private final Map<String, NDArray> previous = new LinkedHashMap<>();
+    private double sumOverShare;
+    private boolean finite = true;
+
+    /** @param params the policy's trainable tensors (critic tensors excluded) */
+    GradSpread(Map<String, NDArray> params, NDManager root) {
+        this.params = params;
+        this.manager = root.newSubManager();
+    }
+
+    /** After micro-batch k's backward: adds ‖g_k‖² / w_k and remembers the accumulated gradient. */
+    void afterMicroBatch(double share) {
+        double sq = 0;
+        for (var e : params.entrySet()) {
+            NDArray acc = e.getValue().getGradient();
+            NDArray prev = previous.get(e.getKey());
+            try (NDManager m = manager.newSubManager()) {
+                NDArray g = acc.toType(DataType.FLOAT32, true);
+                g.attach(m);
+                NDArray diff = prev == null ? g : g.sub(prev);
+                sq += diff.mul(diff).sum().getFloat();
+                NDArray copy = g.duplicate();
+                copy.attach(manager);
+                if (prev != null) {
+                    prev.close();
+                }
+                previous.put(e.getKey(), copy);
+            }
+        }
+        if (!(share > 0) || !Double.isFinite(sq)) {
+            finite = false;
+        }
+        sumOverShare += sq / share;
+    }
+
+    /** At the end of a mini-batch (before the optimizer step): its grad_var, or NaN; then resets. */
+    double finish(int microBatches) {
+        double total = 0;
+        for (NDArray p : previous.values()) {
+            total += p.mul(p).sum().getFloat();
+        }
+        double v = microBatches < 2 || !finite || !(total > 0) ? Double.NaN : (sumOverShare - total) / total;
+        previous.values().forEach(NDArray::close);
+        previous.clear();
+        sumOverShare = 0;
+        finite = true;
+        return v;
+    }
+}
