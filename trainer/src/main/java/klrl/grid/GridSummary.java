@@ -291,6 +291,7 @@ public final class GridSummary {
             throws IOException {
         XYChart c = new XYChartBuilder().width(900).height(520).title(name + ": " + what + " (mean ± std over seeds)")
                 .xAxisTitle("step").yAxisTitle(what).build();
+        c.getStyler().setErrorBarsColorSeriesColor(true); // each cell's band in its own colour
         int series = 0;
         for (List<RunStats> g : cells) {
             TreeMap<Integer, double[]> agg = new TreeMap<>();
