@@ -191,7 +191,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Optim(double lr, double weightDecay, double beta1, double beta2, double eps, int warmupSteps,
                         String schedule, double minLrRatio, double gradClip) {
         public static Optim defaults() {
-            return new Optim(2e-4, 0.0, 0.9, 0.999, 1e-8, 0, "constant", 0.1, 1.0);
+            return new Optim(3e-4, 0.0, 0.9, 0.999, 1e-8, 0, "cosine", 0.1, 1.0);
         }
 
         public Optim {
