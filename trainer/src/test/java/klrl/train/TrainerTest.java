@@ -57,6 +57,8 @@ class TrainerTest {
         o.put("eval.max_examples", 16);
         o.put("eval.k", 2);
         o.put("checkpoint.every", 2);
+        // resume tests compare a run cut short (fewer max_steps) with a whole one: a cosine schedule depends on max_steps
+        o.put("optim.schedule", "constant");
         o.putAll(extra);
         return ConfigLoader.load(null, o);
     }
