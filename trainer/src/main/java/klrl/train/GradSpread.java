@@ -42,7 +42,7 @@ final class GradSpread {
                 g.attach(m);
                 NDArray diff = prev == null ? g : g.sub(prev);
                 sq += diff.mul(diff).sum().getFloat();
-                NDArray copy = g.duplicate();
+                NDArray copy = g.duplicate(); // toType to the same dtype may share the gradient's storage, which keeps accumulating
                 copy.attach(manager);
                 if (prev != null) {
                     prev.close();

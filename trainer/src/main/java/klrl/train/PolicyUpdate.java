@@ -100,13 +100,13 @@ final class PolicyUpdate {
             w = lc.aggregation().weights(in.all().slice(m0, m1).mask(mm)).toFloatArray();
         }
         int r = in.all().r(), micros = 0;
-        double wSum = sum(w, 0, w.length);
+        double wSum = sum(w);
         for (int s0 = m0; s0 < m1; s0 += micro, micros++) {
             int s1 = Math.min(m1, s0 + micro);
             float[] weights = Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r);
             microBatch(in, lc, s0, s1, weights, (double) (s1 - s0) / (m1 - m0), sums);
             if (spread != null) {
-                spread.afterMicroBatch(sum(weights, 0, weights.length) / wSum);
+                spread.afterMicroBatch(sum(weights) / wSum);
             }
         }
         if (spread != null) {
@@ -192,10 +192,10 @@ final class PolicyUpdate {
         return opt.lossScale() == 1 ? loss : klrl.util.Nd.mul(loss, opt.lossScale());
     }
 
-    private static double sum(float[] v, int from, int to) {
+    private static double sum(float[] v) {
         double s = 0;
-        for (int i = from; i < to; i++) {
-            s += v[i];
+        for (float x : v) {
+            s += x;
         }
         return s;
     }
