@@ -1,10 +1,8 @@
 package klrl.train;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
-import ai.djl.training.GradientCollector;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -150,7 +148,7 @@ final class PolicyUpdate {
                     return loss(in, lc, b, s0, cur[0], weights, mm);
                 }, x -> scaled(x.loss()));
             } else {
-                try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
+                try (klrl.util.Grad gc = klrl.util.Grad.record()) {
                     cur[0] = PolicyForward.run(nets.policy, b, mm, in.temperature(), full);
                     o = loss(in, lc, b, s0, cur[0], weights, mm);
                     gc.backward(scaled(o.loss()));

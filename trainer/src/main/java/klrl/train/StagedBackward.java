@@ -1,15 +1,12 @@
 package klrl.train;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.pytorch.engine.PtNDArray;
-import ai.djl.pytorch.jni.JniUtils;
-import ai.djl.training.GradientCollector;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Function;
 import klrl.model.Decoder;
+import klrl.util.Grad;
 
 /**
  * Staged backward, the one mechanism for activation checkpointing and for placing layer groups on
@@ -50,7 +47,7 @@ public final class StagedBackward {
             } else {
                 in = leaf(in);
                 inputs.add(in);
-                try (GradientCollector gc = collector()) {
+                try (Grad gc = Grad.record()) {
                     x = stage(model, in, pass, st[0], st[1]);
                 }
                 outputs.add(x);
@@ -59,7 +56,7 @@ public final class StagedBackward {
         // 2. Head: loss from the (detached) last hidden states; its gradient is handed to the last stage.
         NDArray last = leaf(model.toOutput(x));
         R result;
-        try (GradientCollector gc = collector()) {
+        try (Grad gc = Grad.record()) {
             result = head.apply(model.finalNorm(last, pass));
             gc.backward(loss.apply(result));
         }
@@ -68,16 +65,16 @@ public final class StagedBackward {
         for (int s = stages.size() - 1; s >= 0; s--) {
             int[] st = stages.get(s);
             NDArray in = recompute ? leaf(inputs.get(s)) : inputs.get(s);
-            try (GradientCollector gc = collector()) {
+            try (Grad gc = Grad.record()) {
                 NDArray out = recompute ? stage(model, in, pass, st[0], st[1]) : outputs.get(s);
-                JniUtils.backward((PtNDArray) out, (PtNDArray) grad.toDevice(out.getDevice(), false), false, false);
+                gc.backward(out, grad.toDevice(out.getDevice(), false));
             }
             grad = in.getGradient();
         }
         // 4. The embedding.
-        try (GradientCollector gc = collector()) {
+        try (Grad gc = Grad.record()) {
             NDArray e = model.embed(tokens);
-            JniUtils.backward((PtNDArray) e, (PtNDArray) grad.toDevice(e.getDevice(), false), false, false);
+            gc.backward(e, grad.toDevice(e.getDevice(), false));
         }
         return result;
     }
@@ -106,9 +103,5 @@ public final class StagedBackward {
         NDArray d = x.stopGradient();
         d.setRequiresGradient(true);
         return d;
-    }
-
-    private static GradientCollector collector() {
-        return Engine.getEngine("PyTorch").newGradientCollector();
     }
 }

@@ -21,8 +21,9 @@ public final class Runtime {
 
     /**
      * Turns autograd recording off for this thread. libtorch starts with it on, so without this every
-     * forward outside a GradientCollector (rollouts, reference and eval passes) would build a graph
-     * over the trainable parameters; DJL's collector turns it on inside its scope and restores it.
+     * forward outside a recording scope (rollouts, reference and eval passes) would build a graph
+     * over the trainable parameters; {@link Grad} (and DJL's collector) turn it on inside their scope
+     * and restore it. The mode belongs to the calling thread: every worker thread calls this first.
      */
     public static void noGradOutsideCollectors() {
         engine(); // loads libtorch first
