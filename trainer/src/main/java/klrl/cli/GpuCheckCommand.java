@@ -32,13 +32,15 @@ import picocli.CommandLine.Option;
 /**
  * The first thing to run on a GPU node: everything in Java, so it works inside the image (which has
  * no Python). Compares logits on the device with CPU float32 ones, layer placement over several
- * devices with one device (logits and gradients), then times a few RL steps.
+ * devices with one device (logits and gradients), data-parallel gradients (a replica per device,
+ * summed onto the first) with one device's, then times a few RL steps on one device, with the layers
+ * placed over all devices, and data parallel over all of them.
  */
 @Command(name = "gpu-check", mixinStandardHelpOptions = true,
-        description = "Check a GPU node: CPU vs GPU logits, multi-GPU layer placement, a few timed RL steps.")
+        description = "Check a GPU node: CPU vs GPU logits, multi-GPU layer placement and data parallelism, a few timed RL steps.")
 public final class GpuCheckCommand implements Callable<Integer> {
     @Option(names = "--device", defaultValue = "cuda", description = "device to check (default: ${DEFAULT-VALUE})") String device;
-    @Option(names = "--devices", description = "devices to place layers over (default: every visible GPU, when 2 or more)")
+    @Option(names = "--devices", description = "devices for layer placement and data parallelism (default: every visible GPU, when 2 or more)")
     String devices;
     @Option(names = "--steps", defaultValue = "3", description = "RL steps to time") int steps;
     @Option(names = "--json") boolean json;
@@ -85,36 +87,24 @@ public final class GpuCheckCommand implements Callable<Integer> {
         } else {
             out.put("placement", "not checked: one device (give --devices 0,1 on a multi-GPU node)");
         }
-        // A few RL steps on the tiny model, on the device or the placement.
-        String where = placed.size() >= 2 ? String.join(",", placed.stream().map(GpuCheckCommand::spec).toList()) : device;
-        Map<String, Object> o = new LinkedHashMap<>();
-        o.put("model.path", tiny.toString());
-        o.put("model.device", where);
-        o.put("train.max_steps", steps);
-        o.put("eval.before_start", false);
-        o.put("eval.max_examples", 8);
-        o.put("eval.k", 0);
-        o.put("checkpoint.every", 0);
-        o.put("output_dir", work.resolve("run").toString());
-        try (Trainer t = new Trainer(ConfigLoader.load(null, o), null, s -> {})) {
-            t.run(s -> {});
+        // Data parallelism over the same devices: a replica on each (copied device to device), one
+        // sequence per replica differentiated in its own thread, gradients added onto the first.
+        if (placed.size() >= 2) {
+            Map<String, float[]> one = rowGradients(tiny, placed.subList(0, 1), placed.size());
+            double dg = gradDiff(one, rowGradients(tiny, placed, placed.size()));
+            out.put("data_parallel_gradients_max_rel_diff", dg);
+            checks.put("data_parallel_gradients", dg < 1e-3);
         }
-        var timing = out.putArray("steps");
-        boolean finite = true;
-        for (String line : Files.readAllLines(work.resolve("run/metrics.jsonl"))) {
-            JsonNode n = Json.MAPPER.readTree(line);
-            if (n.has("time_step")) {
-                ObjectNode s = timing.addObject();
-                for (String k : new String[] {"step", "time_step", "time_rollout", "time_reference", "time_update", "tokens_per_s",
-                    "loss_total"}) {
-                    if (n.has(k)) {
-                        s.set(k, n.get(k));
-                    }
-                }
-                finite &= !n.has("loss_total") || Double.isFinite(n.get("loss_total").asDouble());
-            }
+        // A few timed RL steps on the tiny model: on the device; with several devices also with the
+        // layers placed over them, and data parallel over them.
+        checks.put("training_steps", timings(out.putArray("steps"), rlSteps(work.resolve("run"), tiny, device, "auto")));
+        if (placed.size() >= 2) {
+            String all = String.join(",", placed.stream().map(GpuCheckCommand::spec).toList());
+            checks.put("layer_placement_steps", timings(out.putArray("steps_layer_placement"),
+                    rlSteps(work.resolve("run-layers"), tiny, all, "layers")));
+            checks.put("data_parallel_steps", timings(out.putArray("steps_data_parallel"),
+                    rlSteps(work.resolve("run-data"), tiny, all, "data")));
         }
-        checks.put("training_steps", timing.size() == steps && finite);
         var c = out.putObject("checks");
         checks.forEach(c::put);
         boolean ok = checks.values().stream().allMatch(b -> b);
@@ -126,6 +116,106 @@ public final class GpuCheckCommand implements Callable<Integer> {
             System.out.println(ok ? "gpu-check passed" : "gpu-check FAILED: " + checks);
         }
         return ok ? 0 : 1;
+    }
+
+    /** Step lines of a short RL run of the tiny model on {@code devices} (train.parallel {@code parallel}). */
+    private List<JsonNode> rlSteps(Path run, Path tiny, String devices, String parallel) throws Exception {
+        Map<String, Object> o = new LinkedHashMap<>();
+        o.put("model.path", tiny.toString());
+        o.put("model.device", devices);
+        o.put("train.parallel", parallel);
+        o.put("train.max_steps", steps);
+        o.put("train.micro_batch_size", 32); // several micro-batches per update, so every replica takes some
+        o.put("eval.before_start", false);
+        o.put("eval.max_examples", 8);
+        o.put("eval.k", 0);
+        o.put("checkpoint.every", 0);
+        o.put("output_dir", run.toString());
+        try (Trainer t = new Trainer(ConfigLoader.load(null, o), null, s -> {})) {
+            t.run(s -> {});
+        }
+        List<JsonNode> lines = new java.util.ArrayList<>();
+        for (String line : Files.readAllLines(run.resolve("metrics.jsonl"))) {
+            JsonNode n = Json.MAPPER.readTree(line);
+            if (n.has("time_step")) {
+                lines.add(n);
+            }
+        }
+        return lines;
+    }
+
+    /** Copies each step's timings into {@code into}; true when every step ran with a finite loss. */
+    private boolean timings(com.fasterxml.jackson.databind.node.ArrayNode into, List<JsonNode> lines) {
+        boolean finite = true;
+        for (JsonNode n : lines) {
+            ObjectNode s = into.addObject();
+            for (String k : new String[] {"step", "time_step", "time_rollout", "time_reference", "time_update", "time_grad_reduce",
+                "time_param_sync", "tokens_per_s", "loss_total"}) {
+                if (n.has(k)) {
+                    s.set(k, n.get(k));
+                }
+            }
+            finite &= !n.has("loss_total") || Double.isFinite(n.get("loss_total").asDouble());
+        }
+        return lines.size() == steps && finite;
+    }
+
+    /**
+     * Gradients of Σ log π over {@code rows} sequences, with a replica of the model on each of
+     * {@code devices} (the first loaded from disk, the others copied from it) taking rows in turn, each
+     * replica in its own thread, and the replicas' gradients then added onto the first's in order —
+     * what data-parallel training does. One device gives the plain gradient to compare with.
+     */
+    static Map<String, float[]> rowGradients(Path dir, List<Device> devices, int rows) throws Exception {
+        List<long[]> prompts = new java.util.ArrayList<>(), responses = new java.util.ArrayList<>();
+        for (int i = 0; i < rows; i++) {
+            prompts.add(new long[] {5 + i, 17, 33});
+            responses.add(new long[] {64, 100 + 3 * i, 9});
+        }
+        SequenceBatch batch = SequenceBatch.of(prompts, responses, 0);
+        List<NDManager> roots = new java.util.ArrayList<>();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(devices.size());
+        try {
+            roots.add(NDManager.newBaseManager(devices.get(0), "PyTorch"));
+            Decoder master = Decoder.load(dir, roots.get(0), DataType.FLOAT32, null);
+            List<Decoder> reps = new java.util.ArrayList<>(List.of(master));
+            for (Device d : devices.subList(1, devices.size())) {
+                roots.add(NDManager.newBaseManager(d, "PyTorch"));
+                reps.add(master.replica(roots.get(roots.size() - 1), true));
+            }
+            reps.forEach(r -> r.parameters().values().forEach(a -> a.setRequiresGradient(true)));
+            List<java.util.concurrent.Future<?>> done = new java.util.ArrayList<>();
+            for (int d = 0; d < reps.size(); d++) {
+                int k = d;
+                done.add(pool.submit(() -> {
+                    Runtime.noGradOutsideCollectors();
+                    for (int row = k; row < rows; row += reps.size()) {
+                        SequenceBatch b = batch.slice(row, row + 1);
+                        try (NDManager m = roots.get(k).newSubManager(); klrl.util.Grad g = klrl.util.Grad.record()) {
+                            g.backward(PolicyForward.run(reps.get(k), b, m, 1f, false, false).logp().mul(b.mask(m)).sum());
+                        }
+                    }
+                    return null;
+                }));
+            }
+            for (var f : done) {
+                f.get();
+            }
+            Map<String, float[]> g = new LinkedHashMap<>();
+            master.parameters().forEach((name, v) -> {
+                NDArray sum = v.getGradient();
+                for (Decoder r : reps.subList(1, reps.size())) {
+                    sum = sum.add(r.parameters().get(name).getGradient().toDevice(v.getDevice(), false));
+                }
+                g.put(name, sum.toDevice(Device.cpu(), false).toFloatArray());
+            });
+            return g;
+        } finally {
+            pool.shutdownNow();
+            for (int i = roots.size() - 1; i >= 0; i--) {
+                roots.get(i).close();
+            }
+        }
     }
 
     private static List<Device> allGpus(int n) {

@@ -35,6 +35,8 @@ public final class TrainCommand implements Callable<Integer> {
         @Option(names = "--device", description = "cpu, cuda, cuda:N or auto") String device;
         @Option(names = "--devices", description = "GPUs to place the decoder layers across, e.g. 0,1,2,3 (model.device)")
         String devices;
+        @Option(names = "--parallel", description = "with several devices: data (a replica on each), layers (layer groups"
+                + " over them) or auto (data when a replica fits one device) — train.parallel") String parallel;
         @Option(names = "--reward-jar", description = "a jar with your reward class; name the class with --set train.reward=CLASS")
         String rewardJar;
         @Option(names = "--set", paramLabel = "KEY=VALUE", description = "any config key, dotted as in the YAML, e.g."
@@ -84,6 +86,7 @@ public final class TrainCommand implements Callable<Integer> {
             throw new UserError("give --device or --devices, not both");
         }
         o.put("model.device", c.setup.devices != null ? c.setup.devices : c.setup.device);
+        o.put("train.parallel", c.setup.parallel);
         o.put("data.train", c.setup.trainData);
         o.put("train.reward_jar", c.setup.rewardJar);
         o.put("data.eval", c.setup.evalData);

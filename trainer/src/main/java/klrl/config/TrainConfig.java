@@ -25,6 +25,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         require(train.miniBatchSize() <= train.batchSize(), "train.mini_batch_size must be ≤ train.batch_size");
         require(train.batchSize() % train.miniBatchSize() == 0, "train.batch_size must be a multiple of train.mini_batch_size");
         require(!algorithm.name().equals("ppo") || algorithm.resolvedAdvantage().equals("gae"), "algorithm ppo uses advantage gae");
+        require(!(model.device().contains(",") && model.critic().equals("separate") && train.parallel().equals("layers")),
+                "model.critic: separate needs one device per model copy; with train.parallel: layers use model.critic: head");
     }
 
     static void require(boolean ok, String message) {
@@ -49,8 +51,6 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
             require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");
-            require(!(device.contains(",") && critic.equals("separate")),
-                    "model.critic: separate is single-device only; with layers over several devices use model.critic: head");
         }
     }
 
@@ -216,12 +216,15 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                          prompts go to samples.jsonl (0 = never)
      * @param gradVar           log grad_var, the spread of the micro-batches' policy-gradient estimates
      *                          (see GradSpread; keeps one extra copy of the policy's gradient)
+     * @param parallel          with several devices in model.device: "data" (a replica per device, the work
+     *                          of each step shared out), "layers" (the decoder's layers in contiguous groups
+     *                          over the devices) or "auto" (data when a replica fits one device, else layers)
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         String rewardJar, double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
-                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar) {
+                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar, String parallel) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false);
+            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false, "auto");
         }
 
         public Train {
@@ -232,6 +235,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(checkpointLayers >= 0, "train.checkpoint_layers must be ≥ 0 (0 = no activation checkpointing)");
             require(maxSkippedUpdates >= 1, "train.max_skipped_updates must be ≥ 1");
             require(samplesEvery >= 0 && samplesPrompts >= 1, "train.samples_every must be ≥ 0 and train.samples_prompts ≥ 1");
+            require(List.of("auto", "data", "layers").contains(parallel), "train.parallel must be auto, data or layers, got '" + parallel + "'");
         }
     }
 

@@ -171,7 +171,7 @@ public final class Decoder implements AutoCloseable {
         java.util.SplittableRandom rng = new java.util.SplittableRandom(seed);
         for (int li = 0; li < layers.length; li++) {
             Layer L = layers[li];
-            for (Proj p : new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) {
+            for (Proj p : projections(L)) {
                 String shortName = p.name.substring(p.name.lastIndexOf('.') + 1);
                 if (targets.contains(shortName)) {
                     long[] shp = p.w.getShape().getShape();
@@ -185,6 +185,54 @@ public final class Decoder implements AutoCloseable {
                     + " q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
         }
         return out;
+    }
+
+    /** The LoRA adapters by weight name, in the order {@link #addAdapters} made them (empty without). */
+    public Map<String, Lora> adapters() {
+        Map<String, Lora> out = new LinkedHashMap<>();
+        for (Layer L : layers) {
+            for (Proj p : projections(L)) {
+                if (p.lora != null) {
+                    out.put(p.name + ".weight", p.lora);
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * A copy of this single-device decoder, its LoRA adapters included, on the device of {@code m}
+     * (data-parallel replicas): tensors go device to device, nothing is read from disk again. With
+     * {@code copyWeights} false, weights already on that device are shared rather than copied (only for
+     * frozen ones: every forward only reads them); adapters are always copied, since they are trained.
+     */
+    public Decoder replica(NDManager m, boolean copyWeights) {
+        if (placement.stages() > 1) {
+            throw new IllegalStateException("a decoder placed over several devices has no replicas");
+        }
+        ai.djl.Device d = m.getDevice();
+        Map<String, NDArray> ps = new LinkedHashMap<>();
+        params.forEach((k, v) -> ps.put(k, copyWeights || !v.getDevice().equals(d) ? copy(v, m) : v));
+        Decoder r = new Decoder(config, ps, m, dtype, Placement.single(d, layers.length));
+        for (int li = 0; li < layers.length; li++) {
+            Proj[] from = projections(layers[li]), to = projections(r.layers[li]);
+            for (int j = 0; j < from.length; j++) {
+                Lora l = from[j].lora;
+                to[j].lora = l == null ? null : new Lora(copy(l.a, m), copy(l.b, m), l.scale, l.dropout);
+            }
+        }
+        return r;
+    }
+
+    private static Proj[] projections(Layer L) {
+        return new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down};
+    }
+
+    /** A copy of {@code v} in {@code m} on m's device; its memory layout (e.g. {@link #columnMajor}) is kept. */
+    public static NDArray copy(NDArray v, NDManager m) {
+        NDArray c = v.getDevice().equals(m.getDevice()) ? v.duplicate() : v.toDevice(m.getDevice(), true);
+        c.attach(m);
+        return c;
     }
 
     /**
@@ -253,7 +301,7 @@ public final class Decoder implements AutoCloseable {
             return true;
         }
         for (Layer L : layers) {
-            for (Proj p : new Proj[] {L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) {
+            for (Proj p : projections(L)) {
                 if (p.lora != null) {
                     return adaptersEnabled;
                 }

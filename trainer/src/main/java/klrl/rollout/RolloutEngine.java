@@ -102,23 +102,37 @@ public final class RolloutEngine {
 
     /** Generates {@code p.n()} samples per prompt; samples of prompt i are at [i*n, (i+1)*n). */
     public List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent) {
+        return generate(prompts, 0, longest(prompts), p, parent);
+    }
+
+    /** The longest prompt's length. */
+    public static int longest(List<long[]> prompts) {
+        return prompts.stream().mapToInt(a -> a.length).max().orElse(0);
+    }
+
+    /**
+     * The same for prompts [firstPrompt, firstPrompt + size) of a larger request (a data-parallel
+     * replica's share), left-padded to {@code padTo} tokens, the whole request's longest prompt:
+     * prompt indices, random streams and padding are the whole request's, so the samples and their
+     * log-probs are the ones it gives on one device, bit for bit. (Padding hides no token, but a
+     * different key count sums the same terms in other groups and changes the last bits.) Chunks of
+     * {@link #withMaxRows} rows are padded the same way, so chunking changes nothing either.
+     */
+    public List<Sample> generate(List<long[]> prompts, int firstPrompt, int padTo, SamplingParams p, NDManager parent) {
         int perChunk = Math.max(1, maxRows / p.n());
-        if (prompts.size() <= perChunk) {
-            return generate(prompts, p, parent, 0);
-        }
         List<Sample> all = new ArrayList<>();
         for (int i = 0; i < prompts.size(); i += perChunk) {
-            int off = i;
-            for (Sample s : generate(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), p, parent, i * p.n())) {
-                all.add(new Sample(s.promptIndex() + off, s.promptIds(), s.responseIds(), s.logprobs(), s.finishReason()));
+            int off = firstPrompt + i;
+            for (Sample s : generateChunk(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), padTo, p, parent, off * p.n())) {
+                all.add(off == 0 ? s : new Sample(s.promptIndex() + off, s.promptIds(), s.responseIds(), s.logprobs(), s.finishReason()));
             }
         }
         return all;
     }
 
     /** @param rowOffset global index of this call's first sample (seeds its random stream) */
-    private List<Sample> generate(List<long[]> prompts, SamplingParams p, NDManager parent, int rowOffset) {
-        Batch b = new Batch(prompts, p, rowOffset);
+    private List<Sample> generateChunk(List<long[]> prompts, int padTo, SamplingParams p, NDManager parent, int rowOffset) {
+        Batch b = new Batch(prompts, padTo, p, rowOffset);
         try (NDManager m = parent.newSubManager()) {
             Sampler sampler = new Sampler(p, model.config.vocabSize(), m);
             b.allocate(m);
@@ -140,7 +154,7 @@ public final class RolloutEngine {
     }
 
     /**
-     * One rollout call's state: prompts left-padded to the longest, n sample rows per prompt, each with
+     * One rollout call's state: prompts left-padded to the longest (or further), n sample rows per prompt, each with
      * its own random stream; the rows still decoding ({@code rows[0, active)} → sample index) with
      * their last sampled token and its log-prob; what each sample has generated and why it stopped.
      */
@@ -164,13 +178,13 @@ public final class RolloutEngine {
         KvCache cache;
         NDArray keyValid, decodeMask;
 
-        Batch(List<long[]> prompts, SamplingParams p, int rowOffset) {
+        Batch(List<long[]> prompts, int padTo, SamplingParams p, int rowOffset) {
             this.prompts = prompts;
             this.p = p;
             n = p.n();
             size = prompts.size() * n;
-            maxPrompt = prompts.stream().mapToInt(a -> a.length).max().orElse(0);
-            if (maxPrompt == 0) {
+            maxPrompt = Math.max(padTo, longest(prompts));
+            if (longest(prompts) == 0) {
                 throw new IllegalArgumentException("empty prompt");
             }
             padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);

@@ -19,23 +19,24 @@ import klrl.rollout.SamplingParams;
 /** Greedy accuracy and mean@k of the policy on held-out sets, with the rollout engine and the verifier. */
 public final class Evaluator {
     private static final int BATCH = 64;
-    private final Decoder policy;
-    private final RolloutEngine engine;
+
+    /** Samples for prompts: one rollout engine, or the run's replicas sharing the prompts out. */
+    interface Generator {
+        List<Sample> generate(List<long[]> prompts, SamplingParams p);
+    }
+
+    private final Generator generator;
     private final Prompts prompts;
     private final Tokenizer tok;
     private final RewardPool rewards;
     private final TrainConfig cfg;
-    private final NDManager root;
 
-    Evaluator(Decoder policy, RolloutEngine engine, Prompts prompts, Tokenizer tok, RewardPool rewards, TrainConfig cfg,
-              NDManager root) {
-        this.policy = policy;
-        this.engine = engine;
+    Evaluator(Generator generator, Prompts prompts, Tokenizer tok, RewardPool rewards, TrainConfig cfg) {
+        this.generator = generator;
         this.prompts = prompts;
         this.tok = tok;
         this.rewards = rewards;
         this.cfg = cfg;
-        this.root = root;
     }
 
     /**
@@ -54,8 +55,8 @@ public final class Evaluator {
             Decoder policy = Decoder.load(modelDir, root, dtype, placement);
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             exs.forEach(prompts::ids); // a bad row fails before any generation
-            RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(Trainer.kvRows(cfg, policy, placement));
-            return new Evaluator(policy, engine, prompts, tok, rewards, cfg, root).evaluate(exs, seed);
+            RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(Trainer.kvRows(cfg, policy));
+            return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed);
         }
     }
 
@@ -87,18 +88,16 @@ public final class Evaluator {
 
     /** eval_accuracy (greedy), eval_mean_at_k and eval_k (with eval.k > 0), eval_examples. */
     public Map<String, Object> evaluate(List<Example> exs, long seed) {
-        policy.setTraining(false);
         int correct = 0, samplesCorrect = 0, samplesTotal = 0;
         var rc = cfg.rollout();
-        engine.onFinished(n -> { });
         try (klrl.util.Progress progress = klrl.util.Progress.start("eval", exs.size(), "prompts")) {
             for (int i = 0; i < exs.size(); i += BATCH) {
                 List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
                 List<long[]> ids = part.stream().map(prompts::ids).toList();
-                correct += correct(part, engine.generate(ids, SamplingParams.greedy(rc.maxNewTokens()), root));
+                correct += correct(part, generator.generate(ids, SamplingParams.greedy(rc.maxNewTokens())));
                 if (cfg.eval().k() > 0) {
-                    List<Sample> s = engine.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
-                            rc.topK(), cfg.eval().k(), rc.stop(), seed + i), root);
+                    List<Sample> s = generator.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
+                            rc.topK(), cfg.eval().k(), rc.stop(), seed + i));
                     samplesCorrect += correct(part, s);
                     samplesTotal += s.size();
                 }

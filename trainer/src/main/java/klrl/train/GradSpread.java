@@ -56,17 +56,60 @@ final class GradSpread {
         sumOverShare += sq / share;
     }
 
+    /**
+     * The accumulated gradient changed outside a micro-batch (data-parallel replicas after a round):
+     * the next micro-batch's gradient is measured from what it is now, or from zero when {@code zeroed}.
+     */
+    void rebase(boolean zeroed) {
+        previous.values().forEach(NDArray::close);
+        previous.clear();
+        if (zeroed) {
+            return;
+        }
+        for (var e : params.entrySet()) {
+            try (NDManager m = manager.newSubManager()) {
+                NDArray g = e.getValue().getGradient().toType(DataType.FLOAT32, true);
+                g.attach(m);
+                NDArray copy = g.duplicate();
+                copy.attach(manager);
+                previous.put(e.getKey(), copy);
+            }
+        }
+    }
+
     /** At the end of a mini-batch (before the optimizer step): its grad_var, or NaN; then resets. */
     double finish(int microBatches) {
-        double total = 0;
-        for (NDArray p : previous.values()) {
-            total += p.mul(p).sum().getFloat();
-        }
-        double v = microBatches < 2 || !finite || !(total > 0) ? Double.NaN : (sumOverShare - total) / total;
+        return value(drain(), params, microBatches);
+    }
+
+    /**
+     * Σ_k ‖g_k‖²/w_k over this tracker's micro-batches since the last call (NaN when one was not
+     * finite); forgets them. Data-parallel replicas each keep one tracker and add these up.
+     */
+    double drain() {
+        double s = finite ? sumOverShare : Double.NaN;
         previous.values().forEach(NDArray::close);
         previous.clear();
         sumOverShare = 0;
         finite = true;
-        return v;
+        return s;
+    }
+
+    /**
+     * grad_var from Σ_k ‖g_k‖²/w_k and the mini-batch's whole gradient G, read from {@code params}
+     * (after the replicas' gradients were added up); NaN under two micro-batches or when not finite.
+     */
+    static double value(double sumOverShare, Map<String, NDArray> params, int microBatches) {
+        if (microBatches < 2 || !Double.isFinite(sumOverShare)) {
+            return Double.NaN;
+        }
+        double total = 0;
+        for (NDArray p : params.values()) {
+            try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
+                NDArray g = p.getGradient().toType(DataType.FLOAT32, false);
+                total += g.mul(g).sum().getFloat();
+            }
+        }
+        return total > 0 ? (sumOverShare - total) / total : Double.NaN;
     }
 }

@@ -12,33 +12,57 @@ import klrl.util.UserError;
 
 /**
  * Memory estimates from config.json and the training config alone (no weights read, nothing
- * allocated): what the fullest GPU holds when decoder layers are placed over {@code gpus} devices
- * exactly as the trainer places them. {@code plan} prints it; the trainer checks it before any work.
+ * allocated): what the fullest GPU holds, either with a whole replica on each of {@code gpus} devices
+ * (data parallelism: each rolls out and trains on its share of the batch) or with the decoder layers
+ * placed over them exactly as the trainer places them. It also makes train.parallel's "auto" choice.
+ * {@code plan} prints it; the trainer checks it before any work.
  */
 public final class MemoryPlan {
     private MemoryPlan() {}
 
     public static final double GB = 1024.0 * 1024 * 1024;
 
-    /** Bytes per GPU by component. */
+    /**
+     * Bytes per GPU by component.
+     *
+     * @param parallel "single" (one GPU), "data" (a replica per GPU) or "layers" (layer groups over the GPUs)
+     */
     public record Plan(long parameters, long trainable, Map<String, Double> perGpuGb, double totalGb, boolean fits,
-                       int[] layersPerGpu) {}
+                       int[] layersPerGpu, String parallel) {}
 
+    /**
+     * The plan of the mode train.parallel names; "auto" is data parallelism when a replica with its
+     * optimizer state, update activations and a KV cache for at least one sequence fits one GPU, else
+     * layer placement — the choice the trainer makes at start-up.
+     */
     public static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb) {
+        String mode = c.train().parallel();
+        if (gpus == 1 || !mode.equals("layers")) {
+            Plan data = plan(c, m, gpus, gpuMemoryGb, true);
+            if (gpus == 1 || mode.equals("data") || data.fits()) {
+                return data;
+            }
+        }
+        return plan(c, m, gpus, gpuMemoryGb, false);
+    }
+
+    /** @param data a whole replica per GPU with its share of the batch; else the layers placed over the GPUs */
+    public static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb, boolean data) {
         if (gpus < 1) {
             throw new UserError("--gpus must be ≥ 1");
         }
+        int groups = data ? 1 : gpus; // devices the decoder's layers are spread over
         long p = m.parameterCount();
         int bytes = c.model().dtype().equals("float16") ? 2 : 4;
         int r = c.model().lora().rank();
         long trainable = r > 0 ? loraParameters(c, m) : p;
         // the fullest GPU of the trainer's own placement bounds what fits
         List<Device> devs = new ArrayList<>();
-        for (int i = 0; i < gpus; i++) {
+        for (int i = 0; i < groups; i++) {
             devs.add(Device.gpu(i));
         }
         Placement place = Placement.balanced(devs, m);
-        long[] load = new long[gpus];
+        long[] load = new long[groups];
         m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
         long devParams = java.util.Arrays.stream(load).max().orElse(p);
         int devLayers = java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
@@ -63,7 +87,8 @@ public final class MemoryPlan {
         // chunks of as many sequences as fit.
         double prefill = c.rollout().prefillBytes();
         double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
-        long rows = (long) c.train().batchSize() * c.rollout().n();
+        // a replica rolls out its share of the prompts
+        long rows = (long) (data ? (c.train().batchSize() + gpus - 1) / gpus : c.train().batchSize()) * c.rollout().n();
         long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
         double kv = chunk * kvPerRow;
         Map<String, Double> g = new java.util.LinkedHashMap<>();
@@ -78,7 +103,11 @@ public final class MemoryPlan {
         // rollout (KV cache) and update (activations) do not coexist: memory is freed between them
         double total = (stat + Math.max(act, kv + prefill)) / GB;
         boolean fits = chunk >= 1 && (stat + act) / GB <= 0.9 * gpuMemoryGb;
-        return new Plan(p, trainable, g, total, fits, place.layerCounts());
+        int[] layers = data ? new int[gpus] : place.layerCounts();
+        if (data) {
+            java.util.Arrays.fill(layers, m.numLayers());
+        }
+        return new Plan(p, trainable, g, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers");
     }
 
     /** LoRA's A and B over every target module of every layer. */
@@ -125,9 +154,13 @@ public final class MemoryPlan {
      * rollout.kv_cache_gb caps them), against the host's available memory; and on both, the rollout's
      * per-token bookkeeping in the Java heap.
      *
+     * With data-parallel replicas each GPU holds a replica (the host all of them, on CPU).
+     *
+     * @param devices     the run's devices: a replica on each when {@code data}, else the layers placed over them
      * @param deviceBytes memory of each GPU, or of the host's available memory for CPU; ≤ 0 = unknown (not checked)
      */
-    public static void preflight(TrainConfig c, ModelConfig m, Placement placement, long deviceBytes, long javaHeapBytes) {
+    public static void preflight(TrainConfig c, ModelConfig m, List<Device> devices, boolean data, long deviceBytes,
+                                 long javaHeapBytes) {
         long rows = (long) c.train().batchSize() * c.rollout().n();
         double javaBytes = (double) rows * c.rollout().maxNewTokens() * (8 + 4) + (double) rows * 64;
         if (javaBytes > 0.8 * javaHeapBytes) {
@@ -139,8 +172,8 @@ public final class MemoryPlan {
         if (deviceBytes <= 0) {
             return;
         }
-        boolean gpu = placement.output().isGpu();
-        Plan p = plan(c, m, placement.stages(), gpu ? deviceBytes / GB : 1e12);
+        boolean gpu = devices.get(0).isGpu();
+        Plan p = plan(c, m, devices.size(), gpu ? deviceBytes / GB : 1e12, data);
         Map<String, Double> gb = new java.util.LinkedHashMap<>(p.perGpuGb());
         gb.remove("rollout_chunk_sequences");
         double need;
@@ -153,7 +186,7 @@ public final class MemoryPlan {
             if (c.rollout().kvCacheGb() > 0) {
                 gb.put("kv_cache", Math.min(gb.get("kv_cache"), c.rollout().kvCacheBytes() / GB));
             }
-            need = p.totalGb() - p.perGpuGb().get("kv_cache") + gb.get("kv_cache");
+            need = (p.totalGb() - p.perGpuGb().get("kv_cache") + gb.get("kv_cache")) * (data ? devices.size() : 1);
             if (need <= 0.9 * deviceBytes / GB) {
                 return;
             }
@@ -161,7 +194,7 @@ public final class MemoryPlan {
         String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
         throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
                 + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,
-                gpu ? "each of " + placement.devices() : "the host", deviceBytes / GB, gpu ? "" : " available",
+                gpu ? "each of " + devices : "the host", deviceBytes / GB, gpu ? "" : " available",
                 largest, gb.get(largest), KEYS.getOrDefault(largest, largest)));
     }
 

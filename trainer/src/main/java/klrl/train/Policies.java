@@ -50,21 +50,40 @@ final class Policies {
         boolean ppo = cfg.algorithm().name().equals("ppo");
         ValueHead head = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
         Decoder critic = ppo && cfg.model().critic().equals("separate") ? Decoder.load(modelDir, root, dtype, placement) : policy;
-        Policies p = new Policies(policy, reference, critic, head, adapters);
-        p.trainable.putAll(lora ? Lora.peftTensors(adapters) : policy.parameters());
-        double criticScale = cfg.algorithm().valueLr() / cfg.optim().lr();
+        return new Policies(policy, reference, critic, head, adapters).withTrainable(cfg.algorithm().valueLr() / cfg.optim().lr());
+    }
+
+    /**
+     * A data-parallel replica in {@code m}, on its device: every trainable tensor copied from these;
+     * frozen weights shared where they already live on that device, else copied. The trainable map
+     * has the same names in the same order, each tensor recording gradients.
+     */
+    Policies replica(NDManager m) {
+        Decoder pol = policy.replica(m, !lora()); // full fine-tuning trains the weights themselves
+        Decoder ref = lora() ? pol : reference.replica(m, false);
+        Decoder cri = critic == policy ? pol : critic.replica(m, true);
+        double criticScale = lrScale.isEmpty() ? 1 : lrScale.values().iterator().next();
+        Policies p = new Policies(pol, ref, cri, valueHead == null ? null : valueHead.replica(m), pol.adapters())
+                .withTrainable(criticScale);
+        p.trainable.values().forEach(t -> t.setRequiresGradient(true));
+        return p;
+    }
+
+    /** Fills {@link #trainable} (policy first, then the critic's tensors at {@code criticScale} × lr). */
+    private Policies withTrainable(double criticScale) {
+        trainable.putAll(lora() ? Lora.peftTensors(adapters) : policy.parameters());
         Map<String, NDArray> criticParams = new LinkedHashMap<>();
         if (critic != policy) {
             critic.parameters().forEach((k, v) -> criticParams.put("critic." + k, v));
         }
-        if (head != null) {
-            criticParams.putAll(head.parameters());
+        if (valueHead != null) {
+            criticParams.putAll(valueHead.parameters());
         }
         criticParams.forEach((k, v) -> {
-            p.trainable.put(k, v);
-            p.lrScale.put(k, criticScale);
+            trainable.put(k, v);
+            lrScale.put(k, criticScale);
         });
-        return p;
+        return this;
     }
 
     boolean lora() {

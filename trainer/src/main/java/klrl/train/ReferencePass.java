@@ -5,7 +5,8 @@ import ai.djl.ndarray.NDManager;
 /**
  * The graph-free passes over a step's sequences before the update, micro-batch by micro-batch:
  * log π_ref per token; for PPO the critic's values at rollout time; and, when the "full" estimator
- * shapes the reward, the exact per-token KL of the current policy against the reference.
+ * shapes the reward, the exact per-token KL of the current policy against the reference. Its
+ * micro-batches are shared out over the data-parallel replicas.
  */
 final class ReferencePass {
     private ReferencePass() {}
@@ -13,14 +14,17 @@ final class ReferencePass {
     /** Per-token arrays laid out as {@link SequenceBatch#tensor} reads them; null when not asked for. */
     record Out(float[] refLogp, float[] exactKl, float[] oldValues) {}
 
-    static Out run(Policies nets, SequenceBatch all, int micro, float temperature, boolean exactKl, NDManager root) {
+    /** Micro-batches dealt over the replicas; each writes its rows of the shared arrays. */
+    static Out run(Replicas reps, SequenceBatch all, int micro, float temperature, boolean exactKl) {
         int n = all.rows(), r = all.r();
         float[] refLogp = new float[n * r];
         float[] kl = exactKl ? new float[n * r] : null;
-        float[] oldValues = nets.ppo() ? new float[n * r] : null;
-        for (int s0 = 0; s0 < n; s0 += micro) {
+        float[] oldValues = reps.master().nets().ppo() ? new float[n * r] : null;
+        reps.deal((n + micro - 1) / micro, (rep, k) -> {
+            int s0 = k * micro;
+            Policies nets = rep.nets();
             SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
-            try (NDManager mm = root.newSubManager()) {
+            try (NDManager mm = rep.root().newSubManager()) {
                 PolicyForward.Out ref;
                 try (var off = nets.reference.adaptersOff()) {
                     ref = PolicyForward.run(nets.reference, b, mm, temperature, exactKl, false);
@@ -36,7 +40,8 @@ final class ReferencePass {
                     System.arraycopy(nets.valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
                 }
             }
-        }
+            return null;
+        });
         return new Out(refLogp, kl, oldValues);
     }
 }

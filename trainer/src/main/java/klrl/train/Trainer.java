@@ -54,6 +54,8 @@ public final class Trainer implements AutoCloseable {
     private final Placement placement;
     private final Tokenizer tok;
     private final Policies nets;
+    /** The master replica and, with train.parallel: data over several devices, its copies. */
+    private final Replicas replicas;
     private final AdamW opt;
     private final LrSchedule lr;
     private final KlController kl;
@@ -65,7 +67,6 @@ public final class Trainer implements AutoCloseable {
     private final Prompts prompts;
     private final PromptSchedule schedule;
     private final Map<String, List<Example>> evalSets = new LinkedHashMap<>();
-    private final RolloutEngine engine;
     private final Evaluator evaluator;
     private final AtomicBoolean stop = new AtomicBoolean();
     private final ArrayDeque<Rollout> lagQueue = new ArrayDeque<>();
@@ -80,22 +81,29 @@ public final class Trainer implements AutoCloseable {
         this.out = Path.of(cfg.outputDir());
         Files.createDirectories(out);
         this.lock = OutputLock.acquire(out);
+        Replicas made = null;
         try {
             DataType dtype = Runtime.dtype(cfg.model().dtype());
             List<Device> devices = Placement.parseDevices(cfg.model().device(), Runtime::device);
             this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
-            // Layers in contiguous groups over the devices; this trainer's own tensors (logits, losses,
-            // advantages, sampling) live with the head on the last one.
             ModelConfig modelConfig = ModelConfig.load(modelDir);
-            this.placement = Placement.balanced(devices, modelConfig);
-            MemoryPlan.preflight(cfg, modelConfig, placement, placement.output().isGpu()
-                    ? ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.output()).getMax() : MemoryPlan.hostAvailableBytes(),
-                    java.lang.Runtime.getRuntime().maxMemory());
+            boolean gpu = devices.get(0).isGpu();
+            long deviceBytes = gpu ? ai.djl.util.cuda.CudaUtils.getGpuMemory(devices.get(0)).getMax() : MemoryPlan.hostAvailableBytes();
+            // Several devices: a replica on each (data), or contiguous layer groups over them (layers).
+            boolean data = dataParallel(cfg, modelConfig, devices, deviceBytes, log);
+            // This trainer's own tensors (logits, losses, advantages, sampling) live with the master's head.
+            this.placement = data ? Placement.single(devices.get(0), modelConfig.numLayers()) : Placement.balanced(devices, modelConfig);
+            MemoryPlan.preflight(cfg, modelConfig, devices, data, deviceBytes, java.lang.Runtime.getRuntime().maxMemory());
             this.root = NDManager.newBaseManager(placement.output(), "PyTorch");
             Runtime.noGradOutsideCollectors();
             logDevices(dtype, log);
             this.tok = Tokenizer.load(modelDir);
             this.nets = Policies.load(cfg, modelDir, root, dtype, placement);
+            made = data
+                    ? Replicas.data(nets, root, devices, n -> Evaluator.rolloutEngine(n.policy, tok, cfg), r -> kvRows(cfg, r.nets().policy),
+                            gpu ? 0 : Math.max(1, ai.djl.pytorch.jni.JniUtils.getNumThreads() / devices.size()))
+                    : Replicas.single(nets, root, Evaluator.rolloutEngine(nets.policy, tok, cfg), r -> kvRows(cfg, r.nets().policy));
+            this.replicas = made;
             var o = cfg.optim();
             var a = cfg.algorithm();
             this.opt = new AdamW(nets.trainable, nets.lrScale, new AdamW.Hyper(o.beta1(), o.beta2(), o.eps(), o.weightDecay()), root);
@@ -106,24 +114,49 @@ public final class Trainer implements AutoCloseable {
             this.lossCfg = new LossConfig(Aggregation.parse(a.lossAggMode()), a.clipRatioLow(), a.clipRatioHigh(), a.clipRatioC(),
                     cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), kl.value(), cfg.kl().safeguards(), a.entropyCoef(),
                     a.valueClip(), a.valueCoef());
-            this.update = new PolicyUpdate(nets, opt, lr, LossTerm.forConfig(lossCfg, nets.ppo()), a.ppoEpochs(),
+            this.update = new PolicyUpdate(replicas, opt, lr, LossTerm.forConfig(lossCfg, nets.ppo()), a.ppoEpochs(),
                     cfg.train().microBatchSize(), cfg.train().checkpointLayers(), placement.stages() > 1, o.gradClip(),
-                    cfg.train().maxSkippedUpdates(), cfg.train().gradVar(), root);
+                    cfg.train().maxSkippedUpdates(), cfg.train().gradVar());
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
             this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
             this.rewards = Evaluator.rewardPool(cfg);
             this.prompts = new Prompts(tok, cfg.data().promptFormat());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
-            this.engine = Evaluator.rolloutEngine(nets.policy, tok, cfg);
-            this.evaluator = new Evaluator(nets.policy, engine, prompts, tok, rewards, cfg, root);
+            this.evaluator = new Evaluator((ids, p) -> replicas.generate(ids, p, n -> { }), prompts, tok, rewards, cfg);
             if (resume != null) {
                 restore(Checkpoints.resolve(resume, log));
             }
             Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
         } catch (IOException | RuntimeException | Error e) {
+            if (made != null) {
+                made.close();
+            }
             lock.close(); // a trainer that failed to start holds nothing
             throw e;
         }
+    }
+
+    /**
+     * train.parallel for the devices of model.device: data parallelism ("data", or "auto" when the
+     * memory plan says a replica fits one GPU; on CPU devices always), else layer placement. Says which.
+     */
+    private static boolean dataParallel(TrainConfig cfg, ModelConfig mc, List<Device> devices, long deviceBytes,
+                                        Consumer<String> log) {
+        if (devices.size() == 1) {
+            return false;
+        }
+        String mode = cfg.train().parallel();
+        boolean gpu = devices.get(0).isGpu();
+        MemoryPlan.Plan replica = MemoryPlan.plan(cfg, mc, devices.size(), gpu ? deviceBytes / MemoryPlan.GB : 1e12, true);
+        boolean data = mode.equals("data") || (mode.equals("auto") && (!gpu || replica.fits()));
+        String why = mode.equals("auto") ? String.format(java.util.Locale.ROOT, " (train.parallel: auto; a replica needs about"
+                + " %.1f GiB of %.1f GiB per device)", replica.totalGb(), deviceBytes / MemoryPlan.GB) : " (train.parallel: " + mode + ")";
+        if (!data && cfg.model().critic().equals("separate")) {
+            throw new klrl.util.UserError("config: model.critic: separate needs a replica per device (train.parallel: data);"
+                    + " with layers over " + devices + " use model.critic: head");
+        }
+        log.accept((data ? "data parallel: a replica on each of " : "layer placement: the decoder's layers over ") + devices + why);
+        return data;
     }
 
     private void logDevices(DataType dtype, Consumer<String> log) {
@@ -195,7 +228,7 @@ public final class Trainer implements AutoCloseable {
         // 1. Rollout: n samples per prompt from the current policy, with their behaviour log-probs.
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
-        List<Sample> samples = rollout(exs, step);
+        List<Sample> samples = rollout(step);
         double secRollout = seconds(tr);
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
         // 2. Reward: the verifier scores every response against its prompt's gold (worker threads).
@@ -219,7 +252,7 @@ public final class Trainer implements AutoCloseable {
         // 4. Reference: log π_ref per token; PPO's old values; the exact KL when "full" shapes the reward.
         long tref = System.nanoTime();
         boolean exactKl = lossCfg.klEstimator().needsFullLogits() && lossCfg.klPlacement().shapesRewards();
-        ReferencePass.Out ref = ReferencePass.run(nets, all, cfg.train().microBatchSize(), temperature, exactKl, root);
+        ReferencePass.Out ref = ReferencePass.run(replicas, all, cfg.train().microBatchSize(), temperature, exactKl);
         double secRef = seconds(tref);
         // 5. Shaping: per-token KL → token rewards (KL in the reward) → advantages; the controller follows the KL.
         Shaping.Out shaped = Shaping.apply(all, oldLogp, ref, ro.scores().stream().mapToDouble(RewardPool.Scored::reward).toArray(),
@@ -242,23 +275,25 @@ public final class Trainer implements AutoCloseable {
             m.put("loss_scale", opt.lossScale());
         }
         m.put("lr", lr.at((int) opt.steps() - 1)).put("time_reference", secRef).put("time_update", seconds(tu));
+        double[] sync = replicas.takeTimes();
+        if (replicas.size() > 1) { // inside time_update: gradients onto the master, weights back to the replicas
+            m.put("time_grad_reduce", sync[0]).put("time_param_sync", sync[1]);
+        }
         m.put("time_rollout", secRollout).put("time_reward", secReward);
         double secs = seconds(t0);
         long tokens = samples.stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
-        m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", root.getManagedArrays().size());
+        m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays());
         long rss = residentMb();
         return rss >= 0 ? m.put("rss_mb", rss) : m;
     }
 
     /** n samples for each prompt of step s, decoded in as many sequences at once as the KV-cache budget allows. */
-    private List<Sample> rollout(List<Example> exs, long step) {
+    List<Sample> rollout(long step) {
+        List<Example> exs = schedule.batchAt(step);
         var rc = cfg.rollout();
-        nets.policy.setTraining(false);
-        engine.withMaxRows(kvRows(cfg, nets.policy, placement));
         try (Progress p = Progress.start("rollout", (long) exs.size() * rc.n(), "seq")) {
-            engine.onFinished(p::step);
-            return engine.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
-                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), root);
+            return replicas.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
+                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), p::step);
         }
     }
 
@@ -317,7 +352,8 @@ public final class Trainer implements AutoCloseable {
      * has free up to rollout.gpu_memory_utilization of its memory (read before every rollout, since the
      * update before it held activations); no cap on CPU.
      */
-    static int kvRows(TrainConfig cfg, klrl.model.Decoder policy, Placement placement) {
+    static int kvRows(TrainConfig cfg, klrl.model.Decoder policy) {
+        Placement placement = policy.placement();
         long perSeq = RolloutEngine.kvBytesPerSequence(policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
         long[] budget = new long[placement.stages()];
         boolean gpu = placement.output().isGpu();
@@ -341,6 +377,11 @@ public final class Trainer implements AutoCloseable {
         if (placement.output().isGpu()) {
             ai.djl.pytorch.jni.JniUtils.emptyCudaCache();
         }
+    }
+
+    /** The largest difference between a replica's trainable tensors and the master's (0: in sync). */
+    double replicaDifference() {
+        return replicas.maxDifference();
     }
 
     /** Greedy accuracy and mean@k on each held-out set, one metrics line per set. */
@@ -379,6 +420,7 @@ public final class Trainer implements AutoCloseable {
             opt.restore(Checkpoints.readAll(ckpt.resolve("optimizer.safetensors"), m), st.get("optimizer_steps").asLong(),
                     st.path("extra").path("loss_scale").asDouble(1));
         }
+        replicas.broadcast(); // the replicas continue from the restored weights too
         kl.restore(st.get("kl_coef").asDouble());
         startStep = st.get("step").asLong();
     }
@@ -388,6 +430,7 @@ public final class Trainer implements AutoCloseable {
         rewards.close();
         tok.close();
         opt.close();
+        replicas.close();
         root.close();
         try {
             lock.close();

@@ -23,6 +23,16 @@ public final class ValueHead {
         bias = m.zeros(new Shape(1), DataType.FLOAT32);
     }
 
+    private ValueHead(NDArray weight, NDArray bias) {
+        this.weight = weight;
+        this.bias = bias;
+    }
+
+    /** A copy in {@code m}, on its device (a data-parallel replica's head). */
+    public ValueHead replica(NDManager m) {
+        return new ValueHead(Decoder.copy(weight, m), Decoder.copy(bias, m));
+    }
+
     public NDArray apply(NDArray hidden) {
         NDArray h = Casts.to(hidden, DataType.FLOAT32);
         return Decoder.linear(h, weight, bias).squeeze(2);

@@ -119,6 +119,7 @@ class CliTest {
     @Test
     void gpuCheckRunsOnCpuDevicesAndRefusesAMissingGpu() throws Exception {
         // the GPU node's check, on the CPU seam: cpu vs "device" logits, placement over 2 devices, timed steps
+        // on one device, with layer placement and data parallel; data-parallel gradients vs one device
         Result r = run("gpu-check", "--device", "cpu", "--devices", "cpu,cpu", "--steps", "2", "--json");
         assertEquals(0, r.code(), r.err() + r.out());
         JsonNode j = Json.MAPPER.readTree(r.out());
@@ -126,15 +127,20 @@ class CliTest {
         assertEquals(2, j.get("steps").size(), r.out());
         assertTrue(j.get("checks").has("placement_gradients") && j.get("placement_gradients_max_rel_diff").asDouble() < 1e-5, r.out());
         assertTrue(j.get("placement").asText().contains("[2, 2]"), r.out());
+        assertEquals(2, j.get("steps_data_parallel").size(), r.out());
+        assertTrue(j.get("steps_data_parallel").get(1).has("time_grad_reduce"), r.out());
+        assertTrue(j.get("checks").get("data_parallel_gradients").asBoolean()
+                && j.get("data_parallel_gradients_max_rel_diff").asDouble() < 1e-5, r.out());
         if (ai.djl.engine.Engine.getEngine("PyTorch").getGpuCount() == 0) {
             Result g = run("gpu-check");
             assertEquals(2, g.code());
             assertTrue(g.err().contains("GPU(s) are visible"), g.err());
         }
-        // --devices is the layer placement of training too
+        // --devices and --parallel are training's too
         TrainCommand t = new TrainCommand();
-        new picocli.CommandLine(t).parseArgs("--devices", "0,1,2,3");
+        new picocli.CommandLine(t).parseArgs("--devices", "0,1,2,3", "--parallel", "layers");
         assertEquals("0,1,2,3", TrainCommand.config(t).model().device());
+        assertEquals("layers", TrainCommand.config(t).train().parallel());
     }
 
     @Test

@@ -37,11 +37,22 @@ class PlanTest {
             assertTrue(w >= one.parameters() / 8.0 && w <= one.parameters() / 8.0 + model(p[1]).layerParameterCount(),
                     p[0] + " fullest GPU holds " + w + " parameters");
             assertEquals(model(p[1]).numLayers(), java.util.Arrays.stream(eight.layersPerGpu()).sum());
+            // auto: full fine-tuning places layers (no replica fits one GPU) ...
+            assertEquals("layers", eight.parallel());
+            assertFalse(klrl.train.MemoryPlan.plan(full, model(p[1]), 8, 80, true).fits());
             TrainConfig lora = ConfigLoader.load(p[0], Map.of("model.lora.rank", 64, "train.micro_batch_size", 2));
             klrl.train.MemoryPlan.Plan l = klrl.train.MemoryPlan.plan(lora, model(p[1]), 1, 80);
             assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.perGpuGb());
             assertEquals(0.0, l.perGpuGb().get("reference"));
             assertTrue(l.trainable() < one.parameters() / 20);
+            // ... and LoRA runs a replica on each of 8 GPUs, each rolling out an eighth of the batch
+            klrl.train.MemoryPlan.Plan l8 = klrl.train.MemoryPlan.plan(lora, model(p[1]), 8, 80);
+            assertEquals("data", l8.parallel());
+            assertTrue(l8.fits() && l8.perGpuGb().get("weights").equals(l.perGpuGb().get("weights")), l8.perGpuGb().toString());
+            assertTrue(l8.perGpuGb().get("rollout_chunk_sequences") <= l.perGpuGb().get("rollout_chunk_sequences"));
+            // train.parallel: layers forces placement even where a replica fits
+            assertEquals("layers", klrl.train.MemoryPlan.plan(ConfigLoader.load(p[0], Map.of("model.lora.rank", 64,
+                    "train.micro_batch_size", 2, "train.parallel", "layers")), model(p[1]), 8, 80).parallel());
         }
     }
 
@@ -50,6 +61,11 @@ class PlanTest {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("\"parameters\":7615616512") && r.out().contains("\"fits\":true"), r.out());
+        assertTrue(r.out().contains("\"parameters\":7615616512") && r.out().contains("\"fits\":true")
+                && r.out().contains("\"parallel\":\"layers\""), r.out());
+        var text = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
+                TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--set", "model.lora.rank=64");
+        assertEquals(0, text.code(), text.err());
+        assertTrue(text.out().contains("parallel: data"), text.out());
     }
 }

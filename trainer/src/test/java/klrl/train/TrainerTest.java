@@ -119,8 +119,9 @@ class TrainerTest {
         Path plain = tmp.resolve("plain");
         train(small(plain, Map.of("train.max_steps", 2)), null);
         // checkpointing; layers over 3 CPU "devices" (the staged hand-off GPUs use); both at once
-        List<Map<String, Object>> variants = List.of(Map.of("train.checkpoint_layers", 1), Map.of("model.device", "cpu,cpu,cpu"),
-                Map.of("model.device", "cpu,cpu", "train.checkpoint_layers", 1));
+        List<Map<String, Object>> variants = List.of(Map.of("train.checkpoint_layers", 1),
+                Map.of("model.device", "cpu,cpu,cpu", "train.parallel", "layers"),
+                Map.of("model.device", "cpu,cpu", "train.parallel", "layers", "train.checkpoint_layers", 1));
         for (int v = 0; v < variants.size(); v++) {
             Path run = tmp.resolve("variant" + v);
             train(small(run, merge(Map.of("train.max_steps", 2), variants.get(v))), null);

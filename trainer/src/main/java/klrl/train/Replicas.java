@@ -1,0 +1,260 @@
+package klrl.train;
+
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.NDScope;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.function.BiFunction;
+import java.util.function.Function;
+import java.util.function.LongConsumer;
+import java.util.function.ToIntFunction;
+import klrl.rollout.RolloutEngine;
+import klrl.rollout.Sample;
+import klrl.rollout.SamplingParams;
+
+/**
+ * The model replicas of a run, one per device, each with its own thread (train.parallel: data).
+ * Replica 0 is the master: the optimizer updates it and checkpoints save it. The others are copies
+ * on their own devices that take a share of every rollout (whole prompt groups), reference pass and
+ * update (micro-batches); after a mini-batch their gradients are summed onto the master's in replica
+ * order, and after the optimizer step the master's trainable tensors are copied back to them. DJL has
+ * no collective operations: both are device-to-device copies, timed as time_grad_reduce and
+ * time_param_sync. With one replica (one device, or layers placed over several) all work runs in the
+ * caller's thread, as it did before replicas existed.
+ */
+final class Replicas implements AutoCloseable {
+    /** One replica: its networks, its device's root manager, its rollout engine. */
+    record Replica(int index, Policies nets, NDManager root, RolloutEngine engine) {}
+
+    private final List<Replica> all;
+    /** One single-thread executor per replica; empty with one replica. */
+    private final List<ExecutorService> threads = new ArrayList<>();
+    private final ToIntFunction<Replica> kvRows;
+    private double reduceSeconds, syncSeconds;
+
+    private Replicas(List<Replica> all, ToIntFunction<Replica> kvRows) {
+        this.all = all;
+        this.kvRows = kvRows;
+    }
+
+    /** The one replica of a single-device or layer-placed run. */
+    static Replicas single(Policies nets, NDManager root, RolloutEngine engine, ToIntFunction<Replica> kvRows) {
+        return new Replicas(List.of(new Replica(0, nets, root, engine)), kvRows);
+    }
+
+    /**
+     * The master on {@code devices.get(0)} (already loaded) and a copy on each further device.
+     *
+     * @param torchThreads libtorch intra-op threads per replica thread (0: libtorch's default); on CPU
+     *                     "devices" the cores are shared out, on GPUs the default is fine
+     */
+    static Replicas data(Policies master, NDManager root, List<Device> devices, Function<Policies, RolloutEngine> engines,
+                         ToIntFunction<Replica> kvRows, int torchThreads) {
+        List<Replica> reps = new ArrayList<>();
+        reps.add(new Replica(0, master, root, engines.apply(master)));
+        List<NDManager> made = new ArrayList<>();
+        try {
+            for (int d = 1; d < devices.size(); d++) {
+                NDManager m = NDManager.newBaseManager(devices.get(d), "PyTorch");
+                made.add(m);
+                Policies nets = master.replica(m);
+                reps.add(new Replica(d, nets, m, engines.apply(nets)));
+            }
+        } catch (RuntimeException | Error e) {
+            made.forEach(NDManager::close);
+            throw e;
+        }
+        Replicas r = new Replicas(List.copyOf(reps), kvRows);
+        for (Replica rep : reps) {
+            r.threads.add(Executors.newSingleThreadExecutor(task -> {
+                Thread t = new Thread(task, "replica-" + rep.index());
+                t.setDaemon(true);
+                return t;
+            }));
+        }
+        r.each(rep -> {
+            klrl.util.Runtime.noGradOutsideCollectors(); // grad mode belongs to each thread
+            if (torchThreads > 0) {
+                JniUtils.getNumThreads(); // a fresh thread adopts the process value at its first parallel op: read it first
+                JniUtils.setNumThreads(torchThreads);
+            }
+            return null;
+        });
+        return r;
+    }
+
+    int size() {
+        return all.size();
+    }
+
+    Replica master() {
+        return all.get(0);
+    }
+
+    List<Replica> all() {
+        return all;
+    }
+
+    /** Runs {@code task} on every replica (in its thread) and returns the results in replica order. */
+    <T> List<T> each(Function<Replica, T> task) {
+        return first(all.size(), task);
+    }
+
+    /** Runs {@code task} on replicas 0 … count−1 at once and returns their results in replica order. */
+    <T> List<T> first(int count, Function<Replica, T> task) {
+        if (threads.isEmpty()) {
+            return java.util.Collections.singletonList(task.apply(all.get(0)));
+        }
+        List<Future<T>> fs = new ArrayList<>();
+        for (Replica r : all.subList(0, count)) {
+            fs.add(threads.get(r.index()).submit(() -> task.apply(r)));
+        }
+        List<T> out = new ArrayList<>();
+        Throwable first = null;
+        for (Future<T> f : fs) { // every task has ended before anything is thrown
+            try {
+                out.add(f.get());
+            } catch (ExecutionException e) {
+                first = first == null ? e.getCause() : first;
+                out.add(null);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                first = first == null ? e : first;
+            }
+        }
+        if (first instanceof RuntimeException re) {
+            throw re;
+        } else if (first instanceof Error er) {
+            throw er;
+        } else if (first != null) {
+            throw new IllegalStateException(first);
+        }
+        return out;
+    }
+
+    /**
+     * Tasks 0 … n−1 dealt round-robin: task i runs on replica i mod size, each replica taking its tasks
+     * in increasing order; results come back by task index.
+     */
+    <T> List<T> deal(int n, BiFunction<Replica, Integer, T> task) {
+        List<List<T>> per = each(r -> {
+            List<T> mine = new ArrayList<>();
+            for (int i = r.index(); i < n; i += all.size()) {
+                mine.add(task.apply(r, i));
+            }
+            return mine;
+        });
+        List<T> out = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            out.add(per.get(i % all.size()).get(i / all.size()));
+        }
+        return out;
+    }
+
+    /**
+     * n samples per prompt: each replica takes a contiguous share of whole prompt groups, padded as
+     * the whole request is, with every sample's random stream set by its global index: the samples
+     * equal one device's.
+     */
+    List<Sample> generate(List<long[]> prompts, SamplingParams p, LongConsumer onFinished) {
+        int n = prompts.size(), k = all.size(), padTo = RolloutEngine.longest(prompts);
+        List<List<Sample>> parts = each(r -> {
+            int from = (int) ((long) r.index() * n / k), to = (int) ((long) (r.index() + 1) * n / k);
+            r.nets().policy.setTraining(false);
+            r.engine().withMaxRows(kvRows.applyAsInt(r)).onFinished(onFinished);
+            return from == to ? List.<Sample>of() : r.engine().generate(prompts.subList(from, to), from, padTo, p, r.root());
+        });
+        List<Sample> out = new ArrayList<>();
+        parts.forEach(out::addAll);
+        return out;
+    }
+
+    private static final NDIndex ALL = new NDIndex(":");
+
+    /**
+     * Adds the gradients of replicas 1 … count−1 onto the master's, in replica order, and zeroes theirs.
+     * Called after every round of micro-batches (micro-batch k on replica k mod size): the master's
+     * backward adds its micro-batch onto the running sum, then the others' follow in order, so the
+     * sum is formed in exactly the order one device forms it, and equals it bit for bit.
+     */
+    void reduceGradients(int count) {
+        long t0 = System.nanoTime();
+        var master = all.get(0).nets().trainable;
+        for (int d = 1; d < count; d++) {
+            var rep = all.get(d).nets().trainable;
+            for (var e : master.entrySet()) {
+                try (NDScope scope = new NDScope()) {
+                    NDArray g = rep.get(e.getKey()).getGradient();
+                    e.getValue().getGradient().addi(g.toDevice(e.getValue().getDevice(), false));
+                    g.set(ALL, 0); // a fill, so a NaN does not survive into the next micro-batch
+                }
+            }
+        }
+        reduceSeconds += (System.nanoTime() - t0) / 1e9;
+    }
+
+    /** Copies the master's trainable tensors into every replica (after each optimizer step and a restore). */
+    void broadcast() {
+        long t0 = System.nanoTime();
+        var master = all.get(0).nets().trainable;
+        for (int d = 1; d < all.size(); d++) {
+            var rep = all.get(d).nets().trainable;
+            for (var e : master.entrySet()) {
+                NDArray dst = rep.get(e.getKey()), src = e.getValue();
+                if (src.getDevice().equals(dst.getDevice())) {
+                    dst.set(ALL, src); // an indexed copy keeps dst's memory layout
+                } else {
+                    try (NDArray c = src.toDevice(dst.getDevice(), false)) {
+                        dst.set(ALL, c);
+                    }
+                }
+            }
+        }
+        syncSeconds += (System.nanoTime() - t0) / 1e9;
+    }
+
+    /** The largest absolute difference between a replica's trainable tensor and the master's (0 when in sync). */
+    double maxDifference() {
+        double max = 0;
+        var master = all.get(0).nets().trainable;
+        for (int d = 1; d < all.size(); d++) {
+            var rep = all.get(d).nets().trainable;
+            for (var e : master.entrySet()) {
+                try (NDScope scope = new NDScope()) {
+                    NDArray a = rep.get(e.getKey()).toDevice(e.getValue().getDevice(), false);
+                    max = Math.max(max, a.sub(e.getValue()).abs().max().toType(ai.djl.ndarray.types.DataType.FLOAT32, false).getFloat());
+                }
+            }
+        }
+        return max;
+    }
+
+    /** Seconds spent reducing gradients and copying parameters since the last call; then resets. */
+    double[] takeTimes() {
+        double[] t = {reduceSeconds, syncSeconds};
+        reduceSeconds = 0;
+        syncSeconds = 0;
+        return t;
+    }
+
+    /** Arrays alive in every replica's root manager (the leak watch). */
+    int liveArrays() {
+        return all.stream().mapToInt(r -> r.root().getManagedArrays().size()).sum();
+    }
+
+    @Override
+    public void close() {
+        threads.forEach(ExecutorService::shutdownNow);
+        for (int d = 1; d < all.size(); d++) {
+            all.get(d).root().close();
+        }
+    }
+}

@@ -1,0 +1,98 @@
+package klrl.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.data.Dataset;
+import klrl.data.Example;
+import klrl.rollout.Sample;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/**
+ * Data parallelism on CPU "devices" (model.device: cpu,cpu,…, one replica and one thread each): the
+ * same samples, metrics and evaluation as one device, and replicas equal to the master after every step.
+ */
+@Tag("e2e")
+class DataParallelTest {
+    @TempDir Path tmp;
+
+    @BeforeAll
+    static void model() throws Exception {
+        TrainerTest.model();
+    }
+
+    static final int STEPS = 10;
+
+    /** What one run gives: per-step metrics, the rollout after the last step, eval on held-out prompts. */
+    record Result(List<Map<String, Object>> steps, List<Sample> rollout, Map<String, Object> eval) {}
+
+    Result run(String name, Map<String, Object> settings, String devices) throws Exception {
+        Map<String, Object> o = new HashMap<>(settings);
+        o.put("model.device", devices);
+        o.put("train.parallel", "data");
+        o.put("train.micro_batch_size", 2); // 4 micro-batches per mini-batch: every replica of 3 takes some
+        o.put("train.max_steps", STEPS);
+        List<Example> held = Dataset.load(Dataset.BUNDLED_TEST, null, null).subList(0, 12);
+        try (Trainer t = new Trainer(TrainerTest.small(tmp.resolve(name + "-" + devices.replace(',', '_')), o), null, s -> { })) {
+            List<Map<String, Object>> steps = new ArrayList<>();
+            for (int s = 0; s < STEPS; s++) {
+                steps.add(t.step(s).asMap());
+                assertEquals(0.0, t.replicaDifference(), devices + ": a replica differs from the master after step " + (s + 1));
+            }
+            return new Result(steps, t.rollout(STEPS), t.evaluate(held, 7));
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, lora rank {1}")
+    @CsvSource({"grpo, 4", "grpo, 0", "ppo, 4", "ppo, 0"})
+    void twoAndThreeDevicesTrainLikeOne(String algo, int rank) throws Exception {
+        Map<String, Object> s = new HashMap<>(Map.of("algorithm.name", algo, "model.lora.rank", rank, "optim.lr", rank > 0 ? 1e-3 : 3e-4));
+        if (algo.equals("ppo")) {
+            s.put("algorithm.ppo_epochs", 2);
+            s.put("model.critic", rank > 0 ? "head" : "separate"); // the critic on the trunk, and a model of its own
+        }
+        Result one = run(algo + rank, s, "cpu");
+        for (String devices : new String[] {"cpu,cpu", "cpu,cpu,cpu"}) {
+            Result dp = run(algo + rank, s, devices);
+            double worst = 0;
+            String where = "";
+            for (int i = 0; i < STEPS; i++) {
+                Map<String, Object> a = one.steps().get(i), b = dp.steps().get(i);
+                for (var e : a.entrySet()) {
+                    String k = e.getKey();
+                    if (k.startsWith("time") || k.equals("tokens_per_s") || k.equals("rss_mb") || k.equals("live_arrays")) {
+                        continue;
+                    }
+                    double x = ((Number) e.getValue()).doubleValue(), y = ((Number) b.get(k)).doubleValue();
+                    double d = Math.abs(x - y) / Math.max(1, Math.abs(x));
+                    if (d > worst || Double.isNaN(d)) {
+                        worst = d;
+                        where = "step " + (i + 1) + " " + k + ": " + x + " vs " + y;
+                    }
+                }
+                assertTrue(b.containsKey("time_grad_reduce") && b.containsKey("time_param_sync"), b.toString());
+            }
+            System.out.printf("data parallel %s %s on %s: largest metric difference %.3g (%s)%n", algo, rank > 0 ? "LoRA" : "full",
+                    devices, worst, where.isEmpty() ? "none" : where);
+            assertTrue(worst <= 1e-5, devices + ": " + where);
+            assertEquals(one.rollout().size(), dp.rollout().size());
+            for (int i = 0; i < one.rollout().size(); i++) {
+                Sample a = one.rollout().get(i), b = dp.rollout().get(i);
+                assertEquals(a.promptIndex(), b.promptIndex());
+                assertArrayEquals(a.responseIds(), b.responseIds(), devices + " sample " + i + " after " + STEPS + " steps");
+                assertArrayEquals(a.logprobs(), b.logprobs(), 1e-5f, devices + " sample " + i);
+            }
+            assertEquals(one.eval(), dp.eval(), devices);
+        }
+    }
+}
