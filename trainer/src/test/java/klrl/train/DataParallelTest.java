@@ -14,6 +14,7 @@ import klrl.data.Example;
 import klrl.rollout.Sample;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -37,6 +38,10 @@ class DataParallelTest {
     record Result(List<Map<String, Object>> steps, List<Sample> rollout, Map<String, Object> eval) {}
 
     Result run(String name, Map<String, Object> settings, String devices) throws Exception {
+        return runSteps(name, settings, devices, STEPS);
+    }
+
+    Result runSteps(String name, Map<String, Object> settings, String devices, int STEPS) throws Exception {
         Map<String, Object> o = new HashMap<>(settings);
         o.put("model.device", devices);
         o.put("train.parallel", "data");
@@ -94,5 +99,42 @@ class DataParallelTest {
             }
             assertEquals(one.eval(), dp.eval(), devices);
         }
+    }
+
+    @Test
+    void aRunResumedOnAnotherDeviceCountContinues() throws Exception {
+        // 4 steps on one device, against 2 steps on one device then 2 more resumed data parallel on 2
+        Map<String, Object> lora = Map.of("model.lora.rank", 4, "optim.lr", 1e-3, "train.micro_batch_size", 2);
+        Path a = tmp.resolve("whole"), b = tmp.resolve("cut");
+        TrainerTest.train(TrainerTest.small(a, lora), null);
+        TrainerTest.train(TrainerTest.small(b, merge(lora, Map.of("train.max_steps", 2))), null);
+        TrainerTest.train(TrainerTest.small(b, merge(lora, Map.of("model.device", "cpu,cpu", "train.parallel", "data"))), b);
+        List<com.fasterxml.jackson.databind.JsonNode> ma = TrainerTest.stepLines(a), mb = TrainerTest.stepLines(b);
+        assertEquals(4, mb.size());
+        for (int i = 0; i < 4; i++) {
+            Map<String, String> x = TrainerTest.comparable(ma.get(i)), y = TrainerTest.comparable(mb.get(i));
+            y.keySet().removeAll(List.of("live_arrays")); // two replicas hold more arrays
+            x.keySet().removeAll(List.of("live_arrays"));
+            assertEquals(x, y, "step " + (i + 1));
+        }
+    }
+
+    @Test
+    void float16TrainsLikeOneDevice() throws Exception {
+        Map<String, Object> s = Map.of("model.dtype", "float16", "model.lora.rank", 4, "optim.lr", 1e-3, "train.max_steps", 3);
+        Result one = runSteps("fp16", s, "cpu", 3), dp = runSteps("fp16", s, "cpu,cpu", 3);
+        for (int i = 0; i < 3; i++) {
+            assertEquals(one.steps().get(i).get("loss_scale"), dp.steps().get(i).get("loss_scale"));
+            for (String k : new String[] {"loss_total", "grad_norm", "kl_k1", "entropy", "reward_mean"}) {
+                double x = ((Number) one.steps().get(i).get(k)).doubleValue(), y = ((Number) dp.steps().get(i).get(k)).doubleValue();
+                assertEquals(x, y, 1e-5 * Math.max(1, Math.abs(x)), "fp16 step " + (i + 1) + " " + k);
+            }
+        }
+    }
+
+    static Map<String, Object> merge(Map<String, Object> a, Map<String, Object> b) {
+        Map<String, Object> m = new HashMap<>(a);
+        m.putAll(b);
+        return m;
     }
 }
