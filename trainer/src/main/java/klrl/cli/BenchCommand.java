@@ -37,9 +37,9 @@ import picocli.CommandLine.Option;
  * 4 layers, 8/2 heads (head_dim 32), intermediate 704, vocab 8192, untied, fp32 (≈ 7.0 M parameters).
  */
 @Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default.")
+        description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default, and it data parallel on two CPU devices.")
 public final class BenchCommand implements Callable<Integer> {
-    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step (default: all)")
+    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp (default: all)")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
     @Option(names = "--device", defaultValue = "cpu") String device;
@@ -82,6 +82,9 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (wants("rl-step")) {
             rlStep(out.putObject("rl_step"));
+        }
+        if (wants("rl-step-dp")) {
+            rlStepDataParallel(out.putObject("rl_step_data_parallel"));
         }
         try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch")) {
             calibrate(root, env.putObject("machine_at_end"));
@@ -348,26 +351,67 @@ public final class BenchCommand implements Callable<Integer> {
 
     /** Two RL steps of the CPU default, split by stage (the second is reported). */
     void rlStep(ObjectNode o) throws Exception {
+        List<com.fasterxml.jackson.databind.JsonNode> steps = defaultRunSteps(Map.of(), 3);
+        var last = steps.get(steps.size() - 1);
+        for (String k : new String[] {"time_rollout", "time_reward", "time_reference", "time_update", "time_step", "tokens_per_s"}) {
+            o.put(k, last.path(k).asDouble());
+        }
+        o.put("setting", "tiny-cpu default: 32 prompts × 8 samples, 12 new tokens, GRPO, k1 in reward (3rd step)");
+    }
+
+    static final String[] STEP_TIMES = {"time_step", "time_rollout", "time_reward", "time_reference", "time_update",
+        "time_grad_reduce", "time_param_sync"};
+
+    /**
+     * The same RL step data parallel over two CPU "devices" (a replica and a thread each, the libtorch
+     * threads shared out) against one device with all of them. The two alternate, twice each (a shared
+     * machine drifts); medians over steps 3–6 of every run.
+     */
+    void rlStepDataParallel(ObjectNode o) throws Exception {
+        int threads = ai.djl.pytorch.jni.JniUtils.getNumThreads();
+        Map<String, Map<String, List<Double>>> times = new LinkedHashMap<>();
+        for (int round = 0; round < 2; round++) {
+            for (String devices : new String[] {"cpu", "cpu,cpu"}) {
+                var steps = defaultRunSteps(Map.of("model.device", devices, "train.parallel", "data"), 6);
+                for (var n : steps.subList(2, steps.size())) {
+                    for (String k : STEP_TIMES) {
+                        if (n.has(k)) {
+                            times.computeIfAbsent(devices, x -> new LinkedHashMap<>()).computeIfAbsent(k, x -> new ArrayList<>())
+                                    .add(n.get(k).asDouble());
+                        }
+                    }
+                }
+            }
+        }
+        ObjectNode one = o.putObject("one_device"), two = o.putObject("two_devices_data_parallel");
+        one.put("libtorch_threads", threads);
+        two.put("libtorch_threads_per_replica", Math.max(1, threads / 2));
+        times.get("cpu").forEach((k, v) -> one.put(k, median(v)));
+        times.get("cpu,cpu").forEach((k, v) -> two.put(k, median(v)));
+        o.put("speedup", median(times.get("cpu").get("time_step")) / median(times.get("cpu,cpu").get("time_step")));
+        o.put("setting", "tiny-cpu default (32 prompts × 8 samples, 12 new tokens, GRPO): one device with all libtorch threads"
+                + " against two CPU devices data parallel; medians of steps 3–6 over two alternating runs each");
+    }
+
+    /** The step lines of a short run of the CPU default with {@code overrides}. */
+    static List<com.fasterxml.jackson.databind.JsonNode> defaultRunSteps(Map<String, Object> overrides, int steps) throws Exception {
         Path outDir = Files.createTempDirectory("klrl-bench-run");
-        Map<String, Object> ov = new LinkedHashMap<>();
+        Map<String, Object> ov = new LinkedHashMap<>(overrides);
         ov.put("output_dir", outDir.toString());
-        ov.put("train.max_steps", 3);
+        ov.put("train.max_steps", steps);
         ov.put("eval.every", 0);
         ov.put("eval.before_start", false);
         try (Trainer t = new Trainer(ConfigLoader.load(null, ov), null, s -> { })) {
             t.run(s -> { });
         }
-        com.fasterxml.jackson.databind.JsonNode last = null;
+        List<com.fasterxml.jackson.databind.JsonNode> out = new ArrayList<>();
         for (String l : Files.readAllLines(outDir.resolve("metrics.jsonl"))) {
             var n = Json.MAPPER.readTree(l);
             if (n.has("time_step")) {
-                last = n;
+                out.add(n);
             }
         }
-        for (String k : new String[] {"time_rollout", "time_reward", "time_reference", "time_update", "time_step", "tokens_per_s"}) {
-            o.put(k, last.path(k).asDouble());
-        }
-        o.put("setting", "tiny-cpu default: 32 prompts × 8 samples, 12 new tokens, GRPO, k1 in reward (3rd step)");
         klrl.checkpoint.Checkpoints.deleteTree(outDir);
+        return out;
     }
 }
