@@ -82,20 +82,7 @@ public final class Checkpoints {
     }
 
     private static void writeInto(Path tmp, Contents c) throws IOException {
-        if (c.lora()) {
-            SafeTensors.write(tmp.resolve("adapter"), c.weights(), "F32", Long.MAX_VALUE);
-            Files.move(tmp.resolve("adapter/model.safetensors"), tmp.resolve("adapter_model.safetensors"));
-            deleteTree(tmp.resolve("adapter"));
-            Json.writeAtomically(tmp.resolve("adapter_config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter()
-                    .writeValueAsString(c.adapterConfig()));
-        } else {
-            SafeTensors.write(tmp, c.weights(), dtypeOf(c.weights()), 4L << 30);
-        }
-        for (String f : MODEL_FILES) {
-            if (Files.isRegularFile(c.baseModel().resolve(f))) {
-                Files.copy(c.baseModel().resolve(f), tmp.resolve(f));
-            }
-        }
+        writeModel(tmp, c.weights(), c.lora(), c.adapterConfig(), c.baseModel());
         if (c.valueHead() != null) {
             writeSingle(tmp.resolve("value_head.safetensors"), c.valueHead());
         }
@@ -109,6 +96,29 @@ public final class Checkpoints {
         st.put("lora", c.lora());
         st.set("extra", Json.MAPPER.valueToTree(state.extra()));
         Json.writeAtomically(tmp.resolve("trainer_state.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(st));
+    }
+
+    /**
+     * A model another program can load from {@code dir}: a PEFT adapter (adapter_model.safetensors and
+     * adapter_config.json) or HF weights in their own dtype, beside the base model's config and
+     * tokenizer files. Checkpoints hold one; so does each weight version given to rollout servers.
+     */
+    public static void writeModel(Path dir, Map<String, NDArray> weights, boolean lora, Map<String, Object> adapterConfig,
+                                  Path baseModel) throws IOException {
+        if (lora) {
+            SafeTensors.write(dir.resolve("adapter"), weights, "F32", Long.MAX_VALUE);
+            Files.move(dir.resolve("adapter/model.safetensors"), dir.resolve("adapter_model.safetensors"));
+            deleteTree(dir.resolve("adapter"));
+            Json.writeAtomically(dir.resolve("adapter_config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter()
+                    .writeValueAsString(adapterConfig));
+        } else {
+            SafeTensors.write(dir, weights, dtypeOf(weights), 4L << 30);
+        }
+        for (String f : MODEL_FILES) {
+            if (Files.isRegularFile(baseModel.resolve(f))) {
+                Files.copy(baseModel.resolve(f), dir.resolve(f), StandardCopyOption.REPLACE_EXISTING);
+            }
+        }
     }
 
     /** Tensor bytes plus the copied model files: what a checkpoint of {@code c} takes on disk, roughly. */

@@ -97,11 +97,25 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                             use once the KV cache is allocated (vLLM's and verl's name for it)
      * @param prefillGb            activations one prefill pass may hold, GiB (estimated); prompts are prefilled
      *                             in groups that fit, and the free-memory sizing of the KV cache leaves it room
+     * @param engine               "local" (this process generates) or "sglang" / "vllm" (inference servers at
+     *                             {@code urls} generate; the weights go to them through {@code weightsDir})
+     * @param urls                 the servers' base URLs, e.g. http://host:30000
+     * @param weightsDir           a folder the trainer writes and every server reads (shared storage): each
+     *                             update's weights go to a new version folder in it
+     * @param requestTimeoutS      seconds one request may take before it is retried elsewhere
+     * @param maxRetries           attempts per request (over all servers) before the step fails
+     * @param maxInflight          requests in flight per server
+     * @param recomputeLogprobs    the behaviour log-probs of the update are recomputed by the trainer's own
+     *                             forward over the sampled sequences (verl's default) instead of taken from the
+     *                             sampler; always so with a remote engine. rollout_logprob_diff shows how far
+     *                             the sampler's are from them
      */
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
-                          double kvCacheGb, double gpuMemoryUtilization, double prefillGb) {
+                          double kvCacheGb, double gpuMemoryUtilization, double prefillGb, String engine, List<String> urls,
+                          String weightsDir, double requestTimeoutS, int maxRetries, int maxInflight, boolean recomputeLogprobs) {
         public static Rollout defaults() {
-            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, klrl.rollout.RolloutEngine.DEFAULT_PREFILL_GB);
+            return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, klrl.rollout.RolloutEngine.DEFAULT_PREFILL_GB,
+                    "local", List.of(), null, 600, 5, 64, false);
         }
 
         public Rollout {
@@ -114,6 +128,20 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]");
             require(prefillGb > 0, "rollout.prefill_gb must be > 0 (GiB of activations per prefill pass)");
             stop = stop == null ? List.of() : List.copyOf(stop);
+            urls = urls == null ? List.of() : List.copyOf(urls);
+            require(List.of("local", "sglang", "vllm").contains(engine), "rollout.engine must be local, sglang or vllm, got '" + engine + "'");
+            require(engine.equals("local") || !urls.isEmpty(), "rollout.engine " + engine + " needs rollout.urls (the servers' base URLs, e.g. http://host:30000)");
+            require(engine.equals("local") || (weightsDir != null && !weightsDir.isBlank()),
+                    "rollout.engine " + engine + " needs rollout.weights_dir (a folder the trainer writes and every server reads)");
+            for (String u : urls) {
+                require(u.startsWith("http://") || u.startsWith("https://"), "rollout.urls: '" + u + "' is not an http(s) URL");
+            }
+            require(requestTimeoutS > 0 && maxRetries >= 1 && maxInflight >= 1,
+                    "rollout.request_timeout_s must be > 0, rollout.max_retries and rollout.max_inflight ≥ 1");
+        }
+
+        public boolean remote() {
+            return !engine.equals("local");
         }
 
         /** prefill_gb in bytes. */

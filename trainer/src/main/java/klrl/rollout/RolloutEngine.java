@@ -123,16 +123,34 @@ public final class RolloutEngine {
         List<Sample> all = new ArrayList<>();
         for (int i = 0; i < prompts.size(); i += perChunk) {
             int off = firstPrompt + i;
-            for (Sample s : generateChunk(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), padTo, p, parent, off * p.n())) {
+            for (Sample s : generateChunk(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), padTo, p, parent,
+                    streamSeed(p.seed(), (long) off * p.n()))) {
                 all.add(off == 0 ? s : new Sample(s.promptIndex() + off, s.promptIds(), s.responseIds(), s.logprobs(), s.finishReason()));
             }
         }
         return all;
     }
 
-    /** @param rowOffset global index of this call's first sample (seeds its random stream) */
-    private List<Sample> generateChunk(List<long[]> prompts, int padTo, SamplingParams p, NDManager parent, int rowOffset) {
-        Batch b = new Batch(prompts, padTo, p, rowOffset);
+    /**
+     * The seed of the random stream of sample {@code row} (its global index in a request) under
+     * sampling seed {@code seed}. Remote rollouts send it with each sample's request, so an engine that
+     * seeds its sampler with it draws what this engine draws.
+     */
+    public static long streamSeed(long seed, long row) {
+        return seed * 1_000_003L + row;
+    }
+
+    /** One sample of one prompt (p.n() must be 1) drawn from the random stream {@code streamSeed}. */
+    public Sample generateOne(long[] prompt, SamplingParams p, long streamSeed, NDManager parent) {
+        if (p.n() != 1) {
+            throw new IllegalArgumentException("generateOne draws one sample; n = " + p.n());
+        }
+        return generateChunk(List.of(prompt), prompt.length, p, parent, streamSeed).get(0);
+    }
+
+    /** @param firstStream the random-stream seed of this call's first sample; the next ones follow it */
+    private List<Sample> generateChunk(List<long[]> prompts, int padTo, SamplingParams p, NDManager parent, long firstStream) {
+        Batch b = new Batch(prompts, padTo, p, firstStream);
         try (NDManager m = parent.newSubManager()) {
             Sampler sampler = new Sampler(p, model.config.vocabSize(), m);
             b.allocate(m);
@@ -178,7 +196,7 @@ public final class RolloutEngine {
         KvCache cache;
         NDArray keyValid, decodeMask;
 
-        Batch(List<long[]> prompts, int padTo, SamplingParams p, int rowOffset) {
+        Batch(List<long[]> prompts, int padTo, SamplingParams p, long firstStream) {
             this.prompts = prompts;
             this.p = p;
             n = p.n();
@@ -204,7 +222,7 @@ public final class RolloutEngine {
                     valid[r * maxPrompt + pad + j] = 1;
                 }
                 nextPos[r] = pr.length;
-                rngs[r] = new SplittableRandom(p.seed() * 1_000_003L + rowOffset + r);
+                rngs[r] = new SplittableRandom(firstStream + r);
             }
             rows = new int[size];
             for (int r = 0; r < size; r++) {

@@ -44,4 +44,23 @@ final class ReferencePass {
         });
         return new Out(refLogp, kl, oldValues);
     }
+
+    /**
+     * log π(y_t) of the current policy per token (adapters on), [rows·R]: the behaviour log-probs of a
+     * rollout generated elsewhere, recomputed here as verl does (the servers' own come from other kernels).
+     */
+    static float[] policyLogp(Replicas reps, SequenceBatch all, int micro, float temperature) {
+        int n = all.rows(), r = all.r();
+        float[] logp = new float[n * r];
+        reps.deal((n + micro - 1) / micro, (rep, k) -> {
+            int s0 = k * micro;
+            SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
+            try (NDManager mm = rep.root().newSubManager()) {
+                PolicyForward.Out cur = PolicyForward.run(rep.nets().policy, b, mm, temperature, false, false);
+                System.arraycopy(cur.logp().toFloatArray(), 0, logp, s0 * r, b.rows() * r);
+            }
+            return null;
+        });
+        return logp;
+    }
 }

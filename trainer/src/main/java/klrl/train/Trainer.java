@@ -68,6 +68,8 @@ public final class Trainer implements AutoCloseable {
     private final PromptSchedule schedule;
     private final Map<String, List<Example>> evalSets = new LinkedHashMap<>();
     private final Evaluator evaluator;
+    /** Rollouts on SGLang/vLLM servers (rollout.engine), or null when this process generates. */
+    private final klrl.rollout.remote.RemoteRollout remote;
     private final AtomicBoolean stop = new AtomicBoolean();
     private final ArrayDeque<Rollout> lagQueue = new ArrayDeque<>();
     private MetricsLog samplesLog; // open while run() runs
@@ -123,6 +125,7 @@ public final class Trainer implements AutoCloseable {
             this.prompts = new Prompts(tok, cfg.data().promptFormat());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
             this.evaluator = new Evaluator((ids, p) -> replicas.generate(ids, p, n -> { }), prompts, tok, rewards, cfg);
+            this.remote = cfg.rollout().remote() ? klrl.rollout.remote.RemoteRollout.connect(cfg.rollout(), tok.eosIds(), log) : null;
             if (resume != null) {
                 restore(Checkpoints.resolve(resume, log));
             }
@@ -202,7 +205,13 @@ public final class Trainer implements AutoCloseable {
             }
             Progress run = Progress.start("train", maxSteps, "steps", startStep);
             for (long step = startStep; step < maxSteps && !stop.get(); step++) {
-                StepMetrics m = step(step);
+                StepMetrics m;
+                try {
+                    m = step(step);
+                } catch (klrl.rollout.remote.ServersUnavailable e) {
+                    // nothing of this step has changed the trainer yet: the checkpoint is of the steps done
+                    throw new klrl.util.UserError(e.getMessage() + "; stopped at step " + (step + 1) + ", checkpoint " + save(step));
+                }
                 run.step(1);
                 metrics.write(m.asMap());
                 console.accept(String.format("step %d/%d  reward %.3f  acc %.3f  kl_k1 %.4f  kl_k3 %.4f  len %.1f  %.2fs",
@@ -229,6 +238,9 @@ public final class Trainer implements AutoCloseable {
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
         List<Sample> samples = rollout(step);
+        if (remote != null || rc.recomputeLogprobs()) {
+            samples = recomputeLogprobs(samples, m);
+        }
         double secRollout = seconds(tr);
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
         // 2. Reward: the verifier scores every response against its prompt's gold (worker threads).
@@ -291,10 +303,51 @@ public final class Trainer implements AutoCloseable {
     List<Sample> rollout(long step) {
         List<Example> exs = schedule.batchAt(step);
         var rc = cfg.rollout();
+        List<long[]> ids = exs.stream().map(prompts::ids).toList();
+        SamplingParams sp = new SamplingParams(rc.maxNewTokens(), rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(),
+                schedule.seed(step, PromptSchedule.ROLLOUT));
         try (Progress p = Progress.start("rollout", (long) exs.size() * rc.n(), "seq")) {
-            return replicas.generate(exs.stream().map(prompts::ids).toList(), new SamplingParams(rc.maxNewTokens(),
-                    rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(), schedule.seed(step, PromptSchedule.ROLLOUT)), p::step);
+            if (remote == null) {
+                return replicas.generate(ids, sp, p::step);
+            }
+            // the servers serve the weights of this step (version = steps done) before they sample
+            remote.publish(step, nets.lora(), dir -> klrl.checkpoint.Checkpoints.writeModel(dir, nets.policyWeights(), nets.lora(),
+                    nets.lora() ? Lora.adapterConfig(cfg.model().lora().rank(), cfg.model().lora().alpha(), cfg.model().lora().dropout(),
+                            cfg.model().lora().targetModules(), modelDir) : Map.of(), modelDir));
+            return remote.generate(ids, sp, p::step);
         }
+    }
+
+    /**
+     * The samples with the behaviour log-probs recomputed by this trainer's policy (the weights they
+     * were sampled with), as verl does; how far the sampler's own are from them goes to the metrics —
+     * the signal that sampler and trainer disagree (dtype, kernels, stale weights).
+     */
+    private List<Sample> recomputeLogprobs(List<Sample> samples, StepMetrics m) {
+        SequenceBatch all = SequenceBatch.of(samples.stream().map(Sample::promptIds).toList(),
+                samples.stream().map(Sample::responseIds).toList(), (int) tok.padId());
+        float[] mine = ReferencePass.policyLogp(replicas, all, cfg.train().microBatchSize(), (float) cfg.rollout().temperature());
+        double sum = 0, max = 0;
+        long tokens = 0;
+        List<Sample> out = new java.util.ArrayList<>(samples.size());
+        for (int i = 0; i < samples.size(); i++) {
+            Sample s = samples.get(i);
+            float[] lp = java.util.Arrays.copyOfRange(mine, i * all.r(), i * all.r() + s.responseIds().length);
+            for (int t = 0; t < lp.length; t++) {
+                double d = Math.abs(lp[t] - s.logprobs()[t]);
+                sum += d;
+                max = Math.max(max, d);
+            }
+            tokens += lp.length;
+            out.add(new Sample(s.promptIndex(), s.promptIds(), s.responseIds(), lp, s.finishReason()));
+        }
+        m.put("rollout_logprob_diff_mean", sum / Math.max(1, tokens)).put("rollout_logprob_diff_max", max);
+        if (remote != null) {
+            var pool = remote.pool();
+            m.put("rollout_retries", pool.takeRetries()).put("rollout_servers_usable", pool.usable());
+            m.put("weight_version", remote.current().version()).put("time_weight_sync", remote.takeSyncSeconds());
+        }
+        return out;
     }
 
     /** Every train.samples_every steps: what the model wrote for the first prompts, with reward, answer and gold. */
@@ -427,6 +480,9 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
+        if (remote != null) {
+            remote.close();
+        }
         rewards.close();
         tok.close();
         opt.close();
