@@ -117,6 +117,25 @@ class CliTest {
     }
 
     @Test
+    void rolloutServerCheckPassesOnBothEnginesAndFailsOnABadWeightLoad() throws Exception {
+        java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
+        for (var kind : klrl.rollout.remote.StandInServer.Kind.values()) {
+            try (var server = new klrl.rollout.remote.StandInServer(kind, model)) {
+                String engine = kind.name().toLowerCase(java.util.Locale.ROOT);
+                Result r = run("rollout-server-check", server.url(), "--engine", engine, "--model", model.toString(), "--json");
+                assertEquals(0, r.code(), r.out() + r.err());
+                JsonNode j = Json.MAPPER.readTree(r.out());
+                assertTrue(j.get("passed").asBoolean() && j.get("tokens_compared").asInt() > 0
+                        && j.get("logprob_diff_max").asDouble() < 1e-4, r.out());
+                server.failLoads = true;
+                Result bad = run("rollout-server-check", server.url(), "--engine", engine, "--model", model.toString(), "--json");
+                assertEquals(1, bad.code(), bad.out());
+                assertTrue(bad.out().contains("no rollout server took the new weights"), bad.out());
+            }
+        }
+    }
+
+    @Test
     void gpuCheckRunsOnCpuDevicesAndRefusesAMissingGpu() throws Exception {
         // the GPU node's check, on the CPU seam: cpu vs "device" logits, placement over 2 devices, timed steps
         // on one device, with layer placement and data parallel; data-parallel gradients vs one device

@@ -54,4 +54,24 @@ class DockerRunTest {
         List<String> p = dockerArgs("--config", "grid-k3-loss");
         assertEquals(List.of("--config", "grid-k3-loss"), p.subList(p.indexOf("klrl:cuda") + 1, p.size()));
     }
+
+    @Test
+    void theComposeWalkthroughsTrainerCommandIsAValidRunOnTheSglangServer() throws Exception {
+        var compose = new com.fasterxml.jackson.databind.ObjectMapper(new com.fasterxml.jackson.dataformat.yaml.YAMLFactory())
+                .readTree(Path.of("../docker/compose.yaml").toFile());
+        List<String> args = new java.util.ArrayList<>();
+        compose.path("services").path("trainer").path("command").forEach(n -> args.add(n.asText()
+                .replace("${CONFIG:-qwen2.5-7b-math}", "qwen2.5-7b-math").replace("${MODEL:-Qwen2.5-7B}", "Qwen2.5-7B")
+                .replace("${TRAIN_GPUS:-0,1,2,3}", "0,1,2,3").replace("${RUN:-sglang-rollouts}", "sglang-rollouts")));
+        TrainCommand t = new TrainCommand();
+        new picocli.CommandLine(t).parseArgs(args.toArray(String[]::new));
+        var cfg = TrainCommand.config(t);
+        assertEquals("sglang", cfg.rollout().engine());
+        assertEquals(List.of("http://sglang:30000"), cfg.rollout().urls());
+        assertEquals("/weights", cfg.rollout().weightsDir());
+        assertEquals("0,1,2,3", cfg.model().device());
+        // the server reads the versions where the trainer writes them
+        assertTrue(compose.path("services").path("sglang").path("volumes").toString().contains("weights:/weights"), compose.toString());
+        assertTrue(compose.path("services").path("sglang").path("command").asText().contains("--port 30000"));
+    }
 }

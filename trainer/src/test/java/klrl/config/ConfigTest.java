@@ -72,6 +72,18 @@ class ConfigTest {
         Files.writeString(f, "rollout:\n  prefill_gb: 0\n");
         e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertTrue(e.getMessage().contains("rollout.prefill_gb"), e.getMessage());
+        Files.writeString(f, "rollout:\n  engine: sglang\n  weights_dir: /w\n");
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("rollout.urls"), e.getMessage());
+        Files.writeString(f, "rollout:\n  engine: vllm\n  urls: [localhost:8000]\n  weights_dir: /w\n");
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("'localhost:8000' is not an http(s) URL"), e.getMessage());
+        Files.writeString(f, "rollout:\n  engine: vllm\n  urls: [http://h:8000]\n");
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("rollout.weights_dir"), e.getMessage());
+        Files.writeString(f, "train:\n  parallel: pipeline\n");
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("train.parallel must be auto, data or layers"), e.getMessage());
         Files.writeString(f, "[1, 2]\n");
         assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertThrows(UserError.class, () -> ConfigLoader.load("no-such-preset", Map.of()));
