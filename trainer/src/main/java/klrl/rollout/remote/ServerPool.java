@@ -61,7 +61,9 @@ public final class ServerPool {
         this.timeout = timeout;
         this.maxRetries = maxRetries;
         this.backoffNanos = backoff.toNanos();
-        this.http = HttpClient.newBuilder().connectTimeout(timeout).version(HttpClient.Version.HTTP_1_1).build();
+        // a host that does not answer at all should cost seconds, not a whole request timeout
+        Duration connect = timeout.compareTo(Duration.ofSeconds(10)) < 0 ? timeout : Duration.ofSeconds(10);
+        this.http = HttpClient.newBuilder().connectTimeout(connect).version(HttpClient.Version.HTTP_1_1).build();
     }
 
     public List<String> urls() {
