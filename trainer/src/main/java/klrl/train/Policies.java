@@ -31,6 +31,7 @@ final class Policies {
     final Map<String, NDArray> trainable = new LinkedHashMap<>();
     /** Learning-rate multipliers of the critic's tensors (algorithm.value_lr / optim.lr). */
     final Map<String, Double> lrScale = new LinkedHashMap<>();
+    private double criticScale = 1;
 
     private Policies(Decoder policy, Decoder reference, Decoder critic, ValueHead valueHead, Map<String, Lora> adapters) {
         this.policy = policy;
@@ -62,7 +63,6 @@ final class Policies {
         Decoder pol = policy.replica(m, !lora()); // full fine-tuning trains the weights themselves
         Decoder ref = lora() ? pol : reference.replica(m, false);
         Decoder cri = critic == policy ? pol : critic.replica(m, true);
-        double criticScale = lrScale.isEmpty() ? 1 : lrScale.values().iterator().next();
         Policies p = new Policies(pol, ref, cri, valueHead == null ? null : valueHead.replica(m), pol.adapters())
                 .withTrainable(criticScale);
         p.trainable.values().forEach(t -> t.setRequiresGradient(true));
@@ -71,6 +71,7 @@ final class Policies {
 
     /** Fills {@link #trainable} (policy first, then the critic's tensors at {@code criticScale} × lr). */
     private Policies withTrainable(double criticScale) {
+        this.criticScale = criticScale;
         trainable.putAll(lora() ? Lora.peftTensors(adapters) : policy.parameters());
         Map<String, NDArray> criticParams = new LinkedHashMap<>();
         if (critic != policy) {

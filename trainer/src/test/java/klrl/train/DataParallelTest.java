@@ -134,6 +134,35 @@ class DataParallelTest {
         }
     }
 
+    @Test
+    void sigtermStopsADataParallelRunAtAStepBoundaryAndItResumesExactly() throws Exception {
+        Map<String, Object> dp = Map.of("model.device", "cpu,cpu", "train.parallel", "data", "model.lora.rank", 4, "optim.lr", 1e-3,
+                "train.micro_batch_size", 2, "train.max_steps", 5, "checkpoint.every", 0);
+        Path ref = tmp.resolve("ref");
+        TrainerTest.train(TrainerTest.small(ref, dp), null);
+        Path yaml = tmp.resolve("run.yaml"), killed = tmp.resolve("killed");
+        java.nio.file.Files.writeString(yaml, klrl.config.ConfigLoader.toYaml(TrainerTest.small(killed, dp)));
+        Process p = ReliabilityTest.trainer(yaml, false);
+        var lines = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
+        for (String l; (l = lines.readLine()) != null; ) {
+            if (l.startsWith("step 2/")) {
+                p.destroy(); // SIGTERM: the step under way finishes, a checkpoint is written
+                break;
+            }
+        }
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS));
+        String latest = java.nio.file.Files.readString(killed.resolve("checkpoints/latest")).strip();
+        assertTrue(latest.equals("step-000002") || latest.equals("step-000003"), latest);
+        Process resumed = ReliabilityTest.trainer(yaml, true);
+        resumed.getInputStream().transferTo(java.io.OutputStream.nullOutputStream());
+        assertEquals(0, resumed.waitFor());
+        List<com.fasterxml.jackson.databind.JsonNode> want = TrainerTest.stepLines(ref), got = TrainerTest.stepLines(killed);
+        assertEquals(want.size(), got.size());
+        for (int i = 0; i < want.size(); i++) {
+            assertEquals(TrainerTest.comparable(want.get(i)), TrainerTest.comparable(got.get(i)), "step " + (i + 1));
+        }
+    }
+
     static Map<String, Object> merge(Map<String, Object> a, Map<String, Object> b) {
         Map<String, Object> m = new HashMap<>(a);
         m.putAll(b);
