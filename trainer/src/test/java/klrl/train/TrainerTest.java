@@ -197,15 +197,17 @@ class TrainerTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"grpo", "ppo-lora-fp16"})
+    @ValueSource(strings = {"grpo", "ppo-lora-fp16", "grpo-data-parallel"})
     void nativeMemoryStaysFlat(String setting) throws Exception {
         // every step's tensors belong to scopes that close with it: after the first steps (lazy AdamW
         // moments, KL state) the arrays alive under the trainer's manager do not grow
         Path a = tmp.resolve(setting);
         Map<String, Object> o = new HashMap<>(Map.of("train.max_steps", 10, "checkpoint.every", 0));
-        if (!setting.equals("grpo")) {
+        if (setting.equals("ppo-lora-fp16")) {
             o.putAll(Map.of("algorithm.name", "ppo", "model.lora.rank", 4, "model.dtype", "float16", "kl.placement", "loss",
                     "kl.estimator", "k3", "kl.coef", 0.1));
+        } else if (setting.equals("grpo-data-parallel")) { // live_arrays counts every replica's
+            o.putAll(Map.of("model.device", "cpu,cpu", "train.parallel", "data", "train.micro_batch_size", 2));
         }
         train(small(a, o), null);
         List<JsonNode> steps = stepLines(a);
