@@ -43,6 +43,8 @@ import klrl.util.Runtime;
 /**
  * The RL loop. {@link #step} is one step as a flat sequence of stages — rollout → reward → reference
  * → shaping (KL and advantages) → policy update → metrics — each stage a small class of this package.
+ * Work a stage shares out runs on the {@link Replicas} (one, or one per device); rollouts may run on
+ * SGLang/vLLM servers instead ({@link klrl.rollout.remote.RemoteRollout}).
  * The pluggable choices (advantage estimator, KL estimator and placement, loss terms) arrive parsed
  * from the config and are only called here.
  */
@@ -234,7 +236,8 @@ public final class Trainer implements AutoCloseable {
         long t0 = System.nanoTime();
         StepMetrics m = new StepMetrics(step + 1);
         var rc = cfg.rollout();
-        // 1. Rollout: n samples per prompt from the current policy, with their behaviour log-probs.
+        // 1. Rollout: n samples per prompt from the current policy (on this process's replicas, or on the
+        //    rollout servers), with their behaviour log-probs (the sampler's, or recomputed here).
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
         List<Sample> samples = rollout(step);
