@@ -56,8 +56,12 @@ class RemoteRolloutTest {
     }
 
     Map<String, Object> remote(String engine, List<StandInServer> servers) {
+        return remote(engine, servers, 20);
+    }
+
+    Map<String, Object> remote(String engine, List<StandInServer> servers, double timeoutS) {
         return Map.of("rollout.engine", engine, "rollout.urls", servers.stream().map(StandInServer::url).toList(),
-                "rollout.weights_dir", tmp.resolve("weights-" + engine).toString(), "rollout.request_timeout_s", 20,
+                "rollout.weights_dir", tmp.resolve("weights-" + engine).toString(), "rollout.request_timeout_s", timeoutS,
                 "rollout.max_retries", 4);
     }
 
@@ -126,17 +130,18 @@ class RemoteRolloutTest {
     }
 
     @Test
-    void retriesAndAServerGoingDownMidStepChangeNothing() throws Exception {
+    void timeoutsRetriesAndAServerGoingDownMidStepChangeNothing() throws Exception {
         Path local = tmp.resolve("local"), remote = tmp.resolve("remote");
         train(small(local, Map.of("rollout.recompute_logprobs", true)), x -> { });
         try (StandInServer a = new StandInServer(StandInServer.Kind.SGLANG, base);
              StandInServer b = new StandInServer(StandInServer.Kind.SGLANG, base)) {
-            a.failNext.set(5);   // five 503s first
+            a.slowNext.set(2);   // two requests held past the client's 2 s timeout
+            a.failNext.set(5);   // five 503s
             b.dieAfter = 20;     // then b stops answering in the middle of step 2
-            train(merge(small(remote, Map.of()), remote("sglang", List.of(a, b))), x -> { });
+            train(merge(small(remote, Map.of("rollout.recompute_logprobs", true)), remote("sglang", List.of(a, b), 2)), x -> { });
             List<JsonNode> m = steps(remote);
             sameTrajectory(steps(local), m);
-            assertTrue(m.get(0).get("rollout_retries").asInt() >= 5, m.get(0).toString());
+            assertTrue(m.get(0).get("rollout_retries").asInt() >= 7, m.get(0).toString());
             assertEquals(1, m.get(2).get("rollout_servers_usable").asInt(), m.get(2).toString());
             assertTrue(b.generated.get() >= 20, "b answered " + b.generated.get());
             assertEquals(3 * 16, a.generated.get() + b.generated.get());

@@ -43,6 +43,9 @@ import klrl.util.Json;
 public final class StandInServer implements AutoCloseable {
     public enum Kind { SGLANG, VLLM }
 
+    /** Hold the next this many generate requests for {@link #slowMs} and then drop them (a client's timeout). */
+    public final AtomicInteger slowNext = new AtomicInteger();
+    public volatile long slowMs = 3000;
     /** Answer the next this many generate requests with HTTP 503. */
     public final AtomicInteger failNext = new AtomicInteger();
     /** After this many generate requests the server drops the connection and stops listening (−1: never). */
@@ -357,8 +360,16 @@ public final class StandInServer implements AutoCloseable {
         return null;
     }
 
-    /** True when this request is the one the server dies at: it stops listening and the request gets no answer. */
+    /** True when this request is dropped: held past the client's timeout, or the one the server dies at (it stops listening). */
     private boolean dropped() {
+        if (slowNext.getAndUpdate(n -> Math.max(0, n - 1)) > 0) {
+            try {
+                Thread.sleep(slowMs);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return true;
+        }
         int n = generated.get();
         if (dieAfter >= 0 && n >= dieAfter) {
             new Thread(() -> http.stop(0)).start();
