@@ -141,7 +141,9 @@ class RemoteRolloutTest {
             train(merge(small(remote, Map.of("rollout.recompute_logprobs", true)), remote("sglang", List.of(a, b), 2)), x -> { });
             List<JsonNode> m = steps(remote);
             sameTrajectory(steps(local), m);
-            assertTrue(m.get(0).get("rollout_retries").asInt() >= 7, m.get(0).toString());
+            // every injected fault was met and retried (when, depends on which server was out of rotation)
+            assertEquals(0, a.slowNext.get() + a.failNext.get());
+            assertTrue(m.stream().mapToInt(x -> x.get("rollout_retries").asInt()).sum() >= 7, m.toString());
             assertEquals(1, m.get(2).get("rollout_servers_usable").asInt(), m.get(2).toString());
             assertTrue(b.generated.get() >= 20, "b answered " + b.generated.get());
             assertEquals(3 * 16, a.generated.get() + b.generated.get());
