@@ -146,7 +146,8 @@ class RemoteRolloutTest {
             assertTrue(m.stream().mapToInt(x -> x.get("rollout_retries").asInt()).sum() >= 7, m.toString());
             assertEquals(1, m.get(2).get("rollout_servers_usable").asInt(), m.get(2).toString());
             assertTrue(b.generated.get() >= 20, "b answered " + b.generated.get());
-            assertEquals(3 * 16, a.generated.get() + b.generated.get());
+            // a sample b drew as it went down may have been lost with the connection and drawn again on a
+            assertTrue(a.generated.get() + b.generated.get() >= 3 * 16, a.generated + " + " + b.generated);
         }
     }
 
