@@ -88,14 +88,22 @@ public final class ServerPool {
      */
     public <T> T request(Dialect.Call call, Function<Answer, T> read) {
         String last = "no server was usable";
-        for (int attempt = 0; attempt < maxRetries; attempt++) {
-            if (attempt > 0) {
-                retries.incrementAndGet();
-                sleep(Math.min(backoffNanos << Math.min(attempt - 1, 5), backoffNanos * 30));
-            }
+        for (int attempt = 0; attempt < maxRetries; ) {
             Server s = pick();
             if (s == null) {
+                // every server is out of rotation: wait for the first to come back (not an attempt), unless
+                // all are stale, which only a weight load ends
+                long wait = untilOneReturns();
+                if (wait < 0) {
+                    throw new ServersUnavailable("every rollout server " + urls() + " serves weights other than the"
+                            + " version asked for (a load failed on it); last: " + last);
+                }
+                sleep(wait);
                 continue;
+            }
+            if (attempt++ > 0) {
+                retries.incrementAndGet();
+                sleep(Math.min(backoffNanos << Math.min(attempt - 2, 5), backoffNanos * 30));
             }
             try {
                 s.slots.acquireUninterruptibly();
@@ -165,6 +173,18 @@ public final class ServerPool {
         if (errors.size() == servers.size()) {
             throw new ServersUnavailable("no rollout server took the new weights: " + String.join("; ", errors));
         }
+    }
+
+    /** Nanoseconds until the first server out of rotation (and not stale) is back; −1 when every server is stale. */
+    private long untilOneReturns() {
+        long now = System.nanoTime(), best = -1;
+        for (Server s : servers) {
+            if (!s.stale) {
+                long w = Math.max(0, s.downUntil - now);
+                best = best < 0 ? w : Math.min(best, w);
+            }
+        }
+        return best;
     }
 
     /** The usable server with the fewest requests in flight (round-robin among equals), or null. */
