@@ -1,4 +1,4 @@
-package klrl.rollout.remote;
+package klrl.train;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -11,9 +11,10 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import klrl.config.ConfigLoader;
-import klrl.train.TinyDefault;
-import klrl.train.Trainer;
+import klrl.rollout.remote.Dialect;
+import klrl.rollout.remote.Sglang;
+import klrl.rollout.remote.StandInServer;
+import klrl.rollout.remote.Vllm;
 import klrl.util.Json;
 import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;
@@ -35,22 +36,14 @@ class RemoteRolloutTest {
 
     @BeforeAll
     static void model() throws Exception {
-        base = TinyDefault.ensure(s -> { });
+        TrainerTest.model();
+        base = TrainerTest.base;
     }
 
+    /** TrainerTest's small run, 3 steps of 4 prompts × 4 samples, a checkpoint after every step. */
     static Map<String, Object> small(Path out, Map<String, Object> extra) {
-        Map<String, Object> o = new HashMap<>();
-        o.put("output_dir", out.toString());
-        o.put("model.path", base.toString());
-        o.put("train.max_steps", 3);
-        o.put("train.batch_size", 4);
-        o.put("train.mini_batch_size", 2);
-        o.put("train.micro_batch_size", 8);
-        o.put("rollout.n", 4);
-        o.put("eval.every", 0);
-        o.put("eval.before_start", false);
-        o.put("checkpoint.every", 1);
-        o.put("optim.schedule", "constant");
+        Map<String, Object> o = new HashMap<>(Map.of("output_dir", out.toString(), "train.max_steps", 3,
+                "train.micro_batch_size", 8, "checkpoint.every", 1));
         o.putAll(extra);
         return o;
     }
@@ -76,7 +69,7 @@ class RemoteRolloutTest {
     }
 
     static void train(Map<String, Object> o, java.util.function.Consumer<String> console) throws Exception {
-        try (Trainer t = new Trainer(ConfigLoader.load(null, o), null, s -> { })) {
+        try (Trainer t = new Trainer(TrainerTest.small(Path.of((String) o.get("output_dir")), o), null, s -> { })) {
             t.run(console);
         }
     }
