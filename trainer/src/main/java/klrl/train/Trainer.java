@@ -143,7 +143,8 @@ public final class Trainer implements AutoCloseable {
 
     /**
      * train.parallel for the devices of model.device: data parallelism ("data", or "auto" when the
-     * memory plan says a replica fits one GPU; on CPU devices always), else layer placement. Says which.
+     * memory plan says a replica fits one GPU; on CPU devices, with the host's memory not bounded here,
+     * it does), else layer placement. Says which.
      */
     private static boolean dataParallel(TrainConfig cfg, ModelConfig mc, List<Device> devices, long deviceBytes,
                                         Consumer<String> log) {
@@ -153,7 +154,7 @@ public final class Trainer implements AutoCloseable {
         String mode = cfg.train().parallel();
         boolean gpu = devices.get(0).isGpu();
         MemoryPlan.Plan replica = MemoryPlan.plan(cfg, mc, devices.size(), gpu ? deviceBytes / MemoryPlan.GB : 1e12, true);
-        boolean data = mode.equals("data") || (mode.equals("auto") && (!gpu || replica.fits()));
+        boolean data = MemoryPlan.dataParallel(cfg, replica);
         String why = mode.equals("auto") ? String.format(java.util.Locale.ROOT, " (train.parallel: auto; a replica needs about"
                 + " %.1f GiB of %.1f GiB per device)", replica.totalGb(), deviceBytes / MemoryPlan.GB) : " (train.parallel: " + mode + ")";
         if (!data && cfg.model().critic().equals("separate")) {
@@ -240,9 +241,14 @@ public final class Trainer implements AutoCloseable {
         //    rollout servers), with their behaviour log-probs (the sampler's, or recomputed here).
         List<Example> exs = schedule.batchAt(step);
         long tr = System.nanoTime();
-        List<Sample> samples = rollout(step);
+        List<Sample> samples = rollout(exs, step);
         if (remote != null || rc.recomputeLogprobs()) {
             samples = recomputeLogprobs(samples, m);
+        }
+        if (remote != null) {
+            var pool = remote.pool();
+            m.put("rollout_retries", pool.takeRetries()).put("rollout_servers_usable", pool.usable());
+            m.put("weight_version", remote.current().version()).put("time_weight_sync", remote.takeSyncSeconds());
         }
         double secRollout = seconds(tr);
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
@@ -302,9 +308,13 @@ public final class Trainer implements AutoCloseable {
         return rss >= 0 ? m.put("rss_mb", rss) : m;
     }
 
-    /** n samples for each prompt of step s, decoded in as many sequences at once as the KV-cache budget allows. */
+    /** The rollout of step s (its prompts from the schedule). */
     List<Sample> rollout(long step) {
-        List<Example> exs = schedule.batchAt(step);
+        return rollout(schedule.batchAt(step), step);
+    }
+
+    /** n samples for each prompt of step s, decoded in as many sequences at once as the KV-cache budget allows. */
+    private List<Sample> rollout(List<Example> exs, long step) {
         var rc = cfg.rollout();
         List<long[]> ids = exs.stream().map(prompts::ids).toList();
         SamplingParams sp = new SamplingParams(rc.maxNewTokens(), rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(),
@@ -315,8 +325,7 @@ public final class Trainer implements AutoCloseable {
             }
             // the servers serve the weights of this step (version = steps done) before they sample
             remote.publish(step, nets.lora(), dir -> klrl.checkpoint.Checkpoints.writeModel(dir, nets.policyWeights(), nets.lora(),
-                    nets.lora() ? Lora.adapterConfig(cfg.model().lora().rank(), cfg.model().lora().alpha(), cfg.model().lora().dropout(),
-                            cfg.model().lora().targetModules(), modelDir) : Map.of(), modelDir));
+                    adapterConfig(), modelDir));
             return remote.generate(ids, sp, p::step);
         }
     }
@@ -345,11 +354,6 @@ public final class Trainer implements AutoCloseable {
             out.add(new Sample(s.promptIndex(), s.promptIds(), s.responseIds(), lp, s.finishReason()));
         }
         m.put("rollout_logprob_diff_mean", sum / Math.max(1, tokens)).put("rollout_logprob_diff_max", max);
-        if (remote != null) {
-            var pool = remote.pool();
-            m.put("rollout_retries", pool.takeRetries()).put("rollout_servers_usable", pool.usable());
-            m.put("weight_version", remote.current().version()).put("time_weight_sync", remote.takeSyncSeconds());
-        }
         return out;
     }
 
@@ -451,11 +455,15 @@ public final class Trainer implements AutoCloseable {
 
     /** Writes a checkpoint after {@code stepsDone} steps. */
     public Path save(long stepsDone) throws IOException {
-        var l = cfg.model().lora();
         var state = new Checkpoints.State(stepsDone, opt.steps(), kl.value(), Map.of("loss_scale", opt.lossScale()));
-        return Checkpoints.save(out, new Checkpoints.Contents(state, modelDir, nets.policyWeights(), nets.lora(),
-                nets.lora() ? Lora.adapterConfig(l.rank(), l.alpha(), l.dropout(), l.targetModules(), modelDir) : Map.of(),
+        return Checkpoints.save(out, new Checkpoints.Contents(state, modelDir, nets.policyWeights(), nets.lora(), adapterConfig(),
                 nets.ppo() ? nets.criticState() : null, opt.stateTensors()), cfg.checkpoint().keep());
+    }
+
+    /** PEFT's adapter_config.json of this run's LoRA (empty with full fine-tuning), as checkpoints and rollout servers get it. */
+    private Map<String, Object> adapterConfig() {
+        var l = cfg.model().lora();
+        return nets.lora() ? Lora.adapterConfig(l.rank(), l.alpha(), l.dropout(), l.targetModules(), modelDir) : Map.of();
     }
 
     private void restore(Path ckpt) {
