@@ -36,14 +36,19 @@ public final class MemoryPlan {
      * layer placement — the choice the trainer makes at start-up.
      */
     public static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb) {
-        String mode = c.train().parallel();
-        if (gpus == 1 || !mode.equals("layers")) {
+        if (gpus == 1 || !c.train().parallel().equals("layers")) {
             Plan data = plan(c, m, gpus, gpuMemoryGb, true);
-            if (gpus == 1 || mode.equals("data") || data.fits()) {
+            if (gpus == 1 || dataParallel(c, data)) {
                 return data;
             }
         }
         return plan(c, m, gpus, gpuMemoryGb, false);
+    }
+
+    /** train.parallel's choice given the plan of a replica per device: "data", or "auto" when that replica fits. */
+    public static boolean dataParallel(TrainConfig c, Plan replica) {
+        String mode = c.train().parallel();
+        return mode.equals("data") || (mode.equals("auto") && replica.fits());
     }
 
     /** @param data a whole replica per GPU with its share of the batch; else the layers placed over the GPUs */
