@@ -37,18 +37,15 @@ final class GradSpread {
         for (var e : params.entrySet()) {
             NDArray acc = e.getValue().getGradient();
             NDArray prev = previous.get(e.getKey());
-            try (NDManager m = manager.newSubManager()) {
-                NDArray g = acc.toType(DataType.FLOAT32, true);
-                g.attach(m);
+            NDArray g = snapshot(acc);
+            try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) { // closes the difference and its square
                 NDArray diff = prev == null ? g : g.sub(prev);
                 sq += diff.mul(diff).sum().getFloat();
-                NDArray copy = g.duplicate(); // toType to the same dtype may share the gradient's storage, which keeps accumulating
-                copy.attach(manager);
-                if (prev != null) {
-                    prev.close();
-                }
-                previous.put(e.getKey(), copy);
             }
+            if (prev != null) {
+                prev.close();
+            }
+            previous.put(e.getKey(), g);
         }
         if (!(share > 0) || !Double.isFinite(sq)) {
             finite = false;
@@ -67,19 +64,19 @@ final class GradSpread {
             return;
         }
         for (var e : params.entrySet()) {
-            try (NDManager m = manager.newSubManager()) {
-                NDArray g = e.getValue().getGradient().toType(DataType.FLOAT32, true);
-                g.attach(m);
-                NDArray copy = g.duplicate();
-                copy.attach(manager);
-                previous.put(e.getKey(), copy);
-            }
+            previous.put(e.getKey(), snapshot(e.getValue().getGradient()));
         }
     }
 
-    /** At the end of a mini-batch (before the optimizer step): its grad_var, or NaN; then resets. */
-    double finish(int microBatches) {
-        return value(drain(), params, microBatches);
+    /** An fp32 copy of an accumulated gradient, owned by this tracker (the gradient itself keeps accumulating). */
+    private NDArray snapshot(NDArray grad) {
+        try (NDManager m = manager.newSubManager()) {
+            NDArray g = grad.toType(DataType.FLOAT32, true);
+            g.attach(m);
+            NDArray copy = g.duplicate(); // toType to the same dtype may share the gradient's storage
+            copy.attach(manager);
+            return copy;
+        }
     }
 
     /**
