@@ -201,8 +201,9 @@ public final class RolloutEngine {
             this.p = p;
             n = p.n();
             size = prompts.size() * n;
-            maxPrompt = Math.max(padTo, longest(prompts));
-            if (longest(prompts) == 0) {
+            int longest = longest(prompts);
+            maxPrompt = Math.max(padTo, longest);
+            if (longest == 0) {
                 throw new IllegalArgumentException("empty prompt");
             }
             padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);

@@ -20,27 +20,21 @@ final class ReferencePass {
         float[] refLogp = new float[n * r];
         float[] kl = exactKl ? new float[n * r] : null;
         float[] oldValues = reps.master().nets().ppo() ? new float[n * r] : null;
-        reps.deal((n + micro - 1) / micro, (rep, k) -> {
-            int s0 = k * micro;
-            Policies nets = rep.nets();
-            SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
-            try (NDManager mm = rep.root().newSubManager()) {
-                PolicyForward.Out ref;
-                try (var off = nets.reference.adaptersOff()) {
-                    ref = PolicyForward.run(nets.reference, b, mm, temperature, exactKl, false);
-                }
-                System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
-                if (exactKl) {
-                    PolicyForward.Out cur = PolicyForward.run(nets.policy, b, mm, temperature, true, false);
-                    System.arraycopy(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), 0, kl,
-                            s0 * r, b.rows() * r);
-                }
-                if (oldValues != null) {
-                    PolicyForward.Out cur = PolicyForward.run(nets.critic, b, mm, temperature, false, false);
-                    System.arraycopy(nets.valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
-                }
+        overMicroBatches(reps, all, micro, (nets, b, s0, mm) -> {
+            PolicyForward.Out ref;
+            try (var off = nets.reference.adaptersOff()) {
+                ref = PolicyForward.run(nets.reference, b, mm, temperature, exactKl, false);
             }
-            return null;
+            System.arraycopy(ref.logp().toFloatArray(), 0, refLogp, s0 * r, b.rows() * r);
+            if (exactKl) {
+                PolicyForward.Out cur = PolicyForward.run(nets.policy, b, mm, temperature, true, false);
+                System.arraycopy(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), 0, kl,
+                        s0 * r, b.rows() * r);
+            }
+            if (oldValues != null) {
+                PolicyForward.Out cur = PolicyForward.run(nets.critic, b, mm, temperature, false, false);
+                System.arraycopy(nets.valueHead.apply(cur.hidden()).toFloatArray(), 0, oldValues, s0 * r, b.rows() * r);
+            }
         });
         return new Out(refLogp, kl, oldValues);
     }
@@ -52,15 +46,27 @@ final class ReferencePass {
     static float[] policyLogp(Replicas reps, SequenceBatch all, int micro, float temperature) {
         int n = all.rows(), r = all.r();
         float[] logp = new float[n * r];
+        overMicroBatches(reps, all, micro, (nets, b, s0, mm) -> {
+            PolicyForward.Out cur = PolicyForward.run(nets.policy, b, mm, temperature, false, false);
+            System.arraycopy(cur.logp().toFloatArray(), 0, logp, s0 * r, b.rows() * r);
+        });
+        return logp;
+    }
+
+    /** One micro-batch's pass on one replica: its networks, rows [s0, s0 + b.rows()), a manager closed after it. */
+    private interface Pass {
+        void run(Policies nets, SequenceBatch b, int s0, NDManager mm);
+    }
+
+    /** Runs {@code pass} over the micro-batches of {@code all}, dealt over the replicas; each writes its own rows. */
+    private static void overMicroBatches(Replicas reps, SequenceBatch all, int micro, Pass pass) {
+        int n = all.rows();
         reps.deal((n + micro - 1) / micro, (rep, k) -> {
             int s0 = k * micro;
-            SequenceBatch b = all.slice(s0, Math.min(n, s0 + micro));
             try (NDManager mm = rep.root().newSubManager()) {
-                PolicyForward.Out cur = PolicyForward.run(rep.nets().policy, b, mm, temperature, false, false);
-                System.arraycopy(cur.logp().toFloatArray(), 0, logp, s0 * r, b.rows() * r);
+                pass.run(rep.nets(), all.slice(s0, Math.min(n, s0 + micro)), s0, mm);
             }
             return null;
         });
-        return logp;
     }
 }
