@@ -1,6 +1,5 @@
 package klrl.cli;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import klrl.grid.GridRunner;
@@ -27,10 +26,8 @@ public final class GridCommand implements Callable<Integer> {
         if (jobs < 1) {
             throw new UserError("--jobs must be ≥ 1");
         }
-        GridSpec g = GridSpec.load(spec);
-        String text = GridSpec.PRESETS.contains(spec)
-                ? new String(GridSpec.class.getResourceAsStream("/configs/" + spec + ".yaml").readAllBytes(), java.nio.charset.StandardCharsets.UTF_8)
-                : Files.readString(Path.of(spec));
+        String text = GridSpec.source(spec);
+        GridSpec g = GridSpec.parse(text, spec);
         if (out == null) {
             String name = Path.of(spec).getFileName().toString().replaceFirst("\\.ya?ml$", "");
             out = Path.of("runs", "grid-" + name);

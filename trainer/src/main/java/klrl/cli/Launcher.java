@@ -106,14 +106,7 @@ final class Launcher {
         try {
             Process child = pb.start();
             // SIGTERM to this JVM (a preempted node) reaches the child, which checkpoints and exits
-            Thread forward = new Thread(() -> {
-                child.destroy();
-                try {
-                    child.waitFor();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            });
+            Thread forward = new Thread(() -> klrl.util.Processes.terminateAndWait(child));
             Runtime.getRuntime().addShutdownHook(forward);
             int code = child.waitFor();
             try {

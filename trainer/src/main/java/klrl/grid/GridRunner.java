@@ -46,14 +46,7 @@ public final class GridRunner {
         int threads = Math.max(1, cores / jobs);
         Set<Process> live = ConcurrentHashMap.newKeySet();
         // SIGTERM: each child checkpoints and exits (the trainer's own handling); a rerun resumes them.
-        Thread hook = new Thread(() -> live.forEach(p -> {
-            p.destroy();
-            try {
-                p.waitFor();
-            } catch (InterruptedException ignored) {
-                Thread.currentThread().interrupt();
-            }
-        }));
+        Thread hook = new Thread(() -> live.forEach(klrl.util.Processes::terminateAndWait));
         Runtime.getRuntime().addShutdownHook(hook);
         AtomicInteger done = new AtomicInteger(), failed = new AtomicInteger();
         ExecutorService pool = Executors.newFixedThreadPool(jobs);

@@ -86,10 +86,23 @@ public record GridSpec(String base, Map<String, String> set, String inDomain, Li
 
     /** Reads a spec file or preset; every mistake is one line naming the file and the field. */
     public static GridSpec load(String spec) {
-        JsonNode root;
-        String where = spec;
+        return parse(source(spec), spec);
+    }
+
+    /** The text of a spec file or preset (a grid folder keeps it, to refuse another spec later). */
+    public static String source(String spec) {
         try (InputStream in = open(spec)) {
-            root = ConfigLoader.YAML.readTree(in);
+            return new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UserError(spec + ": cannot read (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
+        }
+    }
+
+    /** Parses a spec's text; {@code where} names it in errors. */
+    public static GridSpec parse(String text, String where) {
+        JsonNode root;
+        try {
+            root = ConfigLoader.YAML.readTree(text);
         } catch (IOException e) {
             throw new UserError(where + ": not valid YAML (" + Json.firstLine(e.getMessage()) + ")");
         }

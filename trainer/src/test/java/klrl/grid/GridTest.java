@@ -24,8 +24,8 @@ class GridTest {
     @Test
     void smokeGridRunsResumesAndSummarises() throws Exception {
         TinyDefault.ensure(s -> { }); // built once here, not by two children at once
-        GridSpec spec = GridSpec.load("paper-on-cpu-smoke");
-        String text = new String(GridSpec.class.getResourceAsStream("/configs/paper-on-cpu-smoke.yaml").readAllBytes());
+        String text = GridSpec.source("paper-on-cpu-smoke");
+        GridSpec spec = GridSpec.parse(text, "paper-on-cpu-smoke");
         Path out = tmp.resolve("g");
         List<String> lines = new ArrayList<>();
         assertEquals(0, GridRunner.run(spec, text, out, 2, lines::add));
