@@ -425,8 +425,10 @@ public final class StandInServer implements AutoCloseable {
         List<String> targets = new ArrayList<>();
         cfg.get("target_modules").forEach(t -> targets.add(t.asText()));
         Map<String, Lora> a = m.addAdapters(targets, cfg.get("r").asInt(), cfg.get("lora_alpha").asDouble(), 0, 0);
-        SafeTensors.copyInto(Lora.peftTensors(a), Checkpoints.readAll(dir.resolve("adapter_model.safetensors"), root),
-                dir + "/adapter_model.safetensors");
+        try (NDManager read = root.newSubManager()) { // the file's tensors go once copied in
+            SafeTensors.copyInto(Lora.peftTensors(a), Checkpoints.readAll(dir.resolve("adapter_model.safetensors"), read),
+                    dir + "/adapter_model.safetensors");
+        }
         adapters.put(b.get("lora_name").asText(), m);
         return ok(Json.MAPPER.createObjectNode().put("success", true));
     }
