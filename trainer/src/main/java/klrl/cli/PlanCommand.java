@@ -33,14 +33,7 @@ public final class PlanCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         TrainConfig c = ConfigLoader.load(config, Map.of(), set);
-        Path mc = modelConfig;
-        if (mc == null) {
-            if (c.model().path() == null) {
-                throw new UserError("plan: the config has no model.path; pass --model-config path/to/config.json");
-            }
-            mc = Path.of(c.model().path()).resolve("config.json");
-        }
-        ModelConfig m = ModelConfig.parse(Json.read(mc), mc.toString());
+        ModelConfig m = modelShape(c, modelConfig);
         MemoryPlan.Plan p = MemoryPlan.plan(c, m, gpus, gpuMemoryGb);
         if (json) {
             ObjectNode o = Json.MAPPER.createObjectNode();
@@ -49,6 +42,8 @@ public final class PlanCommand implements Callable<Integer> {
             o.put("gpus", gpus);
             o.put("parallel", p.parallel());
             o.put("gpu_memory_gb", gpuMemoryGb);
+            o.put("micro_batch", c.train().maxTokensPerMicroBatch() > 0 ? c.train().maxTokensPerMicroBatch() + " tokens"
+                    : c.train().microBatchSize() + " rows");
             var lp = o.putArray("layers_per_gpu");
             for (int layers : p.layersPerGpu()) {
                 lp.add(layers);
@@ -72,5 +67,41 @@ public final class PlanCommand implements Callable<Integer> {
             System.out.printf("  %-12s %8.2f GB  → %s%n", "total", p.totalGb(), p.fits() ? "fits" : "does NOT fit (90% of memory)");
         }
         return 0;
+    }
+
+    /** Shapes this command knows without any model on disk: a folder name ending as a key → a bundled config.json. */
+    static final Map<String, String> KNOWN = Map.of("qwen2.5-7b", "models/qwen2.5-7b/config.json",
+            "qwen2.5-7b-instruct", "models/qwen2.5-7b/config.json", "llama-3.1-8b", "models/llama3.1-8b/config.json",
+            "llama-3.1-8b-instruct", "models/llama3.1-8b/config.json");
+
+    /**
+     * The model's shape: --model-config; else model.path/config.json when it is on disk; else, for a
+     * model folder named as a shipped preset's (Qwen2.5-7B, Llama-3.1-8B), the bundled config.json; for
+     * the built-in tiny model, its own.
+     */
+    static ModelConfig modelShape(TrainConfig c, Path modelConfig) {
+        if (modelConfig != null) {
+            return ModelConfig.parse(Json.read(modelConfig), modelConfig.toString());
+        }
+        if (c.model().path() == null) {
+            return klrl.train.TinyDefault.shape();
+        }
+        Path mc = Path.of(c.model().path()).resolve("config.json");
+        if (java.nio.file.Files.isRegularFile(mc)) {
+            return ModelConfig.parse(Json.read(mc), mc.toString());
+        }
+        Path name = Path.of(c.model().path()).getFileName();
+        String key = name == null ? "" : name.toString().toLowerCase(java.util.Locale.ROOT).replaceFirst("^meta-", "");
+        String resource = KNOWN.get(key);
+        if (resource == null) {
+            throw new UserError("plan: " + mc + " not found, and " + c.model().path() + " is not a model whose shape is known"
+                    + " (" + String.join(", ", new java.util.TreeSet<>(KNOWN.keySet())) + "); pass --model-config path/to/config.json");
+        }
+        try (var in = PlanCommand.class.getClassLoader().getResourceAsStream(resource)) {
+            System.err.println("plan: " + mc + " is not on disk; using the published shape of " + name);
+            return ModelConfig.parse(Json.MAPPER.readTree(in), resource);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 }

@@ -77,6 +77,8 @@ public final class TrainCommand implements Callable<Integer> {
     static final class Run {
         @Option(names = "--output-dir", description = "where metrics.jsonl, config.yaml and checkpoints go") String outputDir;
         @Option(names = "--resume", description = "run folder or checkpoint folder to continue from") Path resume;
+        @Option(names = "--overwrite", description = "replace a run already in the output folder (its files are removed first);"
+                + " without it, starting where a run is is refused") boolean overwrite;
     }
 
     static TrainConfig config(TrainCommand c) {
@@ -128,7 +130,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (cfg.train().maxSteps() == 0) {
             throw new UserError("train.max_steps is 0: nothing to do");
         }
-        try (Trainer t = new Trainer(cfg, run.resume, System.err::println)) {
+        try (Trainer t = new Trainer(cfg, run.resume, run.overwrite, System.err::println)) {
             // SIGTERM (preemptible nodes): finish the current step, checkpoint, exit cleanly.
             CountDownLatch done = new CountDownLatch(1);
             Thread hook = new Thread(() -> {

@@ -244,15 +244,19 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                          prompts go to samples.jsonl (0 = never)
      * @param gradVar           log grad_var, the spread of the micro-batches' policy-gradient estimates
      *                          (see GradSpread; keeps one extra copy of the policy's gradient)
+     * @param maxTokensPerMicroBatch padded positions (rows × (longest prompt + longest response)) per
+     *                          micro-batch of every pass: rows ordered by length and packed up to it (verl's
+     *                          ppo_max_token_len_per_gpu). 0 = micro_batch_size rows; when set it wins
      * @param parallel          with several devices in model.device: "data" (a replica per device, the work
      *                          of each step shared out), "layers" (the decoder's layers in contiguous groups
      *                          over the devices) or "auto" (data when a replica fits one device, else layers)
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         String rewardJar, double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
-                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar, String parallel) {
+                        int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar, String parallel,
+                        long maxTokensPerMicroBatch) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false, "auto");
+            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false, "auto", 0);
         }
 
         public Train {
@@ -264,6 +268,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(maxSkippedUpdates >= 1, "train.max_skipped_updates must be ≥ 1");
             require(samplesEvery >= 0 && samplesPrompts >= 1, "train.samples_every must be ≥ 0 and train.samples_prompts ≥ 1");
             require(List.of("auto", "data", "layers").contains(parallel), "train.parallel must be auto, data or layers, got '" + parallel + "'");
+            require(maxTokensPerMicroBatch >= 0, "train.max_tokens_per_micro_batch must be ≥ 0 (0 = train.micro_batch_size rows)");
         }
     }
 

@@ -390,6 +390,11 @@ public final class Decoder implements AutoCloseable {
      * torch's linear fuses the bias into the GEMM (addmm) only for 2-D inputs, and a 3-D one also
      * costs a reshape and a view around every GEMM.
      */
+    /** Whether the token embedding records gradients: it trains with full fine-tuning and is frozen under LoRA. */
+    public boolean embeddingTrains() {
+        return embed.hasGradient(); // a leaf: libtorch's requires_grad (an op's result would report false)
+    }
+
     public NDArray embed(NDArray ids) {
         NDArray on = ids.toDevice(embed.getDevice(), false).reshape(-1);
         return Casts.to(JniUtils.embedding((PtNDArray) on, (PtNDArray) embed, false), dtype);

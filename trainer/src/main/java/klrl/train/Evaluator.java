@@ -55,7 +55,7 @@ public final class Evaluator {
             Decoder policy = Decoder.load(modelDir, root, dtype, placement);
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             exs.forEach(prompts::ids); // a bad row fails before any generation
-            RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(Trainer.kvRows(cfg, policy));
+            RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));
             return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed);
         }
     }

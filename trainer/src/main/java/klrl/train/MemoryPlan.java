@@ -78,15 +78,8 @@ public final class MemoryPlan {
         double master = bytes == 2 ? 4.0 * devTrainable : 0;
         double grads = 4.0 * devTrainable;
         double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
-        int micro = c.train().microBatchSize();
         long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
-        // Activation checkpointing per decoder layer: each GPU keeps its layers' inputs, plus one
-        // layer's full activations while it is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h)
-        // bytes in 16-bit), plus the last stage's logits, log-softmax and their gradient in fp32.
-        double boundaries = (double) micro * seq * m.hiddenSize() * bytes * devLayers;
-        double oneLayer = (double) micro * seq * m.hiddenSize() * (34.0 + 5.0 * m.numHeads() * seq / m.hiddenSize()) * bytes / 2;
-        double logits = (double) micro * c.rollout().maxNewTokens() * m.vocabSize() * 4 * 3;
-        double act = boundaries + oneLayer + logits;
+        double act = activations(c, m, bytes, devLayers);
         double stat = weights + master + reference + grads + optimizer;
         // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
         // chunks of as many sequences as fit.
@@ -113,6 +106,26 @@ public final class MemoryPlan {
             java.util.Arrays.fill(layers, m.numLayers());
         }
         return new Plan(p, trainable, g, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers");
+    }
+
+    /**
+     * Activation bytes of one micro-batch on the fullest device, with activation checkpointing per
+     * decoder layer: each device keeps its layers' inputs, plus one layer's full activations while it
+     * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
+     * logits, log-softmax and their gradient in fp32.
+     */
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers) {
+        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+        // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
+        // needs its own length), else micro_batch_size rows of the longest sequence
+        long budget = c.train().maxTokensPerMicroBatch();
+        double positions = budget > 0 ? Math.max(budget, seq) : (double) c.train().microBatchSize() * seq;
+        double responses = budget > 0 ? Math.max(budget, c.rollout().maxNewTokens())
+                : (double) c.train().microBatchSize() * c.rollout().maxNewTokens();
+        double boundaries = positions * m.hiddenSize() * bytes * devLayers;
+        double oneLayer = positions * m.hiddenSize() * (34.0 + 5.0 * m.numHeads() * seq / m.hiddenSize()) * bytes / 2;
+        double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
+        return boundaries + oneLayer + logits;
     }
 
     /** LoRA's A and B over every target module of every layer. */
@@ -215,5 +228,30 @@ public final class MemoryPlan {
             // not Linux: not checked
         }
         return -1;
+    }
+
+    /**
+     * Sequences decoded at once: rollout.kv_cache_gb per device, or, when it is 0 on GPUs, what each GPU
+     * has free up to rollout.gpu_memory_utilization of its memory (read before every rollout, since the
+     * update before it held activations); no cap on CPU.
+     */
+    public static int kvRows(TrainConfig cfg, klrl.model.Decoder policy) {
+        klrl.model.Placement placement = policy.placement();
+        long perSeq = klrl.rollout.RolloutEngine.kvBytesPerSequence(policy, cfg.data().maxPromptTokens() + cfg.rollout().maxNewTokens());
+        long[] budget = new long[placement.stages()];
+        boolean gpu = placement.output().isGpu();
+        for (int i = 0; i < budget.length; i++) {
+            if (cfg.rollout().kvCacheGb() > 0) {
+                budget[i] = cfg.rollout().kvCacheBytes();
+            } else if (gpu) {
+                var u = ai.djl.util.cuda.CudaUtils.getGpuMemory(placement.devices().get(i));
+                // the prefill's activations come on top of the cache while it is being filled
+                budget[i] = (long) (cfg.rollout().gpuMemoryUtilization() * u.getMax()) - u.getUsed()
+                        - cfg.rollout().prefillBytes();
+            } else {
+                budget[i] = Long.MAX_VALUE; // CPU: host memory, no cap
+            }
+        }
+        return klrl.rollout.RolloutEngine.rowsThatFit(perSeq, budget);
     }
 }

@@ -7,10 +7,12 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import klrl.checkpoint.Checkpoints;
 import klrl.config.TrainConfig;
 import klrl.model.Decoder;
 import klrl.model.Lora;
 import klrl.model.Placement;
+import klrl.model.SafeTensors;
 
 /**
  * The networks of a run and what the optimizer updates.
@@ -107,5 +109,27 @@ final class Policies {
             critic.parameters().forEach((k, v) -> c.put("critic." + k, v));
         }
         return c;
+    }
+
+    /** PEFT's adapter_config.json of this run's LoRA (empty with full fine-tuning), as checkpoints and rollout servers get it. */
+    Map<String, Object> adapterConfig(TrainConfig cfg, Path modelDir) {
+        var l = cfg.model().lora();
+        return lora() ? Lora.adapterConfig(l.rank(), l.alpha(), l.dropout(), l.targetModules(), modelDir) : Map.of();
+    }
+
+    /** The trainable weights (adapters or the full policy, and PPO's critic) as checkpoint {@code ckpt} saved them. */
+    void restore(Path ckpt, NDManager m) {
+        if (lora()) {
+            SafeTensors.copyInto(policyWeights(), Checkpoints.readAll(ckpt.resolve("adapter_model.safetensors"), m),
+                    ckpt + "/adapter_model.safetensors");
+        } else {
+            Map<String, NDArray> saved = new LinkedHashMap<>();
+            SafeTensors.index(ckpt).forEach((k, e) -> saved.put(k, SafeTensors.load(e, m, DataType.FLOAT32)));
+            SafeTensors.copyInto(policyWeights(), saved, ckpt.toString());
+        }
+        if (ppo()) {
+            SafeTensors.copyInto(criticState(), Checkpoints.readAll(ckpt.resolve("value_head.safetensors"), m),
+                    ckpt + "/value_head.safetensors");
+        }
     }
 }

@@ -28,7 +28,8 @@ final class PolicyUpdate {
     private final AdamW opt;
     private final LrSchedule lr;
     private final List<LossTerm> terms;
-    private final int epochs, micro, checkpointLayers, maxSkipped;
+    private final int epochs, checkpointLayers, maxSkipped;
+    private final ReferencePass.Sizes micro;
     private final boolean staged;
     private final double gradClip;
     /** Per-micro-batch gradient spread (train.grad_var), one tracker per replica, or null. */
@@ -45,9 +46,11 @@ final class PolicyUpdate {
      * updates applied, how many updates were skipped for a non-finite loss or gradient, and the mean
      * grad_var over the mini-batches (NaN unless train.grad_var).
      */
-    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm, int skipped, double gradVar) {}
+    record Out(Map<String, Double> lossMetrics, double entropy, double gradNorm, int skipped, double gradVar,
+               double paddingFraction, int microBatches) {}
 
-    PolicyUpdate(Replicas reps, AdamW opt, LrSchedule lr, List<LossTerm> terms, int epochs, int micro, int checkpointLayers,
+    PolicyUpdate(Replicas reps, AdamW opt, LrSchedule lr, List<LossTerm> terms, int epochs, ReferencePass.Sizes micro,
+                 int checkpointLayers,
                  boolean staged, double gradClip, int maxSkipped, boolean gradVar) {
         this.maxSkipped = maxSkipped;
         this.reps = reps;
@@ -64,6 +67,14 @@ final class PolicyUpdate {
                 .map(r -> new GradSpread(policyTensors(r.nets()), r.root())).toArray(GradSpread[]::new);
     }
 
+    /** The loss's settings from the config, at KL coefficient {@code klCoef}. */
+    static LossConfig lossConfig(klrl.config.TrainConfig cfg, double klCoef) {
+        var a = cfg.algorithm();
+        return new LossConfig(klrl.loss.Aggregation.parse(a.lossAggMode()), a.clipRatioLow(), a.clipRatioHigh(), a.clipRatioC(),
+                cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), klCoef, cfg.kl().safeguards(), a.entropyCoef(),
+                a.valueClip(), a.valueCoef());
+    }
+
     private static Map<String, NDArray> policyTensors(Policies nets) {
         Map<String, NDArray> p = new LinkedHashMap<>(nets.trainable);
         p.keySet().removeAll(nets.lrScale.keySet()); // the critic's tensors
@@ -74,7 +85,8 @@ final class PolicyUpdate {
     private static final class Sums {
         final Map<String, double[]> loss = new LinkedHashMap<>();
         double entropy, gradNorm, gradVar;
-        int updates, skipped, gradVars;
+        int updates, skipped, gradVars, microBatches;
+        long positions, tokens;
         /** The current mini-batch's first non-finite loss, or null. */
         String nonFiniteLoss;
     }
@@ -100,26 +112,64 @@ final class PolicyUpdate {
         Map<String, Double> loss = new LinkedHashMap<>();
         sums.loss.forEach((key, v) -> loss.put(key, v[0] / passes));
         return new Out(loss, sums.entropy / (tokens * epochs), sums.updates == 0 ? Double.NaN : sums.gradNorm / sums.updates,
-                sums.skipped, sums.gradVars == 0 ? Double.NaN : sums.gradVar / sums.gradVars);
+                sums.skipped, sums.gradVars == 0 ? Double.NaN : sums.gradVar / sums.gradVars,
+                1 - (double) sums.tokens / Math.max(1, sums.positions), sums.microBatches);
     }
 
     /** Rows [m0, m1): gradients accumulated over micro-batches, then one optimizer step. */
     private void miniBatch(Inputs in, LossConfig lc, int m0, int m1, Sums sums) {
-        float[] w; // aggregation weights over the whole mini-batch, so micro-batch losses add up to its loss
+        // aggregation weights over the whole mini-batch (in the step's layout), so micro-batch losses add up to its loss
+        int r = in.all().r();
+        float[] w = new float[in.all().rows() * r];
         try (NDManager mm = reps.master().root().newSubManager()) {
-            w = lc.aggregation().weights(in.all().slice(m0, m1).mask(mm)).toFloatArray();
+            System.arraycopy(lc.aggregation().weights(in.all().slice(m0, m1).mask(mm)).toFloatArray(), 0, w, m0 * r, (m1 - m0) * r);
         }
-        int r = in.all().r(), micros = (m1 - m0 + micro - 1) / micro;
+        List<MicroBatch> mbs = micro.plan(in.all(), m0, m1);
+        double responseTokens = 0;
+        for (MicroBatch mb : mbs) {
+            responseTokens += mb.responseTokens();
+            sums.positions += mb.positions();
+            sums.tokens += mb.tokens();
+        }
+        sums.microBatches += mbs.size();
+        List<Micro> outs = backward(in, lc, mbs, w, Math.max(1, responseTokens));
+        // Metrics added up in micro-batch order, as on one device.
+        for (Micro o : outs) {
+            double total = o.metrics().get("loss_total");
+            if (!Double.isFinite(total) && sums.nonFiniteLoss == null) {
+                sums.nonFiniteLoss = "loss " + total + " at step " + (in.step() + 1);
+            }
+            o.metrics().forEach((key, v) -> sums.loss.computeIfAbsent(key, z -> new double[1])[0] += v);
+            sums.entropy += o.entropy();
+        }
+        if (spreads != null) {
+            double s = 0;
+            for (GradSpread sp : spreads) {
+                s += sp.drain();
+            }
+            double v = GradSpread.value(s, policyParams, outs.size());
+            if (Double.isFinite(v)) {
+                sums.gradVar += v;
+                sums.gradVars++;
+            }
+        }
+        optimizerStep(in, sums);
+    }
+
+    /**
+     * Forward and backward per micro-batch, in rounds of one per replica (micro-batch k on replica
+     * k mod size; longest first, so a round's micro-batches carry alike work); after each round the
+     * replicas' gradients join the master's in micro-batch order. Returns the micro-batches' metrics in order.
+     */
+    private List<Micro> backward(Inputs in, LossConfig lc, List<MicroBatch> mbs, float[] w, double responseTokens) {
         double wSum = sum(w);
-        // Forward and backward per micro-batch, in rounds of one per replica (micro-batch k on replica
-        // k mod size); after each round the replicas' gradients join the master's in micro-batch order.
         List<Micro> outs = new ArrayList<>();
-        for (int k0 = 0; k0 < micros; k0 += reps.size()) {
-            int first = k0, count = Math.min(reps.size(), micros - k0);
+        for (int k0 = 0; k0 < mbs.size(); k0 += reps.size()) {
+            int first = k0, count = Math.min(reps.size(), mbs.size() - k0);
             outs.addAll(reps.first(count, rep -> {
-                int s0 = m0 + (first + rep.index()) * micro, s1 = Math.min(m1, s0 + micro);
-                float[] weights = Arrays.copyOfRange(w, (s0 - m0) * r, (s1 - m0) * r);
-                Micro o = microBatch(rep, in, lc, s0, s1, weights, (double) (s1 - s0) / (m1 - m0));
+                MicroBatch mb = mbs.get(first + rep.index());
+                float[] weights = mb.gather(w);
+                Micro o = microBatch(rep, in, lc, mb, weights, mb.responseTokens() / responseTokens);
                 if (spreads != null) {
                     spreads[rep.index()].afterMicroBatch(sum(weights) / wSum);
                 }
@@ -134,28 +184,11 @@ final class PolicyUpdate {
                 }
             }
         }
-        // Metrics added up in micro-batch order, as on one device.
-        for (int k = 0; k < micros; k++) {
-            Micro o = outs.get(k);
-            double total = o.metrics().get("loss_total");
-            if (!Double.isFinite(total) && sums.nonFiniteLoss == null) {
-                sums.nonFiniteLoss = "loss " + total + " at step " + (in.step() + 1);
-            }
-            o.metrics().forEach((key, v) -> sums.loss.computeIfAbsent(key, z -> new double[1])[0] += v);
-            sums.entropy += o.entropy();
-        }
-        if (spreads != null) {
-            double s = 0;
-            for (GradSpread sp : spreads) {
-                s += sp.drain();
-            }
-            double v = GradSpread.value(s, policyParams, micros);
-            if (Double.isFinite(v)) {
-                sums.gradVar += v;
-                sums.gradVars++;
-            }
-        }
-        // A non-finite loss or gradient never reaches the weights: the optimizer skips the update.
+        return outs;
+    }
+
+    /** One optimizer step on the accumulated gradient; a non-finite loss or gradient never reaches the weights. */
+    private void optimizerStep(Inputs in, Sums sums) {
         double gn = Double.NaN;
         if (sums.nonFiniteLoss != null) {
             opt.skip(sums.nonFiniteLoss);
@@ -177,10 +210,14 @@ final class PolicyUpdate {
         }
     }
 
-    /** Rows [s0, s1) on one replica: forward, loss terms, backward; metrics weighted by the rows' share of the mini-batch. */
-    private Micro microBatch(Replicas.Replica rep, Inputs in, LossConfig lc, int s0, int s1, float[] weights, double share) {
+    /**
+     * One micro-batch on one replica: forward, loss terms, backward. Its loss_* metrics are its part of
+     * the mini-batch's loss (the weights are the mini-batch's); the others, token means, are weighted
+     * by its share of the mini-batch's response tokens, so both add up over any grouping of the rows.
+     */
+    private Micro microBatch(Replicas.Replica rep, Inputs in, LossConfig lc, MicroBatch mb, float[] weights, double share) {
         Policies nets = rep.nets();
-        SequenceBatch b = in.all().slice(s0, s1);
+        SequenceBatch b = mb.batch();
         boolean full = lc.klEstimator().needsFullLogits();
         try (NDManager mm = rep.root().newSubManager()) {
             PolicyForward.Out[] cur = new PolicyForward.Out[1];
@@ -188,25 +225,25 @@ final class PolicyUpdate {
             if (staged) {
                 o = StagedBackward.run(nets.policy, b, mm, checkpointLayers, h -> {
                     cur[0] = PolicyForward.head(nets.policy, b, mm, h, in.temperature(), full, true);
-                    return loss(nets, in, lc, b, s0, cur[0], weights, mm);
+                    return loss(nets, in, lc, mb, cur[0], weights, mm);
                 }, x -> scaled(x.loss()));
             } else {
                 try (klrl.util.Grad gc = klrl.util.Grad.record()) {
                     cur[0] = PolicyForward.run(nets.policy, b, mm, in.temperature(), full);
-                    o = loss(nets, in, lc, b, s0, cur[0], weights, mm);
+                    o = loss(nets, in, lc, mb, cur[0], weights, mm);
                     gc.backward(scaled(o.loss()));
                 }
             }
             Map<String, Double> metrics = new LinkedHashMap<>();
-            o.metrics().forEach((key, v) -> metrics.put(key, v * share));
+            o.metrics().forEach((key, v) -> metrics.put(key, key.startsWith("loss_") ? v : v * share));
             return new Micro(metrics, cur[0].entropy().stopGradient().mul(b.mask(mm)).sum().getFloat());
         }
     }
 
-    /** The summed loss terms of one micro-batch (rows from s0), differentiable through {@code cur}. */
-    private LossTerm.Out loss(Policies nets, Inputs in, LossConfig lc, SequenceBatch b, int s0, PolicyForward.Out cur,
+    /** The summed loss terms of one micro-batch, differentiable through {@code cur}. */
+    private LossTerm.Out loss(Policies nets, Inputs in, LossConfig lc, MicroBatch mb, PolicyForward.Out cur,
                               float[] weights, NDManager mm) {
-        int s1 = s0 + b.rows(), r = b.r();
+        SequenceBatch b = mb.batch();
         NDArray fullKl = null;
         if (lc.klEstimator().needsFullLogits()) {
             PolicyForward.Out ref;
@@ -218,10 +255,10 @@ final class PolicyUpdate {
         boolean ppo = nets.ppo();
         NDArray values = !ppo ? null : nets.valueHead.apply(nets.critic == nets.policy ? cur.hidden()
                 : PolicyForward.run(nets.critic, b, mm, in.temperature(), false).hidden());
-        TokenBatch tb = new TokenBatch(cur.logp(), slice(mm, in.oldLogp(), s0, s1, r), slice(mm, in.refLogp(), s0, s1, r),
-                slice(mm, in.advantages(), s0, s1, r), b.mask(mm), cur.entropy(), fullKl, values,
-                ppo ? slice(mm, in.oldValues(), s0, s1, r) : null, ppo ? slice(mm, in.returns(), s0, s1, r) : null,
-                mm.create(weights, new Shape(s1 - s0, r)));
+        TokenBatch tb = new TokenBatch(cur.logp(), b.tensor(mm, mb.gather(in.oldLogp())), b.tensor(mm, mb.gather(in.refLogp())),
+                b.tensor(mm, mb.gather(in.advantages())), b.mask(mm), cur.entropy(), fullKl, values,
+                ppo ? b.tensor(mm, mb.gather(in.oldValues())) : null, ppo ? b.tensor(mm, mb.gather(in.returns())) : null,
+                b.tensor(mm, weights));
         return LossTerm.total(terms, tb, lc);
     }
 
@@ -236,9 +273,5 @@ final class PolicyUpdate {
             s += x;
         }
         return s;
-    }
-
-    private static NDArray slice(NDManager m, float[] v, int s0, int s1, int r) {
-        return m.create(Arrays.copyOfRange(v, s0 * r, s1 * r), new Shape(s1 - s0, r));
     }
 }

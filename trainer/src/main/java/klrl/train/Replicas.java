@@ -16,6 +16,13 @@ import java.util.function.BiFunction;
 import java.util.function.Function;
 import java.util.function.LongConsumer;
 import java.util.function.ToIntFunction;
+import ai.djl.ndarray.types.DataType;
+import java.io.IOException;
+import java.util.function.Consumer;
+import klrl.config.TrainConfig;
+import klrl.model.ModelConfig;
+import klrl.model.Placement;
+import klrl.model.Tokenizer;
 import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
@@ -39,15 +46,86 @@ final class Replicas implements AutoCloseable {
     private final List<ExecutorService> threads = new ArrayList<>();
     private final ToIntFunction<Replica> kvRows;
     private double reduceSeconds, syncSeconds;
+    /** Whether {@link #close} also closes the master's root manager (made by {@link #open}). */
+    private boolean ownsRoot;
 
     private Replicas(List<Replica> all, ToIntFunction<Replica> kvRows) {
         this.all = all;
         this.kvRows = kvRows;
     }
 
-    /** The one replica of a single-device or layer-placed run. */
-    static Replicas single(Policies nets, NDManager root, RolloutEngine engine, ToIntFunction<Replica> kvRows) {
-        return new Replicas(List.of(new Replica(0, nets, root, engine)), kvRows);
+    /**
+     * The run's networks on the devices of model.device: one replica (one device, or the decoder's
+     * layers placed over several), or one per device (train.parallel: data). Checks the memory plan
+     * first and says which layout it chose. The master's root manager is {@code master().root()}.
+     */
+    static Replicas open(TrainConfig cfg, java.nio.file.Path modelDir, Tokenizer tok, Consumer<String> log) throws IOException {
+        DataType dtype = klrl.util.Runtime.dtype(cfg.model().dtype());
+        List<Device> devices = Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device);
+        ModelConfig mc = ModelConfig.load(modelDir);
+        boolean gpu = devices.get(0).isGpu();
+        long deviceBytes = gpu ? ai.djl.util.cuda.CudaUtils.getGpuMemory(devices.get(0)).getMax() : MemoryPlan.hostAvailableBytes();
+        boolean data = dataParallel(cfg, mc, devices, deviceBytes, log);
+        // This trainer's own tensors (logits, losses, advantages, sampling) live with the master's head.
+        Placement placement = data ? Placement.single(devices.get(0), mc.numLayers()) : Placement.balanced(devices, mc);
+        MemoryPlan.preflight(cfg, mc, devices, data, deviceBytes, java.lang.Runtime.getRuntime().maxMemory());
+        NDManager root = NDManager.newBaseManager(placement.output(), "PyTorch");
+        try {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            logDevices(placement, dtype, log);
+            Policies nets = Policies.load(cfg, modelDir, root, dtype, placement);
+            Function<Policies, RolloutEngine> engines = n -> Evaluator.rolloutEngine(n.policy, tok, cfg);
+            ToIntFunction<Replica> kvRows = r -> MemoryPlan.kvRows(cfg, r.nets().policy);
+            Replicas made = data ? data(nets, root, devices, engines, kvRows,
+                    gpu ? 0 : Math.max(1, JniUtils.getNumThreads() / devices.size()))
+                    : new Replicas(List.of(new Replica(0, nets, root, engines.apply(nets))), kvRows);
+            made.ownsRoot = true;
+            return made;
+        } catch (IOException | RuntimeException | Error e) {
+            root.close();
+            throw e;
+        }
+    }
+
+    /**
+     * train.parallel for the devices of model.device: data parallelism ("data", or "auto" when the
+     * memory plan says a replica fits one GPU; on CPU devices, with the host's memory not bounded here,
+     * it does), else layer placement. Says which.
+     */
+    private static boolean dataParallel(TrainConfig cfg, ModelConfig mc, List<Device> devices, long deviceBytes,
+                                        Consumer<String> log) {
+        if (devices.size() == 1) {
+            return false;
+        }
+        String mode = cfg.train().parallel();
+        boolean gpu = devices.get(0).isGpu();
+        MemoryPlan.Plan replica = MemoryPlan.plan(cfg, mc, devices.size(), gpu ? deviceBytes / MemoryPlan.GB : 1e12, true);
+        boolean data = MemoryPlan.dataParallel(cfg, replica);
+        String why = mode.equals("auto") ? String.format(java.util.Locale.ROOT, " (train.parallel: auto; a replica needs about"
+                + " %.1f GiB of %.1f GiB per device)", replica.totalGb(), deviceBytes / MemoryPlan.GB) : " (train.parallel: " + mode + ")";
+        if (!data && cfg.model().critic().equals("separate")) {
+            throw new klrl.util.UserError("config: model.critic: separate needs a replica per device (train.parallel: data);"
+                    + " with layers over " + devices + " use model.critic: head");
+        }
+        log.accept((data ? "data parallel: a replica on each of " : "layer placement: the decoder's layers over ") + devices + why);
+        return data;
+    }
+
+    private static void logDevices(Placement placement, DataType dtype, Consumer<String> log) {
+        if (placement.stages() > 1) {
+            log.accept("layers per device " + placement.devices() + ": " + java.util.Arrays.toString(placement.layerCounts()));
+        }
+        if (!placement.output().isGpu()) {
+            log.accept("MKL kernels: " + klrl.util.Runtime.mklKernels());
+        } else if (dtype == DataType.FLOAT32) {
+            log.accept(klrl.util.Runtime.tf32() ? "fp32 matmuls on TF32 tensor cores (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1)"
+                    : "fp32 matmuls in full IEEE fp32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 at launch selects TF32)");
+        }
+    }
+
+    /** The placement of the master's policy (its devices, its output device). */
+    Placement placement() {
+        return master().nets().policy.placement();
     }
 
     /**
@@ -56,7 +134,7 @@ final class Replicas implements AutoCloseable {
      * @param torchThreads libtorch intra-op threads per replica thread (0: libtorch's default); on CPU
      *                     "devices" the cores are shared out, on GPUs the default is fine
      */
-    static Replicas data(Policies master, NDManager root, List<Device> devices, Function<Policies, RolloutEngine> engines,
+    private static Replicas data(Policies master, NDManager root, List<Device> devices, Function<Policies, RolloutEngine> engines,
                          ToIntFunction<Replica> kvRows, int torchThreads) {
         List<Replica> reps = new ArrayList<>();
         reps.add(new Replica(0, master, root, engines.apply(master)));
@@ -255,6 +333,9 @@ final class Replicas implements AutoCloseable {
         threads.forEach(ExecutorService::shutdownNow);
         for (int d = 1; d < all.size(); d++) {
             all.get(d).root().close();
+        }
+        if (ownsRoot) {
+            master().root().close();
         }
     }
 }

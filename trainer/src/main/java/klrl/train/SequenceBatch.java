@@ -37,6 +37,61 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
         return new SequenceBatch(tokens, valid, mask, resp, n, p, r);
     }
 
+    /** A rollout's samples, one row each. */
+    public static SequenceBatch of(List<klrl.rollout.Sample> samples, int padId) {
+        return of(samples.stream().map(klrl.rollout.Sample::promptIds).toList(),
+                samples.stream().map(klrl.rollout.Sample::responseIds).toList(), padId);
+    }
+
+    /** Per-response-token values of each row (as long as its response, or shorter) laid out [rows·R], zeros on padding. */
+    public float[] perToken(List<float[]> rowValues) {
+        float[] v = new float[rows * r];
+        for (int i = 0; i < rows; i++) {
+            float[] s = rowValues.get(i);
+            System.arraycopy(s, 0, v, i * r, s.length);
+        }
+        return v;
+    }
+
+    /** Row i's prompt length (its real tokens left of column P). */
+    public int promptLength(int i) {
+        int n = 0, w = p + r;
+        for (int j = 0; j < p; j++) {
+            n += (int) valid[i * w + j];
+        }
+        return n;
+    }
+
+    /** Row i's response length. */
+    public int responseLength(int i) {
+        int n = 0;
+        for (int j = 0; j < r; j++) {
+            n += (int) responseMask[i * r + j];
+        }
+        return n;
+    }
+
+    /** The given rows as a new batch padded to their own longest prompt and response (P' ≤ P, R' ≤ R). */
+    public SequenceBatch rows(int[] idx) {
+        int p2 = 1, r2 = 1;
+        for (int i : idx) {
+            p2 = Math.max(p2, promptLength(i));
+            r2 = Math.max(r2, responseLength(i));
+        }
+        int w = p + r, w2 = p2 + r2, n = idx.length;
+        long[] t = new long[n * w2], v = new long[n * w2], ids = new long[n * r2];
+        float[] mask = new float[n * r2];
+        for (int k = 0; k < n; k++) {
+            int i = idx[k];
+            // prompts stay left-padded: the last P' columns of the prompt block, then the first R' of the response block
+            System.arraycopy(tokens, i * w + (p - p2), t, k * w2, w2);
+            System.arraycopy(valid, i * w + (p - p2), v, k * w2, w2);
+            System.arraycopy(responseIds, i * r, ids, k * r2, r2);
+            System.arraycopy(responseMask, i * r, mask, k * r2, r2);
+        }
+        return new SequenceBatch(t, v, mask, ids, n, p2, r2);
+    }
+
     /** Rows [from, to) as a new batch with the same P and R. */
     public SequenceBatch slice(int from, int to) {
         int w = p + r;

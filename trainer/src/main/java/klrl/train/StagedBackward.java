@@ -71,10 +71,12 @@ public final class StagedBackward {
             }
             grad = in.getGradient();
         }
-        // 4. The embedding.
-        try (Grad gc = Grad.record()) {
-            NDArray e = model.embed(tokens);
-            gc.backward(e, grad.toDevice(e.getDevice(), false));
+        // 4. The embedding, when it trains (with LoRA it is frozen: nothing below the first stage records).
+        if (model.embeddingTrains()) {
+            try (Grad gc = Grad.record()) {
+                NDArray e = model.embed(tokens);
+                gc.backward(e, grad.toDevice(e.getDevice(), false));
+            }
         }
         return result;
     }

@@ -48,6 +48,36 @@ final class StepMetrics {
                 : groups.values().stream().filter(g -> g.getMax() == g.getMin()).count() / (double) groups.size());
     }
 
+    /** The policy update's metrics: losses, entropy, gradient norm, skipped updates, grad_var (when on), the loss scale (fp16). */
+    StepMetrics update(PolicyUpdate.Out upd, boolean gradVar, double klCoef, double lossScale) {
+        putAll(upd.lossMetrics()).put("entropy", upd.entropy()).put("kl_coef", klCoef).put("grad_norm", upd.gradNorm());
+        put("skipped_updates", upd.skipped()).put("padding_fraction", upd.paddingFraction()).put("micro_batches", upd.microBatches());
+        if (gradVar) {
+            put("grad_var", upd.gradVar());
+        }
+        return lossScale != 1 ? put("loss_scale", lossScale) : this;
+    }
+
+    /** The process's resident memory (rss_mb), where it can be read. */
+    StepMetrics memory() {
+        long rss = residentMb();
+        return rss >= 0 ? put("rss_mb", rss) : this;
+    }
+
+    /** This process's resident memory in MiB (Linux /proc), or −1 where that is not readable. */
+    static long residentMb() {
+        try {
+            for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
+                if (l.startsWith("VmRSS:")) {
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) / 1024;
+                }
+            }
+        } catch (java.io.IOException | RuntimeException e) {
+            // not Linux: the metric is left out
+        }
+        return -1;
+    }
+
     double get(String key) {
         return ((Number) values.get(key)).doubleValue();
     }

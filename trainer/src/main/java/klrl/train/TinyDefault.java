@@ -36,6 +36,25 @@ public final class TinyDefault {
         return env != null && !env.isBlank() ? Path.of(env) : Path.of(System.getProperty("user.home"), ".cache", "klrl");
     }
 
+    /** The built-in model's shape (its config.json), without building it: from the cache, or written to a temporary folder. */
+    public static klrl.model.ModelConfig shape() {
+        Path built = cacheDir().resolve(VERSION).resolve("config.json");
+        try {
+            if (Files.isRegularFile(built)) {
+                return klrl.model.ModelConfig.load(built.getParent());
+            }
+            Path tmp = Files.createTempDirectory("klrl-tiny-shape");
+            try {
+                TinyModel.write(tmp, SPEC);
+                return klrl.model.ModelConfig.load(tmp);
+            } finally {
+                Checkpoints.deleteTree(tmp);
+            }
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
     public static synchronized Path ensure(Consumer<String> log) throws IOException {
         Path dir = cacheDir().resolve(VERSION);
         if (Files.isRegularFile(dir.resolve("READY"))) {

@@ -4,6 +4,7 @@ import java.time.Duration;
 import me.tongfei.progressbar.ConsoleProgressBarConsumer;
 import me.tongfei.progressbar.DelegatingProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBarBuilder;
 import me.tongfei.progressbar.ProgressBarStyle;
 
@@ -47,8 +48,8 @@ public final class Progress implements AutoCloseable {
             bar = new ProgressBarBuilder().setTaskName(task).setInitialMax(total).setUnit(" " + unit, 1).showSpeed()
                     .setStyle(ProgressBarStyle.ASCII).startsFrom(startDone, Duration.ofNanos(System.nanoTime() - t0))
                     .setUpdateIntervalMillis(terminal ? 250 : 5000)
-                    .setConsumer(terminal ? new ConsoleProgressBarConsumer(System.err)
-                            : new DelegatingProgressBarConsumer(System.err::println, 100))
+                    .setConsumer(new Once(terminal ? new ConsoleProgressBarConsumer(System.err)
+                            : new DelegatingProgressBarConsumer(System.err::println, 100)))
                     .build();
         }
         if (bar != null) {
@@ -60,6 +61,45 @@ public final class Progress implements AutoCloseable {
     public synchronized void close() {
         if (bar != null) {
             bar.close();
+        }
+    }
+
+    /**
+     * Draws each state of the bar once: the library redraws the last state when the bar closes, which
+     * outside a terminal printed the final line twice. States differ in their count (the text before
+     * the elapsed time), so a redraw that only advanced the clock is dropped too.
+     */
+    private static final class Once implements ProgressBarConsumer {
+        private final ProgressBarConsumer to;
+        private String last;
+
+        Once(ProgressBarConsumer to) {
+            this.to = to;
+        }
+
+        @Override
+        public int getMaxRenderedLength() {
+            return to.getMaxRenderedLength();
+        }
+
+        @Override
+        public void accept(String rendered) {
+            int cut = rendered.indexOf(" (");
+            String state = cut < 0 ? rendered : rendered.substring(0, cut);
+            if (!state.equals(last)) {
+                last = state;
+                to.accept(rendered);
+            }
+        }
+
+        @Override
+        public void clear() {
+            to.clear();
+        }
+
+        @Override
+        public void close() {
+            to.close();
         }
     }
 }

@@ -68,4 +68,30 @@ class PlanTest {
         assertEquals(0, text.code(), text.err());
         assertTrue(text.out().contains("parallel: data"), text.out());
     }
+
+    @Test
+    void theShippedPresetsAndTheTinyDefaultPlanWithNoModelOnDisk() throws Exception {
+        // the presets point at /models/…, which this machine does not have: the published shapes are bundled
+        for (String[] p : new String[][] {{"qwen2.5-7b-math", "7615616512"}, {"llama3.1-8b-math", "8030261248"}}) {
+            var r = CliTest.run("plan", "--config", p[0], "--gpus", "8", "--json");
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().contains("\"parameters\":" + p[1]) && r.out().contains("\"fits\":true"), r.out());
+            assertTrue(r.err().contains("using the published shape"), r.err());
+        }
+        // a token budget bounds the activations: 4 rows of up to 4,096 positions hold more than a 2,048-token budget
+        var rows = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--json", "--set", "model.lora.rank=64");
+        var budget = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--json", "--set", "model.lora.rank=64",
+                "--set", "train.max_tokens_per_micro_batch=2048");
+        double actRows = klrl.util.Json.MAPPER.readTree(rows.out()).path("per_gpu_gb").path("activations").asDouble();
+        var b = klrl.util.Json.MAPPER.readTree(budget.out());
+        assertTrue(b.path("per_gpu_gb").path("activations").asDouble() < actRows && b.path("micro_batch").asText().equals("2048 tokens"),
+                budget.out());
+        var tiny = CliTest.run("plan", "--config", "tiny-cpu", "--json");
+        assertEquals(0, tiny.code(), tiny.err());
+        assertTrue(tiny.out().contains("\"layers_per_gpu\":[3]"), tiny.out());
+        // a folder that is neither on disk nor known: one line saying what to pass
+        var unknown = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--set", "model.path=/nowhere/MyModel");
+        assertEquals(2, unknown.code());
+        assertTrue(unknown.err().contains("--model-config") && unknown.err().strip().lines().count() == 1, unknown.err());
+    }
 }

@@ -142,7 +142,7 @@ class DataParallelTest {
         TrainerTest.train(TrainerTest.small(ref, dp), null);
         Path yaml = tmp.resolve("run.yaml"), killed = tmp.resolve("killed");
         java.nio.file.Files.writeString(yaml, klrl.config.ConfigLoader.toYaml(TrainerTest.small(killed, dp)));
-        Process p = ReliabilityTest.trainer(yaml, false);
+        Process p = ReliabilityTest.trainer(yaml, "--overwrite");
         var lines = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
         for (String l; (l = lines.readLine()) != null; ) {
             if (l.startsWith("step 2/")) {
@@ -153,7 +153,7 @@ class DataParallelTest {
         assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS));
         String latest = java.nio.file.Files.readString(killed.resolve("checkpoints/latest")).strip();
         assertTrue(latest.equals("step-000002") || latest.equals("step-000003"), latest);
-        Process resumed = ReliabilityTest.trainer(yaml, true);
+        Process resumed = ReliabilityTest.trainer(yaml, "--resume");
         resumed.getInputStream().transferTo(java.io.OutputStream.nullOutputStream());
         assertEquals(0, resumed.waitFor());
         List<com.fasterxml.jackson.databind.JsonNode> want = TrainerTest.stepLines(ref), got = TrainerTest.stepLines(killed);

@@ -116,8 +116,9 @@ class ReliabilityTest {
             UserError e = assertThrows(UserError.class, () -> new Trainer(small(out, Map.of()), null, s -> { }));
             assertTrue(e.getMessage().contains("is in use by another trainer"), e.getMessage());
         }
-        try (Trainer again = new Trainer(small(out, Map.of()), null, s -> { })) {
-            assertTrue(Files.exists(out.resolve("config.yaml"))); // the lock went with the first trainer
+        // the lock went with the first trainer (which left its config.yaml: a run, replaced only when asked)
+        try (Trainer again = new Trainer(small(out, Map.of()), null, true, s -> { })) {
+            assertTrue(Files.exists(out.resolve("config.yaml")));
         }
     }
 
@@ -173,7 +174,8 @@ class ReliabilityTest {
         int[][] kills = {{2, 0}, {3, 40}, {4, 0}, {4, 120}, {5, 250}};
         Path killed = tmp.resolve("killed");
         for (int[] k : kills) {
-            Process p = trainer(yaml, Files.exists(killed.resolve("checkpoints/latest")));
+            // killed before its first checkpoint, the run starts again in its folder: --overwrite
+            Process p = trainer(yaml, Files.exists(killed.resolve("checkpoints/latest")) ? "--resume" : "--overwrite");
             var lines = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()));
             for (String l; (l = lines.readLine()) != null; ) {
                 if (l.startsWith("step " + k[0] + "/")) {
@@ -184,7 +186,7 @@ class ReliabilityTest {
             }
             assertTrue(p.waitFor(60, TimeUnit.SECONDS));
         }
-        Process last = trainer(yaml, true);
+        Process last = trainer(yaml, "--resume");
         last.getInputStream().transferTo(java.io.OutputStream.nullOutputStream());
         assertEquals(0, last.waitFor());
         List<JsonNode> got = stepLines(killed);
@@ -196,11 +198,13 @@ class ReliabilityTest {
     }
 
     /** The trainer in a JVM of its own, with this test run's class path; stdout is its step lines. */
-    static Process trainer(Path yaml, boolean resume) throws Exception {
+    static Process trainer(Path yaml, String start) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "-cp", System.getProperty("java.class.path"), "klrl.cli.Main", "train", "--config", yaml.toString()));
-        if (resume) {
+        if (start.equals("--resume")) {
             cmd.addAll(List.of("--resume", yaml.getParent().resolve("killed").toString()));
+        } else {
+            cmd.add(start);
         }
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD);
         return pb.start();

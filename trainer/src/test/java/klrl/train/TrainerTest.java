@@ -136,6 +136,35 @@ class TrainerTest {
     }
 
     @Test
+    void loraWithLayerPlacementTrainsLikeLoraOnOneDeviceAndResumes() throws Exception {
+        Map<String, Object> lora = Map.of("train.max_steps", 2, "model.lora.rank", 4);
+        Path plain = tmp.resolve("lora");
+        train(small(plain, lora), null);
+        // LoRA freezes the embedding: the staged backward stops at the first layer's input
+        List<Map<String, Object>> variants = List.of(Map.of("model.device", "cpu,cpu", "train.parallel", "layers"),
+                Map.of("model.device", "cpu,cpu", "train.parallel", "layers", "train.checkpoint_layers", 1),
+                Map.of("train.checkpoint_layers", 1));
+        for (int v = 0; v < variants.size(); v++) {
+            Path run = tmp.resolve("lora-variant" + v);
+            train(small(run, merge(lora, variants.get(v))), null);
+            for (int i = 0; i < 2; i++) {
+                JsonNode a = stepLines(plain).get(i), b = stepLines(run).get(i);
+                for (String k : new String[] {"reward_mean", "loss_total", "grad_norm", "entropy", "kl_k1"}) {
+                    assertEquals(a.get(k).asDouble(), b.get(k).asDouble(), 1e-4 * Math.max(1, Math.abs(a.get(k).asDouble())),
+                            variants.get(v) + " step " + (i + 1) + " " + k);
+                }
+            }
+        }
+        // LoRA over two devices in fp16 trains, and resumes from its checkpoint
+        Path fp16 = tmp.resolve("lora-layers-fp16");
+        Map<String, Object> o = merge(lora, merge(variants.get(0), Map.of("model.dtype", "float16")));
+        train(small(fp16, o), null);
+        train(small(fp16, merge(o, Map.of("train.max_steps", 3))), fp16);
+        assertEquals(3, stepLines(fp16).size());
+        stepLines(fp16).forEach(s -> assertTrue(Double.isFinite(s.get("loss_total").asDouble()), s.toString()));
+    }
+
+    @Test
     void float16TrainingUsesMasterWeightsAndLossScaling() throws Exception {
         Path run = tmp.resolve("fp16");
         train(small(run, Map.of("train.max_steps", 2, "model.dtype", "float16", "train.mini_batch_size", 4)), null);

@@ -30,4 +30,20 @@ class ProgressTest {
         assertTrue(out.contains("rollout") && out.contains("6/10 seq") && out.contains("seq/s"), out);
         assertTrue(out.lines().count() >= 1 && !out.contains("\r"), out);
     }
+
+    @Test
+    void theFinalStateIsPrintedOnce() throws Exception {
+        PrintStream err = System.err;
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(buf, true));
+        try (Progress p = Progress.start("warm-up", 4, "steps")) {
+            Thread.sleep(2_100);
+            p.step(4); // the bar appears, and its first drawing already shows the end
+            Thread.sleep(300);
+        } finally {
+            System.setErr(err);
+        }
+        String out = buf.toString();
+        assertEquals(1, out.lines().filter(l -> l.contains("4/4 steps")).count(), out);
+    }
 }

@@ -1,0 +1,111 @@
+package klrl.train;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Some rows of a step's batch, padded only to their own longest prompt and response: what one
+ * forward (and backward) computes. Per-token arrays of the step stay laid out [rows·R] with the
+ * step's R; {@link #gather} reads a micro-batch's rows out of them, {@link #scatter} writes back.
+ *
+ * <p>{@link #plan} cuts rows [from, to) into micro-batches: with a token budget, rows ordered by
+ * length (longest first) and packed while rows × (P' + R') stays within it; else fixed counts of
+ * rows in their order. Either way the loss does not change: aggregation weights are computed over
+ * the whole mini-batch, so any grouping of its rows adds up to the same loss and gradient.
+ */
+record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
+
+    /**
+     * Rows per micro-batch without a budget (train.micro_batch_size); with one, padded positions per
+     * micro-batch (train.max_tokens_per_micro_batch), a row longer than the budget alone in its own.
+     */
+    static List<MicroBatch> plan(SequenceBatch all, int from, int to, ReferencePass.Sizes sizes) {
+        int maxRows = sizes.rows();
+        long maxTokens = sizes.tokens();
+        List<int[]> groups = new ArrayList<>();
+        if (maxTokens <= 0 || sizes.batchWide()) {
+            for (int s = from; s < to; s += maxRows) {
+                int[] g = new int[Math.min(maxRows, to - s)];
+                for (int i = 0; i < g.length; i++) {
+                    g[i] = s + i;
+                }
+                groups.add(g);
+            }
+        } else {
+            int[] prompt = new int[all.rows()], response = new int[all.rows()];
+            for (int i = from; i < to; i++) {
+                prompt[i] = all.promptLength(i);
+                response[i] = all.responseLength(i);
+            }
+            Integer[] order = new Integer[to - from];
+            Arrays.setAll(order, i -> from + i);
+            // longest first (ties by row), so neighbours pad alike and rounds over replicas carry alike work
+            Arrays.sort(order, (a, b) -> prompt[a] + response[a] != prompt[b] + response[b]
+                    ? Integer.compare(prompt[b] + response[b], prompt[a] + response[a]) : Integer.compare(a, b));
+            List<Integer> cur = new ArrayList<>();
+            int p = 0, r = 0;
+            for (int i : order) {
+                int np = Math.max(p, prompt[i]), nr = Math.max(r, Math.max(1, response[i]));
+                if (!cur.isEmpty() && (long) (cur.size() + 1) * (np + nr) > maxTokens) {
+                    groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
+                    cur.clear();
+                    np = prompt[i];
+                    nr = Math.max(1, response[i]);
+                }
+                cur.add(i);
+                p = np;
+                r = nr;
+            }
+            if (!cur.isEmpty()) {
+                groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
+            }
+        }
+        List<MicroBatch> out = new ArrayList<>(groups.size());
+        for (int[] g : groups) {
+            out.add(new MicroBatch(sizes.batchWide() ? all.slice(g[0], g[0] + g.length) : all.rows(g), g, all.r()));
+        }
+        return out;
+    }
+
+    /** This micro-batch's rows of a step-wide per-token array, laid out [rows·r] with its own r. */
+    float[] gather(float[] stepValues) {
+        int r = batch.r();
+        float[] v = new float[rows.length * r];
+        for (int k = 0; k < rows.length; k++) {
+            System.arraycopy(stepValues, rows[k] * stepR, v, k * r, Math.min(r, stepR));
+        }
+        return v;
+    }
+
+    /** Writes this micro-batch's per-token values ([rows·r]) into the step-wide array. */
+    void scatter(float[] values, float[] stepValues) {
+        int r = batch.r();
+        for (int k = 0; k < rows.length; k++) {
+            System.arraycopy(values, k * r, stepValues, rows[k] * stepR, Math.min(r, stepR));
+        }
+    }
+
+    /** Positions the forward computes: rows × (P' + R'). */
+    long positions() {
+        return (long) rows.length * (batch.p() + batch.r());
+    }
+
+    /** Real tokens among them: every row's prompt and response. */
+    long tokens() {
+        long t = 0;
+        for (long v : batch.valid()) {
+            t += v;
+        }
+        return t;
+    }
+
+    /** Response tokens (what the loss averages over). */
+    double responseTokens() {
+        double t = 0;
+        for (float m : batch.responseMask()) {
+            t += m;
+        }
+        return t;
+    }
+}
