@@ -22,6 +22,9 @@ import klrl.metrics.tensorboard.Summary;
 public final class TensorBoardLog implements AutoCloseable {
     private final OutputStream out;
 
+    /** How every event file's name starts (TensorBoard finds them by it). */
+    public static final String PREFIX = "events.out.tfevents.";
+
     public TensorBoardLog(Path dir, long resumedAfterStep) throws IOException {
         String host = java.net.InetAddress.getLoopbackAddress().getHostName();
         try {
@@ -29,7 +32,7 @@ public final class TensorBoardLog implements AutoCloseable {
         } catch (IOException e) {
             // the loopback name will do
         }
-        Path file = dir.resolve(String.format("events.out.tfevents.%d.%s.%d.klrl", System.currentTimeMillis() / 1000, host,
+        Path file = dir.resolve(String.format(PREFIX + "%d.%s.%d.klrl", System.currentTimeMillis() / 1000, host,
                 ProcessHandle.current().pid()));
         out = Files.newOutputStream(file);
         write(Event.newBuilder().setWallTime(now()).setFileVersion("brain.Event:2").build());

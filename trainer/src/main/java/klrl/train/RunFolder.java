@@ -19,7 +19,6 @@ final class RunFolder {
 
     /** What a run writes into its output folder (train.log is the grid's, around the run, and stays). */
     static final List<String> RUN_FILES = List.of("metrics.jsonl", "samples.jsonl", "config.yaml", "checkpoints");
-    static final String EVENTS_PREFIX = "events.out.tfevents.";
 
     /**
      * Checks {@code out} (already locked by this trainer) before anything is written to it.
@@ -58,7 +57,7 @@ final class RunFolder {
             }
         }
         try (var s = Files.list(out)) {
-            s.filter(p -> p.getFileName().toString().startsWith(EVENTS_PREFIX)).sorted().forEach(found::add);
+            s.filter(p -> p.getFileName().toString().startsWith(klrl.metrics.TensorBoardLog.PREFIX)).sorted().forEach(found::add);
         }
         return found;
     }

@@ -40,7 +40,7 @@ class RunFolderTest {
 
     static long eventFiles(Path dir) throws Exception {
         try (var s = Files.list(dir)) {
-            return s.filter(p -> p.getFileName().toString().startsWith(RunFolder.EVENTS_PREFIX)).count();
+            return s.filter(p -> p.getFileName().toString().startsWith(klrl.metrics.TensorBoardLog.PREFIX)).count();
         }
     }
 
