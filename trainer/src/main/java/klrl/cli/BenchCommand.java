@@ -39,7 +39,8 @@ import picocli.CommandLine.Option;
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default, and it data parallel on two CPU devices.")
 public final class BenchCommand implements Callable<Integer> {
-    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp (default: all)")
+    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp (default: all of these);"
+            + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) runs only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
     @Option(names = "--device", defaultValue = "cpu") String device;
@@ -85,6 +86,9 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (wants("rl-step-dp")) {
             rlStepDataParallel(out.putObject("rl_step_data_parallel"));
+        }
+        if (only != null && only.contains("update-varlen")) {
+            klrl.train.VarlenUpdate.bench(out.putObject("update_varlen"), 64, 8, 8192);
         }
         try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch")) {
             calibrate(root, env.putObject("machine_at_end"));

@@ -221,7 +221,9 @@ public final class MemoryPlan {
         try {
             for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/meminfo"))) {
                 if (l.startsWith("MemAvailable:")) {
-                    return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024;
+                    // plus what this process holds: the allocator keeps freed blocks (the launch settings never
+                    // trim), so a trainer started after another in the same process reuses them
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024 + Math.max(0, StepMetrics.residentMb()) * (1L << 20);
                 }
             }
         } catch (java.io.IOException | RuntimeException e) {

@@ -1,7 +1,6 @@
 package klrl.train;
 
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -10,7 +9,7 @@ import java.util.List;
  * step's R; {@link #gather} reads a micro-batch's rows out of them, {@link #scatter} writes back.
  *
  * <p>{@link #plan} cuts rows [from, to) into micro-batches: with a token budget, rows ordered by
- * length (longest first) and packed while rows × (P' + R') stays within it; else fixed counts of
+ * length (longest response first) and packed while rows × (P' + R') stays within it (see {@link #packed}); else fixed counts of
  * rows in their order. Either way the loss does not change: aggregation weights are computed over
  * the whole mini-batch, so any grouping of its rows adds up to the same loss and gradient.
  */
@@ -38,34 +37,48 @@ record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
                 prompt[i] = all.promptLength(i);
                 response[i] = all.responseLength(i);
             }
-            Integer[] order = new Integer[to - from];
-            Arrays.setAll(order, i -> from + i);
-            // longest first (ties by row), so neighbours pad alike and rounds over replicas carry alike work
-            Arrays.sort(order, (a, b) -> prompt[a] + response[a] != prompt[b] + response[b]
-                    ? Integer.compare(prompt[b] + response[b], prompt[a] + response[a]) : Integer.compare(a, b));
-            List<Integer> cur = new ArrayList<>();
-            int p = 0, r = 0;
-            for (int i : order) {
-                int np = Math.max(p, prompt[i]), nr = Math.max(r, Math.max(1, response[i]));
-                if (!cur.isEmpty() && (long) (cur.size() + 1) * (np + nr) > maxTokens) {
-                    groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
-                    cur.clear();
-                    np = prompt[i];
-                    nr = Math.max(1, response[i]);
-                }
-                cur.add(i);
-                p = np;
-                r = nr;
-            }
-            if (!cur.isEmpty()) {
-                groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
-            }
+            groups.addAll(packed(prompt, response, from, to, maxTokens));
         }
         List<MicroBatch> out = new ArrayList<>(groups.size());
         for (int[] g : groups) {
             out.add(new MicroBatch(sizes.batchWide() ? all.slice(g[0], g[0] + g.length) : all.rows(g), g, all.r()));
         }
         return out;
+    }
+
+    /**
+     * Rows [from, to) packed within {@code maxTokens} padded positions: longest response first, then
+     * longest prompt, then row; each micro-batch takes rows in that order while they fit. Prompts are
+     * left-padded and responses right-padded apart, so a micro-batch pays for its longest of each;
+     * responses vary most, so ordering by them (not by the sum) lets neighbours pad alike, and rounds
+     * over replicas carry alike work.
+     */
+    private static List<int[]> packed(int[] prompt, int[] response, int from, int to, long maxTokens) {
+        List<Integer> order = new ArrayList<>();
+        for (int i = from; i < to; i++) {
+            order.add(i);
+        }
+        order.sort((a, b) -> response[a] != response[b] ? Integer.compare(response[b], response[a])
+                : prompt[a] != prompt[b] ? Integer.compare(prompt[b], prompt[a]) : Integer.compare(a, b));
+        List<int[]> groups = new ArrayList<>();
+        List<Integer> cur = new ArrayList<>();
+        int p = 0, r = 0;
+        for (int i : order) {
+            int np = Math.max(p, prompt[i]), nr = Math.max(r, Math.max(1, response[i]));
+            if (!cur.isEmpty() && (long) (cur.size() + 1) * (np + nr) > maxTokens) {
+                groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
+                cur.clear();
+                np = prompt[i];
+                nr = Math.max(1, response[i]);
+            }
+            cur.add(i);
+            p = np;
+            r = nr;
+        }
+        if (!cur.isEmpty()) {
+            groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
+        }
+        return groups;
     }
 
     /** This micro-batch's rows of a step-wide per-token array, laid out [rows·r] with its own r. */

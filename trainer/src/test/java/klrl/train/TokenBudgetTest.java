@@ -3,21 +3,14 @@ package klrl.train;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import ai.djl.ndarray.NDArray;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import klrl.config.TrainConfig;
-import klrl.loss.LossConfig;
-import klrl.loss.LossTerm;
-import klrl.model.Tokenizer;
-import klrl.optim.AdamW;
-import klrl.optim.LrSchedule;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
@@ -59,44 +52,10 @@ class TokenBudgetTest {
         return SequenceBatch.of(prompts, responses, 0);
     }
 
-    record Result(Map<String, Double> loss, double gradNorm, Map<String, float[]> weights, double padding, int micro, int skipped) {}
-
-    /** One step's reference pass and update (2 mini-batches) on the given micro-batch sizes. */
-    static Result update(TrainConfig c, ReferencePass.Sizes sizes, int miniRows) throws Exception {
-        Path model = TrainerTest.base;
-        try (Tokenizer tok = Tokenizer.load(model); Replicas reps = Replicas.open(c, model, tok, s -> { })) {
-            Policies nets = reps.master().nets();
-            var o = c.optim();
-            try (AdamW opt = new AdamW(nets.trainable, nets.lrScale, new AdamW.Hyper(o.beta1(), o.beta2(), o.eps(), o.weightDecay()),
-                    reps.master().root())) {
-                LossConfig lc = PolicyUpdate.lossConfig(c, c.kl().coef());
-                PolicyUpdate upd = new PolicyUpdate(reps, opt, new LrSchedule(o.lr(), 0, "constant", 1, 100),
-                        LossTerm.forConfig(lc, nets.ppo()), 1, sizes, c.train().checkpointLayers(), reps.placement().stages() > 1,
-                        o.gradClip(), 10, false);
-                SequenceBatch all = mixedLengths(nets.policy.config.vocabSize());
-                ReferencePass.Out ref = ReferencePass.run(reps, all, sizes, 1f, false);
-                float[] old = ReferencePass.policyLogp(reps, all, sizes, 1f);
-                float[] adv = new float[all.rows() * all.r()];
-                SplittableRandom rnd = new SplittableRandom(9);
-                for (int i = 0; i < all.rows(); i++) {
-                    float a = (float) rnd.nextGaussian();
-                    for (int t = 0; t < all.r(); t++) {
-                        adv[i * all.r() + t] = a * all.responseMask()[i * all.r() + t];
-                    }
-                }
-                // behaviour log-probs a little off the policy's, so that clipping and the ratio take part
-                for (int k = 0; k < old.length; k++) {
-                    old[k] += (float) (0.3 * rnd.nextGaussian()) * all.responseMask()[k];
-                }
-                PolicyUpdate.Out out = upd.run(new PolicyUpdate.Inputs(all, old, ref.refLogp(), adv, adv, ref.oldValues(),
-                        miniRows, 1f, 0), lc);
-                Map<String, float[]> w = new LinkedHashMap<>();
-                for (var e : nets.trainable.entrySet()) {
-                    w.put(e.getKey(), e.getValue().toType(ai.djl.ndarray.types.DataType.FLOAT32, false).toFloatArray());
-                }
-                return new Result(out.lossMetrics(), out.gradNorm(), w, out.paddingFraction(), out.microBatches(), out.skipped());
-            }
-        }
+    /** One step's reference pass and update on the given micro-batch sizes, with the weights after it. */
+    static VarlenUpdate.Result update(TrainConfig c, ReferencePass.Sizes sizes, int miniRows) throws Exception {
+        return VarlenUpdate.run(c, TrainerTest.base, mixedLengths(klrl.model.ModelConfig.load(TrainerTest.base).vocabSize()), sizes,
+                miniRows, true);
     }
 
     static void assertClose(double a, double b, double rel, String what) {
@@ -124,11 +83,11 @@ class TokenBudgetTest {
         TrainConfig c = TrainerTest.small(tmp.resolve(setting), o);
         // fp16: 6 mini-batches, so that updates apply once the dynamic loss scale has come down from its first overflows
         int mini = setting.equals("fp16") ? 4 : 12;
-        Result wide = update(c, new ReferencePass.Sizes(5, 0, true), mini);
-        Result rows = update(c, new ReferencePass.Sizes(5, 0, false), mini);
-        Result budget = update(c, new ReferencePass.Sizes(5, 150, false), mini);
+        VarlenUpdate.Result wide = update(c, new ReferencePass.Sizes(5, 0, true), mini);
+        VarlenUpdate.Result rows = update(c, new ReferencePass.Sizes(5, 0, false), mini);
+        VarlenUpdate.Result budget = update(c, new ReferencePass.Sizes(5, 150, false), mini);
         double tol = setting.equals("fp16") ? 5e-3 : 1e-5; // fp16 (10-bit mantissa) kernels round each shape differently
-        for (Result r : new Result[] {rows, budget}) {
+        for (VarlenUpdate.Result r : new VarlenUpdate.Result[] {rows, budget}) {
             for (String k : wide.loss().keySet()) {
                 assertClose(wide.loss().get(k), r.loss().get(k), tol, setting + " " + k);
             }
