@@ -66,10 +66,11 @@ public final class Progress implements AutoCloseable {
 
     /**
      * Draws each state of the bar once: the library redraws the last state when the bar closes, which
-     * outside a terminal printed the final line twice. States differ in their count (the text before
-     * the elapsed time), so a redraw that only advanced the clock is dropped too.
+     * outside a terminal printed the final line twice. States differ in their count, so a redraw
+     * that only advanced the clock is dropped too.
      */
     private static final class Once implements ProgressBarConsumer {
+        private static final java.util.regex.Pattern COUNT = java.util.regex.Pattern.compile("\\d+/\\d+ ");
         private final ProgressBarConsumer to;
         private String last;
 
@@ -84,8 +85,9 @@ public final class Progress implements AutoCloseable {
 
         @Override
         public void accept(String rendered) {
-            int cut = rendered.indexOf(" (");
-            String state = cut < 0 ? rendered : rendered.substring(0, cut);
+            // the count ("4/4 steps"): the percentage beside it can be drawn from a count read a moment earlier
+            java.util.regex.Matcher count = COUNT.matcher(rendered);
+            String state = count.find() ? count.group() : rendered;
             if (!state.equals(last)) {
                 last = state;
                 to.accept(rendered);
