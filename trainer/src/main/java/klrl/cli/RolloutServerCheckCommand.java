@@ -91,9 +91,11 @@ public final class RolloutServerCheckCommand implements Callable<Integer> {
         Dialect.Weights w = new Dialect.Weights(0, Path.of(servedPath != null ? servedPath : model.toString()), false);
         pool.onEveryServer(dialect.load(w, null), a -> {
             String v = dialect.servedVersion(a.body());
+            out.put("weight_version", v); // as the server reports it
             return w.tag().equals(v) ? null : "serves weight version " + v + " after loading " + w.tag();
-        }, dialect.versionQuery());
+        }, dialect.versionQueries());
         checks.put("weight_load", true);
+        out.put("version_endpoint", pool.versionEndpoints().get(0));
         // 3. Samples of a few prompts, read as the trainer reads them (schema, lengths, version).
         Prompts fmt;
         List<long[]> ids = new ArrayList<>();

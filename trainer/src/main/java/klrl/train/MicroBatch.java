@@ -4,12 +4,12 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Some rows of a step's batch, padded only to their own longest prompt and response: what one
+ * Some rows of a step's batch, packed and padded only to their own longest row: what one
  * forward (and backward) computes. Per-token arrays of the step stay laid out [rows·R] with the
  * step's R; {@link #gather} reads a micro-batch's rows out of them, {@link #scatter} writes back.
  *
  * <p>{@link #plan} cuts rows [from, to) into micro-batches: with a token budget, rows ordered by
- * length (longest response first) and packed while rows × (P' + R') stays within it (see {@link #packed}); else fixed counts of
+ * length (longest first) and packed while rows × the longest stays within it (see {@link #packed}); else fixed counts of
  * rows in their order. Either way the loss does not change: aggregation weights are computed over
  * the whole mini-batch, so any grouping of its rows adds up to the same loss and gradient.
  */
@@ -47,33 +47,30 @@ record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
     }
 
     /**
-     * Rows [from, to) packed within {@code maxTokens} padded positions: longest response first, then
-     * longest prompt, then row; each micro-batch takes rows in that order while they fit. Prompts are
-     * left-padded and responses right-padded apart, so a micro-batch pays for its longest of each;
-     * responses vary most, so ordering by them (not by the sum) lets neighbours pad alike, and rounds
-     * over replicas carry alike work.
+     * Rows [from, to) packed within {@code maxTokens} padded positions: longest row (prompt +
+     * response) first, ties by row; each micro-batch takes rows in that order while rows × its
+     * longest row fits. A packed micro-batch pays for its longest row only, so neighbours in length
+     * pad little, and rounds over replicas carry alike work.
      */
     private static List<int[]> packed(int[] prompt, int[] response, int from, int to, long maxTokens) {
+        int[] len = new int[prompt.length];
         List<Integer> order = new ArrayList<>();
         for (int i = from; i < to; i++) {
+            len[i] = prompt[i] + Math.max(1, response[i]);
             order.add(i);
         }
-        order.sort((a, b) -> response[a] != response[b] ? Integer.compare(response[b], response[a])
-                : prompt[a] != prompt[b] ? Integer.compare(prompt[b], prompt[a]) : Integer.compare(a, b));
+        order.sort((a, b) -> len[a] != len[b] ? Integer.compare(len[b], len[a]) : Integer.compare(a, b));
         List<int[]> groups = new ArrayList<>();
         List<Integer> cur = new ArrayList<>();
-        int p = 0, r = 0;
+        int w = 0;
         for (int i : order) {
-            int np = Math.max(p, prompt[i]), nr = Math.max(r, Math.max(1, response[i]));
-            if (!cur.isEmpty() && (long) (cur.size() + 1) * (np + nr) > maxTokens) {
+            if (!cur.isEmpty() && (long) (cur.size() + 1) * Math.max(w, len[i]) > maxTokens) {
                 groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
                 cur.clear();
-                np = prompt[i];
-                nr = Math.max(1, response[i]);
+                w = 0;
             }
             cur.add(i);
-            p = np;
-            r = nr;
+            w = Math.max(w, len[i]);
         }
         if (!cur.isEmpty()) {
             groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
@@ -99,7 +96,7 @@ record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
         }
     }
 
-    /** Positions the forward computes: rows × (P' + R'). */
+    /** Positions the forward computes: rows × the row width (P' + R', or a packed batch's longest row). */
     long positions() {
         return (long) rows.length * (batch.p() + batch.r());
     }

@@ -2,7 +2,6 @@ package klrl.train;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
@@ -36,21 +35,41 @@ public final class PolicyForward {
         return head(model, b, m, h, temperature, keepLogSoftmax, withEntropy);
     }
 
-    /** The part after the decoder stack: response window, logits, log-probs, entropy. */
+    /**
+     * The part after the decoder stack, over the real response tokens only (a row's padding costs no
+     * logits): their hidden states, logits, log-probs and entropy as [T] rows, then spread to the
+     * batch's [N,R] layout with zeros on padding.
+     */
     public static Out head(Decoder model, SequenceBatch b, NDManager m, NDArray h, float temperature, boolean keepLogSoftmax,
                            boolean withEntropy) {
-        // hidden states at P−1 … P+R−2 predict response tokens 0 … R−1
-        NDArray hr = h.get(new NDIndex(":, {}:{}, :", b.p() - 1, b.p() - 1 + b.r()));
-        NDArray logits = model.logits(hr);
+        SequenceBatch.ResponseTokens rt = b.responseTokens();
+        long e = h.getShape().get(2);
+        // the state at column c predicts the token at c + 1: gather the T that predict response tokens
+        NDArray hT = rows(h.reshape(-1, e), rt.take(), m);                                        // [T,E]
+        NDArray logits = model.logits(hT);                                                        // [T,V]
         if (temperature != 1f) {
             logits = klrl.util.Nd.div(logits, temperature);
         }
-        NDArray logsm = JniUtils.logSoftmax((PtNDArray) logits, 2, DataType.FLOAT32);
-        NDArray ids = b.responseIds(m).expandDims(2);
-        NDArray logp = logsm.gather(ids, 2).squeeze(2);
+        NDArray logsm = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32);
+        NDArray ids = m.create(rt.ids()).toDevice(logsm.getDevice(), false).expandDims(1);
+        NDArray logp = logsm.gather(ids, 1);                                                      // [T,1]
         // H = −Σ p log p
-        NDArray entropy = withEntropy ? logsm.exp().mul(logsm).sum(new int[] {2}).neg() : null;
-        return new Out(logp, entropy, keepLogSoftmax ? logsm : null, hr);
+        NDArray entropy = withEntropy ? logsm.exp().mul(logsm).sum(new int[] {1}, true).neg() : null;
+        long n = b.rows(), r = b.r();
+        return new Out(spread(logp, rt, m).reshape(n, r), entropy == null ? null : spread(entropy, rt, m).reshape(n, r),
+                keepLogSoftmax ? spread(logsm, rt, m).reshape(n, r, -1) : null, spread(hT, rt, m).reshape(n, r, e));
+    }
+
+    /** Rows {@code at} of a [M,K] tensor, as an embedding lookup (differentiable in the tensor). */
+    private static NDArray rows(NDArray x, long[] at, NDManager m) {
+        NDArray idx = m.create(at).toDevice(x.getDevice(), false);
+        return JniUtils.embedding((PtNDArray) idx, (PtNDArray) x, false);
+    }
+
+    /** [T,K] per-token rows → [N·R,K] in the batch's layout, zeros on padding (row T of the padded lookup). */
+    private static NDArray spread(NDArray x, SequenceBatch.ResponseTokens rt, NDManager m) {
+        NDArray zero = m.zeros(new ai.djl.ndarray.types.Shape(1, x.getShape().get(1)), x.getDataType(), x.getDevice());
+        return rows(x.concat(zero, 0), rt.spread(), m);
     }
 
     /** Exact per-token KL(π‖π_ref) = Σ_v π (log π − log π_ref) from two log-softmaxes [N,R,V]. */

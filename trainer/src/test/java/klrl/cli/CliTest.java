@@ -136,6 +136,25 @@ class CliTest {
     }
 
     @Test
+    void rolloutServerCheckFindsTheWeightVersionOnEverySglangRelease() throws Exception {
+        java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
+        var expected = java.util.Map.of("LEGACY", "/get_weight_version", "CURRENT", "/weight_version", "NEWEST", "/model_info");
+        try (var server = new klrl.rollout.remote.StandInServer(klrl.rollout.remote.StandInServer.Kind.SGLANG, model)) {
+            for (var release : klrl.rollout.remote.StandInServer.SglangRelease.values()) {
+                server.release = release;
+                server.versionQueries.clear();
+                Result r = run("rollout-server-check", server.url(), "--engine", "sglang", "--model", model.toString(), "--json",
+                        "--prompts", "1");
+                assertEquals(0, r.code(), release + ": " + r.out() + r.err());
+                JsonNode j = Json.MAPPER.readTree(r.out());
+                assertEquals(expected.get(release.name()), j.get("version_endpoint").asText(), release + ": " + r.out());
+                assertEquals("klrl-v0", j.get("weight_version").asText(), release + ": " + r.out());
+                assertEquals(java.util.Set.of(expected.get(release.name())), server.versionQueries.keySet(), release.name());
+            }
+        }
+    }
+
+    @Test
     void gpuCheckRunsOnCpuDevicesAndRefusesAMissingGpu() throws Exception {
         // the GPU node's check, on the CPU seam: cpu vs "device" logits, placement over 2 devices, timed steps
         // on one device, with layer placement and data parallel; data-parallel gradients vs one device

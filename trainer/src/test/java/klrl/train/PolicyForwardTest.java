@@ -1,5 +1,6 @@
 package klrl.train;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.ndarray.NDManager;
@@ -43,6 +44,25 @@ class PolicyForwardTest {
                         }
                     }
                     assertTrue(worst < 1e-4, "T=" + temp + ": max |sampler − training forward| = " + worst);
+                    // a packed micro-batch of some rows, out of order: each row from column 0, as wide as its longest row
+                    int[] idx = {5, 0, 3};
+                    SequenceBatch packed = b.rows(idx);
+                    int longest = 0;
+                    for (int i : idx) {
+                        longest = Math.max(longest, samples.get(i).promptIds().length + samples.get(i).responseIds().length);
+                    }
+                    assertEquals(longest, packed.p() + packed.r());
+                    assertTrue(longest < b.p() + b.r() || b.p() == packed.starts()[0], "packing saved nothing: " + longest);
+                    float[] plp = PolicyForward.run(model, packed, m, temp, false).logp().toFloatArray();
+                    double worstPacked = 0;
+                    for (int k = 0; k < idx.length; k++) {
+                        assertEquals(samples.get(idx[k]).promptIds().length, packed.starts()[k]);
+                        float[] s = samples.get(idx[k]).logprobs();
+                        for (int j = 0; j < s.length; j++) {
+                            worstPacked = Math.max(worstPacked, Math.abs(s[j] - plp[k * packed.r() + j]));
+                        }
+                    }
+                    assertTrue(worstPacked < 1e-4, "T=" + temp + ": max |sampler − packed forward| = " + worstPacked);
                 }
             }
         }

@@ -58,10 +58,21 @@ public sealed interface Dialect permits Sglang, Vllm {
     /** The calls that make a server serve {@code w}, in order (each must answer 2xx with success). */
     List<Call> load(Weights w, Weights previous);
 
-    /** A GET that tells which version a server serves; {@link #servedVersion} reads its answer. */
-    Call versionQuery();
+    /**
+     * GETs that tell which version a server serves, the current name first: a server that answers
+     * one with 404 (a release that renamed or dropped it) is asked the next. {@link #servedVersion}
+     * reads the answer of any of them.
+     */
+    List<Call> versionQueries();
 
     String servedVersion(JsonNode body);
+
+    /** An HTTP 404: the server has no such endpoint (a {@link Refused} a caller may answer by asking another). */
+    final class NotFound extends Refused {
+        public NotFound(String message) {
+            super(message);
+        }
+    }
 
     static Dialect of(String engine, String servedModel) {
         return switch (engine) {

@@ -110,7 +110,7 @@ public final class RemoteRollout implements AutoCloseable {
         pool.onEveryServer(dialect.load(w, current), a -> {
             String served = dialect.servedVersion(a.body());
             return w.tag().equals(served) ? null : "serves weight version " + served + " after loading " + w.tag();
-        }, dialect.versionQuery());
+        }, dialect.versionQueries());
         current = w;
         prune(version);
         syncSeconds += (System.nanoTime() - t0) / 1e9;

@@ -34,6 +34,8 @@ public final class ServerPool {
         volatile long downUntil; // System.nanoTime
         volatile int failuresInRow;
         volatile boolean stale;
+        /** The version query this server answered last (its release's name for it), or null before the first. */
+        volatile Dialect.Call versionQuery;
 
         Server(String url, int maxInflight) {
             this.url = url.endsWith("/") ? url.substring(0, url.length() - 1) : url;
@@ -139,7 +141,7 @@ public final class ServerPool {
      * that each serves what it should. A server where either fails is stale until a later load
      * succeeds; if no server is left, the load fails with every server's reason.
      */
-    public void onEveryServer(List<Dialect.Call> calls, Function<Answer, String> verify, Dialect.Call query) {
+    public void onEveryServer(List<Dialect.Call> calls, Function<Answer, String> verify, List<Dialect.Call> queries) {
         List<String> errors = new ArrayList<>();
         for (Server s : servers) {
             String error = null;
@@ -148,7 +150,7 @@ public final class ServerPool {
                     for (Dialect.Call c : calls) {
                         send(s, c);
                     }
-                    error = verify.apply(new Answer(s.url, send(s, query)));
+                    error = verify.apply(new Answer(s.url, askVersion(s, queries)));
                     break; // loaded: it serves the new version, or says which one it serves instead
                 } catch (Dialect.Refused e) {
                     error = e.getMessage();
@@ -207,6 +209,33 @@ public final class ServerPool {
     }
 
     /** One HTTP exchange; a non-2xx answer is an IOException (5xx, 429: try elsewhere) or a refusal (other 4xx). */
+    /**
+     * The answer to the first of {@code queries} the server has (the one it answered last time first);
+     * a 404 moves on to the next, and the one that answered is remembered.
+     */
+    private JsonNode askVersion(Server s, List<Dialect.Call> queries) throws IOException, InterruptedException {
+        List<Dialect.Call> order = new ArrayList<>(queries);
+        if (s.versionQuery != null && order.remove(s.versionQuery)) {
+            order.add(0, s.versionQuery);
+        }
+        List<String> missing = new ArrayList<>();
+        for (Dialect.Call q : order) {
+            try {
+                JsonNode body = send(s, q);
+                s.versionQuery = q;
+                return body;
+            } catch (Dialect.NotFound e) {
+                missing.add(q.path());
+            }
+        }
+        throw new Dialect.Refused("no weight-version endpoint: " + String.join(", ", missing) + " all answered HTTP 404");
+    }
+
+    /** The path of the version query each server answered last (null for one not asked yet), in server order. */
+    public List<String> versionEndpoints() {
+        return servers.stream().map(s -> s.versionQuery == null ? null : s.versionQuery.path()).toList();
+    }
+
     private JsonNode send(Server s, Dialect.Call call) throws IOException, InterruptedException {
         HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(s.url + call.path())).timeout(timeout);
         if (call.body() == null) {
@@ -224,6 +253,9 @@ public final class ServerPool {
             body = r.body().isBlank() ? null : Json.MAPPER.readTree(r.body());
         } catch (IOException e) {
             throw new Dialect.Refused(call.path() + " answered HTTP " + code + " with a body that is not JSON: " + Json.firstLine(r.body()));
+        }
+        if (code == 404) {
+            throw new Dialect.NotFound(call.path() + " answered HTTP 404: " + Json.firstLine(r.body()));
         }
         if (code >= 300) {
             throw new Dialect.Refused(call.path() + " answered HTTP " + code + ": " + Json.firstLine(r.body()));

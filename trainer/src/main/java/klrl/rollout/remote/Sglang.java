@@ -11,7 +11,8 @@ import klrl.util.Json;
  * SGLang's native API: {@code POST /generate} with a GenerateReqInput (token ids, sampling_params,
  * return_logprob), {@code POST /update_weights_from_disk} (UpdateWeightFromDiskReqInput: model_path,
  * weight_version), {@code /load_lora_adapter} and {@code /unload_lora_adapter} (lora_name, lora_path),
- * {@code POST /update_weight_version} (new_version) and {@code GET /get_weight_version}. Every
+ * {@code POST /update_weight_version} (new_version) and the weight-version query of the release (see
+ * {@link #versionQueries}). Every
  * generate response carries {@code meta_info.weight_version}, which is checked against the version asked for.
  */
 public final class Sglang implements Dialect {
@@ -103,9 +104,17 @@ public final class Sglang implements Dialect {
         return calls;
     }
 
+    /**
+     * SGLang has renamed these: releases up to late 2025 serve {@code /get_weight_version} and
+     * {@code /get_model_info}; later ones {@code /weight_version} and {@code /model_info} (the
+     * {@code get_} forms deprecated, then 404), and the newest answer both weight-version paths with
+     * 404 and carry {@code weight_version} in {@code /model_info} only. Every one answers
+     * {@code {"weight_version": ...}} (model info among other fields).
+     */
     @Override
-    public Call versionQuery() {
-        return new Call("/get_weight_version", null);
+    public List<Call> versionQueries() {
+        return List.of(new Call("/weight_version", null), new Call("/model_info", null), new Call("/get_weight_version", null),
+                new Call("/get_model_info", null));
     }
 
     @Override

@@ -112,8 +112,8 @@ public final class Vllm implements Dialect {
     }
 
     @Override
-    public Call versionQuery() {
-        return new Call("/weight_info", null);
+    public List<Call> versionQueries() {
+        return List.of(new Call("/weight_info", null));
     }
 
     @Override

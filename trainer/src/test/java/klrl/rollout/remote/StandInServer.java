@@ -43,6 +43,18 @@ import klrl.util.Json;
 public final class StandInServer implements AutoCloseable {
     public enum Kind { SGLANG, VLLM }
 
+    /**
+     * Which SGLang release's weight-version endpoints the stand-in serves (sglang's http_server.py over
+     * time): LEGACY only {@code /get_weight_version} and {@code /get_model_info}; CURRENT
+     * {@code /weight_version} and {@code /model_info}, the {@code get_} forms 404; NEWEST only
+     * {@code /model_info} (both weight-version paths 404, "deprecated, use /model_info").
+     */
+    public enum SglangRelease { LEGACY, CURRENT, NEWEST }
+
+    public volatile SglangRelease release = SglangRelease.CURRENT;
+    /** Weight-version queries answered, by path. */
+    public final Map<String, AtomicInteger> versionQueries = new java.util.concurrent.ConcurrentHashMap<>();
+
     /** Hold the next this many generate requests for {@link #slowMs} and then drop them (a client's timeout). */
     public final AtomicInteger slowNext = new AtomicInteger();
     public volatile long slowMs = 3000;
@@ -160,8 +172,24 @@ public final class StandInServer implements AutoCloseable {
         switch (path) {
             case "/health", "/health_generate":
                 return ok(null);
-            case "/get_weight_version":
-                return ok(Json.MAPPER.createObjectNode().put("weight_version", version));
+            case "/get_weight_version", "/weight_version", "/get_model_info", "/model_info": {
+                boolean info = path.endsWith("model_info"), legacy = path.startsWith("/get_");
+                boolean served = switch (release) {
+                    case LEGACY -> legacy;
+                    case CURRENT -> !legacy;
+                    case NEWEST -> path.equals("/model_info");
+                };
+                if (!served) {
+                    return error(404, "Not Found");
+                }
+                versionQueries.computeIfAbsent(path, k -> new AtomicInteger()).incrementAndGet();
+                ObjectNode r = Json.MAPPER.createObjectNode();
+                if (info) {
+                    r.put("model_path", this.served).put("tokenizer_path", this.served).put("is_generation", true);
+                    r.putNull("preferred_sampling_params");
+                }
+                return ok(r.put("weight_version", version));
+            }
             case "/generate": {
                 Reply bad = unknownField(b, SGLANG_GENERATE, "GenerateReqInput");
                 bad = bad != null ? bad : unknownField(b.path("sampling_params"), SGLANG_SAMPLING, "SamplingParams");
