@@ -45,9 +45,16 @@ public final class Checkpoints {
      * @param weights       full weights by HF name, or the LoRA adapters by PEFT name
      * @param adapterConfig PEFT's adapter_config.json (LoRA only)
      * @param valueHead     PPO's critic parameters, else null
+     * @param jsonFiles     further files of the run's state, by file name, written as JSON (the off-policy queue)
      */
     public record Contents(State state, Path baseModel, Map<String, NDArray> weights, boolean lora,
-                           Map<String, Object> adapterConfig, Map<String, NDArray> valueHead, Map<String, NDArray> optimizer) {}
+                           Map<String, Object> adapterConfig, Map<String, NDArray> valueHead, Map<String, NDArray> optimizer,
+                           Map<String, Object> jsonFiles) {
+        public Contents(State state, Path baseModel, Map<String, NDArray> weights, boolean lora, Map<String, Object> adapterConfig,
+                        Map<String, NDArray> valueHead, Map<String, NDArray> optimizer) {
+            this(state, baseModel, weights, lora, adapterConfig, valueHead, optimizer, Map.of());
+        }
+    }
 
     /**
      * Writes a checkpoint after {@code c.state().step()} steps and points {@code latest} at it. An I/O
@@ -87,6 +94,9 @@ public final class Checkpoints {
             writeSingle(tmp.resolve("value_head.safetensors"), c.valueHead());
         }
         writeSingle(tmp.resolve("optimizer.safetensors"), c.optimizer());
+        for (var e : c.jsonFiles().entrySet()) {
+            Json.MAPPER.writeValue(tmp.resolve(e.getKey()).toFile(), e.getValue());
+        }
         State state = c.state();
         ObjectNode st = Json.MAPPER.createObjectNode();
         st.put("step", state.step());

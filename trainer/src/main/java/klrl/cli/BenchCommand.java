@@ -39,7 +39,7 @@ import picocli.CommandLine.Option;
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default, and it data parallel on two CPU devices.")
 public final class BenchCommand implements Callable<Integer> {
-    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp (default: all of these);"
+    @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
             + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) runs only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
@@ -86,6 +86,9 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (wants("rl-step-dp")) {
             rlStepDataParallel(out.putObject("rl_step_data_parallel"));
+        }
+        if (wants("rl-step-overlap")) {
+            rlStepOverlap(out.putObject("rl_step_overlap"));
         }
         if (only != null && only.contains("update-varlen")) {
             klrl.train.VarlenUpdate.bench(out.putObject("update_varlen"), 64, 8, 8192);
@@ -395,6 +398,38 @@ public final class BenchCommand implements Callable<Integer> {
         o.put("speedup", median(times.get("cpu").get("time_step")) / median(times.get("cpu,cpu").get("time_step")));
         o.put("setting", "tiny-cpu default (32 prompts × 8 samples, 12 new tokens, GRPO): one device with all libtorch threads"
                 + " against two CPU devices data parallel; medians of steps 3–6 over two alternating runs each");
+    }
+
+    /**
+     * The default run's RL step with off-policy lag 1, generation on a copy of the policy on a second
+     * CPU "device" (one libtorch thread each), done in turn against overlapped with the update. The two
+     * alternate, twice each; medians over steps 3–8 (the first fills the queue). Overlapped, a step
+     * should cost about max(generation, update), not their sum.
+     */
+    void rlStepOverlap(ObjectNode o) throws Exception {
+        Map<String, Map<String, List<Double>>> times = new LinkedHashMap<>();
+        String[] keys = {"time_step", "time_rollout", "time_reward", "time_reference", "time_update", "time_overlap_wait"};
+        for (int round = 0; round < 2; round++) {
+            for (boolean overlap : new boolean[] {false, true}) {
+                var steps = defaultRunSteps(Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", overlap), 8);
+                for (var n : steps.subList(2, steps.size())) {
+                    for (String k : keys) {
+                        times.computeIfAbsent(overlap ? "overlapped" : "in_turn", x -> new LinkedHashMap<>())
+                                .computeIfAbsent(k, x -> new ArrayList<>()).add(n.path(k).asDouble());
+                    }
+                }
+            }
+        }
+        Map<String, Double> in = new LinkedHashMap<>(), ov = new LinkedHashMap<>();
+        times.get("in_turn").forEach((k, v) -> in.put(k, median(v)));
+        times.get("overlapped").forEach((k, v) -> ov.put(k, median(v)));
+        in.forEach(o.putObject("in_turn")::put);
+        ov.forEach(o.putObject("overlapped")::put);
+        double generation = ov.get("time_rollout") + ov.get("time_reward"), update = ov.get("time_reference") + ov.get("time_update");
+        o.put("overlapped_step_vs_max_generation_update", ov.get("time_step") / Math.max(generation, update));
+        o.put("speedup", in.get("time_step") / ov.get("time_step"));
+        o.put("setting", "tiny-cpu default (32 prompts × 8 samples, 12 new tokens, GRPO), algorithm.off_policy_lag 1, model.device cpu"
+                + " and rollout.devices cpu (one libtorch thread each); medians of steps 3–8 over two alternating runs each");
     }
 
     /** The step lines of a short run of the CPU default with {@code overrides}. */

@@ -27,6 +27,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         require(!algorithm.name().equals("ppo") || algorithm.resolvedAdvantage().equals("gae"), "algorithm ppo uses advantage gae");
         require(!(model.device().contains(",") && model.critic().equals("separate") && train.parallel().equals("layers")),
                 "model.critic: separate needs one device per model copy; with train.parallel: layers use model.critic: head");
+        require(!rollout.overlap() || algorithm.offPolicyLag() >= 1, "rollout.overlap: true needs algorithm.off_policy_lag ≥ 1"
+                + " (step t trains on the rollout of step t − K while the rollout of step t is generated)");
     }
 
     static void require(boolean ok, String message) {
@@ -112,10 +114,11 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      */
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
                           double kvCacheGb, double gpuMemoryUtilization, double prefillGb, String engine, List<String> urls,
-                          String weightsDir, double requestTimeoutS, int maxRetries, int maxInflight, boolean recomputeLogprobs) {
+                          String weightsDir, double requestTimeoutS, int maxRetries, int maxInflight, boolean recomputeLogprobs,
+                          String devices, boolean overlap) {
         public static Rollout defaults() {
             return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, klrl.rollout.RolloutEngine.DEFAULT_PREFILL_GB,
-                    "local", List.of(), null, 600, 5, 64, false);
+                    "local", List.of(), null, 600, 5, 64, false, null, false);
         }
 
         public Rollout {
@@ -138,6 +141,14 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             }
             require(requestTimeoutS > 0 && maxRetries >= 1 && maxInflight >= 1,
                     "rollout.request_timeout_s must be > 0, rollout.max_retries and rollout.max_inflight ≥ 1");
+            devices = devices == null || devices.isBlank() ? null : devices.strip();
+            require(!overlap || devices != null, "rollout.overlap: true needs rollout.devices (where the policy's copy that"
+                    + " generates" + (engine.equals("local") ? "" : " the servers' behaviour log-probs") + " lives, e.g. cpu or cuda:4,cuda:5)");
+        }
+
+        /** Whether a copy of the policy on rollout.devices generates (or, with servers, recomputes the behaviour log-probs). */
+        public boolean ownDevices() {
+            return devices != null;
         }
 
         public boolean remote() {

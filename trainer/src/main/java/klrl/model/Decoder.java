@@ -205,11 +205,9 @@ public final class Decoder implements AutoCloseable {
      * (data-parallel replicas): tensors go device to device, nothing is read from disk again. With
      * {@code copyWeights} false, weights already on that device are shared rather than copied (only for
      * frozen ones: every forward only reads them); adapters are always copied, since they are trained.
+     * A decoder placed over several devices is gathered onto the one device (rollout.devices).
      */
     public Decoder replica(NDManager m, boolean copyWeights) {
-        if (placement.stages() > 1) {
-            throw new IllegalStateException("a decoder placed over several devices has no replicas");
-        }
         ai.djl.Device d = m.getDevice();
         Map<String, NDArray> ps = new LinkedHashMap<>();
         params.forEach((k, v) -> ps.put(k, copyWeights || !v.getDevice().equals(d) ? copy(v, m) : v));

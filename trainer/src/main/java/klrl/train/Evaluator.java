@@ -125,4 +125,26 @@ public final class Evaluator {
         List<String> questions = samples.stream().map(s -> exs.get(s.promptIndex()).question()).toList();
         return rewards.score(questions, texts, golds);
     }
+
+    /** Every train.samples_every steps: what the model wrote for the first prompts, with reward, answer and gold. */
+    void logSamples(MetricsLog log, long step, List<Example> exs, List<Sample> samples, List<RewardPool.Scored> scores) {
+        int every = cfg.train().samplesEvery();
+        if (log == null || every == 0 || (step + 1) % every != 0) {
+            return;
+        }
+        for (int i = 0; i < samples.size() && samples.get(i).promptIndex() < cfg.train().samplesPrompts(); i++) {
+            Sample s = samples.get(i);
+            Example ex = exs.get(s.promptIndex());
+            Map<String, Object> line = new LinkedHashMap<>();
+            line.put("step", step + 1);
+            line.put("prompt", prompts.text(ex));
+            line.put("response", tok.decodeSkippingSpecial(s.responseIds()));
+            line.put("reward", scores.get(i).reward());
+            line.put("correct", scores.get(i).correct());
+            line.put("extracted", scores.get(i).extracted());
+            line.put("gold", ex.gold());
+            line.put("finish_reason", s.finishReason());
+            log.write(line);
+        }
+    }
 }

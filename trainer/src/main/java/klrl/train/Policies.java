@@ -71,6 +71,17 @@ final class Policies {
         return p;
     }
 
+    /**
+     * The policy alone, copied into {@code m} for generating on rollout.devices: what trains is copied
+     * (and refreshed by {@link Replicas#copyFrom}), frozen weights shared where they already live on
+     * that device. Its {@link #trainable} names the policy's tensors as the master's does; none records
+     * gradients.
+     */
+    Policies generator(NDManager m) {
+        Decoder pol = policy.replica(m, !lora());
+        return new Policies(pol, pol, pol, null, pol.adapters()).withTrainable(1);
+    }
+
     /** Fills {@link #trainable} (policy first, then the critic's tensors at {@code criticScale} × lr). */
     private Policies withTrainable(double criticScale) {
         this.criticScale = criticScale;

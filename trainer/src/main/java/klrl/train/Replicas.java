@@ -46,8 +46,10 @@ final class Replicas implements AutoCloseable {
     private final List<ExecutorService> threads = new ArrayList<>();
     private final ToIntFunction<Replica> kvRows;
     private double reduceSeconds, syncSeconds;
-    /** Whether {@link #close} also closes the master's root manager (made by {@link #open}). */
+    /** Whether {@link #close} also closes the master's root manager (made by {@link #open} and {@link #generators}). */
     private boolean ownsRoot;
+    /** The caller's libtorch thread count before {@link #generators} shared the cores out, restored by {@link #close} (0: unchanged). */
+    private int callerThreads;
 
     private Replicas(List<Replica> all, ToIntFunction<Replica> kvRows) {
         this.all = all;
@@ -85,6 +87,64 @@ final class Replicas implements AutoCloseable {
             root.close();
             throw e;
         }
+    }
+
+    /**
+     * Copies of the training master's policy on the devices of rollout.devices, one per device, each
+     * working in its own thread: they generate (locally) or recompute the servers' behaviour log-probs,
+     * while the training replicas may be updating. {@link #copyFrom} gives them the master's weights.
+     * On CPU "devices" the cores are shared out between training and generating threads (the caller's
+     * thread, which trains on one device, gets its share too).
+     */
+    static Replicas generators(Replicas training, TrainConfig cfg, Tokenizer tok) {
+        List<Device> devices = Placement.parseDevices(cfg.rollout().devices(), klrl.util.Runtime::device);
+        boolean gpu = devices.get(0).isGpu();
+        int share = gpu ? 0 : Math.max(1, JniUtils.getNumThreads() / (devices.size() + training.size()));
+        List<Replica> reps = new ArrayList<>();
+        Replicas r = new Replicas(reps, x -> MemoryPlan.kvRows(cfg, x.nets().policy));
+        r.ownsRoot = true;
+        if (!gpu && training.threads.isEmpty()) {
+            r.callerThreads = JniUtils.getNumThreads();
+            JniUtils.setNumThreads(share);
+        }
+        try {
+            for (int d = 0; d < devices.size(); d++) {
+                NDManager m = NDManager.newBaseManager(devices.get(d), "PyTorch");
+                Policies nets;
+                try {
+                    nets = training.master().nets().generator(m);
+                } catch (RuntimeException | Error e) {
+                    m.close();
+                    throw e;
+                }
+                reps.add(new Replica(d, nets, m, Evaluator.rolloutEngine(nets.policy, tok, cfg)));
+                r.threads.add(worker("rollout-" + d));
+            }
+            r.each(rep -> threadSetUp(share));
+        } catch (RuntimeException | Error e) {
+            r.close();
+            throw e;
+        }
+        return r;
+    }
+
+    /** A single-thread executor whose daemon thread has this name. */
+    private static ExecutorService worker(String name) {
+        return Executors.newSingleThreadExecutor(task -> {
+            Thread t = new Thread(task, name);
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** A worker thread's first task: grad mode off, and its libtorch thread count (0: the default). */
+    private static Void threadSetUp(int torchThreads) {
+        klrl.util.Runtime.noGradOutsideCollectors(); // grad mode belongs to each thread
+        if (torchThreads > 0) {
+            JniUtils.getNumThreads(); // a fresh thread adopts the process value at its first parallel op: read it first
+            JniUtils.setNumThreads(torchThreads);
+        }
+        return null;
     }
 
     /**
@@ -152,20 +212,9 @@ final class Replicas implements AutoCloseable {
         }
         Replicas r = new Replicas(List.copyOf(reps), kvRows);
         for (Replica rep : reps) {
-            r.threads.add(Executors.newSingleThreadExecutor(task -> {
-                Thread t = new Thread(task, "replica-" + rep.index());
-                t.setDaemon(true);
-                return t;
-            }));
+            r.threads.add(worker("replica-" + rep.index()));
         }
-        r.each(rep -> {
-            klrl.util.Runtime.noGradOutsideCollectors(); // grad mode belongs to each thread
-            if (torchThreads > 0) {
-                JniUtils.getNumThreads(); // a fresh thread adopts the process value at its first parallel op: read it first
-                JniUtils.setNumThreads(torchThreads);
-            }
-            return null;
-        });
+        r.each(rep -> threadSetUp(torchThreads));
         return r;
     }
 
@@ -286,17 +335,36 @@ final class Replicas implements AutoCloseable {
         for (int d = 1; d < all.size(); d++) {
             var rep = all.get(d).nets().trainable;
             for (var e : master.entrySet()) {
-                NDArray dst = rep.get(e.getKey()), src = e.getValue();
-                if (src.getDevice().equals(dst.getDevice())) {
-                    dst.set(ALL, src); // an indexed copy keeps dst's memory layout
-                } else {
-                    try (NDArray c = src.toDevice(dst.getDevice(), false)) {
-                        dst.set(ALL, c);
-                    }
-                }
+                copyInto(e.getValue(), rep.get(e.getKey()));
             }
         }
         syncSeconds += (System.nanoTime() - t0) / 1e9;
+    }
+
+    /**
+     * Copies {@code training}'s master's trainable tensors into these (generators): every tensor they
+     * name. Run between rollouts only: nothing may be generating.
+     */
+    void copyFrom(Replicas training) {
+        long t0 = System.nanoTime();
+        var master = training.master().nets().trainable;
+        for (Replica rep : all) {
+            for (var e : rep.nets().trainable.entrySet()) {
+                copyInto(master.get(e.getKey()), e.getValue());
+            }
+        }
+        syncSeconds += (System.nanoTime() - t0) / 1e9;
+    }
+
+    /** {@code dst} ← {@code src}, across devices if need be, keeping dst's memory layout. */
+    private static void copyInto(NDArray src, NDArray dst) {
+        if (src.getDevice().equals(dst.getDevice())) {
+            dst.set(ALL, src); // an indexed copy keeps dst's memory layout
+        } else {
+            try (NDArray c = src.toDevice(dst.getDevice(), false)) {
+                dst.set(ALL, c);
+            }
+        }
     }
 
     /** The largest absolute difference between a replica's trainable tensor and the master's (0 when in sync). */
@@ -334,8 +402,11 @@ final class Replicas implements AutoCloseable {
         for (int d = 1; d < all.size(); d++) {
             all.get(d).root().close();
         }
-        if (ownsRoot) {
+        if (ownsRoot && !all.isEmpty()) {
             master().root().close();
+        }
+        if (callerThreads > 0) {
+            JniUtils.setNumThreads(callerThreads);
         }
     }
 }

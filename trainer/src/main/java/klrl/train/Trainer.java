@@ -4,7 +4,6 @@ import ai.djl.ndarray.NDManager;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayDeque;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -63,12 +62,9 @@ public final class Trainer implements AutoCloseable {
     /** The rollout stage: this process's replicas, or SGLang/vLLM servers (rollout.engine). */
     private final Rollouts rollouts;
     private final AtomicBoolean stop = new AtomicBoolean();
-    private final ArrayDeque<Rollout> lagQueue = new ArrayDeque<>();
+    private final LagQueue lag;
     private MetricsLog samplesLog; // open while run() runs
     private long startStep;
-
-    /** One step's sampled and scored data, kept whole for the off-policy lag queue. */
-    private record Rollout(long step, List<Sample> samples, List<RewardPool.Scored> scores) {}
 
     public Trainer(TrainConfig cfg, Path resume, Consumer<String> log) throws IOException {
         this(cfg, resume, false, log);
@@ -111,6 +107,7 @@ public final class Trainer implements AutoCloseable {
             this.evaluator = new Evaluator((ids, p) -> replicas.generate(ids, p, n -> { }), prompts, tok, rewards, cfg);
             madeRollouts = new Rollouts(cfg, replicas, prompts, schedule, tok, modelDir, log);
             this.rollouts = madeRollouts;
+            this.lag = new LagQueue(a.offPolicyLag());
             if (resume != null) {
                 restore(Checkpoints.resolve(resume, log));
             }
@@ -186,81 +183,80 @@ public final class Trainer implements AutoCloseable {
     StepMetrics step(long step) {
         long t0 = System.nanoTime();
         StepMetrics m = new StepMetrics(step + 1);
-        // 1. Rollout: n samples per prompt from the current policy (on this process's replicas, or on the
-        //    rollout servers), with their behaviour log-probs (the sampler's, or recomputed here).
+        // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
+        //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–6 do.
         List<Example> exs = schedule.batchAt(step);
-        long tr = System.nanoTime();
-        List<Sample> samples = rollouts.run(exs, step, m);
-        double secRollout = seconds(tr);
-        releaseCachedGpuMemory(); // the KV cache's blocks go back before the update's activations
-        // 2. Reward: the verifier scores every response against its prompt's gold (worker threads).
-        long tw = System.nanoTime();
-        List<RewardPool.Scored> scores = evaluator.score(exs, samples);
-        m.rollout(samples, scores).put("time_rollout", secRollout).put("time_reward", seconds(tw));
-        logSamples(step, exs, samples, scores);
-        // 3. Off-policy lag K: train on the rollout made K policy versions ago (its log-probs are the behaviour policy's).
-        lagQueue.addLast(new Rollout(step, samples, scores));
-        if (lagQueue.size() <= cfg.algorithm().offPolicyLag()) {
-            m.put("time_step", seconds(t0)).put("kl_k1", 0.0).put("kl_k3", 0.0).put("kl_forward", 0.0);
-            return m.put("kl_coef", kl.value()).put("lr", lr.at((int) opt.steps())); // still filling the queue
+        Rollouts.Pending next = rollouts.start(exs, step, lag.versionAt(step), evaluator::score);
+        // 2. Off-policy lag K: train on the rollout of step t − K (none while the first K fill the queue).
+        Rollouts.Generated ro = lag.take(next);
+        if (ro != null) {
+            train(ro, step, m);
+        } else {
+            m.put("kl_k1", 0.0).put("kl_k3", 0.0).put("kl_forward", 0.0).put("kl_coef", kl.value()).put("lr", lr.at((int) opt.steps()));
         }
-        Rollout ro = lagQueue.removeFirst();
+        // 7. This step's rollout, waited for (overlapped: only what generation took beyond the update), into the queue.
+        long tw = System.nanoTime();
+        Rollouts.Generated g = awaitRollout(next, step);
+        m.put("time_overlap_wait", seconds(tw) + (cfg.rollout().overlap() ? 0 : (double) g.metrics().get("time_rollout")
+                + (double) g.metrics().get("time_reward"))).putAll(g.metrics()).rollout(g.samples(), g.scores());
+        releaseCachedGpuMemory(); // the KV cache's blocks go back before the next update's activations
+        evaluator.logSamples(samplesLog, step, exs, g.samples(), g.scores());
+        lag.add(g);
+        double secs = seconds(t0);
+        long tokens = g.samples().stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
+        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays()).memory();
+    }
+
+    /** Steps 3–6 on rollout {@code ro}: reference pass, shaping, the policy update, their metrics into {@code m}. */
+    private void train(Rollouts.Generated ro, long step, StepMetrics m) {
+        m.put("rollout_policy_version", ro.policyVersion()).put("policy_version_lag", lag.versionAt(step) - ro.policyVersion());
         SequenceBatch all = SequenceBatch.of(ro.samples(), (int) tok.padId());
         float[] oldLogp = all.perToken(ro.samples().stream().map(Sample::logprobs).toList());
         float temperature = (float) cfg.rollout().temperature();
-        // 4. Reference: log π_ref per token; PPO's old values; the exact KL when "full" shapes the reward.
+        // 3. Reference: log π_ref per token; PPO's old values; the exact KL when "full" shapes the reward.
         long tref = System.nanoTime();
         boolean exactKl = lossCfg.klEstimator().needsFullLogits() && lossCfg.klPlacement().shapesRewards();
         ReferencePass.Out ref = ReferencePass.run(replicas, all, ReferencePass.Sizes.of(cfg), temperature, exactKl);
         m.put("time_reference", seconds(tref));
-        // 5. Shaping: per-token KL → token rewards (KL in the reward) → advantages; the controller follows the KL.
+        // 4. Shaping: per-token KL → token rewards (KL in the reward) → advantages; the controller follows the KL.
         Shaping.Out shaped = Shaping.apply(all, oldLogp, ref, ro.scores().stream().mapToDouble(RewardPool.Scored::reward).toArray(),
                 ro.samples().stream().mapToInt(Sample::promptIndex).toArray(), lossCfg.withKlCoef(kl.value()), advantage, advCfg, root);
         m.putAll(shaped.klMetrics());
         kl.update(shaped.meanKl(), all.rows());
-        // 6. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
+        // 5. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
         long tu = System.nanoTime();
         PolicyUpdate.Out upd = update.run(new PolicyUpdate.Inputs(all, oldLogp, ref.refLogp(), shaped.advantages(),
                 shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step()),
                 lossCfg.withKlCoef(kl.value()));
         releaseCachedGpuMemory();
-        // 7. Metrics: the update's, timings, and the leak watch (both stay flat when every scope closes).
+        // 6. Metrics: the update's, timings (gradient reduce and weight copies inside time_update with several replicas).
         m.update(upd, cfg.train().gradVar(), kl.value(), opt.lossScale()).put("lr", lr.at((int) opt.steps() - 1));
         m.put("time_update", seconds(tu));
         double[] sync = replicas.takeTimes();
-        if (replicas.size() > 1) { // inside time_update: gradients onto the master, weights back to the replicas
+        if (replicas.size() > 1) {
             m.put("time_grad_reduce", sync[0]).put("time_param_sync", sync[1]);
         }
-        double secs = seconds(t0);
-        long tokens = samples.stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
-        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays()).memory();
+    }
+
+    /**
+     * The rollout started this step. Overlapped, it can fail after this step's update has changed the
+     * weights: then no checkpoint can hold both, and the run stops at the latest one.
+     */
+    private Rollouts.Generated awaitRollout(Rollouts.Pending next, long step) {
+        try {
+            return next.await();
+        } catch (klrl.rollout.remote.ServersUnavailable e) {
+            if (!cfg.rollout().overlap() || lag.versionAt(step) == lag.versionAt(step + 1)) {
+                throw e; // nothing of this step has changed the trainer yet
+            }
+            throw new klrl.util.UserError(e.getMessage() + "; stopped at step " + (step + 1) + ", whose update had run while"
+                    + " its rollout failed: resume from the latest checkpoint in " + out.resolve("checkpoints"));
+        }
     }
 
     /** The rollout of step s (its prompts from the schedule). */
     List<Sample> rollout(long step) {
         return rollouts.generate(schedule.batchAt(step), step);
-    }
-
-    /** Every train.samples_every steps: what the model wrote for the first prompts, with reward, answer and gold. */
-    private void logSamples(long step, List<Example> exs, List<Sample> samples, List<RewardPool.Scored> scores) {
-        int every = cfg.train().samplesEvery();
-        if (samplesLog == null || every == 0 || (step + 1) % every != 0) {
-            return;
-        }
-        for (int i = 0; i < samples.size() && samples.get(i).promptIndex() < cfg.train().samplesPrompts(); i++) {
-            Sample s = samples.get(i);
-            Example ex = exs.get(s.promptIndex());
-            Map<String, Object> line = new LinkedHashMap<>();
-            line.put("step", step + 1);
-            line.put("prompt", prompts.text(ex));
-            line.put("response", tok.decodeSkippingSpecial(s.responseIds()));
-            line.put("reward", scores.get(i).reward());
-            line.put("correct", scores.get(i).correct());
-            line.put("extracted", scores.get(i).extracted());
-            line.put("gold", ex.gold());
-            line.put("finish_reason", s.finishReason());
-            samplesLog.write(line);
-        }
     }
 
     private static double seconds(long since) {
@@ -292,7 +288,7 @@ public final class Trainer implements AutoCloseable {
     public Path save(long stepsDone) throws IOException {
         var state = new Checkpoints.State(stepsDone, opt.steps(), kl.value(), Map.of("loss_scale", opt.lossScale()));
         return Checkpoints.save(out, new Checkpoints.Contents(state, modelDir, nets.policyWeights(), nets.lora(), nets.adapterConfig(cfg, modelDir),
-                nets.ppo() ? nets.criticState() : null, opt.stateTensors()), cfg.checkpoint().keep());
+                nets.ppo() ? nets.criticState() : null, opt.stateTensors(), Map.of(LagQueue.FILE, lag.state())), cfg.checkpoint().keep());
     }
 
     private void restore(Path ckpt) {
@@ -305,6 +301,7 @@ public final class Trainer implements AutoCloseable {
         replicas.broadcast(); // the replicas continue from the restored weights too
         kl.restore(st.get("kl_coef").asDouble());
         startStep = st.get("step").asLong();
+        lag.restore(ckpt, startStep); // the queued rollouts: the resumed run trains on what the uninterrupted one would
     }
 
     @Override
