@@ -27,12 +27,22 @@ public interface AdvantageEstimator {
     Result compute(NDArray tokenRewards, NDArray mask, int[] groups, NDArray values, Config c);
 
     /**
-     * @param normByStd GRPO divides by the group std (false = Dr. GRPO)
+     * @param normByStd GRPO divides by a std (false = Dr. GRPO)
      * @param eps       GRPO's std epsilon (verl: 1e-6)
+     * @param batchStd  that std is the whole batch's (TRL's scale_rewards: batch), not the group's
      */
-    record Config(boolean normByStd, double gamma, double lambda, double eps) {
+    record Config(boolean normByStd, double gamma, double lambda, double eps, boolean batchStd) {
+        public Config(boolean normByStd, double gamma, double lambda, double eps) {
+            this(normByStd, gamma, lambda, eps, false);
+        }
+
         public static Config defaults() {
             return new Config(true, 1.0, 1.0, 1e-6);
+        }
+
+        /** From algorithm.scale_rewards (group, batch or none). */
+        public static Config of(String scaleRewards, double gamma, double lambda) {
+            return new Config(!scaleRewards.equals("none"), gamma, lambda, 1e-6, scaleRewards.equals("batch"));
         }
     }
 
@@ -43,6 +53,7 @@ public interface AdvantageEstimator {
         m.put("grpo", Estimators::grpo);
         m.put("rloo", Estimators::rloo);
         m.put("reinforce++", Estimators::reinforcePlusPlus);
+        m.put("reinforce++-baseline", Estimators::reinforcePlusPlusBaseline);
         m.put("gae", Estimators::gae);
         m.put("reinforce", Estimators::reinforce);
         return m;

@@ -71,12 +71,46 @@ final class Estimators {
         return outcome(adv, m, r);
     }
 
-    /** GRPO: (s − mean_group)/(std_group + ε), or without the std (Dr. GRPO); a lone sample keeps s. */
+    /**
+     * GRPO: (s − mean_group)/(std + ε) with the group's std, or the whole batch's (TRL's scale_rewards:
+     * batch), or without a std (Dr. GRPO); a lone sample keeps s.
+     */
     static AdvantageEstimator.Result grpo(NDArray r, NDArray mask, int[] groups, NDArray values, AdvantageEstimator.Config c) {
+        double batchStd = c.batchStd() ? batchStd(scores(AdvantageEstimator.rows(r), AdvantageEstimator.rows(mask))) : 0;
         return byGroup(r, mask, groups, (s, g) -> {
-            double mean = g.n() > 1 ? g.mean() : 0.0, std = g.n() > 1 ? g.std() : 1.0;
+            double mean = g.n() > 1 ? g.mean() : 0.0, std = c.batchStd() ? batchStd : g.n() > 1 ? g.std() : 1.0;
             return c.normByStd() ? (s - mean) / (std + c.eps()) : s - mean;
         });
+    }
+
+    /** The unbiased std of all the batch's scores (TRL: rewards.std()); 0 for one score. */
+    static double batchStd(double[] s) {
+        if (s.length < 2) {
+            return 0;
+        }
+        double mean = java.util.Arrays.stream(s).average().orElse(0), ss = 0;
+        for (double x : s) {
+            ss += (x - mean) * (x - mean);
+        }
+        return Math.sqrt(ss / (s.length - 1));
+    }
+
+    /**
+     * REINFORCE++-baseline (verl's reinforce_plus_plus_baseline): each sequence's return minus its
+     * group's mean (a lone sample: minus 0), on every token, then whitened over the batch's tokens.
+     */
+    static AdvantageEstimator.Result reinforcePlusPlusBaseline(NDArray r, NDArray mask, int[] groups, NDArray values,
+                                                               AdvantageEstimator.Config c) {
+        double[][] m = AdvantageEstimator.rows(mask);
+        double[] s = scores(AdvantageEstimator.rows(r), m);
+        Map<Integer, Group> st = groupStats(s, groups);
+        double[] centred = new double[s.length];
+        for (int i = 0; i < s.length; i++) {
+            Group g = st.get(groups[i]);
+            centred[i] = s[i] - (g.n() > 1 ? g.mean() : 0.0);
+        }
+        NDArray a = AdvantageEstimator.tensor(whiten(broadcast(centred, m), m), r);
+        return new AdvantageEstimator.Result(a, a);
     }
 
     /** RLOO: s_i minus the mean of the other samples of its group, = (n·s_i − Σs)/(n−1). */

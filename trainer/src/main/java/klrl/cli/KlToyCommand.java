@@ -12,7 +12,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 @Command(name = "kl-toy", mixinStandardHelpOptions = true,
-        description = "Exact expected KL gradients of every estimator × placement on a tabular policy, vs ∇KL(π‖π_ref).")
+        description = "Exact expected KL gradients of every estimator × placement, with the vanilla and the GSPO policy loss, on a tabular policy, vs ∇KL(π‖π_ref).")
 public final class KlToyCommand implements Callable<Integer> {
     @Option(names = "--spec", description = "JSON {vocab, length, policy, reference}") Path spec;
     @Option(names = "--vocab", defaultValue = "3") int vocab;
@@ -40,6 +40,7 @@ public final class KlToyCommand implements Callable<Integer> {
             ArrayNode rows = o.putArray("rows");
             for (KlToy.Row row : r.rows()) {
                 ObjectNode x = rows.addObject();
+                x.put("policy_loss", row.policyLoss());
                 x.put("estimator", row.estimator());
                 x.put("placement", row.placement());
                 x.put("relative_bias", row.relativeBias());
@@ -53,10 +54,10 @@ public final class KlToyCommand implements Callable<Integer> {
             System.out.println(Json.write(o));
         } else {
             System.out.printf("KL(π‖π_ref) = %.6g   ‖∇KL‖ = %.6g%n", r.kl(), r.gradNorm());
-            System.out.printf("%-4s %-14s %14s %10s %12s%s%n", "est", "placement", "relative_bias", "cosine", "variance",
+            System.out.printf("%-7s %-4s %-14s %14s %10s %12s%s%n", "loss", "est", "placement", "relative_bias", "cosine", "variance",
                     samples > 0 ? "  mc_relative_bias  mc_variance" : "");
             for (KlToy.Row row : r.rows()) {
-                System.out.printf("%-4s %-14s %14.6g %10.6f %12.6g%s%n", row.estimator(), row.placement(), row.relativeBias(),
+                System.out.printf("%-7s %-4s %-14s %14.6g %10.6f %12.6g%s%n", row.policyLoss(), row.estimator(), row.placement(), row.relativeBias(),
                         row.cosine(), row.variance(), row.mcRelativeBias() == null ? ""
                                 : String.format("  %16.6g %12.6g", row.mcRelativeBias(), row.mcVariance()));
             }

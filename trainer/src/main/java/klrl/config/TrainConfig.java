@@ -27,6 +27,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         require(!algorithm.name().equals("ppo") || algorithm.resolvedAdvantage().equals("gae"), "algorithm ppo uses advantage gae");
         require(!(model.device().contains(",") && model.critic().equals("separate") && train.parallel().equals("layers")),
                 "model.critic: separate needs one device per model copy; with train.parallel: layers use model.critic: head");
+        require(algorithm.overlongBuffer().len() < rollout.maxNewTokens(), "algorithm.overlong_buffer.len must be below"
+                + " rollout.max_new_tokens (" + rollout.maxNewTokens() + ")");
         require(!rollout.overlap() || algorithm.offPolicyLag() >= 1, "rollout.overlap: true needs algorithm.off_policy_lag ≥ 1"
                 + " (step t trains on the rollout of step t − K while the rollout of step t is generated)");
     }
@@ -171,12 +173,20 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     }
 
     /**
-     * @param name       grpo, rloo, reinforce++ or ppo
-     * @param advantage  estimator; null = the algorithm's own (ppo → gae)
+     * @param name          grpo, rloo, reinforce++ or ppo
+     * @param advantage     estimator; null = the algorithm's own (ppo → gae)
+     * @param scaleRewards  GRPO's advantage scale (TRL's scale_rewards): group (÷ the group's std), batch (÷ the
+     *                      batch's), none (Dr. GRPO); null = group when norm_adv_by_std, else none
+     * @param policyLoss    vanilla (token-level ratios, PPO clip) or gspo (sequence-level ratios, GSPO)
+     * @param overlongBuffer DAPO's overlong shaping; len 0 = off
+     * @param maskTruncated responses cut at max_new_tokens leave the loss (TRL's mask_truncated_completions)
+     * @param filterGroups  DAPO's dynamic sampling
      */
     public record Algorithm(String name, String advantage, boolean normAdvByStd, double gamma, double lambda, int ppoEpochs,
                             double clipRatioLow, double clipRatioHigh, Double clipRatioC, String lossAggMode,
-                            double entropyCoef, Double valueClip, double valueCoef, double valueLr, int offPolicyLag) {
+                            double entropyCoef, Double valueClip, double valueCoef, double valueLr, int offPolicyLag,
+                            String scaleRewards, String policyLoss, OverlongBuffer overlongBuffer, boolean maskTruncated,
+                            FilterGroups filterGroups) {
         static String defaultAdvantage(String algo) {
             return algo.equals("ppo") ? "gae" : algo;
         }
@@ -187,7 +197,13 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         }
 
         public static Algorithm defaults() {
-            return new Algorithm("grpo", null, true, 1.0, 1.0, 1, 0.2, 0.2, null, "token-mean", 0.0, 0.5, 0.5, 1e-3, 0);
+            return new Algorithm("grpo", null, true, 1.0, 1.0, 1, 0.2, 0.2, null, "token-mean", 0.0, 0.5, 0.5, 1e-3, 0,
+                    null, "vanilla", OverlongBuffer.defaults(), false, FilterGroups.defaults());
+        }
+
+        /** GRPO's advantage scale: scale_rewards when set, else from norm_adv_by_std. */
+        public String resolvedScaleRewards() {
+            return scaleRewards != null ? scaleRewards : normAdvByStd ? "group" : "none";
         }
 
         public Algorithm {
@@ -200,6 +216,46 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(clipRatioC == null || clipRatioC > 1, "algorithm.clip_ratio_c (dual clip) must be > 1");
             require(offPolicyLag >= 0, "algorithm.off_policy_lag must be ≥ 0");
             require(gamma >= 0 && gamma <= 1 && lambda >= 0 && lambda <= 1, "algorithm.gamma and lambda must be in [0, 1]");
+            require(scaleRewards == null || List.of("group", "batch", "none").contains(scaleRewards),
+                    "algorithm.scale_rewards must be group, batch or none; got '" + scaleRewards + "'");
+            require(List.of("vanilla", "gspo").contains(policyLoss), "algorithm.policy_loss must be vanilla or gspo; got '" + policyLoss + "'");
+            require(!policyLoss.equals("gspo") || lossAggMode.equals("seq-mean-token-mean"), "algorithm.policy_loss: gspo averages"
+                    + " each sequence's tokens, then the sequences (as the GSPO paper and verl): set algorithm.loss_agg_mode: seq-mean-token-mean");
+            require(!policyLoss.equals("gspo") || clipRatioC == null, "algorithm.clip_ratio_c (dual clip) is a vanilla-loss option;"
+                    + " with algorithm.policy_loss: gspo leave it unset");
+            overlongBuffer = overlongBuffer == null ? OverlongBuffer.defaults() : overlongBuffer;
+            filterGroups = filterGroups == null ? FilterGroups.defaults() : filterGroups;
+        }
+    }
+
+    /**
+     * DAPO's overlong reward shaping (verl's reward_model.overlong_buffer): a response longer than
+     * max_new_tokens − len loses penalty × (its excess ÷ len), linearly up to penalty at the cap.
+     */
+    public record OverlongBuffer(int len, double penalty) {
+        public static OverlongBuffer defaults() {
+            return new OverlongBuffer(0, 1.0);
+        }
+
+        public OverlongBuffer {
+            require(len >= 0, "algorithm.overlong_buffer.len must be ≥ 0 (0 = off)");
+            require(penalty >= 0, "algorithm.overlong_buffer.penalty must be ≥ 0");
+        }
+    }
+
+    /**
+     * DAPO's dynamic sampling (verl's algorithm.filter_groups): prompt groups whose samples all got
+     * the same {@code metric} (accuracy or reward) are dropped and more prompts sampled, up to
+     * {@code maxGenBatches} generation batches a step.
+     */
+    public record FilterGroups(boolean enable, String metric, int maxGenBatches) {
+        public static FilterGroups defaults() {
+            return new FilterGroups(false, "accuracy", 10);
+        }
+
+        public FilterGroups {
+            require(List.of("accuracy", "reward").contains(metric), "algorithm.filter_groups.metric must be accuracy or reward; got '" + metric + "'");
+            require(maxGenBatches >= 1, "algorithm.filter_groups.max_gen_batches must be ≥ 1");
         }
     }
 

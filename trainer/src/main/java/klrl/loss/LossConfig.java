@@ -13,11 +13,21 @@ import klrl.util.UserError;
  * @param klCoef     β, the current KL coefficient (the controller's value)
  * @param klSafeguards clamp log-ratios before exp (see KlEstimator); off only for exact checks
  * @param valueClip  PPO value clip range; null = unclipped
+ * @param policyLoss token-level ratios (vanilla PPO clip) or sequence-level ones (GSPO)
  */
 public record LossConfig(Aggregation aggregation, double clipLow, double clipHigh, Double dualClip,
                          KlEstimator klEstimator, KlPlacement klPlacement, double klCoef, boolean klSafeguards,
-                         double entropyCoef, Double valueClip, double valueCoef) {
+                         double entropyCoef, Double valueClip, double valueCoef, PolicyLoss.Kind policyLoss) {
+
+    public LossConfig(Aggregation aggregation, double clipLow, double clipHigh, Double dualClip, KlEstimator klEstimator,
+                      KlPlacement klPlacement, double klCoef, boolean klSafeguards, double entropyCoef, Double valueClip,
+                      double valueCoef) {
+        this(aggregation, clipLow, clipHigh, dualClip, klEstimator, klPlacement, klCoef, klSafeguards, entropyCoef, valueClip,
+                valueCoef, PolicyLoss.Kind.VANILLA);
+    }
+
     public LossConfig {
+        policyLoss = policyLoss == null ? PolicyLoss.Kind.VANILLA : policyLoss;
         if (clipLow < 0 || clipLow >= 1 || clipHigh < 0) {
             throw new UserError("clip_ratio_low must be in [0,1) and clip_ratio_high ≥ 0, got " + clipLow + ", " + clipHigh);
         }
@@ -28,6 +38,6 @@ public record LossConfig(Aggregation aggregation, double clipLow, double clipHig
 
     public LossConfig withKlCoef(double beta) {
         return new LossConfig(aggregation, clipLow, clipHigh, dualClip, klEstimator, klPlacement, beta, klSafeguards,
-                entropyCoef, valueClip, valueCoef);
+                entropyCoef, valueClip, valueCoef, policyLoss);
     }
 }

@@ -17,7 +17,7 @@ public interface LossTerm {
     Out apply(TokenBatch batch, LossConfig config);
 
     static List<LossTerm> forConfig(LossConfig c, boolean withCritic) {
-        var terms = new java.util.ArrayList<LossTerm>(List.of(PolicyLoss::ppoClip, KlLoss::apply));
+        var terms = new java.util.ArrayList<LossTerm>(List.of(c.policyLoss().term, KlLoss::apply));
         if (c.entropyCoef() != 0) {
             terms.add(EntropyBonus::apply);
         }

@@ -17,6 +17,7 @@ import klrl.kl.KlPlacement;
 import klrl.loss.Aggregation;
 import klrl.loss.LossConfig;
 import klrl.loss.LossTerm;
+import klrl.loss.PolicyLoss;
 import klrl.loss.TokenBatch;
 import klrl.util.Json;
 import klrl.util.UserError;
@@ -86,7 +87,11 @@ public final class KlToy {
     }
 
     /** One estimator × placement: how far its expected gradient is from ∇KL. */
-    public record Row(String estimator, String placement, double relativeBias, double cosine, double variance,
+    /**
+     * @param policyLoss   vanilla (seq-mean-token-sum) or gspo (its seq-mean-token-mean): GSPO's objective is the
+     *                     per-token mean, so its rows are measured against ∇KL/T (every toy sequence has T tokens)
+     */
+    public record Row(String policyLoss, String estimator, String placement, double relativeBias, double cosine, double variance,
                       Double mcRelativeBias, Double mcVariance) {}
 
     public record Result(double kl, double gradNorm, List<Row> rows) {}
@@ -228,44 +233,63 @@ public final class KlToy {
             }
         }
         List<Row> out = new ArrayList<>();
-        for (String est : List.of("k1", "k2", "k3")) {
-            for (String pl : List.of("reward", "loss", "loss-unbiased")) {
-                LossConfig cfg = new LossConfig(Aggregation.SEQ_MEAN_TOKEN_SUM, 0.2, 0.2, null, KlEstimator.parse(est),
-                        KlPlacement.parse(pl), 1.0, false, 0.0, null, 0.0);
-                double[][] g = new double[nSeq][];
-                double[] mean = new double[dim];
-                for (int s = 0; s < nSeq; s++) {
-                    g[s] = sampleGradient(manager, s, cfg);
-                    double p = Math.exp(logPi[s]);
-                    for (int i = 0; i < dim; i++) {
-                        mean[i] += p * g[s][i];
-                    }
+        for (PolicyLoss.Kind loss : PolicyLoss.Kind.values()) {
+            double scale = loss == PolicyLoss.Kind.GSPO ? 1.0 / spec.length() : 1.0;
+            double[] target = new double[dim];
+            for (int i = 0; i < dim; i++) {
+                target[i] = gradKl[i] * scale;
+            }
+            for (String est : List.of("k1", "k2", "k3")) {
+                for (String pl : List.of("reward", "loss", "loss-unbiased")) {
+                    out.add(row(manager, config(loss, est, pl), logPi, target, gnorm * scale, draws, samples));
                 }
-                double var = 0;
-                for (int s = 0; s < nSeq; s++) {
-                    var += Math.exp(logPi[s]) * sqDist(g[s], mean);
-                }
-                Double mcBias = null, mcVar = null;
-                if (samples > 0) {
-                    double[] mc = new double[dim];
-                    for (int d : draws) {
-                        for (int i = 0; i < dim; i++) {
-                            mc[i] += g[d][i] / samples;
-                        }
-                    }
-                    mcBias = Math.sqrt(sqDist(mc, gradKl)) / gnorm;
-                    double sv = 0;
-                    for (int d : draws) {
-                        sv += sqDist(g[d], mc);
-                    }
-                    mcVar = samples > 1 ? sv / (samples - 1) : 0.0;
-                }
-                double mn = norm(mean);
-                double cos = mn <= 1e-12 * gnorm ? 0.0 : dot(mean, gradKl) / (mn * gnorm);
-                out.add(new Row(est, pl, Math.sqrt(sqDist(mean, gradKl)) / gnorm, cos, var, mcBias, mcVar));
             }
         }
         return new Result(kl, gnorm, out);
+    }
+
+    /** The trainer's loss settings of one row: β = 1, no clipping in play (on-policy), no safeguards. */
+    static LossConfig config(PolicyLoss.Kind loss, String estimator, String placement) {
+        Aggregation agg = loss == PolicyLoss.Kind.GSPO ? Aggregation.SEQ_MEAN_TOKEN_MEAN : Aggregation.SEQ_MEAN_TOKEN_SUM;
+        return new LossConfig(agg, 0.2, 0.2, null, KlEstimator.parse(estimator), KlPlacement.parse(placement), 1.0, false, 0.0,
+                null, 0.0, loss);
+    }
+
+    /** One row: the expected gradient by enumeration (and from the Monte-Carlo draws) against {@code target}. */
+    private Row row(NDManager manager, LossConfig cfg, double[] logPi, double[] target, double tnorm, int[] draws, int samples) {
+        int dim = target.length;
+        double[][] g = new double[nSeq][];
+        double[] mean = new double[dim];
+        for (int s = 0; s < nSeq; s++) {
+            g[s] = sampleGradient(manager, s, cfg);
+            double p = Math.exp(logPi[s]);
+            for (int i = 0; i < dim; i++) {
+                mean[i] += p * g[s][i];
+            }
+        }
+        double var = 0;
+        for (int s = 0; s < nSeq; s++) {
+            var += Math.exp(logPi[s]) * sqDist(g[s], mean);
+        }
+        Double mcBias = null, mcVar = null;
+        if (samples > 0) {
+            double[] mc = new double[dim];
+            for (int d : draws) {
+                for (int i = 0; i < dim; i++) {
+                    mc[i] += g[d][i] / samples;
+                }
+            }
+            mcBias = Math.sqrt(sqDist(mc, target)) / tnorm;
+            double sv = 0;
+            for (int d : draws) {
+                sv += sqDist(g[d], mc);
+            }
+            mcVar = samples > 1 ? sv / (samples - 1) : 0.0;
+        }
+        double mn = norm(mean);
+        double cos = mn <= 1e-12 * tnorm ? 0.0 : dot(mean, target) / (mn * tnorm);
+        return new Row(cfg.policyLoss().id, cfg.klEstimator().name(), cfg.klPlacement().name(), Math.sqrt(sqDist(mean, target)) / tnorm,
+                cos, var, mcBias, mcVar);
     }
 
     /** The exact ∇KL and the expected gradient of one estimator × placement, for tests. */

@@ -95,7 +95,7 @@ final class LagQueue {
                     + ": resume with the lag the run was started with");
         }
         for (Saved s : saved) {
-            queue.addLast(new Rollouts.Generated(s.step(), s.policyVersion(), s.samples(), s.scores(), java.util.Map.of()));
+            queue.addLast(new Rollouts.Generated(s.step(), s.policyVersion(), List.of(), s.samples(), s.scores(), java.util.Map.of()));
         }
     }
 }

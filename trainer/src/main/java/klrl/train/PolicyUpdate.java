@@ -72,7 +72,7 @@ final class PolicyUpdate {
         var a = cfg.algorithm();
         return new LossConfig(klrl.loss.Aggregation.parse(a.lossAggMode()), a.clipRatioLow(), a.clipRatioHigh(), a.clipRatioC(),
                 cfg.kl().parsedEstimator(), cfg.kl().parsedPlacement(), klCoef, cfg.kl().safeguards(), a.entropyCoef(),
-                a.valueClip(), a.valueCoef());
+                a.valueClip(), a.valueCoef(), klrl.loss.PolicyLoss.Kind.parse(a.policyLoss()));
     }
 
     private static Map<String, NDArray> policyTensors(Policies nets) {

@@ -14,7 +14,7 @@ import klrl.data.Example;
  */
 final class PromptSchedule {
     /** What a derived seed is for. */
-    static final int PERMUTATION = 1, ROLLOUT = 2, EVAL = 3;
+    static final int PERMUTATION = 1, ROLLOUT = 2, EVAL = 3, EXTRA = 4;
 
     private final List<Example> train;
     private final int batchSize;
@@ -49,6 +49,25 @@ final class PromptSchedule {
             out.add(train.get(perm[(int) (pos % train.size())]));
         }
         return out;
+    }
+
+    /**
+     * The prompts of step s's generation batch k ≥ 1 (dynamic sampling asks for more): a seeded draw
+     * without replacement from the training set, a function of (seed, step, k).
+     */
+    List<Example> extraBatch(long step, int k) {
+        int[] perm = permutation(train.size(), seed(seed(step, EXTRA), k, EXTRA));
+        List<Example> out = new ArrayList<>(batchSize);
+        for (int i = 0; i < batchSize; i++) {
+            out.add(train.get(perm[i % train.size()]));
+        }
+        perms.remove(seed(seed(step, EXTRA), k, EXTRA)); // drawn once: not worth keeping
+        return out;
+    }
+
+    /** The sampling seed of step s's generation batch k (k = 0: the step's own, {@code seed(step, ROLLOUT)}). */
+    long rolloutSeed(long step, int k) {
+        return k == 0 ? seed(step, ROLLOUT) : seed(seed(step, ROLLOUT), k, ROLLOUT);
     }
 
     private int[] permutation(int n, long s) {

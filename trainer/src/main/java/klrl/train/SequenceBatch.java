@@ -168,6 +168,11 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
         for (float x : responseMask) {
             t += x > 0 ? 1 : 0;
         }
+        if (t == 0) { // no response token (all masked): one stand-in row, spread to nothing, keeps the graph whole
+            long[] none = new long[rows * r];
+            java.util.Arrays.fill(none, 1);
+            return new ResponseTokens(new long[] {0}, new long[] {0}, none);
+        }
         long[] take = new long[t], ids = new long[t], spread = new long[rows * r];
         int k = 0;
         for (int i = 0; i < rows; i++) {

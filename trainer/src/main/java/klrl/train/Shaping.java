@@ -71,4 +71,38 @@ final class Shaping {
         }
         return s;
     }
+
+    /**
+     * DAPO's overlong shaping (verl's DAPO reward manager): with expected = max_new_tokens − len, a
+     * response of L tokens gets min(−(L − expected)/len · penalty, 0) added to its reward; the
+     * accuracy stays the verifier's. Off (the scores as they are) when algorithm.overlong_buffer.len is 0.
+     */
+    static java.util.List<klrl.reward.RewardPool.Scored> overlong(java.util.List<klrl.reward.RewardPool.Scored> scores,
+            java.util.List<klrl.rollout.Sample> samples, klrl.config.TrainConfig cfg, Map<String, Object> metrics) {
+        var ob = cfg.algorithm().overlongBuffer();
+        if (ob.len() == 0) {
+            return scores;
+        }
+        double expected = cfg.rollout().maxNewTokens() - ob.len(), sum = 0;
+        java.util.List<klrl.reward.RewardPool.Scored> out = new java.util.ArrayList<>(scores.size());
+        for (int i = 0; i < scores.size(); i++) {
+            var s = scores.get(i);
+            double penalty = Math.min(-(samples.get(i).responseIds().length - expected) / ob.len() * ob.penalty(), 0);
+            sum += penalty;
+            out.add(new klrl.reward.RewardPool.Scored(s.reward() + penalty, s.correct(), s.timedOut(), s.extracted()));
+        }
+        metrics.merge("overlong_penalty", sum / Math.max(1, scores.size()), (a, b) -> b); // the trained batch's is set last
+        return out;
+    }
+
+    /** The batch with the responses cut at max_new_tokens out of the loss (their masks zeroed), for TRL's mask_truncated_completions. */
+    static SequenceBatch maskTruncated(SequenceBatch all, java.util.List<klrl.rollout.Sample> samples) {
+        float[] mask = all.responseMask().clone();
+        for (int i = 0; i < samples.size(); i++) {
+            if ("length".equals(samples.get(i).finishReason())) {
+                java.util.Arrays.fill(mask, i * all.r(), (i + 1) * all.r(), 0f);
+            }
+        }
+        return new SequenceBatch(all.tokens(), all.valid(), mask, all.responseIds(), all.rows(), all.p(), all.r(), all.starts());
+    }
 }

@@ -100,12 +100,12 @@ public final class Trainer implements AutoCloseable {
                     ReferencePass.Sizes.of(cfg), cfg.train().checkpointLayers(), placement.stages() > 1, o.gradClip(),
                     cfg.train().maxSkippedUpdates(), cfg.train().gradVar());
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
-            this.advCfg = new AdvantageEstimator.Config(a.normAdvByStd(), a.gamma(), a.lambda(), 1e-6);
+            this.advCfg = AdvantageEstimator.Config.of(a.resolvedScaleRewards(), a.gamma(), a.lambda());
             this.rewards = Evaluator.rewardPool(cfg);
             this.prompts = new Prompts(tok, cfg.data().promptFormat());
             this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
             this.evaluator = new Evaluator((ids, p) -> replicas.generate(ids, p, n -> { }), prompts, tok, rewards, cfg);
-            madeRollouts = new Rollouts(cfg, replicas, prompts, schedule, tok, modelDir, log);
+            madeRollouts = new Rollouts(cfg, replicas, prompts, schedule, tok, modelDir, evaluator::score, log);
             this.rollouts = madeRollouts;
             this.lag = new LagQueue(a.offPolicyLag());
             if (resume != null) {
@@ -185,8 +185,7 @@ public final class Trainer implements AutoCloseable {
         StepMetrics m = new StepMetrics(step + 1);
         // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
         //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–6 do.
-        List<Example> exs = schedule.batchAt(step);
-        Rollouts.Pending next = rollouts.start(exs, step, lag.versionAt(step), evaluator::score);
+        Rollouts.Pending next = rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
         // 2. Off-policy lag K: train on the rollout of step t − K (none while the first K fill the queue).
         Rollouts.Generated ro = lag.take(next);
         if (ro != null) {
@@ -200,7 +199,7 @@ public final class Trainer implements AutoCloseable {
         m.put("time_overlap_wait", seconds(tw) + (cfg.rollout().overlap() ? 0 : (double) g.metrics().get("time_rollout")
                 + (double) g.metrics().get("time_reward"))).putAll(g.metrics()).rollout(g.samples(), g.scores());
         releaseCachedGpuMemory(); // the KV cache's blocks go back before the next update's activations
-        evaluator.logSamples(samplesLog, step, exs, g.samples(), g.scores());
+        evaluator.logSamples(samplesLog, step, g.prompts(), g.samples(), g.scores());
         lag.add(g);
         double secs = seconds(t0);
         long tokens = g.samples().stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
@@ -225,7 +224,8 @@ public final class Trainer implements AutoCloseable {
         kl.update(shaped.meanKl(), all.rows());
         // 5. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
         long tu = System.nanoTime();
-        PolicyUpdate.Out upd = update.run(new PolicyUpdate.Inputs(all, oldLogp, ref.refLogp(), shaped.advantages(),
+        SequenceBatch trained = cfg.algorithm().maskTruncated() ? Shaping.maskTruncated(all, ro.samples()) : all;
+        PolicyUpdate.Out upd = update.run(new PolicyUpdate.Inputs(trained, oldLogp, ref.refLogp(), shaped.advantages(),
                 shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step()),
                 lossCfg.withKlCoef(kl.value()));
         releaseCachedGpuMemory();

@@ -36,6 +36,46 @@ class AdvantageTest extends klrl.WithManager {
     }
 
     @Test
+    void grpoScaledByTheBatchStd() {
+        // TRL's scale_rewards: batch: scores {1, 0, 1, 1}, std over the batch (unbiased) = ½; group means ½ and 1
+        double std = 0.5, z = 0.5 / (std + 1e-6);
+        assertArrayEquals(new double[] {z, z, -z, -z, 0, 0, 0, 0}, run("grpo", AdvantageEstimator.Config.of("batch", 1, 1)), 1e-12);
+        assertArrayEquals(run("grpo", cfg), run("grpo", AdvantageEstimator.Config.of("group", 1, 1)), 0);
+        assertArrayEquals(run("grpo", new AdvantageEstimator.Config(false, 1, 1, 1e-6)), run("grpo", AdvantageEstimator.Config.of("none", 1, 1)), 0);
+    }
+
+    @Test
+    void reinforcePlusPlusBaseline() {
+        // scores {1, 0 | 1, 1} minus the group mean → {½, −½ | 0, 0} on every token (7 masked entries:
+        // ½ ½ −½ −½ 0 0 0), then whitened over them: mean 0, unbiased var = 4·¼/6 = 1/6
+        double inv = 1 / Math.sqrt(1.0 / 6 + 1e-8), h = 0.5 * inv;
+        assertArrayEquals(new double[] {h, h, -h, -h, 0, 0, 0, 0}, run("reinforce++-baseline", cfg), 1e-12);
+        // verl's formula on a KL-shaped reward (scores are Σ_t r_t), re-computed here: centre by group, whiten
+        double[] r = {-0.1, 1, -0.2, 0, 0.3, 1, 1, 0};
+        double[] got = AdvantageEstimator.parse("reinforce++-baseline").compute(a(4, r), a(4, mask), groups, null, cfg)
+                .advantages().toDoubleArray();
+        double[] sc = {0.9, -0.2, 1.3, 1};
+        double[] c = {sc[0] - (sc[0] + sc[1]) / 2, sc[1] - (sc[0] + sc[1]) / 2, sc[2] - (sc[2] + sc[3]) / 2, sc[3] - (sc[2] + sc[3]) / 2};
+        double[] tok = new double[8];
+        double n = 0, sum = 0;
+        for (int i = 0; i < 8; i++) {
+            tok[i] = c[i / 2] * mask[i];
+            n += mask[i];
+            sum += tok[i];
+        }
+        double mean = sum / n, ss = 0;
+        for (int i = 0; i < 8; i++) {
+            ss += (tok[i] - mean) * (tok[i] - mean) * mask[i];
+        }
+        double sd = Math.sqrt(ss / (n - 1) + 1e-8);
+        double[] want = new double[8];
+        for (int i = 0; i < 8; i++) {
+            want[i] = (tok[i] - mean) / sd * mask[i];
+        }
+        assertArrayEquals(want, got, 1e-12);
+    }
+
+    @Test
     void rloo() {
         // s_i − mean of the others: group 0: 1−0, 0−1; group 1: 1−1, 1−1
         assertArrayEquals(new double[] {1, 1, -1, -1, 0, 0, 0, 0}, run("rloo", cfg), 1e-12);

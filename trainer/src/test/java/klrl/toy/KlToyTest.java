@@ -158,13 +158,38 @@ class KlToyTest {
         for (int i = 0; i < many.rows().size(); i++) {
             KlToy.Row f = few.rows().get(i), r = many.rows().get(i);
             // MC error ~ sqrt(variance / N) / ‖∇KL‖
-            double se = Math.sqrt(r.variance() / 40_000) / many.gradNorm();
+            // (GSPO rows are measured against ∇KL/T: their error is relative to that norm)
+            double se = Math.sqrt(r.variance() / 40_000) / (many.gradNorm() * (r.policyLoss().equals("gspo") ? 1.0 / 3 : 1.0));
             assertEquals(r.relativeBias(), r.mcRelativeBias(), 5 * se + 1e-9, r.estimator() + "-" + r.placement());
             assertEquals(r.variance(), r.mcVariance(), 0.1 * r.variance() + 1e-12, "variance " + r.estimator() + "-" + r.placement());
             if (r.relativeBias() < 1e-9) {
                 assertTrue(r.mcRelativeBias() < f.mcRelativeBias(), "more samples should shrink the MC error");
             }
         }
+    }
+
+    /**
+     * GSPO × every KL placement: on-policy its sequence ratio is 1, so each row has the vanilla loss's
+     * bias and cosine (against GSPO's own length-normalised objective, ∇KL/T).
+     */
+    @Test
+    void gspoRowsCarryTheVanillaBiasOfEachPlacement() {
+        KlToy.Result r = toy.run(0, 0, m);
+        assertEquals(18, r.rows().size());
+        for (int i = 0; i < 9; i++) {
+            KlToy.Row v = r.rows().get(i), g = r.rows().get(i + 9);
+            assertEquals("vanilla", v.policyLoss());
+            assertEquals("gspo", g.policyLoss());
+            assertEquals(v.estimator() + v.placement(), g.estimator() + g.placement());
+            assertEquals(v.relativeBias(), g.relativeBias(), 1e-9, g.toString());
+            assertEquals(v.cosine(), g.cosine(), 1e-9, g.toString());
+        }
+        // k1 in the reward stays unbiased under GSPO; k1 in the loss keeps its zero expected gradient (bias 1)
+        KlToy.Row reward = r.rows().get(9), loss = r.rows().get(10);
+        assertEquals("k1reward", reward.estimator() + reward.placement());
+        assertTrue(reward.relativeBias() < 1e-9, reward.toString());
+        assertEquals("k1loss", loss.estimator() + loss.placement());
+        assertEquals(1.0, loss.relativeBias(), 1e-9, loss.toString());
     }
 
     @Test
@@ -187,7 +212,7 @@ class KlToyTest {
         }
         assertEquals(0, code);
         JsonNode j = Json.MAPPER.readTree(out.toString());
-        assertEquals(9, j.get("rows").size());
+        assertEquals(18, j.get("rows").size()); // vanilla and GSPO × 3 estimators × 3 placements
         // hand value: reference uniform everywhere, so KL = Σ π log π + T·log 2
         double[] p0 = softmax(new double[] {0.5, -0.5}), p1 = softmax(new double[] {1, 0}), p2 = softmax(new double[] {0, 2});
         double kl = 0;

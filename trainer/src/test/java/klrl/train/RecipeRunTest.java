@@ -1,0 +1,63 @@
+package klrl.train;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.config.ConfigLoader;
+import klrl.config.TrainConfig;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * The recipe presets' tiny-CPU versions train: three steps of each (smaller batches), resumed from a
+ * checkpoint for the third, with DAPO's dynamic sampling leaving no group without signal.
+ */
+@Tag("e2e")
+class RecipeRunTest {
+    @TempDir Path tmp;
+
+    @BeforeAll
+    static void model() throws Exception {
+        TrainerTest.model();
+    }
+
+    static TrainConfig preset(String name, Path out, int steps) {
+        Map<String, Object> o = new HashMap<>(Map.of("output_dir", out.toString(), "model.path", TrainerTest.base.toString(),
+                "train.max_steps", steps, "train.batch_size", 4, "train.mini_batch_size", 2, "rollout.n", 8, "eval.every", 0,
+                "eval.before_start", false, "checkpoint.every", 2));
+        o.put("eval.max_examples", 16);
+        o.put("optim.schedule", "constant");
+        if (name.startsWith("dapo")) {
+            o.put("algorithm.filter_groups.max_gen_batches", 16);
+        }
+        return ConfigLoader.load(name, o);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"dapo-tiny-cpu", "gspo-tiny-cpu"})
+    void presetTrainsAndResumes(String name) throws Exception {
+        Path run = tmp.resolve(name);
+        TrainerTest.train(preset(name, run, 2), null);
+        TrainerTest.train(preset(name, run, 3), run.resolve("checkpoints/step-000002"));
+        List<JsonNode> steps = TrainerTest.stepLines(run);
+        assertEquals(3, steps.size());
+        for (JsonNode s : steps) {
+            assertTrue(Double.isFinite(s.get("loss_total").asDouble()) && Double.isFinite(s.get("grad_norm").asDouble()), s.toString());
+            assertEquals(0, s.get("skipped_updates").asInt(), s.toString());
+            if (name.startsWith("dapo")) {
+                assertEquals(0.0, s.get("zero_variance_groups").asDouble(), s.toString()); // dynamic sampling
+                assertTrue(s.get("gen_batches").asInt() >= 1 && s.has("filtered_groups") && s.has("overlong_penalty"), s.toString());
+            } else {
+                assertTrue(s.get("clip_fraction").asDouble() >= 0 && s.has("loss_kl"), s.toString());
+            }
+        }
+    }
+}
