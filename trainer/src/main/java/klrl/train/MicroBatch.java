@@ -47,10 +47,12 @@ record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
     }
 
     /**
-     * Rows [from, to) packed within {@code maxTokens} padded positions: longest row (prompt +
-     * response) first, ties by row; each micro-batch takes rows in that order while rows × its
-     * longest row fits. A packed micro-batch pays for its longest row only, so neighbours in length
-     * pad little, and rounds over replicas carry alike work.
+     * Rows [from, to) packed within {@code maxTokens} padded positions: ordered longest row (prompt +
+     * response) first, ties by row, then cut into runs of neighbours — each run padded to its first
+     * (longest) row, rows × that length within the budget, a longer row alone — choosing, by dynamic
+     * programming over the cut points, the fewest micro-batches and among those the fewest padded
+     * positions (a greedy fill reaches the same count but pads where its cuts fall). Neighbours in
+     * length pad little, and rounds over replicas carry alike work.
      */
     private static List<int[]> packed(int[] prompt, int[] response, int from, int to, long maxTokens) {
         int[] len = new int[prompt.length];
@@ -60,22 +62,34 @@ record MicroBatch(SequenceBatch batch, int[] rows, int stepR) {
             order.add(i);
         }
         order.sort((a, b) -> len[a] != len[b] ? Integer.compare(len[b], len[a]) : Integer.compare(a, b));
-        List<int[]> groups = new ArrayList<>();
-        List<Integer> cur = new ArrayList<>();
-        int w = 0;
-        for (int i : order) {
-            if (!cur.isEmpty() && (long) (cur.size() + 1) * Math.max(w, len[i]) > maxTokens) {
-                groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
-                cur.clear();
-                w = 0;
+        int n = order.size();
+        long[] cost = new long[n + 1];
+        int[] groups = new int[n + 1], cut = new int[n + 1];
+        java.util.Arrays.fill(cost, Long.MAX_VALUE);
+        cost[0] = 0;
+        for (int j = 1; j <= n; j++) {        // best packing of the first j rows: a run [i, j) after the best of the first i
+            for (int i = j - 1; i >= 0; i--) {
+                long padded = (long) (j - i) * len[order.get(i)];
+                if (j - i > 1 && padded > maxTokens) {
+                    break;                    // longer runs from further back only grow
+                }
+                long c = cost[i] + padded;
+                if (cost[j] == Long.MAX_VALUE || groups[i] + 1 < groups[j] || (groups[i] + 1 == groups[j] && c < cost[j])) {
+                    cost[j] = c;
+                    groups[j] = groups[i] + 1;
+                    cut[j] = i;
+                }
             }
-            cur.add(i);
-            w = Math.max(w, len[i]);
         }
-        if (!cur.isEmpty()) {
-            groups.add(cur.stream().mapToInt(Integer::intValue).toArray());
+        java.util.LinkedList<int[]> out = new java.util.LinkedList<>();
+        for (int j = n; j > 0; j = cut[j]) {
+            int[] g = new int[j - cut[j]];
+            for (int k = cut[j]; k < j; k++) {
+                g[k - cut[j]] = order.get(k);
+            }
+            out.addFirst(g);
         }
-        return groups;
+        return new ArrayList<>(out);
     }
 
     /** This micro-batch's rows of a step-wide per-token array, laid out [rows·r] with its own r. */
