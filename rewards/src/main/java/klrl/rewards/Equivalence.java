@@ -260,7 +260,11 @@ final class Equivalence {
         return n;
     }
 
-    /** For "x = 3" (or "3 = x"): the value side; for a chain "a = b = 3", the last term; null otherwise. */
+    /**
+     * For "x = 3" (or "3 = x"), and for any label assigned a value — "(m,n) = (5,4)", "|PQ| = 7",
+     * "g(t) = 7", "\\frac{AM}{MC} = 2": the value side; for a chain "a = b = 3", the last term; null
+     * for an equation that is not a label and its value ("2x + z = 1"), which compares as an equation.
+     */
     private static Node loneVariableValue(Node.Rel r) {
         if (r.ops().stream().anyMatch(o -> !o.equals("="))) {
             return null;
@@ -269,13 +273,30 @@ final class Equivalence {
             return r.terms().get(r.terms().size() - 1);
         }
         Node l = r.terms().get(0), v = r.terms().get(1);
-        if (l instanceof Node.Var) {
+        if (isLabel(l)) {
             return v;
         }
-        if (v instanceof Node.Var) {
+        if (isLabel(v)) {
             return l;
         }
         return null;
+    }
+
+    /**
+     * A name, not a computation: a variable; names side by side (PQ, g(t)); a ratio of names (AM/MC);
+     * |name|; a tuple of names. No number, no sum or difference.
+     */
+    static boolean isLabel(Node n) {
+        if (n instanceof Node.Var) {
+            return true;
+        }
+        if (n instanceof Node.Bin b) {
+            return (b.op() == '*' || b.op() == '/') && isLabel(b.a()) && isLabel(b.b());
+        }
+        if (n instanceof Node.Func f) {
+            return f.name().equals("abs") && isLabel(f.arg());
+        }
+        return n instanceof Node.Tuple t && !t.items().isEmpty() && t.items().stream().allMatch(Equivalence::isLabel);
     }
 
     /** x > 3 → (3, ∞); 1 <= x < 2 → [1, 2); null when the relation is not an interval in one variable. */

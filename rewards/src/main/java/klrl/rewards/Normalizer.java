@@ -46,6 +46,8 @@ final class Normalizer {
     private static final Pattern DECIMAL_COMMA = Pattern.compile("-?(?:\\d+,\\d{2}|\\d+,\\d{4,}|0,\\d+)");
     private static final Pattern THIN_SPACE_THOUSANDS = Pattern.compile("(?<=\\d),\\s*\\\\[!,;:]\\s*(?=\\d{3}(?!\\d))");
     private static final Pattern SPACED_THOUSANDS = Pattern.compile("(?<=\\d) (?=\\d{3}(?!\\d))");
+    /** "3 2/7", "-3 2/7": a whole number, spaces or tabs (never a line break), a proper fraction. */
+    private static final Pattern PLAIN_MIXED = Pattern.compile("(?<![\\d.,/}\\w])(\\d+)[ \\t]+(\\d+)/(\\d+)(?![\\d./])");
     private static final Pattern MIXED = Pattern.compile("(?<![\\d.}])(\\d+)\\s*\\\\frac\\s*\\{?(\\d+)\\}?\\s*\\{?(\\d+)\\}?");
 
     static String normalize(String in) {
@@ -152,8 +154,19 @@ final class Normalizer {
         return s;
     }
 
-    /** 2\frac{1}{2} → (2+\frac{1}{2}) when the fraction is proper (the MATH convention for mixed numbers). */
+    /**
+     * 2\frac{1}{2} and plain "2 1/2" → (2+\frac{1}{2}) when the fraction is proper (the MATH convention
+     * for mixed numbers); "-3 2/7" is −(3 + 2/7). "5 + 2/7" says what it says, "3 2/0" is no number.
+     */
     static String mixedNumbers(String s) {
+        s = PLAIN_MIXED.matcher(s).replaceAll(r -> {
+            try {
+                long a = Long.parseLong(r.group(2)), b = Long.parseLong(r.group(3));
+                return b > 0 && a < b ? Matcher.quoteReplacement("(" + r.group(1) + "+\\frac{" + a + "}{" + b + "})") : r.group();
+            } catch (NumberFormatException e) {
+                return r.group();
+            }
+        });
         Matcher m = MIXED.matcher(s);
         StringBuilder out = new StringBuilder();
         int pos = 0;

@@ -73,6 +73,63 @@ public final class Verifier {
         }
     }
 
+    /**
+     * The same check, told step by step: for each side what was extracted, what it normalises to and
+     * how it was read (a parsed expression, or text), then the verdict and the rule that gave it — what
+     * a user needs when a reward looks wrong. Keys in order: gold_extracted, gold_normalized, gold_read,
+     * pred_extracted, pred_normalized, pred_read, correct, why.
+     */
+    public java.util.Map<String, Object> explain(String gold, String completion) {
+        java.util.Map<String, Object> out = new java.util.LinkedHashMap<>();
+        Result r = verify(gold, completion);
+        String g = r.gold(), p = r.extracted();
+        describe("gold", g, out);
+        describe("pred", p, out);
+        out.put("correct", r.correct());
+        String why;
+        if (g == null || g.isBlank()) {
+            why = "no gold answer found (a bare answer, or a solution with \\boxed{})";
+        } else if (p == null || p.isBlank()) {
+            why = "no answer found in the completion (no \\boxed{}, no final-answer phrase, no trailing number)";
+        } else if (r.timedOut()) {
+            why = "the check ran out of time (counted as wrong)";
+        } else if (p.length() > 4 * g.length() + 40) {
+            why = "the answer is far longer than the gold (more than 4 × its length + 40): read as hedging or unfinished work";
+        } else if (r.correct()) {
+            String ng = (String) out.get("gold_normalized"), np = (String) out.get("pred_normalized");
+            why = ng.replace(" ", "").equals(np.replace(" ", "")) ? "the normalised forms are the same"
+                    : "equal as mathematical objects (exact arithmetic, intervals, sets or random-point identity)";
+        } else {
+            why = "not shown equal: the values, sets or expressions differ, or one side could not be read as math";
+        }
+        out.put("why", why);
+        return out;
+    }
+
+    private static void describe(String side, String raw, java.util.Map<String, Object> out) {
+        out.put(side + "_extracted", raw);
+        if (raw == null || raw.isBlank() || raw.length() > MAX_ANSWER_CHARS) {
+            out.put(side + "_normalized", raw);
+            out.put(side + "_read", "—");
+            return;
+        }
+        String norm;
+        try {
+            norm = Normalizer.normalize(raw);
+        } catch (RuntimeException | StackOverflowError e) {
+            out.put(side + "_normalized", raw);
+            out.put(side + "_read", "text (normalising failed)");
+            return;
+        }
+        out.put(side + "_normalized", norm);
+        try {
+            Node n = toNode(raw, norm, new Deadline(1_000_000_000L));
+            out.put(side + "_read", n instanceof Node.Text ? "text \"" + ((Node.Text) n).text() + "\"" : "math " + n);
+        } catch (RuntimeException | StackOverflowError e) {
+            out.put(side + "_read", "unreadable (" + e.getClass().getSimpleName() + ")");
+        }
+    }
+
     /** Compares two already-extracted answers. */
     static boolean equivalent(String gold, String pred, Deadline dl) {
         if (gold.length() > MAX_ANSWER_CHARS || pred.length() > MAX_ANSWER_CHARS) {

@@ -33,12 +33,33 @@ public final class VerifyCommand implements Callable<Integer> {
 
     @ArgGroup(exclusive = true, multiplicity = "1") Input input;
     @Option(names = "--timeout-ms", defaultValue = "1000", description = "per-check time limit (default: ${DEFAULT-VALUE})") long timeoutMs;
+    @Option(names = "--grader", defaultValue = "math", description = "math (this verifier), hendrycks (verl's MATH grader),"
+            + " dapo (DAPO's \"Answer:\" rule), or the class name of a klrl.rewards.Reward on the class path (default: ${DEFAULT-VALUE})")
+    String grader;
+    @Option(names = "--explain", description = "for one pair: what each side was extracted and normalised to, how it was read,"
+            + " and why the verdict (the math grader; other graders print their details)") boolean explain;
 
     @Override
     public Integer call() throws IOException {
         Verifier v = new Verifier(timeoutMs, Extractor.DEFAULT);
+        klrl.rewards.Reward other;
+        try {
+            other = grader.equals("math") || grader.equals("math-verify") ? null : klrl.rewards.Rewards.byName(grader);
+        } catch (IllegalArgumentException e) {
+            throw new UserError("--grader: " + e.getMessage());
+        }
+        if (explain && input.one == null) {
+            throw new UserError("--explain explains one pair: use it with --gold and --pred");
+        }
         if (input.one != null) {
-            System.out.println(v.verify(input.one.gold, input.one.pred).correct());
+            if (other != null) {
+                klrl.rewards.Reward.Score s = other.score("", input.one.pred, input.one.gold);
+                System.out.println(explain ? Json.write(Json.MAPPER.valueToTree(s.details())) : String.valueOf(s.value() > 0));
+            } else if (explain) {
+                v.explain(input.one.gold, input.one.pred).forEach((k, x) -> System.out.println(k + ": " + x));
+            } else {
+                System.out.println(v.verify(input.one.gold, input.one.pred).correct());
+            }
             return 0;
         }
         if (!Files.isRegularFile(input.jsonl)) {
@@ -63,13 +84,22 @@ public final class VerifyCommand implements Callable<Integer> {
                 if (!j.path("gold").isValueNode() || !j.path("pred").isValueNode() || j.path("gold").isNull()) {
                     throw new UserError(input.jsonl + ":" + lineNo + ": expected {\"gold\": …, \"pred\": …}");
                 }
-                Verifier.Result res = v.verify(j.get("gold").asText(), j.get("pred").asText());
                 ObjectNode o = Json.MAPPER.createObjectNode();
-                o.put("correct", res.correct());
-                o.put("extracted", res.extracted());
+                boolean ok;
+                if (other != null) {
+                    klrl.rewards.Reward.Score s = other.score("", j.get("pred").asText(), j.get("gold").asText());
+                    ok = s.value() > 0;
+                    o.put("correct", ok);
+                    o.set("details", Json.MAPPER.valueToTree(s.details()));
+                } else {
+                    Verifier.Result res = v.verify(j.get("gold").asText(), j.get("pred").asText());
+                    ok = res.correct();
+                    o.put("correct", ok);
+                    o.put("extracted", res.extracted());
+                }
                 out.append(Json.write(o)).append('\n');
                 n++;
-                correct += res.correct() ? 1 : 0;
+                correct += ok ? 1 : 0;
                 if (out.length() > 1 << 16) {
                     System.out.print(out);
                     out.setLength(0);

@@ -136,6 +136,29 @@ class CliTest {
     }
 
     @Test
+    void verifyReachesEveryGraderAndExplainsItsVerdict() {
+        Result math = run("verify", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
+        assertEquals("true", math.out().strip(), math.err());
+        // verl's hendrycks grader compares normalised strings: 0.5 is not \frac{1}{2} there
+        Result hendrycks = run("verify", "--grader", "hendrycks", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
+        assertEquals("false", hendrycks.out().strip(), hendrycks.err());
+        Result dapo = run("verify", "--grader", "dapo", "--gold", "42", "--pred", "work ... Answer: 42");
+        assertEquals("true", dapo.out().strip(), dapo.err());
+        Result explained = run("verify", "--explain", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
+        assertEquals(0, explained.code(), explained.err());
+        String e = explained.out();
+        for (String key : new String[] {"gold_extracted: \\frac{1}{2}", "pred_extracted: 0.5", "gold_read: math", "correct: true",
+                "why: equal as mathematical objects"}) {
+            assertTrue(e.contains(key), key + " in:\n" + e);
+        }
+        Result hedged = run("verify", "--explain", "--gold", "3", "--pred", "\\boxed{" + "1+".repeat(40) + "1}");
+        assertTrue(hedged.out().contains("correct: false") && hedged.out().contains("far longer than the gold"), hedged.out());
+        Result bad = run("verify", "--grader", "no.such.Grader", "--gold", "1", "--pred", "1");
+        assertEquals(2, bad.code(), bad.out() + bad.err());
+        assertTrue(bad.err().strip().startsWith("error: --grader: reward 'no.such.Grader'") && !bad.err().contains("\tat "), bad.err());
+    }
+
+    @Test
     void rolloutServerCheckFindsTheWeightVersionOnEverySglangRelease() throws Exception {
         java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
         var expected = java.util.Map.of("LEGACY", "/get_weight_version", "CURRENT", "/weight_version", "NEWEST", "/model_info");
