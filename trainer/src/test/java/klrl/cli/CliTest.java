@@ -139,9 +139,10 @@ class CliTest {
     void verifyReachesEveryGraderAndExplainsItsVerdict() {
         Result math = run("verify", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
         assertEquals("true", math.out().strip(), math.err());
-        // verl's hendrycks grader compares normalised strings: 0.5 is not \frac{1}{2} there
-        Result hendrycks = run("verify", "--grader", "hendrycks", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
+        // verl's hendrycks grader compares normalised strings: 2/4 is not \frac{1}{2} there, as it is here
+        Result hendrycks = run("verify", "--grader", "hendrycks", "--gold", "\\frac{1}{2}", "--pred", "so \\boxed{\\frac{2}{4}}");
         assertEquals("false", hendrycks.out().strip(), hendrycks.err());
+        assertEquals("true", run("verify", "--gold", "\\frac{1}{2}", "--pred", "so \\boxed{\\frac{2}{4}}").out().strip());
         Result dapo = run("verify", "--grader", "dapo", "--gold", "42", "--pred", "work ... Answer: 42");
         assertEquals("true", dapo.out().strip(), dapo.err());
         Result explained = run("verify", "--explain", "--gold", "\\frac{1}{2}", "--pred", "so the answer is \\boxed{0.5}");
