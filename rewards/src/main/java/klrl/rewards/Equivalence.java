@@ -81,6 +81,13 @@ final class Equivalence {
             a = ia;
             b = ib;
         }
+        // "-12 < x < 40" against "(-12, 40)": the open pair is the interval
+        if (ia instanceof Node.Interval x && ib == null && b instanceof Node.Tuple t && a instanceof Node.Rel) {
+            return openPair(x, t, dl);
+        }
+        if (ib instanceof Node.Interval x && ia == null && a instanceof Node.Tuple t && b instanceof Node.Rel) {
+            return openPair(x, t, dl);
+        }
         if (a instanceof Node.Interval x && b instanceof Node.Interval y) {
             return x.loClosed() == y.loClosed() && x.hiClosed() == y.hiClosed()
                     && scalar(x.lo(), y.lo(), dl) && scalar(x.hi(), y.hi(), dl);
@@ -320,15 +327,16 @@ final class Equivalence {
         Node inf = new Node.Const("inf");
         if (t.size() == 2) {
             boolean closed = ops.get(0).equals("<=");
-            if (t.get(0) instanceof Node.Var && !(t.get(1) instanceof Node.Var)) {
+            if (isLabel(t.get(0)) && !isLabel(t.get(1))) {
                 return new Node.Interval(new Node.Neg(inf), t.get(1), false, closed); // x < a
             }
-            if (t.get(1) instanceof Node.Var && !(t.get(0) instanceof Node.Var)) {
+            if (isLabel(t.get(1)) && !isLabel(t.get(0))) {
                 return new Node.Interval(t.get(0), inf, closed, false);              // a < x
             }
             return null;
         }
-        if (t.size() == 3 && t.get(1) instanceof Node.Var) {
+        // a < x < b, the middle a variable or a label (0 < g(x) < 2)
+        if (t.size() == 3 && isLabel(t.get(1))) {
             return new Node.Interval(t.get(0), t.get(2), ops.get(0).equals("<="), ops.get(1).equals("<="));
         }
         return null;

@@ -105,7 +105,7 @@ public final class Extractor {
             }
             int end = closingBrace(s, i + 6);
             String b = lastBoxed(s.substring(i, end + 1));
-            if (prevEnd < 0 || !SEPARATOR.matcher(s.substring(prevEnd + 1, i)).matches()) {
+            if (prevEnd < 0 || !joins(s.substring(prevEnd + 1, i))) {
                 group.clear();
             }
             if (b != null && !b.isBlank()
@@ -117,6 +117,39 @@ public final class Extractor {
         }
         return group.size() > 1 ? String.join(", ", group) : lastBoxed(s);
     }
+
+    /**
+     * Whether the text between two boxes joins them: a separator ("and", "or", commas, \\quad, math
+     * delimiters), or words around an "and"/"or" that name what each box counts ("\\boxed{3} cats and
+     * \\boxed{5} dogs", "\\quad\\text{and}\\quad") — at most two such words, none of them a word
+     * that corrects or concludes ("but", "wait", "so", "is", …), after which the last box answers.
+     */
+    static boolean joins(String between) {
+        if (SEPARATOR.matcher(between).matches()) {
+            return true;
+        }
+        String t = between.replaceAll("\\\\text\\{([^{}]*)\\}", " $1 ").replaceAll("\\\\[()\\[\\]]|\\\\q?quad|[$,;.:]", " ").strip();
+        if (t.isEmpty()) {
+            return true;
+        }
+        String[] words = t.split("\\s+");
+        int connectors = 0, others = 0;
+        for (String w : words) {
+            String lw = w.toLowerCase(java.util.Locale.ROOT);
+            if (lw.equals("and") || lw.equals("or")) {
+                connectors++;
+            } else if (lw.matches("[a-z]+") && !CORRECTING.contains(lw)) {
+                others++;
+            } else {
+                return false;
+            }
+        }
+        return connectors >= 1 && others <= 2;
+    }
+
+    private static final java.util.Set<String> CORRECTING = java.util.Set.of("but", "wait", "actually", "however", "instead",
+            "rather", "correct", "corrected", "correction", "no", "not", "so", "then", "thus", "hence", "therefore", "is", "are",
+            "be", "it", "final", "answer", "mistake", "oops", "recheck", "check", "again");
 
     /** What may stand between boxes that answer together. */
     private static final Pattern SEPARATOR = Pattern.compile(

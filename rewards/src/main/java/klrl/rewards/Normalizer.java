@@ -101,6 +101,10 @@ final class Normalizer {
         if (s.endsWith(".")) {
             s = s.substring(0, s.length() - 1);
         }
+        // "(1;-3;4)": semicolons separate where no comma does (a decimal comma was read above)
+        if (s.indexOf(';') >= 0 && s.indexOf(',') < 0) {
+            s = s.replace(';', ',');
+        }
         return s.strip();
     }
 
