@@ -17,7 +17,7 @@ import org.junit.jupiter.api.Test;
  */
 class MathVerifySuiteTest {
     /** The agreement reached today (see src/site/markdown/verifier.md); raise it when the verifier improves. */
-    static final double FLOOR = 194.0 / 204;
+    static final double FLOOR = 195.0 / 204;
 
     record Case(boolean expected, String gold, String pred, String category, int precision) {}
 
