@@ -56,7 +56,7 @@ public final class Extractor {
         }
         for (Fallback f : fallbacks) {
             String a = switch (f) {
-                case ANSWER_IS -> sentenceAnswer(last(ANSWER_IS, t));
+                case ANSWER_IS -> pastUnparseable(sentenceAnswer(last(ANSWER_IS, t)), t);
                 case GSM8K -> last(GSM8K, t);
                 case LAST_DOLLAR -> lastMath(t);
                 case WHOLE -> answerLike(t) ? t : null;
@@ -209,6 +209,70 @@ public final class Extractor {
             i = before < 0 ? -1 : Math.max(s.lastIndexOf("\\boxed", before), s.lastIndexOf("\\fbox", before));
         }
         return null;
+    }
+
+    /**
+     * The stated answer, unless it is LaTeX that does not parse (say {@code \\prod_{j=1}^m\\bigl(j\\bigr)}):
+     * then a later answer in the text — its last math span, else its last number — when there is one
+     * after the stated one; no number is pulled out of the failed span itself.
+     */
+    static String pastUnparseable(String stated, String t) {
+        if (stated == null || stated.indexOf('\\') < 0 || parses(stated)) {
+            return stated;
+        }
+        int at = t.lastIndexOf(stated);
+        if (at < 0) {
+            return stated;
+        }
+        String rest = t.substring(at + stated.length());
+        rest = rest.startsWith("$") ? rest.substring(1) : rest; // the failed span's own closing dollar
+        String later = lastMath(rest);
+        later = later != null && !later.isBlank() ? later : lastNumber(rest);
+        return later != null && !later.isBlank() ? later : stated;
+    }
+
+    /** Whether LaTeX reads as math: it parses, and no unknown command was taken for a variable. */
+    private static boolean parses(String latex) {
+        try {
+            return !unknownCommand(LatexParser.parse(Normalizer.normalize(latex), new Deadline(50_000_000L)));
+        } catch (LatexParser.ParseError | Deadline.Expired e) {
+            return false;
+        } catch (RuntimeException | StackOverflowError e) {
+            return false;
+        }
+    }
+
+    /** A variable named by a backslash command the parser does not know (\\prod_{j=1} read as a name). */
+    static boolean unknownCommand(Node n) {
+        if (n instanceof Node.Var v) {
+            return v.name().startsWith("\\");
+        }
+        List<Node> parts = new ArrayList<>();
+        if (n instanceof Node.Bin b) {
+            parts.addAll(List.of(b.a(), b.b()));
+        } else if (n instanceof Node.Neg g) {
+            parts.add(g.a());
+        } else if (n instanceof Node.Pm p) {
+            parts.addAll(List.of(p.a(), p.b()));
+        } else if (n instanceof Node.Func f) {
+            parts.add(f.arg());
+            if (f.index() != null) {
+                parts.add(f.index());
+            }
+        } else if (n instanceof Node.Tuple t) {
+            parts.addAll(t.items());
+        } else if (n instanceof Node.SetOf s) {
+            parts.addAll(s.items());
+        } else if (n instanceof Node.Union u) {
+            parts.addAll(u.parts());
+        } else if (n instanceof Node.Rel r) {
+            parts.addAll(r.terms());
+        } else if (n instanceof Node.Interval i) {
+            parts.addAll(List.of(i.lo(), i.hi()));
+        } else if (n instanceof Node.Matrix m) {
+            m.rows().forEach(parts::addAll);
+        }
+        return parts.stream().anyMatch(Extractor::unknownCommand);
     }
 
     private static String last(Pattern p, String s) {

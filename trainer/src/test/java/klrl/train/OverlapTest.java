@@ -70,7 +70,7 @@ class OverlapTest {
     }
 
     @ParameterizedTest(name = "{0} K={1}")
-    @CsvSource({"grpo,1", "grpo,4", "ppo,1"})
+    @CsvSource({"grpo,1", "grpo,4", "ppo,1", "ppo,4"})
     void anOverlappedLocalRunEqualsTheSameRunDoneInTurn(String algorithm, int k) throws Exception {
         Map<String, Object> o = lagged(k, algorithm, k == 4 ? 10 : 5);
         train(small(tmp.resolve("seq"), o), null);
@@ -79,7 +79,7 @@ class OverlapTest {
     }
 
     @ParameterizedTest(name = "{0} K={1} {2}")
-    @CsvSource({"grpo,1,SGLANG", "ppo,4,VLLM"})
+    @CsvSource({"grpo,1,SGLANG", "grpo,4,SGLANG", "ppo,1,VLLM", "ppo,4,VLLM"})
     void anOverlappedServerRunEqualsTheSameRunDoneInTurn(String algorithm, int k, StandInServer.Kind kind) throws Exception {
         try (StandInServer server = new StandInServer(kind, TrainerTest.base)) {
             String engine = kind.name().toLowerCase(java.util.Locale.ROOT);
