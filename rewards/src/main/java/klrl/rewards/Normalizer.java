@@ -46,6 +46,9 @@ final class Normalizer {
     private static final Pattern DECIMAL_COMMA = Pattern.compile("-?(?:\\d+,\\d{2}|\\d+,\\d{4,}|0,\\d+)");
     private static final Pattern THIN_SPACE_THOUSANDS = Pattern.compile("(?<=\\d),\\s*\\\\[!,;:]\\s*(?=\\d{3}(?!\\d))");
     private static final Pattern SPACED_THOUSANDS = Pattern.compile("(?<=\\d) (?=\\d{3}(?!\\d))");
+    /** A ratio a:b of numbers or names (a_1, AB), or one assigned to another (S_1:S_2=3:8); nothing else has a colon. */
+    private static final Pattern RATIO = Pattern.compile("\\s*[\\w.{}]+\\s*:\\s*[\\w.{}]+\\s*(=\\s*[\\w.{}]+\\s*:\\s*[\\w.{}]+\\s*)?");
+    private static final Pattern RATIO_SIDE = Pattern.compile("([\\w.{}]+)\\s*:\\s*([\\w.{}]+)");
     /** "3 2/7", "-3 2/7": a whole number, spaces or tabs (never a line break), a proper fraction. */
     private static final Pattern PLAIN_MIXED = Pattern.compile("(?<![\\d.,/}\\w])(\\d+)[ \\t]+(\\d+)/(\\d+)(?![\\d./])");
     private static final Pattern MIXED = Pattern.compile("(?<![\\d.}])(\\d+)\\s*\\\\frac\\s*\\{?(\\d+)\\}?\\s*\\{?(\\d+)\\}?");
@@ -100,6 +103,10 @@ final class Normalizer {
         }
         if (s.endsWith(".")) {
             s = s.substring(0, s.length() - 1);
+        }
+        // "3:8" and "S_1:S_2=3:8": a ratio of two plain terms is their quotient (so a labelled ratio is its value)
+        if (RATIO.matcher(s).matches()) {
+            s = RATIO_SIDE.matcher(s).replaceAll("($1)/($2)");
         }
         // "(1;-3;4)": semicolons separate where no comma does (a decimal comma was read above)
         if (s.indexOf(';') >= 0 && s.indexOf(',') < 0) {
