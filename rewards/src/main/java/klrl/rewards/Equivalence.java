@@ -325,6 +325,10 @@ final class Equivalence {
             return null;
         }
         Node inf = new Node.Const("inf");
+        Node abs = absBand(t, ops, inf);
+        if (abs != null || t.stream().anyMatch(Equivalence::isAbs)) {
+            return abs; // |x| bounded: a band on both sides of 0, or nothing this reads
+        }
         if (t.size() == 2) {
             boolean closed = ops.get(0).equals("<=");
             if (isLabel(t.get(0)) && !isLabel(t.get(1))) {
@@ -340,6 +344,52 @@ final class Equivalence {
             return new Node.Interval(t.get(0), t.get(2), ops.get(0).equals("<="), ops.get(1).equals("<="));
         }
         return null;
+    }
+
+    private static boolean isAbs(Node n) {
+        return n instanceof Node.Func f && f.name().equals("abs") && isLabel(f.arg());
+    }
+
+    /**
+     * |x| between bounds, as the set of x: lo ≤ |x| ≤ hi is [−hi, −lo] ∪ [lo, hi] (one interval when lo
+     * is a closed 0), |x| < h is (−h, h), a < |x| is (−∞, −a) ∪ (a, ∞); bounds must be numbers ≥ 0.
+     * Null when the relation is not of this form. {@code t}, {@code ops} run upwards (< and <= only).
+     */
+    private static Node absBand(List<Node> t, List<String> ops, Node inf) {
+        Node ninf = new Node.Neg(inf);
+        if (t.size() == 3 && isAbs(t.get(1)) && nonNegative(t.get(0)) && nonNegative(t.get(2))) {
+            boolean lc = ops.get(0).equals("<="), hc = ops.get(1).equals("<=");
+            Node lo = t.get(0), hi = t.get(2);
+            if (lc && isZero(lo)) {
+                return new Node.Interval(new Node.Neg(hi), hi, hc, hc);
+            }
+            return new Node.Union(List.of(new Node.Interval(new Node.Neg(hi), new Node.Neg(lo), hc, lc), new Node.Interval(lo, hi, lc, hc)));
+        }
+        if (t.size() == 2 && isAbs(t.get(0)) && nonNegative(t.get(1))) {
+            boolean c = ops.get(0).equals("<=");
+            return new Node.Interval(new Node.Neg(t.get(1)), t.get(1), c, c);
+        }
+        if (t.size() == 2 && isAbs(t.get(1)) && nonNegative(t.get(0))) {
+            boolean c = ops.get(0).equals("<=");
+            return new Node.Union(List.of(new Node.Interval(ninf, new Node.Neg(t.get(0)), false, c), new Node.Interval(t.get(0), inf, c, false)));
+        }
+        return null;
+    }
+
+    private static boolean nonNegative(Node n) {
+        try {
+            return Eval.num(n, Map.of(), new Deadline(10_000_000L)) >= 0;
+        } catch (RuntimeException e) {
+            return false;
+        }
+    }
+
+    private static boolean isZero(Node n) {
+        try {
+            return Eval.num(n, Map.of(), new Deadline(10_000_000L)) == 0;
+        } catch (RuntimeException e) {
+            return false;
+        }
     }
 
     private static boolean relations(Node.Rel a, Node.Rel b, Deadline dl) {

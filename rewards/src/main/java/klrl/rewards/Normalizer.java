@@ -1,5 +1,6 @@
 package klrl.rewards;
 
+import java.util.ArrayList;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -108,6 +109,7 @@ final class Normalizer {
         if (RATIO.matcher(s).matches()) {
             s = RATIO_SIDE.matcher(s).replaceAll("($1)/($2)");
         }
+        s = assignmentGroups(s);
         // "(1;-3;4)": semicolons separate where no comma does (a decimal comma was read above)
         if (s.indexOf(';') >= 0 && s.indexOf(',') < 0) {
             s = s.replace(';', ',');
@@ -195,6 +197,37 @@ final class Normalizer {
         }
         out.append(s.substring(pos));
         return out.toString();
+    }
+
+    private static final Pattern ASSIGNMENT = Pattern.compile("\\s*([A-Za-z](?:_\\{?\\w+\\}?)?)\\s*=\\s*([^=,;]+?)\\s*");
+
+    /**
+     * Solutions written as groups of assignments, "a=3,b=1; a=4,b=1", are the tuples
+     * "(3,1),(4,1)" when every group assigns the same names in the same order; else unchanged.
+     */
+    static String assignmentGroups(String s) {
+        String[] groups = s.split("\\s*;\\s*");
+        if (groups.length < 2) {
+            return s;
+        }
+        List<String> names = null, tuples = new ArrayList<>();
+        for (String g : groups) {
+            List<String> ns = new ArrayList<>(), vs = new ArrayList<>();
+            for (String item : g.split(",")) {
+                Matcher m = ASSIGNMENT.matcher(item);
+                if (!m.matches()) {
+                    return s;
+                }
+                ns.add(m.group(1));
+                vs.add(m.group(2));
+            }
+            if (names != null && !names.equals(ns)) {
+                return s;
+            }
+            names = ns;
+            tuples.add(ns.size() == 1 ? vs.get(0) : "(" + String.join(",", vs) + ")");
+        }
+        return String.join(",", tuples);
     }
 
     /** Text answers compare case- and space-insensitively, without wrappers and outer brackets. */
