@@ -377,18 +377,19 @@ final class Equivalence {
     }
 
     private static boolean nonNegative(Node n) {
-        try {
-            return Eval.num(n, Map.of(), new Deadline(10_000_000L)) >= 0;
-        } catch (RuntimeException e) {
-            return false;
-        }
+        return constant(n) >= 0;
     }
 
     private static boolean isZero(Node n) {
+        return constant(n) == 0;
+    }
+
+    /** The value of a bound without variables, or NaN when it has none (every comparison with NaN is false). */
+    private static double constant(Node n) {
         try {
-            return Eval.num(n, Map.of(), new Deadline(10_000_000L)) == 0;
+            return Eval.num(n, Map.of(), new Deadline(10_000_000L));
         } catch (RuntimeException e) {
-            return false;
+            return Double.NaN;
         }
     }
 

@@ -297,8 +297,7 @@ public final class KlToy {
         int dim = rows * spec.vocab();
         double[] logPi = new double[nSeq], gradKl = new double[dim];
         exactKl(manager, logPi, gradKl);
-        LossConfig cfg = new LossConfig(Aggregation.SEQ_MEAN_TOKEN_SUM, 0.2, 0.2, null, KlEstimator.parse(estimator),
-                KlPlacement.parse(placement), 1.0, false, 0.0, null, 0.0);
+        LossConfig cfg = config(PolicyLoss.Kind.VANILLA, estimator, placement);
         double[] mean = new double[dim];
         for (int s = 0; s < nSeq; s++) {
             double[] g = sampleGradient(manager, s, cfg);

@@ -64,17 +64,14 @@ final class DynamicSampling {
     /** A batch cut into one batch per prompt (its samples' promptIndex 0), in prompt order. */
     private static List<Rollouts.Batch> byGroup(Rollouts.Batch b) {
         List<Rollouts.Batch> out = new ArrayList<>();
-        for (int p = 0; p < b.prompts().size(); p++) {
-            List<Sample> s = new ArrayList<>();
-            List<RewardPool.Scored> sc = new ArrayList<>();
-            for (int i = 0; i < b.samples().size(); i++) {
-                Sample x = b.samples().get(i);
-                if (x.promptIndex() == p) {
-                    s.add(new Sample(0, x.promptIds(), x.responseIds(), x.logprobs(), x.finishReason()));
-                    sc.add(b.scores().get(i));
-                }
-            }
-            out.add(new Rollouts.Batch(List.of(b.prompts().get(p)), s, sc));
+        for (Example e : b.prompts()) {
+            out.add(new Rollouts.Batch(List.of(e), new ArrayList<>(), new ArrayList<>()));
+        }
+        for (int i = 0; i < b.samples().size(); i++) { // one pass: each sample to its prompt's group, in order
+            Sample x = b.samples().get(i);
+            Rollouts.Batch g = out.get(x.promptIndex());
+            g.samples().add(new Sample(0, x.promptIds(), x.responseIds(), x.logprobs(), x.finishReason()));
+            g.scores().add(b.scores().get(i));
         }
         return out;
     }

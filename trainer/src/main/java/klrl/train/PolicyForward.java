@@ -19,9 +19,15 @@ public final class PolicyForward {
      * @param logp    [N,R] log π(y_t), differentiable when a collector is open
      * @param entropy [N,R] entropy of softmax(logits/T)
      * @param logSoftmax [N,R,V] when requested, else null
-     * @param hidden  [N,R,E] hidden states that predict each response token
+     * @param states  the [N,R,E] hidden states that predict each response token, made when asked for
+     *                (only a value head reads them)
      */
-    public record Out(NDArray logp, NDArray entropy, NDArray logSoftmax, NDArray hidden) {}
+    public record Out(NDArray logp, NDArray entropy, NDArray logSoftmax, java.util.function.Supplier<NDArray> states) {
+        /** [N,R,E] hidden states that predict each response token, zeros on padding. */
+        public NDArray hidden() {
+            return states.get();
+        }
+    }
 
     public static Out run(Decoder model, SequenceBatch b, NDManager m, float temperature, boolean keepLogSoftmax) {
         return run(model, b, m, temperature, keepLogSoftmax, true);
@@ -57,7 +63,7 @@ public final class PolicyForward {
         NDArray entropy = withEntropy ? logsm.exp().mul(logsm).sum(new int[] {1}, true).neg() : null;
         long n = b.rows(), r = b.r();
         return new Out(spread(logp, rt, m).reshape(n, r), entropy == null ? null : spread(entropy, rt, m).reshape(n, r),
-                keepLogSoftmax ? spread(logsm, rt, m).reshape(n, r, -1) : null, spread(hT, rt, m).reshape(n, r, e));
+                keepLogSoftmax ? spread(logsm, rt, m).reshape(n, r, -1) : null, () -> spread(hT, rt, m).reshape(n, r, e));
     }
 
     /** Rows {@code at} of a [M,K] tensor, as an embedding lookup (differentiable in the tensor). */

@@ -129,7 +129,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** A single-thread executor whose daemon thread has this name. */
-    private static ExecutorService worker(String name) {
+    static ExecutorService worker(String name) {
         return Executors.newSingleThreadExecutor(task -> {
             Thread t = new Thread(task, name);
             t.setDaemon(true);

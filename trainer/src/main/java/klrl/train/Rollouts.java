@@ -6,12 +6,12 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.function.Consumer;
+import java.util.function.Supplier;
 import klrl.config.TrainConfig;
 import klrl.data.Example;
 import klrl.data.Prompts;
@@ -43,35 +43,23 @@ final class Rollouts implements AutoCloseable {
     }
 
     /** A rollout under way (rollout.overlap) or already done. */
-    static final class Pending {
-        private final Future<Generated> future;
-        private final Generated done;
-        private Generated result;
-
-        private Pending(Future<Generated> future, Generated done) {
-            this.future = future;
-            this.done = done;
-        }
-
-        /** The rollout, once generated and scored; the first call waits for it (an error of its thread is thrown here). */
+    record Pending(Future<Generated> future) {
+        /** The rollout, once generated and scored (waited for while under way; an error of its thread is thrown here). */
         Generated await() {
-            if (result == null) {
-                try {
-                    result = done != null ? done : future.get();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new IllegalStateException("interrupted while waiting for a rollout", e);
-                } catch (ExecutionException e) {
-                    if (e.getCause() instanceof RuntimeException re) {
-                        throw re;
-                    }
-                    if (e.getCause() instanceof Error er) {
-                        throw er;
-                    }
-                    throw new IllegalStateException(e.getCause());
+            try {
+                return future.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while waiting for a rollout", e);
+            } catch (ExecutionException e) {
+                if (e.getCause() instanceof RuntimeException re) {
+                    throw re;
                 }
+                if (e.getCause() instanceof Error er) {
+                    throw er;
+                }
+                throw new IllegalStateException(e.getCause());
             }
-            return result;
         }
     }
 
@@ -113,11 +101,7 @@ final class Rollouts implements AutoCloseable {
             log.accept("rollouts " + (cfg.rollout().overlap() ? "overlapped with training, " : "") + "on a copy of the policy on "
                     + cfg.rollout().devices() + (cfg.rollout().remote() ? " (the servers' behaviour log-probs)" : ""));
         }
-        this.background = cfg.rollout().overlap() ? Executors.newSingleThreadExecutor(t -> {
-            Thread th = new Thread(t, "rollout");
-            th.setDaemon(true);
-            return th;
-        }) : null;
+        this.background = cfg.rollout().overlap() ? Replicas.worker("rollout") : null;
     }
 
     /**
@@ -130,7 +114,7 @@ final class Rollouts implements AutoCloseable {
         if (generators != null) {
             generators.copyFrom(replicas); // the copy samples (or scores) with these weights while the master moves on
         }
-        Callable<Generated> task = () -> {
+        Supplier<Generated> task = () -> {
             Map<String, Object> metrics = new LinkedHashMap<>();
             long t0 = System.nanoTime();
             Batch b = generateAndScore(exs, step, 0, metrics);
@@ -139,6 +123,10 @@ final class Rollouts implements AutoCloseable {
                         k -> generateAndScore(schedule.extraBatch(step, k), step, k, metrics), metrics, step, log);
             }
             metrics.put("time_rollout", (System.nanoTime() - t0) / 1e9 - (double) metrics.get("time_reward"));
+            if (cfg.algorithm().overlongBuffer().len() > 0) { // the mean over the batch that trains
+                metrics.put("overlong_penalty", b.samples().stream().mapToDouble(x -> Shaping.overlongPenalty(x.responseIds().length, cfg))
+                        .average().orElse(0));
+            }
             if (remote != null) {
                 var pool = remote.pool();
                 metrics.put("rollout_retries", pool.takeRetries());
@@ -148,16 +136,7 @@ final class Rollouts implements AutoCloseable {
             }
             return new Generated(step, version, b.prompts(), b.samples(), b.scores(), metrics);
         };
-        if (background != null) {
-            return new Pending(background.submit(task), null);
-        }
-        try {
-            return new Pending(null, task.call());
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
-        }
+        return new Pending(background != null ? background.submit(task::get) : CompletableFuture.completedFuture(task.get()));
     }
 
     /** Prompts with their samples (promptIndex into {@code prompts}) and scores. */
@@ -173,7 +152,7 @@ final class Rollouts implements AutoCloseable {
             samples = recomputeLogprobs(samples, metrics);
         }
         long tw = System.nanoTime();
-        List<RewardPool.Scored> scores = Shaping.overlong(scorer.score(exs, samples), samples, cfg, metrics);
+        List<RewardPool.Scored> scores = Shaping.overlong(scorer.score(exs, samples), samples, cfg);
         metrics.merge("time_reward", (System.nanoTime() - tw) / 1e9, (x, y) -> (double) x + (double) y);
         return new Batch(exs, samples, scores);
     }

@@ -78,21 +78,23 @@ final class Shaping {
      * accuracy stays the verifier's. Off (the scores as they are) when algorithm.overlong_buffer.len is 0.
      */
     static java.util.List<klrl.reward.RewardPool.Scored> overlong(java.util.List<klrl.reward.RewardPool.Scored> scores,
-            java.util.List<klrl.rollout.Sample> samples, klrl.config.TrainConfig cfg, Map<String, Object> metrics) {
-        var ob = cfg.algorithm().overlongBuffer();
-        if (ob.len() == 0) {
+            java.util.List<klrl.rollout.Sample> samples, klrl.config.TrainConfig cfg) {
+        if (cfg.algorithm().overlongBuffer().len() == 0) {
             return scores;
         }
-        double expected = cfg.rollout().maxNewTokens() - ob.len(), sum = 0;
         java.util.List<klrl.reward.RewardPool.Scored> out = new java.util.ArrayList<>(scores.size());
         for (int i = 0; i < scores.size(); i++) {
             var s = scores.get(i);
-            double penalty = Math.min(-(samples.get(i).responseIds().length - expected) / ob.len() * ob.penalty(), 0);
-            sum += penalty;
+            double penalty = overlongPenalty(samples.get(i).responseIds().length, cfg);
             out.add(new klrl.reward.RewardPool.Scored(s.reward() + penalty, s.correct(), s.timedOut(), s.extracted()));
         }
-        metrics.merge("overlong_penalty", sum / Math.max(1, scores.size()), (a, b) -> b); // the trained batch's is set last
         return out;
+    }
+
+    /** The overlong penalty of a response of {@code length} tokens (0 with the shaping off). */
+    static double overlongPenalty(int length, klrl.config.TrainConfig cfg) {
+        var ob = cfg.algorithm().overlongBuffer();
+        return ob.len() == 0 ? 0 : Math.min(-(length - (cfg.rollout().maxNewTokens() - ob.len())) / (double) ob.len() * ob.penalty(), 0);
     }
 
     /** The batch with the responses cut at max_new_tokens out of the loss (their masks zeroed), for TRL's mask_truncated_completions. */

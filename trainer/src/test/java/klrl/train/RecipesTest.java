@@ -31,17 +31,16 @@ class RecipesTest {
                 "algorithm.overlong_buffer.penalty", 0.5));
         List<Sample> s = List.of(sample(0, 7, "eos"), sample(0, 8, "eos"), sample(0, 10, "eos"), sample(0, 12, "length"));
         List<RewardPool.Scored> sc = List.of(scored(true), scored(false), scored(true), scored(false));
-        Map<String, Object> m = new HashMap<>();
-        List<RewardPool.Scored> out = Shaping.overlong(sc, s, c, m);
+        List<RewardPool.Scored> out = Shaping.overlong(sc, s, c);
         // min(−(L − 8)/4 · 0.5, 0): 0, 0, −0.25, −0.5
         double[] want = {1, 0, 1 - 0.25, -0.5};
         for (int i = 0; i < 4; i++) {
             assertEquals(want[i], out.get(i).reward(), 1e-12);
             assertEquals(sc.get(i).correct(), out.get(i).correct()); // accuracy stays the verifier's
         }
-        assertEquals(-0.75 / 4, (double) m.get("overlong_penalty"), 1e-12);
+        assertEquals(-0.75 / 4, s.stream().mapToDouble(x -> Shaping.overlongPenalty(x.responseIds().length, c)).average().orElseThrow(), 1e-12);
         // off by default: the same list back
-        assertTrue(Shaping.overlong(sc, s, ConfigLoader.load(null, Map.of()), m) == sc);
+        assertTrue(Shaping.overlong(sc, s, ConfigLoader.load(null, Map.of())) == sc);
     }
 
     /** A generation batch of {@code prompts} prompts × 2 samples; {@code correct[p]} gives prompt p's two verdicts. */
