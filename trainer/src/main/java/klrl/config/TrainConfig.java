@@ -72,11 +72,14 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     }
 
     /**
-     * @param train          JSONL file; null = the bundled arithmetic train set
-     * @param eval           JSONL file(s), comma-separated; null = the bundled arithmetic test set
-     * @param promptField    row field holding the question; null = "problem" or "question", whichever the row has
-     * @param answerField    row field holding the gold answer or a solution with \boxed{}; null = "answer" or "solution"
-     * @param template       user message, {question} replaced by the row's question
+     * @param train          JSONL or parquet file, a folder of them, or a glob; null = the bundled arithmetic train set
+     * @param eval           the same, comma-separated for several sets; null = the bundled arithmetic test set
+     * @param promptField    dotted path of the prompt (text or a {role, content} message list); null = detected
+     *                       (prompt, messages, problem, question)
+     * @param answerField    dotted path of the gold answer or a solution with \boxed{}; null = detected
+     *                       (reward_model.ground_truth, answer, solution, gold)
+     * @param template       user message of a plain-text prompt, {question} replaced by the row's question
+     *                       (a message-list prompt is rendered as it is)
      */
     public record Data(String train, String eval, String promptField, String answerField, String template,
                        String systemPrompt, boolean chatTemplate, int maxPromptTokens) {
@@ -340,9 +343,14 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     }
 
     /** @param k samples per prompt for mean@k (greedy accuracy is always reported) */
-    public record Eval(int every, int k, double temperature, int maxExamples, boolean beforeStart) {
+    /**
+     * @param promptField the eval files' prompt path; null = data.prompt_field (a bundled set always reads its own)
+     * @param answerField likewise for the gold answer
+     */
+    public record Eval(int every, int k, double temperature, int maxExamples, boolean beforeStart, String promptField,
+                       String answerField) {
         public static Eval defaults() {
-            return new Eval(100, 4, 1.0, 200, true);
+            return new Eval(100, 4, 1.0, 200, true, null, null);
         }
 
         public Eval {

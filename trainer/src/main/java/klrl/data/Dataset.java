@@ -6,16 +6,20 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.FileSystems;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.PathMatcher;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.stream.Stream;
 import klrl.util.Json;
 import klrl.util.UserError;
 
 /**
- * JSONL problem sets. Rows may be MATH-style ({"problem", "solution"} — the solution's last \boxed{}
- * is the gold answer), GSM8K/plain ({"question", "answer"}), or use configured field names.
+ * Problem sets: a JSONL or parquet file, a folder of them (a dataset's shards), a glob, or a bundled
+ * set. Every row of either format becomes one JSON row; {@link Fields} then maps every row the same
+ * way (dotted field paths, message-list prompts, the known layouts detected).
  */
 public final class Dataset {
     private Dataset() {}
@@ -24,72 +28,158 @@ public final class Dataset {
     public static final String BUNDLED_TRAIN = "bundled:arith-train", BUNDLED_TEST = "bundled:arith-test",
             BUNDLED_WARMUP_FAMILIES = "bundled:warmup-families";
 
-    public static List<Example> load(String spec, String promptField, String answerField) {
-        String where = spec;
-        if (spec.endsWith(".parquet")) {
-            return Parquet.load(spec, promptField, answerField);
-        }
-        try (InputStream in = open(spec)) {
-            BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
-            List<Example> out = new ArrayList<>();
-            String line;
-            int n = 0;
-            while ((line = r.readLine()) != null) {
-                n++;
-                if (line.isBlank()) {
-                    continue;
-                }
-                JsonNode row;
-                try {
-                    row = Json.MAPPER.readTree(line);
-                } catch (IOException e) {
-                    throw new UserError(where + ":" + n + ": not valid JSON");
-                }
-                out.add(example(row, promptField, answerField, where, n));
-            }
-            if (out.isEmpty()) {
-                throw new UserError(where + ": no rows");
-            }
-            return out;
-        } catch (IOException e) {
-            throw new UserError(where + ": cannot read (" + e.getMessage() + ")");
+    /** What a data set read: its examples and how its fields were mapped ("verl layout: prompt ← …"). */
+    public record Loaded(String spec, List<Example> examples, int files, String mapping) {
+        /** One line: rows, files, the mapping. */
+        public String describe() {
+            return examples.size() + " rows" + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
         }
     }
 
-    private static InputStream open(String spec) throws IOException {
+    /** The examples of {@code spec}; a null field means "detect it" (always so for a bundled set). */
+    public static List<Example> load(String spec, String promptField, String answerField) {
+        return read(spec, promptField, answerField).examples();
+    }
+
+    /** As {@link #load}, with how the fields were mapped. */
+    public static Loaded read(String spec, String promptField, String answerField) {
+        return read(spec, promptField, answerField, "data");
+    }
+
+    /** As {@link #load}; {@code section} names the field settings in messages (data, eval). */
+    public static Loaded read(String spec, String promptField, String answerField, String section) {
+        List<Row> rows = new ArrayList<>();
+        List<Path> files = spec.startsWith("bundled:") ? List.of() : files(spec);
         if (spec.startsWith("bundled:")) {
-            InputStream in = Dataset.class.getResourceAsStream("/data/" + spec.substring(8) + ".jsonl");
-            if (in == null) {
-                throw new UserError(spec + ": no such bundled data set");
+            promptField = null; // a bundled set has its own fields, whatever data.*_field says
+            answerField = null;
+            try (InputStream in = Dataset.class.getResourceAsStream("/data/" + spec.substring(8) + ".jsonl")) {
+                if (in == null) {
+                    throw new UserError(spec + ": no such bundled data set");
+                }
+                jsonl(in, spec, rows);
+            } catch (IOException e) {
+                throw new UserError(spec + ": cannot read (" + e.getMessage() + ")");
             }
-            return in;
+        }
+        for (Path f : files) {
+            int before = rows.size();
+            if (f.getFileName().toString().endsWith(".parquet")) {
+                List<JsonNode> pq = Parquet.rows(f);
+                for (int i = 0; i < pq.size(); i++) {
+                    rows.add(new Row(pq.get(i), f + ":" + (i + 1)));
+                }
+            } else {
+                try (InputStream in = Files.newInputStream(f)) {
+                    jsonl(in, f.toString(), rows);
+                } catch (IOException e) {
+                    throw new UserError(f + ": cannot read (" + e.getMessage() + ")");
+                }
+            }
+            if (rows.size() == before) {
+                throw new UserError(f + ": no rows");
+            }
+        }
+        if (rows.isEmpty()) {
+            throw new UserError(spec + ": no rows");
+        }
+        Fields.Mapping m = Fields.detect(rows.get(0).value(), promptField, answerField, section, rows.get(0).where());
+        List<Example> out = new ArrayList<>(rows.size());
+        for (Row r : rows) {
+            out.add(m.example(r.value(), r.where()));
+        }
+        return new Loaded(spec, out, Math.max(1, files.size()), m.describe());
+    }
+
+    /** One row and where it is ("file:N", N counted from 1: a JSONL line, or a parquet row). */
+    record Row(JsonNode value, String where) {}
+
+    private static void jsonl(InputStream in, String where, List<Row> rows) throws IOException {
+        BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
+        String line;
+        int n = 0;
+        while ((line = r.readLine()) != null) {
+            n++;
+            if (line.isBlank()) {
+                continue;
+            }
+            JsonNode row;
+            try {
+                row = Json.MAPPER.readTree(line);
+            } catch (IOException e) {
+                throw new UserError(where + ":" + n + ": not valid JSON");
+            }
+            if (row == null || !row.isObject()) {
+                throw new UserError(where + ":" + n + ": expected a JSON object per line");
+            }
+            rows.add(new Row(row, where + ":" + n));
+        }
+    }
+
+    /**
+     * The files a data path names: the file itself (parquet when it ends in .parquet, else JSONL), every
+     * {@code *.parquet} / {@code *.jsonl} directly in a folder (sorted by name, as a dataset's shards
+     * {@code train-00000-of-00002.parquet} are), or the files a glob matches (sorted).
+     */
+    static List<Path> files(String spec) {
+        if (spec.chars().anyMatch(c -> c == '*' || c == '?' || c == '[' || c == '{')) {
+            return glob(spec);
         }
         Path p = Path.of(spec);
-        if (!Files.isRegularFile(p)) {
+        if (Files.isRegularFile(p)) {
+            return List.of(p);
+        }
+        if (!Files.isDirectory(p)) {
             throw new UserError(spec + ": data file not found");
         }
-        return Files.newInputStream(p);
-    }
-
-    /** One row of any format as an example: the same field mapping for JSONL and parquet. */
-    static Example example(JsonNode row, String promptField, String answerField, String where, int n) {
-        String q = field(row, promptField, List.of("problem", "question", "prompt"), where, n, "question");
-        String a = field(row, answerField, List.of("answer", "solution", "gold"), where, n, "answer");
-        return new Example(q, a, where + ":" + n);
-    }
-
-    private static String field(JsonNode row, String configured, List<String> fallbacks, String where, int line, String what) {
-        List<String> names = configured != null ? List.of(configured) : fallbacks;
-        for (String f : names) {
-            JsonNode v = row.get(f);
-            if (v != null && !v.isNull()) {
-                if (!v.isValueNode()) {
-                    throw new UserError(where + ":" + line + ": field '" + f + "' must be a string or number");
-                }
-                return v.asText();
+        List<Path> in = dataFiles(p);
+        if (in.isEmpty()) {
+            List<String> sub = new ArrayList<>();
+            try (Stream<Path> s = Files.list(p)) {
+                s.filter(Files::isDirectory).sorted().filter(d -> !dataFiles(d).isEmpty())
+                        .forEach(d -> sub.add(d.getFileName() + "/"));
+            } catch (IOException e) {
+                throw new UserError(spec + ": cannot list the folder (" + e.getMessage() + ")");
             }
+            throw new UserError(spec + ": no *.parquet or *.jsonl files in this folder"
+                    + (sub.isEmpty() ? "" : "; its subfolders " + sub + " have some: name one of them"));
         }
-        throw new UserError(where + ":" + line + ": no " + what + " field; expected one of " + names
-                + (configured == null ? " (set data.prompt_field / data.answer_field)" : ""));
+        return in;
+    }
+
+    private static List<Path> dataFiles(Path dir) {
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.filter(Files::isRegularFile).filter(f -> dataName(f.getFileName().toString())).sorted().toList();
+        } catch (IOException e) {
+            return List.of();
+        }
+    }
+
+    private static boolean dataName(String name) {
+        return name.endsWith(".parquet") || name.endsWith(".jsonl");
+    }
+
+    private static List<Path> glob(String spec) {
+        // the folder before the first wildcard is walked; the whole pattern is matched against each path under it
+        String fixed = spec.substring(0, spec.chars().filter(c -> c == '*' || c == '?' || c == '[' || c == '{')
+                .mapToObj(c -> spec.indexOf(c)).min(Integer::compare).orElse(spec.length()));
+        int slash = Math.max(fixed.lastIndexOf('/'), fixed.lastIndexOf(java.io.File.separatorChar));
+        Path base = Path.of(slash < 0 ? "." : slash == 0 ? "/" : fixed.substring(0, slash));
+        boolean relativeToDot = slash < 0;
+        PathMatcher m = FileSystems.getDefault().getPathMatcher("glob:" + spec);
+        if (!Files.isDirectory(base)) {
+            throw new UserError(spec + ": folder " + base + " not found");
+        }
+        List<Path> out;
+        try (Stream<Path> s = Files.walk(base)) {
+            out = s.filter(Files::isRegularFile).filter(f -> m.matches(relativeToDot ? base.relativize(f) : f))
+                    .filter(f -> dataName(f.getFileName().toString())).sorted().toList();
+        } catch (IOException e) {
+            throw new UserError(spec + ": cannot list " + base + " (" + e.getMessage() + ")");
+        }
+        if (out.isEmpty()) {
+            throw new UserError(spec + ": no *.parquet or *.jsonl file matches");
+        }
+        return out;
     }
 }

@@ -1,71 +1,168 @@
 package klrl.data;
 
-import blue.strategic.parquet.Hydrator;
-import blue.strategic.parquet.HydratorSupplier;
-import blue.strategic.parquet.ParquetReader;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.nio.file.Files;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Base64;
 import java.util.List;
-import java.util.stream.Stream;
 import klrl.util.Json;
 import klrl.util.UserError;
+import org.apache.parquet.column.page.PageReadStore;
+import org.apache.parquet.example.data.Group;
+import org.apache.parquet.example.data.simple.convert.GroupRecordConverter;
+import org.apache.parquet.hadoop.ParquetFileReader;
+import org.apache.parquet.io.ColumnIOFactory;
+import org.apache.parquet.io.LocalInputFile;
+import org.apache.parquet.io.MessageColumnIO;
+import org.apache.parquet.io.RecordReader;
+import org.apache.parquet.schema.GroupType;
+import org.apache.parquet.schema.LogicalTypeAnnotation;
+import org.apache.parquet.schema.MessageType;
+import org.apache.parquet.schema.PrimitiveType;
+import org.apache.parquet.schema.Type;
 
 /**
- * Parquet data files (the format of Hugging Face datasets and verl's data), read with parquet-floor:
- * parquet-mr without Hadoop. Each row's top-level string and number columns become the fields that
- * {@link Dataset} maps to question and answer exactly as for JSONL; "file.parquet:N" names row N.
+ * Parquet data files (the format of Hugging Face datasets and verl's data). parquet-mr (through
+ * parquet-floor, without Hadoop) assembles each record with its nesting; this class only turns the
+ * assembled record into a JSON row by its schema, so nested columns (verl's {@code prompt} message
+ * list, {@code reward_model} struct) arrive as the same JSON a JSONL file would hold. Lists follow the
+ * format's LIST rules (3-level, and the 2-level encodings older writers used), maps become objects.
  */
 final class Parquet {
     private Parquet() {}
 
-    static List<Example> load(String spec, String promptField, String answerField) {
-        Path p = Path.of(spec);
-        if (!Files.isRegularFile(p)) {
-            throw new UserError(spec + ": data file not found");
-        }
-        List<ObjectNode> rows;
-        try (Stream<ObjectNode> s = ParquetReader.streamContent(p.toFile(), HydratorSupplier.constantly(ROW))) {
-            rows = s.toList();
+    /** Every row of one file, in order. */
+    static List<JsonNode> rows(Path file) {
+        List<JsonNode> out = new ArrayList<>();
+        try (ParquetFileReader r = ParquetFileReader.open(new LocalInputFile(file))) {
+            MessageType schema = r.getFooter().getFileMetaData().getSchema();
+            MessageColumnIO io = new ColumnIOFactory().getColumnIO(schema);
+            PageReadStore pages;
+            while ((pages = r.readNextRowGroup()) != null) {
+                RecordReader<Group> rr = io.getRecordReader(pages, new GroupRecordConverter(schema));
+                for (long i = 0, n = pages.getRowCount(); i < n; i++) {
+                    out.add(group(rr.read(), schema));
+                }
+            }
+        } catch (UserError e) {
+            throw e;
         } catch (Exception | LinkageError e) {
-            throw new UserError(spec + ": not a readable parquet file (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
+            throw new UserError(file + ": not a readable parquet file (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
         } catch (OutOfMemoryError e) {
             // a damaged footer can declare lists far larger than the file; the failed allocation held nothing
-            throw new UserError(spec + ": not a readable parquet file (its metadata declares more than memory holds)");
-        }
-        List<Example> out = new ArrayList<>();
-        for (int i = 0; i < rows.size(); i++) {
-            out.add(Dataset.example(rows.get(i), promptField, answerField, spec, i + 1));
-        }
-        if (out.isEmpty()) {
-            throw new UserError(spec + ": no rows");
+            throw new UserError(file + ": not a readable parquet file (its metadata declares more than memory holds)");
         }
         return out;
     }
 
-    /** A row as a JSON object: strings, numbers and booleans as themselves; anything else as text. */
-    private static final Hydrator<ObjectNode, ObjectNode> ROW = new Hydrator<>() {
-        @Override
-        public ObjectNode start() {
-            return Json.MAPPER.createObjectNode();
-        }
-
-        @Override
-        public ObjectNode add(ObjectNode row, String column, Object value) {
-            if (value == null) {
-                row.putNull(column);
-            } else if (value instanceof Number || value instanceof Boolean || value instanceof String) {
-                row.set(column, Json.MAPPER.valueToTree(value));
+    /** A struct: each field by name, absent optional fields as null. */
+    private static ObjectNode group(Group g, GroupType t) {
+        ObjectNode o = Json.MAPPER.createObjectNode();
+        for (int i = 0; i < t.getFieldCount(); i++) {
+            Type f = t.getType(i);
+            int n = g.getFieldRepetitionCount(i);
+            if (f.isRepetition(Type.Repetition.REPEATED)) { // a bare repeated field is a list of its values
+                ArrayNode a = o.putArray(f.getName());
+                for (int k = 0; k < n; k++) {
+                    a.add(value(g, i, k, f));
+                }
             } else {
-                row.put(column, value.toString());
+                o.set(f.getName(), n == 0 ? Json.MAPPER.nullNode() : value(g, i, 0, f));
             }
-            return row;
         }
+        return o;
+    }
 
-        @Override
-        public ObjectNode finish(ObjectNode row) {
-            return row;
+    /** The k-th value of field i of g, whose type is t. */
+    private static JsonNode value(Group g, int i, int k, Type t) {
+        if (t.isPrimitive()) {
+            return primitive(g, i, k, t.asPrimitiveType());
         }
-    };
+        GroupType gt = t.asGroupType();
+        Group v = g.getGroup(i, k);
+        LogicalTypeAnnotation a = gt.getLogicalTypeAnnotation();
+        if (a instanceof LogicalTypeAnnotation.ListLogicalTypeAnnotation && gt.getFieldCount() == 1
+                && gt.getType(0).isRepetition(Type.Repetition.REPEATED)) {
+            return list(v, gt);
+        }
+        if ((a instanceof LogicalTypeAnnotation.MapLogicalTypeAnnotation
+                || a instanceof LogicalTypeAnnotation.MapKeyValueTypeAnnotation) && gt.getFieldCount() == 1
+                && gt.getType(0).isRepetition(Type.Repetition.REPEATED) && !gt.getType(0).isPrimitive()
+                && gt.getType(0).asGroupType().getFieldCount() == 2) {
+            return map(v, gt.getType(0).asGroupType());
+        }
+        return group(v, gt);
+    }
+
+    /**
+     * A LIST group: its one repeated field holds the elements. Per the format's backward-compatibility
+     * rules, the repeated field is itself the element when it is a primitive, a group of several
+     * fields, or a one-field group named {@code array} or {@code <list>_tuple}; otherwise (3-level,
+     * what pyarrow and arrow-rs write) its single field is the element.
+     */
+    private static ArrayNode list(Group v, GroupType listType) {
+        ArrayNode a = Json.MAPPER.createArrayNode();
+        Type rep = listType.getType(0);
+        int n = v.getFieldRepetitionCount(0);
+        boolean repIsElement = rep.isPrimitive() || rep.asGroupType().getFieldCount() > 1
+                || rep.getName().equals("array") || rep.getName().equals(listType.getName() + "_tuple");
+        for (int k = 0; k < n; k++) {
+            if (repIsElement) {
+                a.add(value(v, 0, k, rep));
+            } else {
+                Group wrapper = v.getGroup(0, k);
+                Type element = rep.asGroupType().getType(0);
+                a.add(wrapper.getFieldRepetitionCount(0) == 0 ? Json.MAPPER.nullNode() : value(wrapper, 0, 0, element));
+            }
+        }
+        return a;
+    }
+
+    /** A MAP group: key_value entries become an object keyed by the key's text. */
+    private static ObjectNode map(Group v, GroupType kv) {
+        ObjectNode o = Json.MAPPER.createObjectNode();
+        for (int k = 0, n = v.getFieldRepetitionCount(0); k < n; k++) {
+            Group e = v.getGroup(0, k);
+            JsonNode key = value(e, 0, 0, kv.getType(0));
+            o.set(key.asText(), e.getFieldRepetitionCount(1) == 0 ? Json.MAPPER.nullNode() : value(e, 1, 0, kv.getType(1)));
+        }
+        return o;
+    }
+
+    private static JsonNode primitive(Group g, int i, int k, PrimitiveType t) {
+        LogicalTypeAnnotation a = t.getLogicalTypeAnnotation();
+        return switch (t.getPrimitiveTypeName()) {
+            case BOOLEAN -> Json.MAPPER.getNodeFactory().booleanNode(g.getBoolean(i, k));
+            case INT32 -> a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
+                    ? Json.MAPPER.getNodeFactory().numberNode(java.math.BigDecimal.valueOf(g.getInteger(i, k), d.getScale()))
+                    : Json.MAPPER.getNodeFactory().numberNode(g.getInteger(i, k));
+            case INT64 -> a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
+                    ? Json.MAPPER.getNodeFactory().numberNode(java.math.BigDecimal.valueOf(g.getLong(i, k), d.getScale()))
+                    : Json.MAPPER.getNodeFactory().numberNode(g.getLong(i, k));
+            case FLOAT -> Json.MAPPER.getNodeFactory().numberNode(g.getFloat(i, k));
+            case DOUBLE -> Json.MAPPER.getNodeFactory().numberNode(g.getDouble(i, k));
+            case BINARY, FIXED_LEN_BYTE_ARRAY -> {
+                byte[] b = g.getBinary(i, k).getBytes();
+                // text columns (STRING/ENUM/JSON, or unannotated bytes that are valid UTF-8) as text; other bytes as base64
+                boolean text = a == null || a instanceof LogicalTypeAnnotation.StringLogicalTypeAnnotation
+                        || a instanceof LogicalTypeAnnotation.EnumLogicalTypeAnnotation
+                        || a instanceof LogicalTypeAnnotation.JsonLogicalTypeAnnotation;
+                String s = text ? utf8(b) : null;
+                yield Json.MAPPER.getNodeFactory().textNode(s != null ? s : Base64.getEncoder().encodeToString(b));
+            }
+            default -> Json.MAPPER.getNodeFactory().textNode(g.getValueToString(i, k));
+        };
+    }
+
+    /** The bytes as UTF-8 text, or null when they are not valid UTF-8. */
+    private static String utf8(byte[] b) {
+        try {
+            return StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(b)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            return null;
+        }
+    }
 }

@@ -22,7 +22,19 @@ public final class Prompts {
         this.cfg = format;
     }
 
+    /**
+     * The prompt as the model sees it: a message list through the chat template as it is (system and
+     * earlier turns kept, the generation prompt added); a plain-text prompt through data.template,
+     * data.system_prompt and the chat template.
+     */
     public String text(Example e) {
+        if (e.messages() != null) {
+            if (!cfg.chatTemplate()) {
+                throw new UserError(e.source() + ": the prompt is a message list, which the model's chat template renders;"
+                        + " data.chat_template is false");
+            }
+            return tok.applyChatTemplate(e.messages(), true);
+        }
         String user = cfg.template().replace("{question}", e.question());
         if (!cfg.chatTemplate()) {
             return user;

@@ -13,7 +13,6 @@ import klrl.advantage.AdvantageEstimator;
 import klrl.checkpoint.Checkpoints;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
-import klrl.data.Dataset;
 import klrl.data.Example;
 import klrl.data.Prompts;
 import klrl.kl.KlController;
@@ -80,8 +79,12 @@ public final class Trainer implements AutoCloseable {
         Rollouts madeRollouts = null;
         try {
             RunFolder.claim(out, resume, overwrite); // one run per folder: never overwritten or mixed
+            RunData data = new RunData(cfg); // data first: a bad file or field fails before any model loads
             this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
             this.tok = Tokenizer.load(modelDir); // closed with the trainer; on a failed start left to the collector
+            this.prompts = new Prompts(tok, cfg.data().promptFormat());
+            data.render(prompts).forEach(log); // what was read and what the model will see, before the weights load
+            evalSets.putAll(data.evalSets());
             // The networks on model.device: one replica, layers placed over several devices, or a replica per device.
             made = Replicas.open(cfg, modelDir, tok, log);
             this.replicas = made;
@@ -102,8 +105,7 @@ public final class Trainer implements AutoCloseable {
             this.advantage = AdvantageEstimator.parse(a.resolvedAdvantage());
             this.advCfg = AdvantageEstimator.Config.of(a.resolvedScaleRewards(), a.gamma(), a.lambda());
             this.rewards = Evaluator.rewardPool(cfg);
-            this.prompts = new Prompts(tok, cfg.data().promptFormat());
-            this.schedule = new PromptSchedule(loadData(), cfg.train().batchSize(), cfg.train().seed());
+            this.schedule = new PromptSchedule(data.train.examples(), cfg.train().batchSize(), cfg.train().seed());
             this.evaluator = new Evaluator((ids, p) -> replicas.generate(ids, p, n -> { }), prompts, tok, rewards, cfg);
             madeRollouts = new Rollouts(cfg, replicas, prompts, schedule, tok, modelDir, evaluator::score, log);
             this.rollouts = madeRollouts;
@@ -122,22 +124,6 @@ public final class Trainer implements AutoCloseable {
             lock.close(); // a trainer that failed to start holds nothing
             throw e;
         }
-    }
-
-    /** The training set, and the eval sets into {@link #evalSets}; every prompt is rendered now, so a bad row fails at start. */
-    private List<Example> loadData() {
-        var d = cfg.data();
-        List<Example> train = Dataset.load(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField());
-        for (String e : (d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST).split(",")) {
-            if (!e.isBlank()) {
-                List<Example> ex = Dataset.load(e.strip(), d.promptField(), d.answerField());
-                evalSets.put(Path.of(e.strip().replace("bundled:", "")).getFileName().toString().replace(".jsonl", ""),
-                        ex.subList(0, Math.min(ex.size(), cfg.eval().maxExamples())));
-            }
-        }
-        train.forEach(prompts::ids);
-        evalSets.values().forEach(l -> l.forEach(prompts::ids));
-        return train;
     }
 
     /** Asks the loop to checkpoint and return after the current step (SIGTERM). */

@@ -51,7 +51,7 @@ class ParquetTest {
         // configured field names apply as for JSONL
         assertEquals("Level 1", Dataset.load(pq.toString(), "level", "problem").get(0).question());
         UserError missing = assertThrows(UserError.class, () -> Dataset.load(pq.toString(), "query", null));
-        assertTrue(missing.getMessage().contains(pq + ":1: no question field; expected one of [query]"), missing.getMessage());
+        assertTrue(missing.getMessage().contains(pq + ":1: data.prompt_field 'query' not found (expected the prompt; the row has {problem, solution, level})"), missing.getMessage());
     }
 
     @Test

@@ -1,0 +1,213 @@
+package klrl.data;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.ArrayList;
+import java.util.List;
+import klrl.model.ChatTemplate;
+import klrl.util.UserError;
+
+/**
+ * Which field of a row is the prompt and which the gold answer. Paths are dotted
+ * ({@code reward_model.ground_truth}, {@code extra_info.answer}; a number indexes a list). With no
+ * setting the layout is detected from the first row — verl ({@code prompt} message list +
+ * {@code reward_model.ground_truth}), TRL ({@code prompt} text or message list + {@code solution}),
+ * {@code messages} lists, MATH ({@code problem}/{@code solution} or {@code answer}), GSM8K
+ * ({@code question}/{@code answer}) — and the same paths then apply to every row. A value that is not
+ * what the path should hold (a struct, a list that is not a message list, null, empty text) is an
+ * error naming the row and the path, never text made of it.
+ */
+final class Fields {
+    private Fields() {}
+
+    static final List<String> PROMPTS = List.of("prompt", "messages", "problem", "question"),
+            ANSWERS = List.of("reward_model.ground_truth", "answer", "solution", "gold");
+
+    /**
+     * The mapping of one data set.
+     *
+     * @param prompt        path of the prompt
+     * @param answer        path of the gold answer; null = the last assistant turn of a {@code messages} list
+     * @param promptSetting the setting that named the prompt path ("data.prompt_field"), or null if detected
+     * @param answerSetting likewise for the answer
+     * @param section       the settings' section ("data", "eval")
+     * @param layout        the layout's name, e.g. "verl layout"
+     */
+    record Mapping(String prompt, String answer, String promptSetting, String answerSetting, String section, String layout) {
+        Example example(JsonNode row, String where) {
+            JsonNode p = at(row, prompt);
+            List<ChatTemplate.Message> msgs = null;
+            String question;
+            if (p != null && p.isArray()) {
+                msgs = messages(p, where, label(promptSetting, prompt));
+                if (answer == null && msgs.size() > 1 && msgs.get(msgs.size() - 1).role().equals("assistant")) {
+                    msgs = msgs.subList(0, msgs.size() - 1); // the reply is the gold answer, not part of the prompt
+                }
+                question = lastUser(msgs);
+            } else {
+                question = text(p, row, where, label(promptSetting, prompt), "the prompt");
+            }
+            String gold;
+            if (answer == null) {
+                List<ChatTemplate.Message> all = messages(p, where, label(promptSetting, prompt));
+                ChatTemplate.Message last = all.get(all.size() - 1);
+                if (all.size() < 2 || !last.role().equals("assistant")) {
+                    throw new UserError(where + ": " + prompt + " has no final assistant turn to take the gold answer from;"
+                            + " set " + section + ".answer_field");
+                }
+                gold = nonEmpty(last.content(), where, prompt + "'s last assistant turn");
+            } else {
+                gold = text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer");
+            }
+            return new Example(question, msgs, gold, where);
+        }
+
+        String describe() {
+            return layout + ": prompt ← " + prompt + ", gold ← " + (answer == null ? prompt + "'s last assistant turn" : answer);
+        }
+    }
+
+    /**
+     * The mapping for a data set whose first row is {@code first}; a null setting is detected.
+     * {@code section} names the settings in messages ("data" → data.prompt_field).
+     */
+    static Mapping detect(JsonNode first, String promptField, String answerField, String section, String where) {
+        String p = promptField != null ? promptField : firstPresent(first, PROMPTS);
+        if (p == null) {
+            throw new UserError(where + ": no prompt field; expected one of " + PROMPTS + " (the row has "
+                    + keys(first) + "; set " + section + ".prompt_field, a dotted path such as extra_info.question)");
+        }
+        String a = answerField != null ? answerField : firstPresent(first, ANSWERS);
+        JsonNode pv = at(first, p);
+        boolean msgs = pv != null && pv.isArray();
+        boolean replyIsGold = msgs && pv.size() > 1 && "assistant".equals(pv.get(pv.size() - 1).path("role").asText());
+        if (a == null && !replyIsGold) {
+            throw new UserError(where + ": no answer field; expected one of " + ANSWERS + " (the row has "
+                    + keys(first) + "; set " + section + ".answer_field, a dotted path such as reward_model.ground_truth)");
+        }
+        String layout = promptField != null || answerField != null ? "fields as set"
+                : p.equals("prompt") && "reward_model.ground_truth".equals(a) && msgs ? "verl layout"
+                : p.equals("prompt") && "solution".equals(a) ? (msgs ? "TRL conversational layout" : "TRL standard layout")
+                : a == null ? "messages layout"
+                : p.equals("problem") && ("solution".equals(a) || "answer".equals(a)) ? "MATH layout"
+                : p.equals("question") && "answer".equals(a) && at(first, a) != null && at(first, a).asText().contains("####")
+                ? "GSM8K layout" : "fields detected";
+        return new Mapping(p, a, promptField != null ? section + ".prompt_field" : null,
+                answerField != null ? section + ".answer_field" : null, section, layout);
+    }
+
+    private static String firstPresent(JsonNode row, List<String> paths) {
+        for (String f : paths) {
+            JsonNode v = at(row, f);
+            if (v != null && !v.isNull()) {
+                return f;
+            }
+        }
+        return null;
+    }
+
+    /** The value at a dotted path, or null where a step is missing; a key holding the dots itself wins. */
+    static JsonNode at(JsonNode row, String path) {
+        if (row.has(path)) {
+            return row.get(path);
+        }
+        JsonNode cur = row;
+        for (String part : path.split("\\.")) {
+            if (cur == null) {
+                return null;
+            }
+            if (cur.isArray() && part.chars().allMatch(Character::isDigit) && !part.isEmpty()) {
+                cur = cur.get(Integer.parseInt(part));
+            } else if (cur.isObject()) {
+                cur = cur.get(part);
+            } else {
+                return null;
+            }
+        }
+        return cur;
+    }
+
+    private static String label(String setting, String path) {
+        return setting != null ? setting + " '" + path + "'" : "field '" + path + "'";
+    }
+
+    /** A text value: a string or a number; anything else is an error naming what it is. */
+    private static String text(JsonNode v, JsonNode row, String where, String label, String what) {
+        if (v == null || v.isMissingNode()) {
+            throw new UserError(where + ": " + label + " not found (expected " + what + "; the row has " + keys(row) + ")");
+        }
+        if (v.isNull()) {
+            throw new UserError(where + ": " + label + " is null (expected " + what + ")");
+        }
+        if (v.isObject()) {
+            throw new UserError(where + ": " + label + " is a struct " + keys(v) + suggestion(v, label));
+        }
+        if (v.isArray()) {
+            throw new UserError(where + ": " + label + " is a list of " + v.size() + " values, not " + what
+                    + " (a prompt may be a message list [{role, content}, …])");
+        }
+        if (v.isBinary()) {
+            throw new UserError(where + ": " + label + " holds bytes, not " + what);
+        }
+        return nonEmpty(v.asText(), where, label);
+    }
+
+    private static String nonEmpty(String s, String where, String label) {
+        if (s.isBlank()) {
+            throw new UserError(where + ": " + label + " is empty");
+        }
+        return s;
+    }
+
+    /** "; did you mean x.y?" for a struct chosen whole: its answer-like text field, else its first text field. */
+    private static String suggestion(JsonNode struct, String label) {
+        String path = label.substring(label.indexOf('\'') + 1, label.lastIndexOf('\''));
+        String best = null;
+        for (String k : List.of("ground_truth", "answer", "solution", "content", "question", "problem")) {
+            if (struct.path(k).isTextual()) {
+                best = k;
+                break;
+            }
+        }
+        if (best == null) {
+            var it = struct.fieldNames();
+            while (it.hasNext() && best == null) {
+                String k = it.next();
+                best = struct.get(k).isValueNode() && !struct.get(k).isNull() ? k : null;
+            }
+        }
+        return best == null ? "" : "; did you mean " + path + "." + best + "?";
+    }
+
+    /** A message list: {role, content} objects with text in both. */
+    private static List<ChatTemplate.Message> messages(JsonNode v, String where, String label) {
+        if (v == null || !v.isArray() || v.isEmpty()) {
+            throw new UserError(where + ": " + label + " is " + (v == null ? "missing" : v.isArray() ? "an empty list" : "not a list")
+                    + " (expected a message list [{role, content}, …])");
+        }
+        List<ChatTemplate.Message> out = new ArrayList<>();
+        for (int i = 0; i < v.size(); i++) {
+            JsonNode m = v.get(i);
+            if (m == null || !m.isObject() || !m.path("role").isTextual() || !m.path("content").isTextual()) {
+                throw new UserError(where + ": " + label + " item " + i + " is " + (m != null && m.isObject() ? "a struct " + keys(m)
+                        + " without text role and content" : "not a struct") + " (expected a message list [{role, content}, …])");
+            }
+            out.add(new ChatTemplate.Message(m.get("role").asText(), m.get("content").asText()));
+        }
+        return out;
+    }
+
+    private static String lastUser(List<ChatTemplate.Message> msgs) {
+        for (int i = msgs.size() - 1; i >= 0; i--) {
+            if (msgs.get(i).role().equals("user")) {
+                return msgs.get(i).content();
+            }
+        }
+        return msgs.get(msgs.size() - 1).content();
+    }
+
+    private static String keys(JsonNode o) {
+        List<String> k = new ArrayList<>();
+        o.fieldNames().forEachRemaining(k::add);
+        return "{" + String.join(", ", k) + "}";
+    }
+}

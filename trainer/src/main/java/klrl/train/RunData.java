@@ -1,0 +1,74 @@
+package klrl.train;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.config.TrainConfig;
+import klrl.data.Dataset;
+import klrl.data.Example;
+import klrl.data.Prompts;
+
+/**
+ * A run's data: the training set and the held-out sets, read and checked before any model loads
+ * (a bad file or field costs seconds, not a 7B load), then rendered once the tokenizer is there, with
+ * one line per set saying what was read and what the model will see.
+ */
+final class RunData {
+    final Dataset.Loaded train;
+    /** Held-out sets by name (the file's name without its extension), at most eval.max_examples rows each. */
+    final Map<String, Dataset.Loaded> eval = new LinkedHashMap<>();
+
+    /** Reads every set; fields follow data.* (eval files: eval.* when set), bundled sets their own. */
+    RunData(TrainConfig cfg) {
+        var d = cfg.data();
+        var e = cfg.eval();
+        this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField(), "data");
+        boolean evalOwn = e.promptField() != null || e.answerField() != null;
+        for (String spec : (d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST).split(",")) {
+            if (!spec.isBlank()) {
+                Dataset.Loaded l = evalOwn ? Dataset.read(spec.strip(), e.promptField(), e.answerField(), "eval")
+                        : Dataset.read(spec.strip(), d.promptField(), d.answerField(), "data");
+                eval.put(name(spec.strip()), new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(),
+                        e.maxExamples())), l.files(), l.mapping()));
+            }
+        }
+    }
+
+    /** The name a held-out set's metrics carry: its file or folder name without the extension. */
+    static String name(String spec) {
+        String n = Path.of(spec.replace("bundled:", "")).getFileName().toString();
+        return n.replaceFirst("\\.(jsonl|parquet)$", "");
+    }
+
+    Map<String, List<Example>> evalSets() {
+        Map<String, List<Example>> m = new LinkedHashMap<>();
+        eval.forEach((k, v) -> m.put(k, v.examples()));
+        return m;
+    }
+
+    /**
+     * Renders every prompt (so a prompt over data.max_prompt_tokens fails now) and returns one line per
+     * set: rows, the field mapping, the first prompt as the model sees it and its gold answer.
+     */
+    List<String> render(Prompts prompts) {
+        List<String> lines = new ArrayList<>();
+        lines.add(line("train", train, prompts));
+        eval.forEach((name, l) -> lines.add(line("eval " + name, l, prompts)));
+        return lines;
+    }
+
+    private static String line(String what, Dataset.Loaded l, Prompts prompts) {
+        l.examples().forEach(prompts::ids);
+        Example first = l.examples().get(0);
+        return "data " + what + ": " + l.spec() + ": " + l.describe() + "; first prompt \"" + shorten(prompts.text(first))
+                + "\", gold \"" + shorten(first.goldAnswer()) + "\"";
+    }
+
+    /** One line of at most ~160 characters: newlines shown as ⏎, the middle elided (the end of a prompt matters too). */
+    static String shorten(String s) {
+        String t = s.replace("\r", "").replace("\n", "⏎");
+        return t.length() <= 160 ? t : t.substring(0, 90) + " … " + t.substring(t.length() - 60);
+    }
+}
