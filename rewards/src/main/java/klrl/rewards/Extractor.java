@@ -43,28 +43,123 @@ public final class Extractor {
         this.fallbacks = List.copyOf(fallbacks);
     }
 
+    /** The fall-backs after \boxed, in the order they are tried. */
+    public List<Fallback> fallbacks() {
+        return fallbacks;
+    }
+
     /** The answer text, or null when nothing answer-like is found. */
     public String extract(String text) {
+        Found f = find(text);
+        return f == null ? null : f.answer();
+    }
+
+    /** How an answer was found: in boxes, or by one of the fall-backs. */
+    public enum Rule {
+        /** The last \boxed{} or \fbox{}. */
+        BOXED,
+        /** Boxes side by side, read together as one list. */
+        BOXES,
+        /** A stated answer ("The answer is X", "Answer: X"). */
+        ANSWER_IS,
+        /** A stated answer whose LaTeX does not read: the last math span after it. */
+        LATER_MATH,
+        /** A stated answer whose LaTeX does not read: the last number after it. */
+        LATER_NUMBER,
+        /** GSM8K's "#### X". */
+        GSM8K,
+        /** The last $…$ or \(…\) math span. */
+        LAST_MATH,
+        /** The whole text, short and without prose. */
+        WHOLE,
+        /** The last number. */
+        LAST_NUMBER
+    }
+
+    /**
+     * An answer and where it came from: characters [start, end) of the text (−1 for boxes, whose
+     * answer may join several), the fall-backs tried before without result, and for
+     * {@link Rule#LATER_MATH}/{@link Rule#LATER_NUMBER} the stated answer that did not read.
+     */
+    public record Found(String answer, Rule rule, int start, int end, List<Fallback> triedBefore, String unread) {}
+
+    /** A span [start, end) of some string. */
+    private record Span(int start, int end) {
+        Span shift(int by) {
+            return new Span(start + by, end + by);
+        }
+
+        String in(String s) {
+            return s.substring(start, end);
+        }
+
+        /** The span without the whitespace {@link String#strip()} removes. */
+        Span strip(String s) {
+            int a = start, b = end;
+            while (a < b && Character.isWhitespace(s.charAt(a))) {
+                a++;
+            }
+            while (b > a && Character.isWhitespace(s.charAt(b - 1))) {
+                b--;
+            }
+            return new Span(a, b);
+        }
+    }
+
+    /**
+     * The answer with the rule that found it, or null when nothing answer-like is found. The one path
+     * {@link #extract} takes, so what it reports is what the verifier used.
+     */
+    public Found find(String text) {
         if (text == null) {
             return null;
         }
         // \boxed is found by a linear scan of the whole text; the regex fall-backs only see the tail
         String boxed = boxedAnswer(text);
-        String t = text.length() > TAIL ? text.substring(text.length() - TAIL) : text;
+        int offset = Math.max(0, text.length() - TAIL);
+        String t = text.substring(offset);
         if (boxed != null) {
-            return boxed;
+            Rule r = boxed.equals(lastBoxed(text)) ? Rule.BOXED : Rule.BOXES;
+            return new Found(boxed, r, -1, -1, List.of(), null);
         }
+        List<Fallback> tried = new ArrayList<>();
         for (Fallback f : fallbacks) {
-            String a = switch (f) {
-                case ANSWER_IS -> pastUnparseable(sentenceAnswer(last(ANSWER_IS, t)), t);
-                case GSM8K -> last(GSM8K, t);
-                case LAST_DOLLAR -> lastMath(t);
-                case WHOLE -> answerLike(t) ? t : null;
-                case LAST_NUMBER -> lastNumber(t);
-            };
-            if (a != null && !a.isBlank()) {
-                return a.strip();
+            Span a = null;
+            Rule rule = null;
+            String unread = null;
+            switch (f) {
+                case ANSWER_IS -> {
+                    Span sentence = lastGroup(ANSWER_IS, t);
+                    if (sentence != null) {
+                        Span stated = sentenceSpan(sentence.in(t)).shift(sentence.start());
+                        Picked p = pastUnparseable(stated, t);
+                        a = p.span();
+                        rule = p.rule();
+                        unread = p.rule() == Rule.ANSWER_IS ? null : stated.in(t);
+                    }
+                }
+                case GSM8K -> {
+                    a = lastGroup(GSM8K, t);
+                    rule = Rule.GSM8K;
+                }
+                case LAST_DOLLAR -> {
+                    a = lastMathSpan(t);
+                    rule = Rule.LAST_MATH;
+                }
+                case WHOLE -> {
+                    a = answerLike(t) ? new Span(0, t.length()) : null;
+                    rule = Rule.WHOLE;
+                }
+                case LAST_NUMBER -> {
+                    a = lastNumberSpan(t);
+                    rule = Rule.LAST_NUMBER;
+                }
             }
+            if (a != null && !a.in(t).isBlank()) {
+                Span s = a.strip(t).shift(offset);
+                return new Found(s.in(text), rule, s.start(), s.end(), List.copyOf(tried), unread);
+            }
+            tried.add(f);
         }
         return null;
     }
@@ -211,24 +306,33 @@ public final class Extractor {
         return null;
     }
 
+    /** A span of the text and the rule that picked it. */
+    private record Picked(Span span, Rule rule) {}
+
     /**
      * The stated answer, unless it is LaTeX that does not parse (say {@code \\prod_{j=1}^m\\bigl(j\\bigr)}):
      * then a later answer in the text — its last math span, else its last number — when there is one
-     * after the stated one; no number is pulled out of the failed span itself.
+     * after the stated one; no number is pulled out of the failed span itself. Spans are of {@code t}.
      */
-    static String pastUnparseable(String stated, String t) {
-        if (stated == null || stated.indexOf('\\') < 0 || parses(stated)) {
-            return stated;
+    private static Picked pastUnparseable(Span statedSpan, String t) {
+        String stated = statedSpan.in(t);
+        Picked asStated = new Picked(statedSpan, Rule.ANSWER_IS);
+        if (stated.indexOf('\\') < 0 || parses(stated)) {
+            return asStated;
         }
         int at = t.lastIndexOf(stated);
         if (at < 0) {
-            return stated;
+            return asStated;
         }
-        String rest = t.substring(at + stated.length());
-        rest = rest.startsWith("$") ? rest.substring(1) : rest; // the failed span's own closing dollar
-        String later = lastMath(rest);
-        later = later != null && !later.isBlank() ? later : lastNumber(rest);
-        return later != null && !later.isBlank() ? later : stated;
+        int from = at + stated.length();
+        from += t.startsWith("$", from) ? 1 : 0; // the failed span's own closing dollar
+        String rest = t.substring(from);
+        Span math = lastMathSpan(rest);
+        if (math != null && !math.in(rest).isBlank()) {
+            return new Picked(math.shift(from), Rule.LATER_MATH);
+        }
+        Span number = lastNumberSpan(rest);
+        return number != null && !number.in(rest).isBlank() ? new Picked(number.shift(from), Rule.LATER_NUMBER) : asStated;
     }
 
     /** Whether LaTeX reads as math: it parses, and no unknown command was taken for a variable. */
@@ -276,15 +380,21 @@ public final class Extractor {
     }
 
     private static String last(Pattern p, String s) {
+        Span sp = lastGroup(p, s);
+        return sp == null ? null : sp.in(s);
+    }
+
+    /** Group 1 of the last match, stripped and without the $…$ around it; null when nothing matches. */
+    private static Span lastGroup(Pattern p, String s) {
         Matcher m = p.matcher(s);
-        String out = null;
+        Span out = null;
         while (m.find()) {
-            out = m.group(1);
+            out = new Span(m.start(1), m.end(1));
         }
         if (out != null) {
-            out = out.strip();
-            if (out.startsWith("$") && out.endsWith("$") && out.length() > 1) {
-                out = out.substring(1, out.length() - 1);
+            out = out.strip(s);
+            if (out.end() - out.start() > 1 && s.charAt(out.start()) == '$' && s.charAt(out.end() - 1) == '$') {
+                out = new Span(out.start() + 1, out.end() - 1);
             }
         }
         return out;
@@ -296,41 +406,54 @@ public final class Extractor {
      * A sentence that already reads as an answer is kept whole.
      */
     static String sentenceAnswer(String s) {
-        if (s == null) {
-            return null;
-        }
+        return s == null ? null : sentenceSpan(s).in(s);
+    }
+
+    /** {@link #sentenceAnswer} as a span of the sentence. */
+    private static Span sentenceSpan(String sentence) {
+        Span cur = new Span(0, sentence.length());
         for (int depth = 0; depth < 3; depth++) { // "Final Answer: The final answer is X"
-            String inner = last(ANSWER_IS, s);
-            if (inner == null || inner.isBlank() || inner.equals(s)) {
+            String s = cur.in(sentence);
+            Span inner = lastGroup(ANSWER_IS, s);
+            if (inner == null || inner.in(s).isBlank() || inner.in(s).equals(s)) {
                 break;
             }
-            s = inner;
+            cur = inner.shift(cur.start());
         }
-        s = s.strip().replaceAll("[.\\s]+$", "");
+        cur = cur.strip(sentence);
+        int end = cur.end();
+        while (end > cur.start() && ".\t\n\u000B\f\r ".indexOf(sentence.charAt(end - 1)) >= 0) { // [.\s]+$
+            end--;
+        }
+        cur = new Span(cur.start(), end);
+        String s = cur.in(sentence);
         if (s.startsWith("$") && s.endsWith("$") && s.length() > 1 && s.indexOf('$', 1) == s.length() - 1) {
-            s = s.substring(1, s.length() - 1);
+            cur = new Span(cur.start() + 1, cur.end() - 1);
+            s = cur.in(sentence);
         }
         if (answerLike(s)) {
-            return s;
+            return cur;
         }
         if (s.endsWith("$")) {
-            String m = lastMath(s);
-            if (m != null && !m.isBlank()) {
-                return m;
+            Span m = lastMathSpan(s);
+            if (m != null && !m.in(s).isBlank()) {
+                return m.shift(cur.start());
             }
         }
         int is = Math.max(s.lastIndexOf(" is "), s.lastIndexOf(" = "));
         if (is >= 0) {
-            String after = s.substring(is + 3).strip();
-            if (after.startsWith("$") && after.endsWith("$") && after.length() > 1) {
-                after = after.substring(1, after.length() - 1);
+            Span after = new Span(is + 3, s.length()).strip(s);
+            String a = after.in(s);
+            if (a.startsWith("$") && a.endsWith("$") && a.length() > 1) {
+                after = new Span(after.start() + 1, after.end() - 1);
+                a = after.in(s);
             }
-            if (!after.isBlank() && answerLike(after)) {
-                return after;
+            if (!a.isBlank() && answerLike(a)) {
+                return after.shift(cur.start());
             }
         }
-        String n = lastNumber(s);
-        return n != null ? n : s;
+        Span n = lastNumberSpan(s);
+        return n != null ? n.shift(cur.start()) : cur;
     }
 
     /** The next "$" from {@code from} that is not the escaped dollar sign "\\$", or −1. */
@@ -342,8 +465,9 @@ public final class Extractor {
         return a;
     }
 
-    private static String lastMath(String s) {
-        List<String> spans = new ArrayList<>();
+    /** The content of the last $…$, $$…$$ or \(…\) span (the \(…\) one when it comes after every $). */
+    private static Span lastMathSpan(String s) {
+        Span last = null;
         int i = 0;
         while (i < s.length()) {
             int a = unescapedDollar(s, i);
@@ -356,17 +480,17 @@ public final class Extractor {
             if (b < 0) {
                 break;
             }
-            spans.add(s.substring(a + close.length(), b));
+            last = new Span(a + close.length(), b);
             i = b + close.length();
         }
         int p = s.lastIndexOf("\\(");
         if (p >= 0) {
             int q = s.indexOf("\\)", p);
-            if (q > p && (spans.isEmpty() || p > s.lastIndexOf('$'))) {
-                return s.substring(p + 2, q);
+            if (q > p && (last == null || p > s.lastIndexOf('$'))) {
+                return new Span(p + 2, q);
             }
         }
-        return spans.isEmpty() ? null : spans.get(spans.size() - 1);
+        return last;
     }
 
     private static final Pattern PROSE_WORD = Pattern.compile("(?<![\\\\a-zA-Z])[a-zA-Z]{4,}");
@@ -393,11 +517,11 @@ public final class Extractor {
         return words <= 2;
     }
 
-    private static String lastNumber(String s) {
+    private static Span lastNumberSpan(String s) {
         Matcher m = NUMBER.matcher(s);
-        String out = null;
+        Span out = null;
         while (m.find()) {
-            out = m.group();
+            out = new Span(m.start(), m.end());
         }
         return out;
     }

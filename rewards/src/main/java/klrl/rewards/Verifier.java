@@ -75,16 +75,20 @@ public final class Verifier {
 
     /**
      * The same check, told step by step: for each side what was extracted, what it normalises to and
-     * how it was read (a parsed expression, or text), then the verdict and the rule that gave it — what
-     * a user needs when a reward looks wrong. Keys in order: gold_extracted, gold_normalized, gold_read,
-     * pred_extracted, pred_normalized, pred_read, correct, why.
+     * how it was read (a parsed expression, printed as written by hand, or text), for the completion
+     * which rule found its answer and where, then the verdict and the rule that gave it — what a user
+     * needs when a reward looks wrong. Keys in order: gold_extracted, gold_normalized, gold_read,
+     * pred_extracted, pred_found, pred_normalized, pred_read, correct, why.
      */
     public java.util.Map<String, Object> explain(String gold, String completion) {
         java.util.Map<String, Object> out = new java.util.LinkedHashMap<>();
         Result r = verify(gold, completion);
         String g = r.gold(), p = r.extracted();
-        describe("gold", g, out);
-        describe("pred", p, out);
+        boolean both = g != null && p != null && !g.isBlank() && !p.isBlank();
+        ClockTime tg = both ? ClockTime.read(g) : null, tp = both ? ClockTime.read(p) : null;
+        Boolean byTime = byTime(tg, tp);
+        describe("gold", g, null, tg, byTime != null, out);
+        describe("pred", p, found(extractor.find(completion), completion), tp, byTime != null, out);
         out.put("correct", r.correct());
         String why;
         if (g == null || g.isBlank()) {
@@ -95,6 +99,12 @@ public final class Verifier {
             why = "the check ran out of time (counted as wrong)";
         } else if (p.length() > 4 * g.length() + 40) {
             why = "the answer is far longer than the gold (more than 4 × its length + 40): read as hedging or unfinished work";
+        } else if (tg != null && tp != null) {
+            why = r.correct() ? "both are times of day, the same one (" + tg + ")"
+                    : "both are times of day, different ones (" + tg + " and " + tp + ")";
+        } else if (byTime != null) {
+            why = "a time written so that no ratio is meant (a.m./p.m., or a leading zero as in 09:30 or 1:05) equals only a time,"
+                    + " and the other side is none";
         } else if (r.correct()) {
             String ng = (String) out.get("gold_normalized"), np = (String) out.get("pred_normalized");
             why = ng.replace(" ", "").equals(np.replace(" ", "")) ? "the normalised forms are the same"
@@ -106,8 +116,73 @@ public final class Verifier {
         return out;
     }
 
-    private static void describe(String side, String raw, java.util.Map<String, Object> out) {
+    /**
+     * The verdict of the clock-time rule: two times are equal when they are the same time of day; a
+     * time written so that no ratio is meant equals nothing else. Null when the rule does not decide —
+     * neither side is a time, or the only time (9:30) may be a ratio, which is then read as a/b.
+     */
+    static Boolean byTime(ClockTime gold, ClockTime pred) {
+        if (gold != null && pred != null) {
+            return gold.minutes() == pred.minutes();
+        }
+        if (gold != null && gold.unmistakable() || pred != null && pred.unmistakable()) {
+            return false;
+        }
+        return null;
+    }
+
+    /** Where the completion's answer came from, in words, with its place in the completion. */
+    private String found(Extractor.Found f, String completion) {
+        if (f == null) {
+            return "nothing: " + String.join(", ", missed(extractor.fallbacks()));
+        }
+        // 1-based and inclusive, as a person counts
+        String span = "`" + f.answer() + "` at " + (f.end() - f.start() == 1 ? "character " + f.end()
+                : "characters " + (f.start() + 1) + "–" + f.end()) + " of " + completion.length();
+        return switch (f.rule()) {
+            case BOXED -> "the last \\boxed{}";
+            case BOXES -> "boxes side by side, read together as one list";
+            case ANSWER_IS -> "a stated answer (\"the answer is …\", \"Answer: …\"): " + span;
+            case LATER_MATH, LATER_NUMBER -> "the stated answer `" + f.unread() + "` does not read as math: took the last "
+                    + (f.rule() == Extractor.Rule.LATER_MATH ? "math span" : "number") + " after it, " + span;
+            case GSM8K -> "the \"####\" line: " + span;
+            case LAST_MATH, WHOLE, LAST_NUMBER -> String.join(", ", missed(f.triedBefore())) + ": took "
+                    + (f.rule() == Extractor.Rule.LAST_MATH ? "the last math span " : f.rule() == Extractor.Rule.WHOLE
+                    ? "the whole text, short and without prose, " : "the last number ") + span;
+        };
+    }
+
+    /** "no \boxed{}" and what each fall-back that found nothing did not find. */
+    private static List<String> missed(List<Extractor.Fallback> tried) {
+        List<String> out = new java.util.ArrayList<>(List.of("no \\boxed{}"));
+        for (Extractor.Fallback f : tried) {
+            out.add(switch (f) {
+                case ANSWER_IS -> "no stated answer (\"the answer is\", \"Answer:\")";
+                case GSM8K -> "no \"####\" line";
+                case LAST_DOLLAR -> "no $…$ or \\(…\\) math span";
+                case WHOLE -> "not a bare answer (too long, or prose)";
+                case LAST_NUMBER -> "no number";
+            });
+        }
+        return out;
+    }
+
+    /**
+     * One side's extracted, normalised and read forms (and, for the completion, how its answer was
+     * found). A time the clock-time rule decides on is shown as that time; one it does not (9:30 against
+     * a number) reads as the ratio it is then taken for.
+     */
+    private static void describe(String side, String raw, String found, ClockTime time, boolean asTime,
+                                 java.util.Map<String, Object> out) {
         out.put(side + "_extracted", raw);
+        if (found != null) {
+            out.put(side + "_found", found);
+        }
+        if (time != null && asTime) {
+            out.put(side + "_normalized", time.toString());
+            out.put(side + "_read", "time of day " + time);
+            return;
+        }
         if (raw == null || raw.isBlank() || raw.length() > MAX_ANSWER_CHARS) {
             out.put(side + "_normalized", raw);
             out.put(side + "_read", "—");
@@ -122,9 +197,10 @@ public final class Verifier {
             return;
         }
         out.put(side + "_normalized", norm);
+        String ratio = time != null ? " (h:mm could be a time, but the other side is none: read as a ratio)" : "";
         try {
             Node n = toNode(raw, norm, new Deadline(1_000_000_000L));
-            out.put(side + "_read", n instanceof Node.Text ? "text \"" + ((Node.Text) n).text() + "\"" : "math " + n);
+            out.put(side + "_read", n instanceof Node.Text t ? "text \"" + t.text() + "\"" : "math " + MathText.of(n) + ratio);
         } catch (RuntimeException | StackOverflowError e) {
             out.put(side + "_read", "unreadable (" + e.getClass().getSimpleName() + ")");
         }
@@ -135,6 +211,11 @@ public final class Verifier {
         if (gold.length() > MAX_ANSWER_CHARS || pred.length() > MAX_ANSWER_CHARS) {
             // no real answer is this long; compare as written rather than parse (normalising recurses)
             return gold.strip().equals(pred.strip());
+        }
+        // 9:30 and 3:10 are one ratio but two times: clock times compare as times of day
+        Boolean byTime = byTime(ClockTime.read(gold), ClockTime.read(pred));
+        if (byTime != null) {
+            return byTime;
         }
         try {
             String ng = Normalizer.normalize(gold), np = Normalizer.normalize(pred);

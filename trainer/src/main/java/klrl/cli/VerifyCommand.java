@@ -36,8 +36,9 @@ public final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--grader", defaultValue = "math", description = "math (this verifier), hendrycks (verl's MATH grader),"
             + " dapo (DAPO's \"Answer:\" rule), or the class name of a klrl.rewards.Reward on the class path (default: ${DEFAULT-VALUE})")
     String grader;
-    @Option(names = "--explain", description = "for one pair: what each side was extracted and normalised to, how it was read,"
-            + " and why the verdict (the math grader; other graders print their details)") boolean explain;
+    @Option(names = "--explain", description = "for one pair: what each side was extracted and normalised to, how it was read"
+            + " (as math text, or text), which rule found the completion's answer and where, and why the verdict"
+            + " (the math grader; other graders print their details)") boolean explain;
 
     @Override
     public Integer call() throws IOException {
