@@ -30,8 +30,8 @@ public final class TrainCommand implements Callable<Integer> {
         @Option(names = "--config", description = "YAML file or preset name (tiny-cpu, qwen2.5-7b-math, llama3.1-8b-math, grid-k1-reward, …)")
         String config;
         @Option(names = "--model", description = "HF model folder (default: the built-in tiny model)") String model;
-        @Option(names = "--train-data", description = "JSONL training set") String trainData;
-        @Option(names = "--eval-data", description = "JSONL held-out set(s), comma-separated") String evalData;
+        @Option(names = "--train-data", description = "training set: a JSONL or parquet file, a folder of them or a glob") String trainData;
+        @Option(names = "--eval-data", description = "held-out set(s) as --train-data, comma-separated") String evalData;
         @Option(names = "--device", description = "cpu, cuda, cuda:N or auto") String device;
         @Option(names = "--devices", description = "GPUs to place the decoder layers across, e.g. 0,1,2,3 (model.device)")
         String devices;
@@ -105,6 +105,9 @@ public final class TrainCommand implements Callable<Integer> {
         o.put("train.max_steps", c.optim.maxSteps);
         o.put("train.seed", c.optim.seed);
         o.put("output_dir", c.run.outputDir);
+        if (c.run.resume != null && !java.nio.file.Files.exists(c.run.resume)) {
+            throw new UserError("--resume " + c.run.resume + ": not found (give a run folder or one of its checkpoints)");
+        }
         return ConfigLoader.load(c.setup.config != null ? c.setup.config : runConfig(c.run.resume), o, c.setup.set);
     }
 

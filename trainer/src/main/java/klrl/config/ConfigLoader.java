@@ -201,6 +201,39 @@ public final class ConfigLoader {
         cur.set(parts[parts.length - 1], YAML.valueToTree(value));
     }
 
+    /** The config keys that hold file or folder paths (data sets comma-separated). */
+    private static final List<String> PATHS = List.of("output_dir", "model.path", "train.reward_jar", "rollout.weights_dir",
+            "data.train", "data.eval");
+
+    /**
+     * The config with every path absolute, so that the config.yaml a run saves reads the same from any
+     * working folder ({@code --resume RUN} from elsewhere). Bundled sets and presets stay as named.
+     */
+    public static TrainConfig absolutePaths(TrainConfig c) {
+        ObjectNode tree = YAML.valueToTree(c);
+        for (String key : PATHS) {
+            String[] parts = key.split("\\.");
+            ObjectNode parent = tree;
+            for (int i = 0; i < parts.length - 1; i++) {
+                parent = (ObjectNode) parent.get(parts[i]);
+            }
+            JsonNode v = parent.get(parts[parts.length - 1]);
+            if (v != null && v.isTextual() && !v.asText().isBlank()) {
+                List<String> out = new ArrayList<>();
+                for (String one : v.asText().split(",")) {
+                    String s = one.strip();
+                    out.add(s.isEmpty() || s.startsWith("bundled:") ? s : Path.of(s).toAbsolutePath().normalize().toString());
+                }
+                parent.put(parts[parts.length - 1], String.join(",", out));
+            }
+        }
+        try {
+            return YAML.treeToValue(tree, TrainConfig.class);
+        } catch (IOException e) {
+            throw new IllegalStateException(e); // the tree came from a valid config
+        }
+    }
+
     /** The effective config as YAML (written next to every run). */
     public static String toYaml(TrainConfig c) {
         try {

@@ -29,8 +29,22 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
                 "model.critic: separate needs one device per model copy; with train.parallel: layers use model.critic: head");
         require(algorithm.overlongBuffer().len() < rollout.maxNewTokens(), "algorithm.overlong_buffer.len must be below"
                 + " rollout.max_new_tokens (" + rollout.maxNewTokens() + ")");
+        require(!algorithm.filterGroups().enable() || rollout.n() >= 2, "algorithm.filter_groups.enable needs rollout.n ≥ 2:"
+                + " with one sample per prompt every group has zero variance and each is filtered out");
+        require(algorithm.scaleRewards() == null || algorithm.resolvedAdvantage().equals("grpo"), "algorithm.scale_rewards"
+                + " scales GRPO's advantage; advantage " + algorithm.resolvedAdvantage() + " does not use it: leave it unset");
         require(!rollout.overlap() || algorithm.offPolicyLag() >= 1, "rollout.overlap: true needs algorithm.off_policy_lag ≥ 1"
                 + " (step t trains on the rollout of step t − K while the rollout of step t is generated)");
+    }
+
+    /**
+     * Whether the update's behaviour log-probs are the trainer's own forward over the samples: always with
+     * a remote engine, always with GSPO (its sequence ratios are clipped within ~1e-4 of 1, so the
+     * sampler's KV-cache rounding alone would clip whole sequences — verl recomputes them too), else as
+     * rollout.recompute_logprobs says.
+     */
+    public boolean recomputesLogprobs() {
+        return rollout.recomputeLogprobs() || !rollout.engine().equals("local") || algorithm.policyLoss().equals("gspo");
     }
 
     static void require(boolean ok, String message) {

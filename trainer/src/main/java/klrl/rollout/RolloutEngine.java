@@ -285,6 +285,11 @@ public final class RolloutEngine {
 
     /** Appends each active row's sampled token, marks rows that finished (eos, stop string, length); returns how many active rows are done. */
     private int record(Batch b) {
+        if (Thread.currentThread().isInterrupted()) {
+            // cancelled (the trainer is shutting down): stop at this token, so this thread's arrays are freed
+            // here, by its own scopes, before anyone closes the weights it reads
+            throw new java.util.concurrent.CancellationException("generation cancelled");
+        }
         int done = 0, finishedNow = 0;
         for (int a = 0; a < b.active; a++) {
             int r = b.rows[a];

@@ -142,7 +142,8 @@ public final class Evaluator {
             line.put("reward", scores.get(i).reward());
             line.put("correct", scores.get(i).correct());
             line.put("extracted", scores.get(i).extracted());
-            line.put("gold", ex.gold());
+            line.put("gold", ex.goldAnswer()); // as the verifier reads it, the field as the row holds it beside it
+            line.put("gold_raw", ex.gold());
             line.put("finish_reason", s.finishReason());
             log.write(line);
         }

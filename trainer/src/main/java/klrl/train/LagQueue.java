@@ -85,6 +85,12 @@ final class LagQueue {
             }
         }
         long first = Math.max(0, steps - k);
+        if (!Files.isRegularFile(f) && steps > first) {
+            // a checkpoint from a version that did not save the queue: the lag may well be the same
+            throw new UserError(ckpt + " has no " + FILE + ": algorithm.off_policy_lag " + k + " resumes on the queued rollouts of"
+                    + " steps " + (first + 1) + "–" + steps + ", which this checkpoint does not hold (it was written without them);"
+                    + " resume from a checkpoint that has " + FILE + ", or start the run again");
+        }
         boolean ok = saved.size() == steps - first;
         for (int i = 0; ok && i < saved.size(); i++) {
             ok = saved.get(i).step() == first + i;

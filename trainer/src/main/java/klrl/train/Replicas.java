@@ -97,7 +97,8 @@ final class Replicas implements AutoCloseable {
      * thread, which trains on one device, gets its share too).
      */
     static Replicas generators(Replicas training, TrainConfig cfg, Tokenizer tok) {
-        List<Device> devices = Placement.parseDevices(cfg.rollout().devices(), klrl.util.Runtime::device);
+        List<Device> devices = Placement.parseDevices(cfg.rollout().devices(),
+                d -> klrl.util.Runtime.device(d, "rollout.devices"));
         boolean gpu = devices.get(0).isGpu();
         int share = gpu ? 0 : Math.max(1, JniUtils.getNumThreads() / (devices.size() + training.size()));
         List<Replica> reps = new ArrayList<>();
@@ -396,9 +397,30 @@ final class Replicas implements AutoCloseable {
         return all.stream().mapToInt(r -> r.root().getManagedArrays().size()).sum();
     }
 
+    /**
+     * Stops a worker: its queued tasks are dropped, a running one is interrupted (generation stops at
+     * its next token) and waited for, so nothing it reads is freed under it. False if it is still
+     * running after the wait (a task stuck in native code): then its memory must be left alone.
+     */
+    static boolean stop(ExecutorService worker) {
+        worker.shutdownNow();
+        try {
+            return worker.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
     @Override
     public void close() {
-        threads.forEach(ExecutorService::shutdownNow);
+        boolean stopped = true;
+        for (ExecutorService t : threads) {
+            stopped &= stop(t);
+        }
+        if (!stopped) {
+            return; // a worker still runs on these tensors: left to the process's exit rather than freed under it
+        }
         for (int d = 1; d < all.size(); d++) {
             all.get(d).root().close();
         }

@@ -77,6 +77,8 @@ final class Rollouts implements AutoCloseable {
     private final RemoteRollout remote;
     private final Scorer scorer;
     private final Consumer<String> log;
+    /** False once {@link #close} found the rollout thread still running after its wait: its weights must not be freed. */
+    private boolean stopped = true;
 
     Rollouts(TrainConfig cfg, Replicas replicas, Prompts prompts, PromptSchedule schedule, Tokenizer tok, Path modelDir,
              Scorer scorer, Consumer<String> log) {
@@ -148,7 +150,7 @@ final class Rollouts implements AutoCloseable {
      */
     private Batch generateAndScore(List<Example> exs, long step, int k, Map<String, Object> metrics) {
         List<Sample> samples = generate(exs, step, k, background == null);
-        if (remote != null || cfg.rollout().recomputeLogprobs()) {
+        if (cfg.recomputesLogprobs()) {
             samples = recomputeLogprobs(samples, metrics);
         }
         long tw = System.nanoTime();
@@ -215,15 +217,27 @@ final class Rollouts implements AutoCloseable {
         return out;
     }
 
+    /** Arrays the copy on rollout.devices holds (0 without one): the leak watch counts them beside the trainer's. */
+    int liveArrays() {
+        return generators == null ? 0 : generators.liveArrays();
+    }
+
+    /** Whether nothing of the rollout stage still runs (true unless {@link #close} gave up waiting for it). */
+    boolean stopped() {
+        return stopped;
+    }
+
+    /**
+     * Cancels a rollout under way and waits for its thread before anything it uses is closed: the copy
+     * on rollout.devices (with LoRA it reads the master's frozen weights), the servers' client.
+     */
     @Override
     public void close() {
-        if (background != null) {
-            background.shutdownNow();
-        }
+        stopped = background == null || Replicas.stop(background);
         if (remote != null) {
             remote.close();
         }
-        if (generators != null) {
+        if (generators != null && stopped) {
             generators.close();
         }
     }

@@ -34,7 +34,7 @@ public final class Sft {
                 for (int i = 0; i < batch; i++) {
                     Example e = data.get(rng.nextInt(data.size()));
                     ps.add(prompts.ids(e));
-                    long[] ans = tok.encode("\\boxed{" + e.gold() + "}");
+                    long[] ans = tok.encode("\\boxed{" + e.goldAnswer() + "}");
                     long[] withEos = java.util.Arrays.copyOf(ans, ans.length + 1);
                     withEos[ans.length] = eos;
                     rs.add(withEos);

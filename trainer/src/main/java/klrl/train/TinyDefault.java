@@ -55,28 +55,49 @@ public final class TinyDefault {
         }
     }
 
+    /** Thrown out of the warm-up's step loop when the process is asked to stop (SIGTERM). */
+    private static final class Stopped extends RuntimeException {
+        Stopped() {
+            super(null, null, false, false);
+        }
+    }
+
     public static synchronized Path ensure(Consumer<String> log) throws IOException {
         Path dir = cacheDir().resolve(VERSION);
         if (Files.isRegularFile(dir.resolve("READY"))) {
             return dir;
         }
+        removeStaleBuilds();
         log.accept("building the default tiny model (init-tiny + " + SFT_STEPS + " SFT steps) into " + dir);
-        Path tmp = cacheDir().resolve(VERSION + ".tmp-" + ProcessHandle.current().pid());
+        Path tmp = cacheDir().resolve(VERSION + TMP + ProcessHandle.current().pid());
         Checkpoints.deleteTree(tmp);
-        TinyModel.write(tmp, SPEC);
-        try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Tokenizer tok = Tokenizer.load(tmp);
-             Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
-            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults().promptFormat());
-            // the sums RL trains on, plus a small share of the out-of-domain families (see Arithmetic)
-            List<Example> data = new java.util.ArrayList<>(Dataset.load(Dataset.BUNDLED_TRAIN, null, null));
-            data.addAll(Dataset.load(Dataset.BUNDLED_WARMUP_FAMILIES, null, null));
-            double loss = Sft.run(model, tok, prompts, data, SFT_STEPS, SFT_BATCH, SFT_LR, 11, root,
-                    s -> { if ((s + 1) % 100 == 0) { log.accept("  sft step " + (s + 1) + "/" + SFT_STEPS); } });
-            SafeTensors.write(tmp, model.parameters(), "F32", Long.MAX_VALUE);
-            log.accept(String.format("  sft done, final loss %.3f", loss));
+        // SIGTERM mid-way: the step loop stops at its next step and frees its tensors before the JVM exits (exiting
+        // under a running backward crashed libtorch); the hook waits for that, then the half-built folder goes
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.CountDownLatch unwound = new java.util.concurrent.CountDownLatch(1);
+        Thread hook = new Thread(() -> {
+            stop.set(true);
+            try {
+                unwound.await(60, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        Runtime.getRuntime().addShutdownHook(hook);
+        try {
+            build(tmp, stop, log);
+        } catch (Stopped e) {
+            Checkpoints.deleteTree(tmp);
+            throw new klrl.util.UserError("stopped during the built-in model's warm-up, which is not resumable: it starts"
+                    + " again at the next run");
+        } finally {
+            unwound.countDown();
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException exiting) {
+                // the JVM is already shutting down (the signal): the hook is running and now returns
+            }
         }
-        Files.writeString(tmp.resolve("READY"), VERSION + "\n");
         Files.createDirectories(dir.getParent());
         if (!Files.isRegularFile(dir.resolve("READY"))) {
             Checkpoints.deleteTree(dir);
@@ -85,5 +106,50 @@ public final class TinyDefault {
             Checkpoints.deleteTree(tmp);
         }
         return dir;
+    }
+
+    private static final String TMP = ".tmp-";
+
+    /** Half-built folders of warm-ups whose process is gone (killed, or the machine went down) are removed. */
+    private static void removeStaleBuilds() throws IOException {
+        if (!Files.isDirectory(cacheDir())) {
+            return;
+        }
+        try (var s = Files.list(cacheDir())) {
+            for (Path p : s.toList()) {
+                String n = p.getFileName().toString();
+                if (n.startsWith(VERSION + TMP) && n.substring((VERSION + TMP).length()).matches("\\d{1,19}")) {
+                    long pid = Long.parseLong(n.substring((VERSION + TMP).length()));
+                    if (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+                        continue; // another trainer is building it now
+                    }
+                    Checkpoints.deleteTree(p);
+                }
+            }
+        }
+    }
+
+    /** init-tiny into {@code tmp}, then the supervised warm-up, its weights written there with READY. */
+    private static void build(Path tmp, java.util.concurrent.atomic.AtomicBoolean stop, Consumer<String> log) throws IOException {
+        TinyModel.write(tmp, SPEC);
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Tokenizer tok = Tokenizer.load(tmp);
+             Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
+            Prompts prompts = new Prompts(tok, TrainConfig.Data.defaults().promptFormat());
+            // the sums RL trains on, plus a small share of the out-of-domain families (see Arithmetic)
+            List<Example> data = new java.util.ArrayList<>(Dataset.load(Dataset.BUNDLED_TRAIN, null, null));
+            data.addAll(Dataset.load(Dataset.BUNDLED_WARMUP_FAMILIES, null, null));
+            double loss = Sft.run(model, tok, prompts, data, SFT_STEPS, SFT_BATCH, SFT_LR, 11, root, s -> {
+                if (stop.get()) {
+                    throw new Stopped();
+                }
+                if ((s + 1) % 100 == 0) {
+                    log.accept("  sft step " + (s + 1) + "/" + SFT_STEPS);
+                }
+            });
+            SafeTensors.write(tmp, model.parameters(), "F32", Long.MAX_VALUE);
+            log.accept(String.format("  sft done, final loss %.3f", loss));
+        }
+        Files.writeString(tmp.resolve("READY"), VERSION + "\n");
     }
 }

@@ -63,6 +63,7 @@ public final class Trainer implements AutoCloseable {
     private final AtomicBoolean stop = new AtomicBoolean();
     private final LagQueue lag;
     private MetricsLog samplesLog; // open while run() runs
+    private Rollouts.Pending inFlight; // this step's rollout, under way while the step trains when overlapped
     private long startStep;
 
     public Trainer(TrainConfig cfg, Path resume, Consumer<String> log) throws IOException {
@@ -113,12 +114,13 @@ public final class Trainer implements AutoCloseable {
             if (resume != null) {
                 restore(Checkpoints.resolve(resume, log));
             }
-            Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(cfg));
+            // paths absolute: --resume RUN reads the same files from any working folder
+            Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(ConfigLoader.absolutePaths(cfg)));
         } catch (IOException | RuntimeException | Error e) {
             if (madeRollouts != null) {
                 madeRollouts.close();
             }
-            if (made != null) {
+            if (made != null && (madeRollouts == null || madeRollouts.stopped())) {
                 made.close();
             }
             lock.close(); // a trainer that failed to start holds nothing
@@ -172,6 +174,7 @@ public final class Trainer implements AutoCloseable {
         // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
         //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–6 do.
         Rollouts.Pending next = rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
+        inFlight = next;
         // 2. Off-policy lag K: train on the rollout of step t − K (none while the first K fill the queue).
         Rollouts.Generated ro = lag.take(next);
         if (ro != null) {
@@ -189,7 +192,7 @@ public final class Trainer implements AutoCloseable {
         lag.add(g);
         double secs = seconds(t0);
         long tokens = g.samples().stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
-        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays()).memory();
+        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays() + rollouts.liveArrays()).memory();
     }
 
     /** Steps 3–6 on rollout {@code ro}: reference pass, shaping, the policy update, their metrics into {@code m}. */
@@ -256,6 +259,11 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** Whether a rollout is still being generated (an overlapped one, after a failed step or before close). */
+    boolean rolloutInFlight() {
+        return inFlight != null && !inFlight.future().isDone();
+    }
+
     /** The largest difference between a replica's trainable tensors and the master's (0: in sync). */
     double replicaDifference() {
         return replicas.maxDifference();
@@ -292,15 +300,20 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
-        rollouts.close();
-        rewards.close();
-        tok.close();
-        opt.close();
-        replicas.close(); // and the master's root manager
         try {
-            lock.close();
-        } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
+            rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
+            rewards.close();
+            if (rollouts.stopped()) { // else it still runs after the wait: its weights are left to the process's exit
+                tok.close();
+                opt.close();
+                replicas.close(); // and the master's root manager
+            }
+        } finally {
+            try {
+                lock.close();
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
         }
     }
 }

@@ -25,9 +25,9 @@ import klrl.optim.LrSchedule;
 public final class VarlenUpdate {
     private VarlenUpdate() {}
 
-    /** The update's metrics, the trainable tensors after it (when asked for), and the two passes' seconds. */
-    record Result(Map<String, Double> loss, double gradNorm, Map<String, float[]> weights, double padding, int micro,
-                  int skipped, double secondsReference, double secondsUpdate) {}
+    /** The update's metrics, the trainable tensors before and after it (when asked for), and the two passes' seconds. */
+    record Result(Map<String, Double> loss, double gradNorm, Map<String, float[]> before, Map<String, float[]> weights, double padding,
+                  int micro, int skipped, double secondsReference, double secondsUpdate) {}
 
     /**
      * Reference pass, then one update in mini-batches of {@code miniRows} rows: per-row advantages and
@@ -59,20 +59,23 @@ public final class VarlenUpdate {
                 for (int k = 0; k < old.length; k++) {
                     old[k] += (float) (0.3 * rnd.nextGaussian()) * all.responseMask()[k];
                 }
+                Map<String, float[]> before = weights ? floats(nets) : Map.of();
                 long t1 = System.nanoTime();
                 PolicyUpdate.Out out = upd.run(new PolicyUpdate.Inputs(all, old, ref.refLogp(), adv, adv, ref.oldValues(),
                         miniRows, 1f, 0), lc);
                 double secUpd = (System.nanoTime() - t1) / 1e9;
-                Map<String, float[]> w = new LinkedHashMap<>();
-                if (weights) {
-                    for (var e : nets.trainable.entrySet()) {
-                        w.put(e.getKey(), e.getValue().toType(ai.djl.ndarray.types.DataType.FLOAT32, false).toFloatArray());
-                    }
-                }
-                return new Result(out.lossMetrics(), out.gradNorm(), w, out.paddingFraction(), out.microBatches(), out.skipped(),
-                        secRef, secUpd);
+                return new Result(out.lossMetrics(), out.gradNorm(), before, weights ? floats(nets) : Map.of(), out.paddingFraction(),
+                        out.microBatches(), out.skipped(), secRef, secUpd);
             }
         }
+    }
+
+    private static Map<String, float[]> floats(Policies nets) {
+        Map<String, float[]> w = new LinkedHashMap<>();
+        for (var e : nets.trainable.entrySet()) {
+            w.put(e.getKey(), e.getValue().toType(ai.djl.ndarray.types.DataType.FLOAT32, false).toFloatArray());
+        }
+        return w;
     }
 
     /**

@@ -68,23 +68,28 @@ public final class Runtime {
 
     /** "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible). */
     public static Device device(String spec) {
+        return device(spec, "--device");
+    }
+
+    /** As {@link #device(String)}; an error names {@code setting} (e.g. rollout.devices), where the spec came from. */
+    public static Device device(String spec, String setting) {
         Engine e = engine();
         return switch (spec) {
             case "auto" -> e.getGpuCount() > 0 ? Device.gpu() : Device.cpu();
             case "cpu" -> Device.cpu();
-            case "cuda", "gpu" -> requireGpu(e, 0);
+            case "cuda", "gpu" -> requireGpu(e, 0, setting);
             default -> {
-                if (spec.startsWith("cuda:")) {
-                    yield requireGpu(e, Integer.parseInt(spec.substring(5)));
+                if (spec.matches("cuda:\\d{1,4}")) {
+                    yield requireGpu(e, Integer.parseInt(spec.substring(5)), setting);
                 }
-                throw new UserError("--device must be cpu, cuda, cuda:N or auto, got '" + spec + "'");
+                throw new UserError(setting + " must be cpu, cuda, cuda:N or auto, got '" + spec + "'");
             }
         };
     }
 
-    private static Device requireGpu(Engine e, int id) {
+    private static Device requireGpu(Engine e, int id, String setting) {
         if (e.getGpuCount() <= id) {
-            throw new UserError("--device cuda:" + id + " requested but " + e.getGpuCount()
+            throw new UserError(setting + " cuda:" + id + " requested but " + e.getGpuCount()
                     + " GPU(s) are visible (is this the CUDA build, run with --gpus all?)");
         }
         return Device.gpu(id);

@@ -160,12 +160,24 @@ class CliTest {
     }
 
     @Test
+    void aMissingResumePathAndAGpuRolloutDeviceWithoutGpusAreNamed() {
+        Result r = run("train", "--resume", tmp.resolve("nope").toString());
+        assertEquals(2, r.code(), r.err());
+        assertEquals("error: --resume " + tmp.resolve("nope") + ": not found (give a run folder or one of its checkpoints)", r.err().strip());
+        Result g = run("train", "--output-dir", tmp.resolve("g").toString(), "--max-steps", "1", "--set", "rollout.devices=cuda:0");
+        assertEquals(2, g.code(), g.err());
+        String last = g.err().strip().lines().reduce((a, b) -> b).orElse("");
+        assertTrue(last.startsWith("error: rollout.devices cuda:0 requested but 0 GPU(s) are visible"), g.err());
+    }
+
+    @Test
     void rolloutServerCheckFindsTheWeightVersionOnEverySglangRelease() throws Exception {
         java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
         var expected = java.util.Map.of("LEGACY", "/get_weight_version", "CURRENT", "/weight_version", "NEWEST", "/model_info");
         try (var server = new klrl.rollout.remote.StandInServer(klrl.rollout.remote.StandInServer.Kind.SGLANG, model)) {
             for (var release : klrl.rollout.remote.StandInServer.SglangRelease.values()) {
                 server.release = release;
+                server.htmlNotFound = release == klrl.rollout.remote.StandInServer.SglangRelease.NEWEST; // behind a proxy
                 server.versionQueries.clear();
                 Result r = run("rollout-server-check", server.url(), "--engine", "sglang", "--model", model.toString(), "--json",
                         "--prompts", "1");

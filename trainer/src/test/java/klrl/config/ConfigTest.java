@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import klrl.kl.KlEstimator;
 import klrl.kl.KlPlacement;
@@ -84,6 +85,15 @@ class ConfigTest {
         Files.writeString(f, "train:\n  parallel: pipeline\n");
         e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertTrue(e.getMessage().contains("train.parallel must be auto, data or layers"), e.getMessage());
+        // settings that would do nothing, or waste every generation, are refused rather than ignored
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), List.of("algorithm.filter_groups.enable=true",
+                "rollout.n=1")));
+        assertTrue(e.getMessage().contains("algorithm.filter_groups.enable needs rollout.n ≥ 2"), e.getMessage());
+        e = assertThrows(UserError.class, () -> ConfigLoader.load(null, Map.of(), List.of("algorithm.scale_rewards=batch",
+                "algorithm.name=rloo")));
+        assertTrue(e.getMessage().contains("algorithm.scale_rewards scales GRPO's advantage; advantage rloo does not use it"),
+                e.getMessage());
+        assertEquals("batch", ConfigLoader.load(null, Map.of(), List.of("algorithm.scale_rewards=batch")).algorithm().scaleRewards());
         Files.writeString(f, "[1, 2]\n");
         assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
         assertThrows(UserError.class, () -> ConfigLoader.load("no-such-preset", Map.of()));

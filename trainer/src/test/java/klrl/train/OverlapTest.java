@@ -107,6 +107,19 @@ class OverlapTest {
         UserError e = assertThrows(UserError.class, () -> new Trainer(small(tmp.resolve("other"),
                 with(o, Map.of("algorithm.off_policy_lag", 1))), ckpt, s -> { }).close());
         assertTrue(e.getMessage().contains("holds 2 queued rollouts") && e.getMessage().contains("off_policy_lag 1"), e.getMessage());
+        // a checkpoint without the queue file (as versions before it wrote them): what is missing is said, not a lag change
+        Path old = tmp.resolve("old-ckpt");
+        try (var files = Files.list(ckpt)) {
+            Files.createDirectories(old);
+            for (Path f : files.toList()) {
+                if (!f.getFileName().toString().equals(LagQueue.FILE)) {
+                    Files.copy(f, old.resolve(f.getFileName()));
+                }
+            }
+        }
+        UserError missing = assertThrows(UserError.class, () -> new Trainer(small(tmp.resolve("older"), o), old, s -> { }).close());
+        assertTrue(missing.getMessage().startsWith(old + " has no " + LagQueue.FILE + ": algorithm.off_policy_lag 2 resumes on the"
+                + " queued rollouts of steps 2–3") && !missing.getMessage().contains("holds"), missing.getMessage());
     }
 
     @Test

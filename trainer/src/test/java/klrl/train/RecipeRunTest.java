@@ -66,6 +66,8 @@ class RecipeRunTest {
                 assertTrue(s.get("gen_batches").asInt() >= 1 && s.has("filtered_groups") && s.has("overlong_penalty"), s.toString());
             } else {
                 assertTrue(s.get("clip_fraction").asDouble() >= 0 && s.has("loss_kl"), s.toString());
+                // GSPO's old log-probs are the trainer's own forward (the sampler's rounding would clip whole sequences)
+                assertTrue(s.has("rollout_logprob_diff_mean"), s.toString());
             }
         }
     }

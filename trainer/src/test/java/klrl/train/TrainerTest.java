@@ -226,7 +226,7 @@ class TrainerTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"grpo", "ppo-lora-fp16", "grpo-data-parallel"})
+    @ValueSource(strings = {"grpo", "ppo-lora-fp16", "grpo-data-parallel", "grpo-rollout-copy"})
     void nativeMemoryStaysFlat(String setting) throws Exception {
         // every step's tensors belong to scopes that close with it: after the first steps (lazy AdamW
         // moments, KL state) the arrays alive under the trainer's manager do not grow
@@ -237,6 +237,8 @@ class TrainerTest {
                     "kl.estimator", "k3", "kl.coef", 0.1));
         } else if (setting.equals("grpo-data-parallel")) { // live_arrays counts every replica's
             o.putAll(Map.of("model.device", "cpu,cpu", "train.parallel", "data", "train.micro_batch_size", 2));
+        } else if (setting.equals("grpo-rollout-copy")) { // and the copy of the policy that generates on rollout.devices
+            o.putAll(Map.of("rollout.devices", "cpu"));
         }
         train(small(a, o), null);
         List<JsonNode> steps = stepLines(a);
@@ -245,6 +247,11 @@ class TrainerTest {
             assertEquals(after3, s.get("live_arrays").asLong(), s.toString());
         }
         assertTrue(after3 > 0 && steps.get(9).get("rss_mb").asLong() > 0, steps.get(9).toString());
+        if (setting.equals("grpo-rollout-copy")) { // the copy's tensors are watched too: more than the trainer's own
+            Path plain = tmp.resolve("plain");
+            train(small(plain, Map.of("train.max_steps", 3, "checkpoint.every", 0)), null);
+            assertTrue(after3 > stepLines(plain).get(2).get("live_arrays").asLong(), after3 + " " + stepLines(plain).get(2));
+        }
         System.out.println(setting + ": live arrays " + after3 + ", rss " + steps.get(2).get("rss_mb") + " -> "
                 + steps.get(9).get("rss_mb") + " MiB");
     }

@@ -208,7 +208,6 @@ public final class ServerPool {
         s.downUntil = System.nanoTime() + Math.min(backoffNanos << Math.min(f, 6), backoffNanos * 60);
     }
 
-    /** One HTTP exchange; a non-2xx answer is an IOException (5xx, 429: try elsewhere) or a refusal (other 4xx). */
     /**
      * The answer to the first of {@code queries} the server has (the one it answered last time first);
      * a 404 moves on to the next, and the one that answered is remembered.
@@ -236,6 +235,10 @@ public final class ServerPool {
         return servers.stream().map(s -> s.versionQuery == null ? null : s.versionQuery.path()).toList();
     }
 
+    /**
+     * One HTTP exchange; a non-2xx answer is an IOException (5xx, 429: try elsewhere), NotFound (404,
+     * whatever its body: a proxy in front answers with its own HTML page) or a refusal (other 4xx).
+     */
     private JsonNode send(Server s, Dialect.Call call) throws IOException, InterruptedException {
         HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(s.url + call.path())).timeout(timeout);
         if (call.body() == null) {
@@ -248,14 +251,14 @@ public final class ServerPool {
         if (code >= 500 || code == 429) {
             throw new IOException("HTTP " + code + " " + Json.firstLine(r.body()));
         }
+        if (code == 404) {
+            throw new Dialect.NotFound(call.path() + " answered HTTP 404: " + Json.firstLine(r.body()));
+        }
         JsonNode body;
         try {
             body = r.body().isBlank() ? null : Json.MAPPER.readTree(r.body());
         } catch (IOException e) {
             throw new Dialect.Refused(call.path() + " answered HTTP " + code + " with a body that is not JSON: " + Json.firstLine(r.body()));
-        }
-        if (code == 404) {
-            throw new Dialect.NotFound(call.path() + " answered HTTP 404: " + Json.firstLine(r.body()));
         }
         if (code >= 300) {
             throw new Dialect.Refused(call.path() + " answered HTTP " + code + ": " + Json.firstLine(r.body()));

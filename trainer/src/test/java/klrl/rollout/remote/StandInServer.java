@@ -55,6 +55,12 @@ public final class StandInServer implements AutoCloseable {
     /** Weight-version queries answered, by path. */
     public final Map<String, AtomicInteger> versionQueries = new java.util.concurrent.ConcurrentHashMap<>();
 
+    /**
+     * A proxy in front of the server (nginx, a cloud load balancer) answers every 404 with its own HTML
+     * page instead of SGLang's JSON body.
+     */
+    public volatile boolean htmlNotFound;
+
     /** Hold the next this many generate requests for {@link #slowMs} and then drop them (a client's timeout). */
     public final AtomicInteger slowNext = new AtomicInteger();
     public volatile long slowMs = 3000;
@@ -138,8 +144,10 @@ public final class StandInServer implements AutoCloseable {
             if (r == null) {
                 return; // dropped: the connection closes without an answer
             }
-            byte[] out = (r.body == null ? "" : Json.write(r.body)).getBytes(StandardCharsets.UTF_8);
-            ex.getResponseHeaders().add("Content-Type", "application/json");
+            boolean html = htmlNotFound && r.code == 404;
+            byte[] out = (html ? "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center>"
+                    + "<hr><center>nginx</center></body></html>" : r.body == null ? "" : Json.write(r.body)).getBytes(StandardCharsets.UTF_8);
+            ex.getResponseHeaders().add("Content-Type", html ? "text/html" : "application/json");
             ex.sendResponseHeaders(r.code, out.length == 0 ? -1 : out.length);
             if (out.length > 0) {
                 ex.getResponseBody().write(out);
