@@ -17,56 +17,122 @@ import picocli.CommandLine.Option;
  * Memory plan from config.json and the training config alone (no weights read, nothing allocated):
  * how the trainer would use {@code --gpus} devices (train.parallel: a replica on each, or the decoder
  * layers placed over them exactly as {@link klrl.model.Placement#balanced} does) and what the fullest
- * GPU then holds; the estimate is {@link MemoryPlan}'s.
+ * GPU then holds; for a config on CPU (model.device: cpu), what the host's memory holds. The estimate
+ * is {@link MemoryPlan}'s, and the total is printed with how it is formed from the parts, since the
+ * rollout's and the update's parts are alternatives rather than a sum.
  */
 @Command(name = "plan", mixinStandardHelpOptions = true,
-        description = "Parameter count and per-GPU memory (weights, reference, gradients, optimizer, activations, KV cache).")
+        description = "Parameter count and per-GPU memory (weights, reference, gradients, optimizer, activations, KV cache);"
+                + " for a config on CPU, the host's memory.")
 public final class PlanCommand implements Callable<Integer> {
+    static final double DEFAULT_GPU_MEMORY_GB = 80;
+
     @Option(names = "--config", description = "training YAML or preset (default: tiny-cpu)") String config;
     @Option(names = "--model-config", description = "the model's config.json (default: model.path/config.json)") Path modelConfig;
-    @Option(names = "--gpus", defaultValue = "1", description = "GPUs of the node (a replica on each, or the layers placed over them)") int gpus;
-    @Option(names = "--gpu-memory-gb", defaultValue = "80") double gpuMemoryGb;
+    @Option(names = "--gpus", description = "GPUs of the node (a replica on each, or the layers placed over them; default: 1);"
+            + " a config on CPU takes its devices from model.device instead") Integer gpus;
+    @Option(names = "--gpu-memory-gb", paramLabel = "GB", description = "memory of each GPU in GB (default: 80); for a config on"
+            + " CPU (model.device: cpu), the host memory to plan against (default: what this machine has available now)")
+    Double gpuMemoryGb;
     @Option(names = "--set", paramLabel = "KEY=VALUE", description = "any config key, as for train, e.g. --set model.lora.rank=64")
     java.util.List<String> set = new java.util.ArrayList<>();
-    @Option(names = "--json") boolean json;
+    @Option(names = "--json", description = "print the plan as one JSON object: the parts and total in GB, how the total is"
+            + " formed from them (total_formula, total_terms), and the rollout chunk as a count of sequences")
+    boolean json;
 
     @Override
     public Integer call() {
         TrainConfig c = ConfigLoader.load(config, Map.of(), set);
+        int cpus = cpuDevices(c);
+        if (cpus > 0 && gpus != null) {
+            throw new UserError("plan: --gpus counts GPUs, but this config runs on the CPU (model.device: " + c.model().device()
+                    + "); plan it for GPUs with --set model.device=cuda, or for several CPU replicas with --set model.device=cpu,cpu");
+        }
         ModelConfig m = modelShape(c, modelConfig);
-        MemoryPlan.Plan p = MemoryPlan.plan(c, m, gpus, gpuMemoryGb);
+        int devices = cpus > 0 ? cpus : gpus == null ? 1 : gpus;
+        double memoryGb = cpus > 0 ? hostMemoryGb() : gpuMemoryGb == null ? DEFAULT_GPU_MEMORY_GB : gpuMemoryGb;
+        MemoryPlan.Plan p = cpus > 0 ? MemoryPlan.hostPlan(c, m, devices, memoryGb) : MemoryPlan.plan(c, m, devices, memoryGb);
+        String micro = c.train().maxTokensPerMicroBatch() > 0 ? c.train().maxTokensPerMicroBatch() + " tokens"
+                : c.train().microBatchSize() + " rows";
         if (json) {
             ObjectNode o = Json.MAPPER.createObjectNode();
             o.put("parameters", p.parameters());
             o.put("trainable_parameters", p.trainable());
-            o.put("gpus", gpus);
+            o.put("device", p.host() ? "cpu" : "gpu");
+            o.put(p.host() ? "cpu_devices" : "gpus", devices);
             o.put("parallel", p.parallel());
-            o.put("gpu_memory_gb", gpuMemoryGb);
-            o.put("micro_batch", c.train().maxTokensPerMicroBatch() > 0 ? c.train().maxTokensPerMicroBatch() + " tokens"
-                    : c.train().microBatchSize() + " rows");
-            var lp = o.putArray("layers_per_gpu");
-            for (int layers : p.layersPerGpu()) {
+            o.put(p.host() ? "host_memory_gb" : "gpu_memory_gb", memoryGb);
+            o.put("micro_batch", micro);
+            var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
+            for (int layers : p.layersPerDevice()) {
                 lp.add(layers);
             }
-            ObjectNode g = o.putObject("per_gpu_gb");
-            p.perGpuGb().forEach(g::put);
+            // GB only: the parts (one replica's, with several on the host) and the total
+            ObjectNode g = o.putObject(p.host() ? "host_gb" : "per_gpu_gb");
+            p.partsGb().forEach(g::put);
             g.put("total", p.totalGb());
+            o.put("total_formula", p.formula());
+            ObjectNode terms = o.putObject("total_terms");
+            MemoryPlan.HELD.forEach(terms.putArray("sum")::add);
+            var max = terms.putArray("plus_max_of");
+            MemoryPlan.UPDATE.forEach(max.addArray()::add);
+            MemoryPlan.ROLLOUT.forEach(max.addArray()::add);
+            terms.put("times", p.replicas());
+            o.put("rollout_chunk_sequences", p.rolloutChunk());
             o.put("fits", p.fits());
             System.out.println(Json.write(o));
-        } else {
-            System.out.printf("parameters %,d (trainable %,d), %d GPU(s) of %.0f GB%n", p.parameters(), p.trainable(), gpus, gpuMemoryGb);
-            System.out.println(switch (p.parallel()) {
-                case "data" -> "parallel: data — a replica on each GPU, each rolling out and training on 1/" + gpus + " of the batch"
-                        + (c.train().parallel().equals("auto") ? " (auto: a replica fits one GPU)" : "");
-                case "layers" -> "parallel: layers — the decoder's layers over the GPUs " + java.util.Arrays.toString(p.layersPerGpu())
-                        + ", one computing at a time" + (c.train().parallel().equals("auto") ? " (auto: a replica does not fit one GPU)" : "");
-                default -> "one GPU";
-            });
-            System.out.println("per GPU (the fullest):");
-            p.perGpuGb().forEach((k, v) -> System.out.printf(k.startsWith("rollout") ? "  %-12s %8.0f%n" : "  %-12s %8.2f GB%n", k, v));
-            System.out.printf("  %-12s %8.2f GB  → %s%n", "total", p.totalGb(), p.fits() ? "fits" : "does NOT fit (90% of memory)");
+            return 0;
         }
+        if (p.host()) {
+            System.out.printf("parameters %,d (trainable %,d), %d CPU device%s, host memory %.1f GB%s%n", p.parameters(), p.trainable(),
+                    devices, devices == 1 ? "" : "s", memoryGb, gpuMemoryGb == null ? " available" : " (--gpu-memory-gb)");
+        } else {
+            System.out.printf("parameters %,d (trainable %,d), %d GPU%s of %.0f GB%n", p.parameters(), p.trainable(), devices,
+                    devices == 1 ? "" : "s", memoryGb);
+        }
+        String unit = p.host() ? "CPU devices" : "GPUs";
+        System.out.println(switch (p.parallel()) {
+            case "data" -> "parallel: data — a replica on each of the " + devices + " " + unit + ", each rolling out and training on 1/"
+                    + devices + " of the batch" + (p.host() ? ", all in the host's memory"
+                    : c.train().parallel().equals("auto") ? " (auto: a replica fits one GPU)" : "");
+            case "layers" -> "parallel: layers — the decoder's layers over the " + unit + " " + java.util.Arrays.toString(p.layersPerDevice())
+                    + ", one computing at a time" + (p.host() ? ", all in the host's memory"
+                    : c.train().parallel().equals("auto") ? " (auto: a replica does not fit one GPU)" : "");
+            default -> p.host() ? "one CPU device" : "one GPU";
+        });
+        System.out.println(!p.host() ? "per GPU (the fullest):" : p.replicas() > 1 ? "per replica (" + p.replicas() + " in the host's memory):"
+                : "host memory:");
+        p.partsGb().forEach((k, v) -> System.out.printf("  %-12s %8.2f GB%s%n", k, v,
+                MemoryPlan.UPDATE.contains(k) ? "  (update)" : MemoryPlan.ROLLOUT.contains(k) ? "  (rollout)" : ""));
+        System.out.printf("  %-12s %,8d sequences decoded at once%s%n", "rollout chunk", p.rolloutChunk(),
+                p.host() ? (c.rollout().kvCacheGb() > 0 ? " (rollout.kv_cache_gb caps it)" : " (all: on CPU the rollout is not chunked"
+                        + " unless rollout.kv_cache_gb caps it)") : " (as many as fit in 90% of the GPU beside the held parts and the prefill)");
+        System.out.printf("  %-12s %8.2f GB  → %s%n", "total", p.totalGb(),
+                p.fits() ? "fits" : p.host() ? "does NOT fit (90% of the host's memory)" : "does NOT fit (90% of memory)");
+        System.out.println("    = " + p.formula());
+        System.out.println("    = " + p.formula(k -> String.format(java.util.Locale.ROOT, "%.2f", p.partsGb().get(k))));
+        // the parts listed above add up to more than the total: say why
+        System.out.println("    (update and rollout are not held at once: memory is freed between them, so the larger counts)");
         return 0;
+    }
+
+    /** CPU "devices" of model.device (cpu, or cpu,cpu,… for several replicas in the host's memory); 0 when it names GPUs. */
+    static int cpuDevices(TrainConfig c) {
+        String[] d = c.model().device().split(",");
+        return java.util.Arrays.stream(d).allMatch(s -> s.strip().equals("cpu")) ? d.length : 0;
+    }
+
+    /** --gpu-memory-gb, else the memory this machine has available now (what the trainer's start-up check compares with). */
+    private double hostMemoryGb() {
+        if (gpuMemoryGb != null) {
+            return gpuMemoryGb;
+        }
+        long available = MemoryPlan.hostAvailableBytes();
+        if (available <= 0) {
+            throw new UserError("plan: this machine's available memory cannot be read (no /proc/meminfo); pass the host's memory"
+                    + " in GB with --gpu-memory-gb");
+        }
+        return available / MemoryPlan.GB;
     }
 
     /** Shapes this command knows without any model on disk: a folder name ending as a key → a bundled config.json. */

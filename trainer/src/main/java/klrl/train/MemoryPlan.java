@@ -14,21 +14,61 @@ import klrl.util.UserError;
  * Memory estimates from config.json and the training config alone (no weights read, nothing
  * allocated): what the fullest GPU holds, either with a whole replica on each of {@code gpus} devices
  * (data parallelism: each rolls out and trains on its share of the batch) or with the decoder layers
- * placed over them exactly as the trainer places them. It also makes train.parallel's "auto" choice.
- * {@code plan} prints it; the trainer checks it before any work.
+ * placed over them exactly as the trainer places them; for a run on CPU, what the host holds. It also
+ * makes train.parallel's "auto" choice. {@code plan} prints it; the trainer checks it before any work.
  */
 public final class MemoryPlan {
     private MemoryPlan() {}
 
     public static final double GB = 1024.0 * 1024 * 1024;
 
+    /** Parts held throughout a step: the weights (with fp32 masters under fp16), reference, gradients, AdamW state. */
+    public static final List<String> HELD = List.of("weights", "reference", "gradients", "optimizer");
+    /** The update's part. */
+    public static final List<String> UPDATE = List.of("activations");
     /**
-     * Bytes per GPU by component.
-     *
-     * @param parallel "single" (one GPU), "data" (a replica per GPU) or "layers" (layer groups over the GPUs)
+     * The rollout's parts. Memory is freed between rollout and update, so a device holds the larger of
+     * the two (with {@link #HELD}), never both.
      */
-    public record Plan(long parameters, long trainable, Map<String, Double> perGpuGb, double totalGb, boolean fits,
-                       int[] layersPerGpu, String parallel) {}
+    public static final List<String> ROLLOUT = List.of("kv_cache", "prefill");
+
+    /**
+     * Memory of the fullest GPU, or of the host for a run on CPU, by part.
+     *
+     * @param partsGb        GiB of each part of {@link #HELD}, {@link #UPDATE} and {@link #ROLLOUT}: the fullest GPU's,
+     *                       or one replica's on the host
+     * @param rolloutChunk   sequences decoded at once (a count): the rollout runs in chunks of this many
+     * @param replicas       copies of {@code partsGb} the total counts: the replicas the host holds in data
+     *                       parallelism on CPU, else 1 (a GPU holds one)
+     * @param totalGb        {@link #formula()} evaluated
+     * @param layersPerDevice decoder layers on each device
+     * @param parallel       "single" (one device), "data" (a replica per device) or "layers" (layer groups over the devices)
+     * @param host           true for a run on CPU: the memory is the host's
+     */
+    public record Plan(long parameters, long trainable, Map<String, Double> partsGb, long rolloutChunk, int replicas,
+                       double totalGb, boolean fits, int[] layersPerDevice, String parallel, boolean host) {
+        /** How the total is formed from the parts, by name, e.g. "weights + … + max(activations, kv_cache + prefill)". */
+        public String formula() {
+            return formula(k -> k);
+        }
+
+        /** {@link #formula()} with {@code part}'s text for each part (e.g. its GiB) in place of its name. */
+        public String formula(java.util.function.Function<String, String> part) {
+            String held = String.join(" + ", HELD.stream().map(part).toList());
+            String max = "max(" + String.join(" + ", UPDATE.stream().map(part).toList()) + ", "
+                    + String.join(" + ", ROLLOUT.stream().map(part).toList()) + ")";
+            return replicas > 1 ? replicas + " × (" + held + " + " + max + ")" : held + " + " + max;
+        }
+
+        /** The total from the parts, as {@link #formula()} says. */
+        static double total(Map<String, Double> gb, int replicas) {
+            return replicas * (sum(gb, HELD) + Math.max(sum(gb, UPDATE), sum(gb, ROLLOUT)));
+        }
+
+        private static double sum(Map<String, Double> gb, List<String> keys) {
+            return keys.stream().mapToDouble(gb::get).sum();
+        }
+    }
 
     /**
      * The plan of the mode train.parallel names; "auto" is data parallelism when a replica with its
@@ -53,6 +93,24 @@ public final class MemoryPlan {
 
     /** @param data a whole replica per GPU with its share of the batch; else the layers placed over the GPUs */
     public static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb, boolean data) {
+        return plan(c, m, gpus, gpuMemoryGb, data, false);
+    }
+
+    /**
+     * The plan of a run on CPU "devices" (model.device: cpu, or cpu,cpu,… for several replicas) against
+     * the host's memory, in the mode the trainer picks there: a replica per device unless train.parallel
+     * is "layers" (the host's memory is not bounded per device, so "auto" always finds a replica fits).
+     */
+    public static Plan hostPlan(TrainConfig c, ModelConfig m, int devices, double hostMemoryGb) {
+        return plan(c, m, devices, hostMemoryGb, devices > 1 && !c.train().parallel().equals("layers"), true);
+    }
+
+    /**
+     * @param host true on CPU: every device's share is in the host's memory (a whole model per replica, or
+     *             one whole model when its layers are placed over the devices), and the rollout is not
+     *             chunked unless rollout.kv_cache_gb caps it
+     */
+    static Plan plan(TrainConfig c, ModelConfig m, int gpus, double gpuMemoryGb, boolean data, boolean host) {
         if (gpus < 1) {
             throw new UserError("--gpus must be ≥ 1");
         }
@@ -69,8 +127,9 @@ public final class MemoryPlan {
         Placement place = Placement.balanced(devs, m);
         long[] load = new long[groups];
         m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
-        long devParams = java.util.Arrays.stream(load).max().orElse(p);
-        int devLayers = java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
+        // on the host every group's share is in the one memory: the whole model counts
+        long devParams = host ? p : java.util.Arrays.stream(load).max().orElse(p);
+        int devLayers = host ? m.numLayers() : java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
         long devTrainable = r > 0 ? trainable / m.numLayers() * devLayers : devParams;
         double weights = (double) devParams * bytes;
         double reference = r > 0 ? 0 : weights;                       // LoRA: the base with adapters off
@@ -87,7 +146,8 @@ public final class MemoryPlan {
         double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
         // a replica rolls out its share of the prompts
         long rows = (long) (data ? (c.train().batchSize() + gpus - 1) / gpus : c.train().batchSize()) * c.rollout().n();
-        long chunk = Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
+        long chunk = host ? (c.rollout().kvCacheGb() > 0 ? Math.min(rows, (long) Math.floor(c.rollout().kvCacheBytes() / kvPerRow)) : rows)
+                : Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
         double kv = chunk * kvPerRow;
         Map<String, Double> g = new java.util.LinkedHashMap<>();
         g.put("weights", (weights + master) / GB);
@@ -97,15 +157,15 @@ public final class MemoryPlan {
         g.put("activations", act / GB);
         g.put("kv_cache", kv / GB);
         g.put("prefill", prefill / GB);
-        g.put("rollout_chunk_sequences", (double) chunk);
-        // rollout (KV cache) and update (activations) do not coexist: memory is freed between them
-        double total = (stat + Math.max(act, kv + prefill)) / GB;
-        boolean fits = chunk >= 1 && (stat + act) / GB <= 0.9 * gpuMemoryGb;
+        int replicas = host && data ? gpus : 1;
+        double total = Plan.total(g, replicas);
+        // a GPU's rollout takes what the update leaves (chunked to fit); the host must hold everything at once
+        boolean fits = chunk >= 1 && (host ? total : (stat + act) / GB) <= 0.9 * gpuMemoryGb;
         int[] layers = data ? new int[gpus] : place.layerCounts();
         if (data) {
             java.util.Arrays.fill(layers, m.numLayers());
         }
-        return new Plan(p, trainable, g, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers");
+        return new Plan(p, trainable, g, chunk, replicas, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers", host);
     }
 
     /**
@@ -172,7 +232,8 @@ public final class MemoryPlan {
      * rollout.kv_cache_gb caps them), against the host's available memory; and on both, the rollout's
      * per-token bookkeeping in the Java heap.
      *
-     * With data-parallel replicas each GPU holds a replica (the host all of them, on CPU).
+     * With data-parallel replicas each GPU holds a replica (the host all of them, on CPU); with the layers
+     * placed over CPU devices the host holds the whole model once.
      *
      * @param devices     the run's devices: a replica on each when {@code data}, else the layers placed over them
      * @param deviceBytes memory of each GPU, or of the host's available memory for CPU; ≤ 0 = unknown (not checked)
@@ -191,24 +252,13 @@ public final class MemoryPlan {
             return;
         }
         boolean gpu = devices.get(0).isGpu();
-        Plan p = plan(c, m, devices.size(), gpu ? deviceBytes / GB : 1e12, data);
-        Map<String, Double> gb = new java.util.LinkedHashMap<>(p.perGpuGb());
-        gb.remove("rollout_chunk_sequences");
-        double need;
-        if (gpu) {
-            if (p.fits()) {
-                return;
-            }
-            need = p.totalGb();
-        } else {
-            if (c.rollout().kvCacheGb() > 0) {
-                gb.put("kv_cache", Math.min(gb.get("kv_cache"), c.rollout().kvCacheBytes() / GB));
-            }
-            need = (p.totalGb() - p.perGpuGb().get("kv_cache") + gb.get("kv_cache")) * (data ? devices.size() : 1);
-            if (need <= 0.9 * deviceBytes / GB) {
-                return;
-            }
+        Plan p = gpu ? plan(c, m, devices.size(), deviceBytes / GB, data) : plan(c, m, devices.size(), deviceBytes / GB, data, true);
+        // on CPU a KV cache too small for one sequence is the rollout's own error (it names rollout.kv_cache_gb)
+        if (gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB) {
+            return;
         }
+        Map<String, Double> gb = p.partsGb();
+        double need = p.totalGb();
         String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
         throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
                 + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,

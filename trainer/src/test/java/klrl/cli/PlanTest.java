@@ -2,13 +2,23 @@ package klrl.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import klrl.TestPaths;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.model.ModelConfig;
+import klrl.train.MemoryPlan;
+import klrl.util.Json;
+import klrl.util.UserError;
 import org.junit.jupiter.api.Test;
 
 /** The memory plan for the paper's two models, from their real config.json files. */
@@ -33,23 +43,23 @@ class PlanTest {
             assertTrue(eight.fits(), p[0] + " full FT on 8×80 GB: " + eight.totalGb());
             // weights fp16 (2 B) + fp32 master (4 B) per parameter; the fullest of 8 GPUs holds at most
             // an eighth plus one layer (the embedding and lm_head weigh a few layers each)
-            double w = eight.perGpuGb().get("weights") * (1L << 30) / 6.0;
+            double w = eight.partsGb().get("weights") * (1L << 30) / 6.0;
             assertTrue(w >= one.parameters() / 8.0 && w <= one.parameters() / 8.0 + model(p[1]).layerParameterCount(),
                     p[0] + " fullest GPU holds " + w + " parameters");
-            assertEquals(model(p[1]).numLayers(), java.util.Arrays.stream(eight.layersPerGpu()).sum());
+            assertEquals(model(p[1]).numLayers(), java.util.Arrays.stream(eight.layersPerDevice()).sum());
             // auto: full fine-tuning places layers (no replica fits one GPU) ...
             assertEquals("layers", eight.parallel());
             assertFalse(klrl.train.MemoryPlan.plan(full, model(p[1]), 8, 80, true).fits());
             TrainConfig lora = ConfigLoader.load(p[0], Map.of("model.lora.rank", 64, "train.micro_batch_size", 2));
             klrl.train.MemoryPlan.Plan l = klrl.train.MemoryPlan.plan(lora, model(p[1]), 1, 80);
-            assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.perGpuGb());
-            assertEquals(0.0, l.perGpuGb().get("reference"));
+            assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.partsGb());
+            assertEquals(0.0, l.partsGb().get("reference"));
             assertTrue(l.trainable() < one.parameters() / 20);
             // ... and LoRA runs a replica on each of 8 GPUs, each rolling out an eighth of the batch
             klrl.train.MemoryPlan.Plan l8 = klrl.train.MemoryPlan.plan(lora, model(p[1]), 8, 80);
             assertEquals("data", l8.parallel());
-            assertTrue(l8.fits() && l8.perGpuGb().get("weights").equals(l.perGpuGb().get("weights")), l8.perGpuGb().toString());
-            assertTrue(l8.perGpuGb().get("rollout_chunk_sequences") <= l.perGpuGb().get("rollout_chunk_sequences"));
+            assertTrue(l8.fits() && l8.partsGb().get("weights").equals(l.partsGb().get("weights")), l8.partsGb().toString());
+            assertTrue(l8.rolloutChunk() <= l.rolloutChunk());
             // train.parallel: layers forces placement even where a replica fits
             assertEquals("layers", klrl.train.MemoryPlan.plan(ConfigLoader.load(p[0], Map.of("model.lora.rank", 64,
                     "train.micro_batch_size", 2, "train.parallel", "layers")), model(p[1]), 8, 80).parallel());
@@ -88,10 +98,180 @@ class PlanTest {
                 budget.out());
         var tiny = CliTest.run("plan", "--config", "tiny-cpu", "--json");
         assertEquals(0, tiny.code(), tiny.err());
-        assertTrue(tiny.out().contains("\"layers_per_gpu\":[3]"), tiny.out());
+        assertTrue(tiny.out().contains("\"layers_per_device\":[3]"), tiny.out());
         // a folder that is neither on disk nor known: one line saying what to pass
         var unknown = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--set", "model.path=/nowhere/MyModel");
         assertEquals(2, unknown.code());
         assertTrue(unknown.err().contains("--model-config") && unknown.err().strip().lines().count() == 1, unknown.err());
+    }
+
+    static String qwenConfig() {
+        return TestPaths.model("qwen2.5").resolve("config.json").toString();
+    }
+
+    /** The command's GB lines ("  weights    5.65 GB"), by name, as printed. */
+    static Map<String, String> printedParts(String out) {
+        Map<String, String> parts = new LinkedHashMap<>();
+        Matcher m = Pattern.compile("(?m)^  (\\w+) +([0-9.]+) GB").matcher(out);
+        while (m.find()) {
+            parts.put(m.group(1), m.group(2));
+        }
+        return parts;
+    }
+
+    static double sum(String terms) {
+        return java.util.Arrays.stream(terms.split(" \\+ ")).mapToDouble(Double::parseDouble).sum();
+    }
+
+    @Test
+    void thePrintedPartsAddUpToTheTotalAsTheTextSays() throws Exception {
+        List<String[]> runs = List.of(
+                new String[] {"--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8"},
+                new String[] {"--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8", "--set", "model.lora.rank=64"},
+                new String[] {"--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--set", "rollout.n=1"},
+                new String[] {"--config", "tiny-cpu", "--gpu-memory-gb", "16", "--set", "model.device=cpu,cpu"});
+        for (String[] args : runs) {
+            List<String> all = new ArrayList<>(List.of("plan"));
+            all.addAll(List.of(args));
+            var r = CliTest.run(all.toArray(String[]::new));
+            assertEquals(0, r.code(), r.err());
+            Map<String, String> parts = printedParts(r.out());
+            String total = parts.remove("total");
+            List<String> lines = r.out().lines().toList();
+            int at = lines.indexOf(lines.stream().filter(l -> l.startsWith("  total ")).findFirst().orElseThrow());
+            assertTrue(at + 2 < lines.size() && lines.get(at + 1).startsWith("    = ") && lines.get(at + 2).startsWith("    = "), r.out());
+            String names = lines.get(at + 1).substring(6), values = lines.get(at + 2).substring(6);
+            // every printed part is in the formula once, and the numbers are the printed parts in its places
+            String substituted = names;
+            for (var e : parts.entrySet()) {
+                assertEquals(1, names.split("\\b" + e.getKey() + "\\b", -1).length - 1, e.getKey() + " in " + names);
+                substituted = substituted.replaceAll("\\b" + e.getKey() + "\\b", e.getValue());
+            }
+            assertEquals(substituted, values, r.out());
+            // [k × (]held + max(update, rollout)[)] of the printed numbers is the printed total, to their rounding
+            Matcher m = Pattern.compile("(?:(\\d+) × \\()?(.+) \\+ max\\(([^,]+), ([^)]+)\\)\\)?").matcher(values);
+            assertTrue(m.matches(), values);
+            int k = m.group(1) == null ? 1 : Integer.parseInt(m.group(1));
+            double formed = k * (sum(m.group(2)) + Math.max(sum(m.group(3)), sum(m.group(4))));
+            assertEquals(Double.parseDouble(total), formed, 0.005 * k * (parts.size() + 1), r.out());
+            // the update's and the rollout's parts are marked as such
+            assertTrue(r.out().lines().anyMatch(l -> l.startsWith("  kv_cache") && l.endsWith("(rollout)"))
+                    && r.out().lines().anyMatch(l -> l.startsWith("  activations") && l.endsWith("(update)")), r.out());
+
+            // --json: the total as total_terms forms it from the parts (and total_formula says the same)
+            all.add("--json");
+            var j = CliTest.run(all.toArray(String[]::new));
+            assertEquals(0, j.code(), j.err());
+            JsonNode o = Json.MAPPER.readTree(j.out());
+            JsonNode gb = o.has("per_gpu_gb") ? o.get("per_gpu_gb") : o.get("host_gb");
+            JsonNode terms = o.get("total_terms");
+            double held = 0;
+            List<String> used = new ArrayList<>();
+            for (JsonNode t : terms.get("sum")) {
+                held += gb.get(t.asText()).asDouble();
+                used.add(t.asText());
+            }
+            double larger = 0;
+            List<String> alternatives = new ArrayList<>();
+            for (JsonNode alt : terms.get("plus_max_of")) {
+                double a = 0;
+                List<String> members = new ArrayList<>();
+                for (JsonNode t : alt) {
+                    a += gb.get(t.asText()).asDouble();
+                    used.add(t.asText());
+                    members.add(t.asText());
+                }
+                larger = Math.max(larger, a);
+                alternatives.add(String.join(" + ", members));
+            }
+            assertEquals(gb.get("total").asDouble(), terms.get("times").asInt() * (held + larger), 1e-9, j.out());
+            List<String> keys = new ArrayList<>();
+            gb.fieldNames().forEachRemaining(keys::add);
+            keys.remove("total");
+            assertEquals(keys.stream().sorted().toList(), used.stream().sorted().toList(), j.out());
+            List<String> held2 = new ArrayList<>();
+            terms.get("sum").forEach(t -> held2.add(t.asText()));
+            String formed2 = String.join(" + ", held2) + " + max(" + String.join(", ", alternatives) + ")";
+            int times = terms.get("times").asInt();
+            assertEquals(times > 1 ? times + " × (" + formed2 + ")" : formed2, o.get("total_formula").asText(), j.out());
+            assertEquals(names, o.get("total_formula").asText(), "text and JSON form the total alike");
+            assertEquals(parts.keySet().stream().toList(), keys, "text and JSON list the same parts");
+        }
+    }
+
+    @Test
+    void theRolloutChunkIsACountOfSequencesNotGb() throws Exception {
+        for (String[] args : new String[][] {{"plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8"},
+                {"plan", "--config", "tiny-cpu"}}) {
+            var j = CliTest.run(java.util.stream.Stream.concat(java.util.Arrays.stream(args), java.util.stream.Stream.of("--json"))
+                    .toArray(String[]::new));
+            assertEquals(0, j.code(), j.err());
+            JsonNode o = Json.MAPPER.readTree(j.out());
+            assertTrue(o.path("rollout_chunk_sequences").isIntegralNumber() && o.get("rollout_chunk_sequences").asLong() >= 1, j.out());
+            // the GB map holds the parts and their total only
+            JsonNode gb = o.has("per_gpu_gb") ? o.get("per_gpu_gb") : o.get("host_gb");
+            gb.fieldNames().forEachRemaining(k -> assertTrue(MemoryPlan.HELD.contains(k) || MemoryPlan.UPDATE.contains(k)
+                    || MemoryPlan.ROLLOUT.contains(k) || k.equals("total"), k + " in " + gb));
+            var t = CliTest.run(args);
+            String line = t.out().lines().filter(l -> l.contains("rollout") && !l.contains("(rollout)") && l.startsWith("  "))
+                    .findFirst().orElseThrow();
+            assertTrue(line.matches("  rollout chunk +" + String.format("%,d", o.get("rollout_chunk_sequences").asLong()) + " sequences .*")
+                    && !line.contains("GB"), t.out());
+        }
+    }
+
+    @Test
+    void aConfigOnCpuIsPlannedAgainstTheHostsMemoryNeverAsAGpu() throws Exception {
+        var text = CliTest.run("plan", "--config", "tiny-cpu");
+        assertEquals(0, text.code(), text.err());
+        assertFalse(text.out().contains("GPU"), text.out());
+        assertTrue(text.out().startsWith("parameters 673,408 (trainable 673,408), 1 CPU device, host memory ")
+                && text.out().contains(" GB available\n") && text.out().contains("\nhost memory:\n"), text.out());
+        // by default the memory this machine has available now (what the trainer's start-up check compares with)
+        JsonNode o = Json.MAPPER.readTree(CliTest.run("plan", "--config", "tiny-cpu", "--json").out());
+        double available = MemoryPlan.hostAvailableBytes() / MemoryPlan.GB;
+        assertEquals("cpu", o.get("device").asText());
+        assertEquals(1, o.get("cpu_devices").asInt());
+        assertFalse(o.has("gpus") || o.has("gpu_memory_gb") || o.has("per_gpu_gb") || o.has("layers_per_gpu"), o.toString());
+        assertEquals(available, o.get("host_memory_gb").asDouble(), 0.25 * available, o.toString());
+        // --gpu-memory-gb gives the host's memory instead, and the verdict follows it
+        double total = o.get("host_gb").get("total").asDouble();
+        for (double gb : new double[] {total / 0.9 * 0.98, total / 0.9 * 1.02}) {
+            var r = CliTest.run("plan", "--config", "tiny-cpu", "--gpu-memory-gb", Double.toString(gb));
+            assertTrue(r.out().contains(String.format(java.util.Locale.ROOT, "host memory %.1f GB (--gpu-memory-gb)", gb))
+                    && r.out().contains(gb > total / 0.9 ? "→ fits" : "→ does NOT fit (90% of the host's memory)"), r.out());
+            // ... as the trainer's start-up check finds against that much memory
+            TrainConfig c = ConfigLoader.load("tiny-cpu", Map.of());
+            Runnable start = () -> MemoryPlan.preflight(c, klrl.train.TinyDefault.shape(), List.of(ai.djl.Device.cpu()), false,
+                    (long) (gb * MemoryPlan.GB), 1L << 32);
+            if (gb > total / 0.9) {
+                start.run();
+            } else {
+                UserError e = assertThrows(UserError.class, start::run);
+                assertTrue(e.getMessage().contains("on the host"), e.getMessage());
+            }
+        }
+        // CPU replicas (model.device: cpu,cpu) are all in the host's memory
+        JsonNode two = Json.MAPPER.readTree(CliTest.run("plan", "--config", "tiny-cpu", "--gpu-memory-gb", "16",
+                "--set", "model.device=cpu,cpu", "--json").out());
+        assertEquals("data", two.get("parallel").asText());
+        assertEquals(2, two.get("total_terms").get("times").asInt());
+        assertTrue(two.get("host_gb").get("total").asDouble() > total, two.toString());
+        // --gpus does not apply to a config on CPU: one line saying what to set instead
+        var gpus = CliTest.run("plan", "--config", "tiny-cpu", "--gpus", "2");
+        assertEquals(2, gpus.code());
+        assertTrue(gpus.err().contains("model.device=cuda") && gpus.err().strip().lines().count() == 1, gpus.err());
+        // and the same model on GPUs is planned as GPUs
+        var cuda = CliTest.run("plan", "--config", "tiny-cpu", "--set", "model.device=cuda");
+        assertTrue(cuda.out().contains("1 GPU of 80 GB") && cuda.out().contains("per GPU"), cuda.out());
+    }
+
+    @Test
+    void theMemoryAndJsonOptionsSayWhatTheyDo() {
+        var r = CliTest.run("plan", "--help");
+        assertEquals(0, r.code(), r.err());
+        String help = r.out().replaceAll("\\s+", " ");
+        assertTrue(help.contains("--gpu-memory-gb=GB memory of each GPU in GB (default: 80); for a config on CPU")
+                && help.contains("--json print the plan as one JSON object"), r.out());
     }
 }
