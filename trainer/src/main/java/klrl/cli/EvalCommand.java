@@ -12,7 +12,8 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 @Command(name = "eval", mixinStandardHelpOptions = true,
-        description = "Greedy accuracy and mean@k of a model on a JSONL set (prints JSON).")
+        description = "Greedy accuracy and mean@k of a model on a data set — a JSONL or parquet file, a folder or a glob, fields"
+                + " as the config's eval.* / data.* settings say or detected (prints JSON).")
 public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--model", required = true) String model;
     @Option(names = "--data", defaultValue = Dataset.BUNDLED_TEST) String data;
@@ -29,10 +30,14 @@ public final class EvalCommand implements Callable<Integer> {
         o.put("model.device", device);
         o.put("eval.k", k);
         String cfg = config != null ? config : TrainCommand.runConfig(Path.of(model));
-        var examples = Dataset.load(data, null, null);
+        var tc = ConfigLoader.load(cfg, o);
+        var examples = Dataset.read(data, tc.eval().promptField() != null ? tc.eval().promptField() : tc.data().promptField(),
+                tc.eval().answerField() != null ? tc.eval().answerField() : tc.data().answerField(),
+                tc.eval().promptField() != null ? "eval.prompt_field" : "data.prompt_field",
+                tc.eval().answerField() != null ? "eval.answer_field" : "data.answer_field").examples();
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("data", data);
-        r.putAll(Evaluator.evaluateModel(ConfigLoader.load(cfg, o), Path.of(model),
+        r.putAll(Evaluator.evaluateModel(tc, Path.of(model),
                 examples.subList(0, Math.min(maxExamples, examples.size())), 0));
         System.out.println(Json.write(r));
         return 0;

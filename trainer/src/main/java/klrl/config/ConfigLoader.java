@@ -220,7 +220,8 @@ public final class ConfigLoader {
             JsonNode v = parent.get(parts[parts.length - 1]);
             if (v != null && v.isTextual() && !v.asText().isBlank()) {
                 List<String> out = new ArrayList<>();
-                for (String one : v.asText().split(",")) {
+                // only data.eval is a list; a glob's {a,b} keeps its commas
+                for (String one : key.equals("data.eval") ? klrl.data.Dataset.specs(v.asText()) : List.of(v.asText())) {
                     String s = one.strip();
                     out.add(s.isEmpty() || s.startsWith("bundled:") ? s : Path.of(s).toAbsolutePath().normalize().toString());
                 }

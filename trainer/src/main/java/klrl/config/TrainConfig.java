@@ -356,8 +356,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         }
     }
 
-    /** @param k samples per prompt for mean@k (greedy accuracy is always reported) */
     /**
+     * @param k           samples per prompt for mean@k (greedy accuracy is always reported)
      * @param promptField the eval files' prompt path; null = data.prompt_field (a bundled set always reads its own)
      * @param answerField likewise for the gold answer
      */

@@ -43,11 +43,11 @@ public final class Dataset {
 
     /** As {@link #load}, with how the fields were mapped. */
     public static Loaded read(String spec, String promptField, String answerField) {
-        return read(spec, promptField, answerField, "data");
+        return read(spec, promptField, answerField, "data.prompt_field", "data.answer_field");
     }
 
-    /** As {@link #load}; {@code section} names the field settings in messages (data, eval). */
-    public static Loaded read(String spec, String promptField, String answerField, String section) {
+    /** As {@link #load}; {@code promptKey} / {@code answerKey} name the settings the fields came from, for messages. */
+    public static Loaded read(String spec, String promptField, String answerField, String promptKey, String answerKey) {
         List<Row> rows = new ArrayList<>();
         List<Path> files = spec.startsWith("bundled:") ? List.of() : files(spec);
         if (spec.startsWith("bundled:")) {
@@ -83,12 +83,30 @@ public final class Dataset {
         if (rows.isEmpty()) {
             throw new UserError(spec + ": no rows");
         }
-        Fields.Mapping m = Fields.detect(rows.get(0).value(), promptField, answerField, section, rows.get(0).where());
+        Fields.Mapping m = Fields.detect(rows.get(0).value(), promptField, answerField, promptKey, answerKey, rows.get(0).where());
         List<Example> out = new ArrayList<>(rows.size());
         for (Row r : rows) {
             out.add(m.example(r.value(), r.where()));
         }
         return new Loaded(spec, out, Math.max(1, files.size()), m.describe());
+    }
+
+    /** A comma-separated list of data paths, split at the commas outside a glob's {a,b}; blank entries dropped. */
+    public static List<String> specs(String list) {
+        List<String> out = new ArrayList<>();
+        int depth = 0, from = 0;
+        for (int i = 0; i <= list.length(); i++) {
+            char c = i < list.length() ? list.charAt(i) : ',';
+            depth += c == '{' ? 1 : c == '}' ? -1 : 0;
+            if (c == ',' && depth <= 0) {
+                String one = list.substring(from, i).strip();
+                if (!one.isEmpty()) {
+                    out.add(one);
+                }
+                from = i + 1;
+            }
+        }
+        return out;
     }
 
     /** One row and where it is ("file:N", N counted from 1: a JSONL line, or a parquet row). */
@@ -104,13 +122,18 @@ public final class Dataset {
                 continue;
             }
             JsonNode row;
+            if (n == 1 && line.startsWith("\uFEFF")) {
+                line = line.substring(1); // a byte-order mark some editors write
+            }
             try {
                 row = Json.MAPPER.readTree(line);
             } catch (IOException e) {
-                throw new UserError(where + ":" + n + ": not valid JSON");
+                throw new UserError(where + ":" + n + ": not valid JSON" + (n == 1 && line.strip().startsWith("[")
+                        ? " lines (a JSONL file holds one JSON object per line, not one array)" : ""));
             }
             if (row == null || !row.isObject()) {
-                throw new UserError(where + ":" + n + ": expected a JSON object per line");
+                throw new UserError(where + ":" + n + ": expected a JSON object per line" + (row != null && row.isArray()
+                        ? ", found an array (a JSONL file holds one JSON object per line, not one array)" : ""));
             }
             rows.add(new Row(row, where + ":" + n));
         }
@@ -122,12 +145,23 @@ public final class Dataset {
      * {@code train-00000-of-00002.parquet} are), or the files a glob matches (sorted).
      */
     static List<Path> files(String spec) {
+        if (spec.isBlank()) {
+            throw new UserError("a data path is empty; give a file, a folder or a glob");
+        }
+        Path p;
+        try {
+            p = Path.of(spec);
+        } catch (java.nio.file.InvalidPathException e) {
+            p = null;
+        }
+        if (p != null && Files.isRegularFile(p)) { // a file whose name has [ or { is a file, not a pattern
+            return List.of(p);
+        }
         if (spec.chars().anyMatch(c -> c == '*' || c == '?' || c == '[' || c == '{')) {
             return glob(spec);
         }
-        Path p = Path.of(spec);
-        if (Files.isRegularFile(p)) {
-            return List.of(p);
+        if (p == null) {
+            throw new UserError(spec + ": not a valid path");
         }
         if (!Files.isDirectory(p)) {
             throw new UserError(spec + ": data file not found");
@@ -144,8 +178,22 @@ public final class Dataset {
             throw new UserError(spec + ": no *.parquet or *.jsonl files in this folder"
                     + (sub.isEmpty() ? "" : "; its subfolders " + sub + " have some: name one of them"));
         }
+        // a dataset's folder often holds every split (train-…, test-…): one set must not mix them
+        java.util.Set<String> splits = new java.util.TreeSet<>();
+        for (Path f : in) {
+            String prefix = f.getFileName().toString().split("[-_.]", 2)[0].toLowerCase(java.util.Locale.ROOT);
+            if (SPLITS.contains(prefix)) {
+                splits.add(prefix);
+            }
+        }
+        if (splits.size() > 1) {
+            throw new UserError(spec + ": holds the splits " + splits + "; name one with a glob, e.g. '"
+                    + p.resolve(splits.contains("train") ? "train" : splits.iterator().next()) + "-*' (quoted)");
+        }
         return in;
     }
+
+    private static final java.util.Set<String> SPLITS = java.util.Set.of("train", "test", "validation", "valid", "val", "dev", "eval");
 
     private static List<Path> dataFiles(Path dir) {
         try (Stream<Path> s = Files.list(dir)) {
@@ -160,26 +208,52 @@ public final class Dataset {
     }
 
     private static List<Path> glob(String spec) {
-        // the folder before the first wildcard is walked; the whole pattern is matched against each path under it
-        String fixed = spec.substring(0, spec.chars().filter(c -> c == '*' || c == '?' || c == '[' || c == '{')
-                .mapToObj(c -> spec.indexOf(c)).min(Integer::compare).orElse(spec.length()));
+        // the folder before the first wildcard is walked, no deeper than the pattern reaches (any depth with **)
+        int wild = spec.length();
+        for (char c : new char[] {'*', '?', '[', '{'}) {
+            if (spec.indexOf(c) >= 0) {
+                wild = Math.min(wild, spec.indexOf(c));
+            }
+        }
+        String fixed = spec.substring(0, wild);
         int slash = Math.max(fixed.lastIndexOf('/'), fixed.lastIndexOf(java.io.File.separatorChar));
         Path base = Path.of(slash < 0 ? "." : slash == 0 ? "/" : fixed.substring(0, slash));
         boolean relativeToDot = slash < 0;
-        PathMatcher m = FileSystems.getDefault().getPathMatcher("glob:" + spec);
+        PathMatcher m;
+        try {
+            m = FileSystems.getDefault().getPathMatcher("glob:" + spec);
+        } catch (IllegalArgumentException e) { // PatternSyntaxException among them
+            throw new UserError(spec + ": not a valid glob (" + Json.firstLine(e.getMessage()) + ")");
+        }
         if (!Files.isDirectory(base)) {
             throw new UserError(spec + ": folder " + base + " not found");
         }
-        List<Path> out;
-        try (Stream<Path> s = Files.walk(base)) {
-            out = s.filter(Files::isRegularFile).filter(f -> m.matches(relativeToDot ? base.relativize(f) : f))
-                    .filter(f -> dataName(f.getFileName().toString())).sorted().toList();
+        String rest = spec.substring(slash + 1);
+        int depth = rest.contains("**") ? Integer.MAX_VALUE : (int) rest.chars().filter(c -> c == '/').count() + 1;
+        List<Path> out = new ArrayList<>();
+        try {
+            Files.walkFileTree(base, java.util.EnumSet.noneOf(java.nio.file.FileVisitOption.class), depth,
+                    new java.nio.file.SimpleFileVisitor<>() {
+                        @Override
+                        public java.nio.file.FileVisitResult visitFile(Path f, java.nio.file.attribute.BasicFileAttributes a) {
+                            if (a.isRegularFile() && m.matches(relativeToDot ? base.relativize(f) : f) && dataName(f.getFileName().toString())) {
+                                out.add(f);
+                            }
+                            return java.nio.file.FileVisitResult.CONTINUE;
+                        }
+
+                        @Override
+                        public java.nio.file.FileVisitResult visitFileFailed(Path f, IOException e) {
+                            return java.nio.file.FileVisitResult.CONTINUE; // an unreadable folder holds none of the data
+                        }
+                    });
         } catch (IOException e) {
             throw new UserError(spec + ": cannot list " + base + " (" + e.getMessage() + ")");
         }
         if (out.isEmpty()) {
             throw new UserError(spec + ": no *.parquet or *.jsonl file matches");
         }
+        out.sort(null);
         return out;
     }
 }

@@ -19,7 +19,8 @@ import klrl.util.UserError;
 final class Fields {
     private Fields() {}
 
-    static final List<String> PROMPTS = List.of("prompt", "messages", "problem", "question"),
+    // a row with both keeps its messages as SFT data (problem, solution, messages: NuminaMath, OpenR1): the problem is the prompt
+    static final List<String> PROMPTS = List.of("prompt", "problem", "question", "messages"),
             ANSWERS = List.of("reward_model.ground_truth", "answer", "solution", "gold");
 
     /**
@@ -29,20 +30,28 @@ final class Fields {
      * @param answer        path of the gold answer; null = the last assistant turn of a {@code messages} list
      * @param promptSetting the setting that named the prompt path ("data.prompt_field"), or null if detected
      * @param answerSetting likewise for the answer
-     * @param section       the settings' section ("data", "eval")
+     * @param promptKey     the setting that names a prompt path ("data.prompt_field"), for messages
+     * @param answerKey     likewise for the answer
      * @param layout        the layout's name, e.g. "verl layout"
      */
-    record Mapping(String prompt, String answer, String promptSetting, String answerSetting, String section, String layout) {
+    record Mapping(String prompt, String answer, String promptSetting, String answerSetting, String promptKey, String answerKey,
+                   String layout) {
         Example example(JsonNode row, String where) {
             JsonNode p = at(row, prompt);
             List<ChatTemplate.Message> msgs = null;
             String question;
             if (p != null && p.isArray()) {
                 msgs = messages(p, where, label(promptSetting, prompt));
-                if (answer == null && msgs.size() > 1 && msgs.get(msgs.size() - 1).role().equals("assistant")) {
+                boolean replied = msgs.get(msgs.size() - 1).role().equals("assistant");
+                if (replied && answer == null && msgs.size() > 1) {
                     msgs = msgs.subList(0, msgs.size() - 1); // the reply is the gold answer, not part of the prompt
+                } else if (replied) {
+                    // the model would be shown the answer it is asked for
+                    throw new UserError(where + ": " + label(promptSetting, prompt) + " ends with an assistant turn, which would be"
+                            + " part of the prompt while the gold answer is " + answer + "; give a prompt without the reply"
+                            + " (" + promptKey + ")");
                 }
-                question = lastUser(msgs);
+                question = lastUser(msgs, where, label(promptSetting, prompt));
             } else {
                 question = text(p, row, where, label(promptSetting, prompt), "the prompt");
             }
@@ -52,7 +61,7 @@ final class Fields {
                 ChatTemplate.Message last = all.get(all.size() - 1);
                 if (all.size() < 2 || !last.role().equals("assistant")) {
                     throw new UserError(where + ": " + prompt + " has no final assistant turn to take the gold answer from;"
-                            + " set " + section + ".answer_field");
+                            + " set " + answerKey);
                 }
                 gold = nonEmpty(last.content(), where, prompt + "'s last assistant turn");
             } else {
@@ -68,13 +77,13 @@ final class Fields {
 
     /**
      * The mapping for a data set whose first row is {@code first}; a null setting is detected.
-     * {@code section} names the settings in messages ("data" → data.prompt_field).
+     * {@code promptKey} / {@code answerKey} name the settings in messages (data.prompt_field, eval.answer_field).
      */
-    static Mapping detect(JsonNode first, String promptField, String answerField, String section, String where) {
+    static Mapping detect(JsonNode first, String promptField, String answerField, String promptKey, String answerKey, String where) {
         String p = promptField != null ? promptField : firstPresent(first, PROMPTS);
         if (p == null) {
             throw new UserError(where + ": no prompt field; expected one of " + PROMPTS + " (the row has "
-                    + keys(first) + "; set " + section + ".prompt_field, a dotted path such as extra_info.question)");
+                    + keys(first) + "; set " + promptKey + ", a dotted path such as extra_info.question)");
         }
         String a = answerField != null ? answerField : firstPresent(first, ANSWERS);
         JsonNode pv = at(first, p);
@@ -82,17 +91,18 @@ final class Fields {
         boolean replyIsGold = msgs && pv.size() > 1 && "assistant".equals(pv.get(pv.size() - 1).path("role").asText());
         if (a == null && !replyIsGold) {
             throw new UserError(where + ": no answer field; expected one of " + ANSWERS + " (the row has "
-                    + keys(first) + "; set " + section + ".answer_field, a dotted path such as reward_model.ground_truth)");
+                    + keys(first) + "; set " + answerKey + ", a dotted path such as reward_model.ground_truth)");
         }
-        String layout = promptField != null || answerField != null ? "fields as set"
+        String layout = promptField != null && answerField != null ? "fields as set"
+                : promptField != null || answerField != null ? "fields as set or detected"
                 : p.equals("prompt") && "reward_model.ground_truth".equals(a) && msgs ? "verl layout"
                 : p.equals("prompt") && "solution".equals(a) ? (msgs ? "TRL conversational layout" : "TRL standard layout")
                 : a == null ? "messages layout"
                 : p.equals("problem") && ("solution".equals(a) || "answer".equals(a)) ? "MATH layout"
                 : p.equals("question") && "answer".equals(a) && at(first, a) != null && at(first, a).asText().contains("####")
                 ? "GSM8K layout" : "fields detected";
-        return new Mapping(p, a, promptField != null ? section + ".prompt_field" : null,
-                answerField != null ? section + ".answer_field" : null, section, layout);
+        return new Mapping(p, a, promptField != null ? promptKey : null, answerField != null ? answerKey : null, promptKey, answerKey,
+                layout);
     }
 
     private static String firstPresent(JsonNode row, List<String> paths) {
@@ -115,7 +125,7 @@ final class Fields {
             if (cur == null) {
                 return null;
             }
-            if (cur.isArray() && part.chars().allMatch(Character::isDigit) && !part.isEmpty()) {
+            if (cur.isArray() && part.chars().allMatch(Character::isDigit) && !part.isEmpty() && part.length() <= 9) {
                 cur = cur.get(Integer.parseInt(part));
             } else if (cur.isObject()) {
                 cur = cur.get(part);
@@ -191,18 +201,21 @@ final class Fields {
                 throw new UserError(where + ": " + label + " item " + i + " is " + (m != null && m.isObject() ? "a struct " + keys(m)
                         + " without text role and content" : "not a struct") + " (expected a message list [{role, content}, …])");
             }
+            if (m.get("content").asText().isBlank() && !m.get("role").asText().equals("assistant")) {
+                throw new UserError(where + ": " + label + " item " + i + " (" + m.get("role").asText() + ") has empty content");
+            }
             out.add(new ChatTemplate.Message(m.get("role").asText(), m.get("content").asText()));
         }
         return out;
     }
 
-    private static String lastUser(List<ChatTemplate.Message> msgs) {
+    private static String lastUser(List<ChatTemplate.Message> msgs, String where, String label) {
         for (int i = msgs.size() - 1; i >= 0; i--) {
             if (msgs.get(i).role().equals("user")) {
                 return msgs.get(i).content();
             }
         }
-        return msgs.get(msgs.size() - 1).content();
+        throw new UserError(where + ": " + label + " has no user turn (roles " + msgs.stream().map(ChatTemplate.Message::role).toList() + ")");
     }
 
     private static String keys(JsonNode o) {

@@ -6,7 +6,6 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Base64;
 import java.util.List;
 import klrl.util.Json;
 import klrl.util.UserError;
@@ -50,10 +49,13 @@ final class Parquet {
         } catch (UserError e) {
             throw e;
         } catch (Exception | LinkageError e) {
-            throw new UserError(file + ": not a readable parquet file (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
+            throw new UserError(file + ": not a readable parquet file (" + (e.getMessage() != null ? Json.firstLine(e.getMessage())
+                    : e.getClass().getSimpleName()) + ")");
         } catch (OutOfMemoryError e) {
-            // a damaged footer can declare lists far larger than the file; the failed allocation held nothing
-            throw new UserError(file + ": not a readable parquet file (its metadata declares more than memory holds)");
+            // a damaged footer can declare lists far larger than the file; a large valid file can outgrow the heap
+            out.clear();
+            throw new UserError(file + ": more than the Java heap holds while reading it (a damaged footer, or a file larger than"
+                    + " -Xmx allows: give the JVM more, e.g. KLRL_JAVA_OPTS=-Xmx16g)");
         }
         return out;
     }
@@ -100,14 +102,16 @@ final class Parquet {
     /**
      * A LIST group: its one repeated field holds the elements. Per the format's backward-compatibility
      * rules, the repeated field is itself the element when it is a primitive, a group of several
-     * fields, or a one-field group named {@code array} or {@code <list>_tuple}; otherwise (3-level,
-     * what pyarrow and arrow-rs write) its single field is the element.
+     * fields, a group whose one field is repeated, or a one-field group named {@code array} or
+     * {@code <list>_tuple}; otherwise (3-level, what pyarrow and arrow-rs write) its single field is
+     * the element.
      */
     private static ArrayNode list(Group v, GroupType listType) {
         ArrayNode a = Json.MAPPER.createArrayNode();
         Type rep = listType.getType(0);
         int n = v.getFieldRepetitionCount(0);
         boolean repIsElement = rep.isPrimitive() || rep.asGroupType().getFieldCount() > 1
+                || rep.asGroupType().getType(0).isRepetition(Type.Repetition.REPEATED)
                 || rep.getName().equals("array") || rep.getName().equals(listType.getName() + "_tuple");
         for (int k = 0; k < n; k++) {
             if (repIsElement) {
@@ -136,22 +140,30 @@ final class Parquet {
         LogicalTypeAnnotation a = t.getLogicalTypeAnnotation();
         return switch (t.getPrimitiveTypeName()) {
             case BOOLEAN -> Json.MAPPER.getNodeFactory().booleanNode(g.getBoolean(i, k));
-            case INT32 -> a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
+            case INT32 -> a instanceof LogicalTypeAnnotation.IntLogicalTypeAnnotation u && !u.isSigned()
+                    ? Json.MAPPER.getNodeFactory().numberNode(Integer.toUnsignedLong(g.getInteger(i, k)))
+                    : a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
                     ? Json.MAPPER.getNodeFactory().numberNode(java.math.BigDecimal.valueOf(g.getInteger(i, k), d.getScale()))
                     : Json.MAPPER.getNodeFactory().numberNode(g.getInteger(i, k));
-            case INT64 -> a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
+            case INT64 -> a instanceof LogicalTypeAnnotation.IntLogicalTypeAnnotation u && !u.isSigned()
+                    ? Json.MAPPER.getNodeFactory().numberNode(new java.math.BigInteger(Long.toUnsignedString(g.getLong(i, k))))
+                    : a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d
                     ? Json.MAPPER.getNodeFactory().numberNode(java.math.BigDecimal.valueOf(g.getLong(i, k), d.getScale()))
                     : Json.MAPPER.getNodeFactory().numberNode(g.getLong(i, k));
             case FLOAT -> Json.MAPPER.getNodeFactory().numberNode(g.getFloat(i, k));
             case DOUBLE -> Json.MAPPER.getNodeFactory().numberNode(g.getDouble(i, k));
             case BINARY, FIXED_LEN_BYTE_ARRAY -> {
                 byte[] b = g.getBinary(i, k).getBytes();
+                if (a instanceof LogicalTypeAnnotation.DecimalLogicalTypeAnnotation d) { // pyarrow's decimal128: big-endian two's complement
+                    yield Json.MAPPER.getNodeFactory().numberNode(new java.math.BigDecimal(new java.math.BigInteger(b), d.getScale()));
+                }
                 // text columns (STRING/ENUM/JSON, or unannotated bytes that are valid UTF-8) as text; other bytes as base64
                 boolean text = a == null || a instanceof LogicalTypeAnnotation.StringLogicalTypeAnnotation
                         || a instanceof LogicalTypeAnnotation.EnumLogicalTypeAnnotation
                         || a instanceof LogicalTypeAnnotation.JsonLogicalTypeAnnotation;
                 String s = text ? utf8(b) : null;
-                yield Json.MAPPER.getNodeFactory().textNode(s != null ? s : Base64.getEncoder().encodeToString(b));
+                // bytes stay bytes: a field holding them is refused by name, never read as text
+                yield s != null ? Json.MAPPER.getNodeFactory().textNode(s) : Json.MAPPER.getNodeFactory().binaryNode(b);
             }
             default -> Json.MAPPER.getNodeFactory().textNode(g.getValueToString(i, k));
         };

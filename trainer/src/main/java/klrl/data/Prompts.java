@@ -33,7 +33,11 @@ public final class Prompts {
                 throw new UserError(e.source() + ": the prompt is a message list, which the model's chat template renders;"
                         + " data.chat_template is false");
             }
-            return tok.applyChatTemplate(e.messages(), true);
+            try {
+                return tok.applyChatTemplate(e.messages(), true);
+            } catch (UserError u) { // e.g. a template that refuses a system turn: say which row
+                throw new UserError(e.source() + ": " + u.getMessage());
+            }
         }
         String user = cfg.template().replace("{question}", e.question());
         if (!cfg.chatTemplate()) {

@@ -24,22 +24,37 @@ final class RunData {
     RunData(TrainConfig cfg) {
         var d = cfg.data();
         var e = cfg.eval();
-        this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField(), "data");
-        boolean evalOwn = e.promptField() != null || e.answerField() != null;
-        for (String spec : (d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST).split(",")) {
-            if (!spec.isBlank()) {
-                Dataset.Loaded l = evalOwn ? Dataset.read(spec.strip(), e.promptField(), e.answerField(), "eval")
-                        : Dataset.read(spec.strip(), d.promptField(), d.answerField(), "data");
-                eval.put(name(spec.strip()), new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(),
-                        e.maxExamples())), l.files(), l.mapping()));
+        this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField());
+        // each eval field: eval.* when set, else data.*'s
+        String pf = e.promptField() != null ? e.promptField() : d.promptField(), af = e.answerField() != null ? e.answerField() : d.answerField();
+        String pk = e.promptField() != null ? "eval.prompt_field" : "data.prompt_field";
+        String ak = e.answerField() != null ? "eval.answer_field" : "data.answer_field";
+        List<String> specs = Dataset.specs(d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST);
+        for (String spec : specs) {
+            Dataset.Loaded l = Dataset.read(spec, pf, af, pk, ak);
+            String name = name(spec, specs);
+            if (eval.containsKey(name)) {
+                throw new klrl.util.UserError("data.eval names two sets " + name + "; give them files or folders of different names");
             }
+            eval.put(name, new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(), e.maxExamples())),
+                    l.files(), l.mapping()));
         }
     }
 
-    /** The name a held-out set's metrics carry: its file or folder name without the extension. */
-    static String name(String spec) {
-        String n = Path.of(spec.replace("bundled:", "")).getFileName().toString();
-        return n.replaceFirst("\\.(jsonl|parquet)$", "");
+    /**
+     * The name a held-out set's metrics carry: its file or folder name without the extension, with its
+     * folder's name before it when another set has the same name (gsm8k/test and math/test).
+     */
+    static String name(String spec, List<String> all) {
+        String n = base(spec);
+        boolean clash = all.stream().filter(o -> base(o).equals(n)).count() > 1;
+        Path parent = Path.of(spec.replace("bundled:", "")).getParent();
+        return clash && parent != null && parent.getFileName() != null ? parent.getFileName() + "/" + n : n;
+    }
+
+    private static String base(String spec) {
+        Path p = Path.of(spec.replace("bundled:", "")).getFileName();
+        return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|parquet)$", "");
     }
 
     Map<String, List<Example>> evalSets() {

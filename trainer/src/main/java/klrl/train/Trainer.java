@@ -79,8 +79,8 @@ public final class Trainer implements AutoCloseable {
         Replicas made = null;
         Rollouts madeRollouts = null;
         try {
+            RunData data = new RunData(cfg); // data first: a bad file or field fails before any model loads (or any file goes)
             RunFolder.claim(out, resume, overwrite); // one run per folder: never overwritten or mixed
-            RunData data = new RunData(cfg); // data first: a bad file or field fails before any model loads
             this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
             this.tok = Tokenizer.load(modelDir); // closed with the trainer; on a failed start left to the collector
             this.prompts = new Prompts(tok, cfg.data().promptFormat());

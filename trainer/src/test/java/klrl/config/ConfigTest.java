@@ -127,6 +127,17 @@ class ConfigTest {
     }
 
     @Test
+    void savedPathsAreAbsoluteAndOnlyTheEvalListIsSplit() {
+        var c = ConfigLoader.absolutePaths(ConfigLoader.load(null, Map.of("data.train", "data/{a,b}/*.parquet",
+                "data.eval", "data/{x,y}.jsonl,bundled:arith-test, e.jsonl", "output_dir", "runs/r")));
+        String cwd = Path.of("").toAbsolutePath().toString();
+        assertEquals(cwd + "/data/{a,b}/*.parquet", c.data().train());
+        assertEquals(cwd + "/data/{x,y}.jsonl,bundled:arith-test," + cwd + "/e.jsonl", c.data().eval());
+        assertEquals(cwd + "/runs/r", c.outputDir());
+        assertEquals(null, c.model().path());
+    }
+
+    @Test
     void aUserYamlCanStartFromAPreset() throws Exception {
         Path f = tmp.resolve("mine.yaml");
         Files.writeString(f, "base: grid-k3-loss\nkl: {coef: 0.01}\nmodel: {lora: {rank: 64}}\n");

@@ -168,12 +168,57 @@ class DataLayoutsTest {
     void aRowWithNoAnswerFieldNamesWhatItHas(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
         Path noPrompt = tmp.resolve("p.jsonl");
         Files.writeString(noPrompt, "{\"query\": \"What is 1 + 1?\", \"answer\": \"2\"}\n");
-        assertEquals(noPrompt + ":1: no prompt field; expected one of [prompt, messages, problem, question] (the row has"
+        assertEquals(noPrompt + ":1: no prompt field; expected one of [prompt, problem, question, messages] (the row has"
                 + " {query, answer}; set data.prompt_field, a dotted path such as extra_info.question)", error(noPrompt.toString(), null, null));
         Path q = tmp.resolve("q.jsonl");
         Files.writeString(q, "{\"question\": \"What is 1 + 1?\", \"level\": 1}\n");
         assertEquals(q + ":1: no answer field; expected one of [reward_model.ground_truth, answer, solution, gold] (the row has"
                 + " {question, level}; set data.answer_field, a dotted path such as reward_model.ground_truth)", error(q.toString(), null, null));
+    }
+
+    @Test
+    void sftConversationsBesideAProblemAreNotPromptsAndRepliesAreNeverShown(@org.junit.jupiter.api.io.TempDir Path tmp)
+            throws Exception {
+        // NuminaMath's layout: problem, solution, and the same as an SFT conversation
+        Path f = tmp.resolve("numina.jsonl");
+        Files.writeString(f, "{\"problem\": \"What is 17 + 25?\", \"solution\": \"So $\\\\boxed{42}$.\", \"messages\": ["
+                + "{\"role\": \"user\", \"content\": \"What is 17 + 25?\"}, {\"role\": \"assistant\", \"content\": \"So 42.\"}]}\n");
+        Dataset.Loaded l = Dataset.read(f.toString(), null, null);
+        assertEquals("MATH layout: prompt ← problem, gold ← solution", l.mapping());
+        assertEquals(qwenPrompt(null, Q[0]), rendered(l.examples(), "{question}").get(0));
+        assertEquals(f + ":1: data.prompt_field 'messages' ends with an assistant turn, which would be part of the prompt while the"
+                + " gold answer is solution; give a prompt without the reply (data.prompt_field)", error(f.toString(), "messages", null));
+    }
+
+    @Test
+    void aFolderHoldingSeveralSplitsIsRefusedAndGlobsAreChecked(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve("main"));
+        Files.copy(DIR.resolve("gsm8k.jsonl"), dir.resolve("train-00000-of-00001.jsonl"));
+        Files.copy(DIR.resolve("gsm8k.jsonl"), dir.resolve("test-00000-of-00001.jsonl"));
+        assertEquals(dir + ": holds the splits [test, train]; name one with a glob, e.g. '" + dir.resolve("train") + "-*' (quoted)",
+                error(dir.toString(), null, null));
+        assertEquals(3, Dataset.load(dir.resolve("train-*").toString(), null, null).size());
+        assertEquals(tmp.resolve("x[.jsonl") + ": not a valid glob", error(tmp.resolve("x[.jsonl").toString(), null, null)
+                .replaceFirst(" \\(.*", ""));
+        // relative to the working folder, as a user types it
+        assertEquals(3, Dataset.load("src/test/resources/data/shards/train-*-of-00002.parquet", null, null).size());
+    }
+
+    @Test
+    void jsonlWithAByteOrderMarkReadsAndAJsonArrayIsExplained(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        Path bom = tmp.resolve("bom.jsonl");
+        Files.writeString(bom, "\uFEFF" + Files.readString(DIR.resolve("gsm8k.jsonl")));
+        assertEquals(3, Dataset.load(bom.toString(), null, null).size());
+        Path arr = tmp.resolve("arr.json");
+        Files.writeString(arr, "[{\"question\": \"1+1\", \"answer\": \"2\"}]\n");
+        assertEquals(arr + ":1: expected a JSON object per line, found an array (a JSONL file holds one JSON object per line, not"
+                + " one array)",
+                error(arr.toString(), null, null));
+    }
+
+    @Test
+    void commaListsSplitOutsideBraces() {
+        assertEquals(List.of("a/{x,y}.jsonl", "b.jsonl", "bundled:arith-test"), Dataset.specs("a/{x,y}.jsonl, b.jsonl,,bundled:arith-test"));
     }
 
     static String error(String file, String prompt, String answer) {

@@ -117,6 +117,9 @@ class OverlapTest {
                 }
             }
         }
+        var manifest = (com.fasterxml.jackson.databind.node.ObjectNode) klrl.util.Json.read(old.resolve("manifest.json"));
+        ((com.fasterxml.jackson.databind.node.ObjectNode) manifest.get("files")).remove(LagQueue.FILE); // it never listed the file
+        Files.writeString(old.resolve("manifest.json"), klrl.util.Json.write(manifest));
         UserError missing = assertThrows(UserError.class, () -> new Trainer(small(tmp.resolve("older"), o), old, s -> { }).close());
         assertTrue(missing.getMessage().startsWith(old + " has no " + LagQueue.FILE + ": algorithm.off_policy_lag 2 resumes on the"
                 + " queued rollouts of steps 2–3") && !missing.getMessage().contains("holds"), missing.getMessage());
