@@ -295,6 +295,15 @@ public final class Checkpoints {
         return out;
     }
 
+    /**
+     * Whether {@code name}, an entry of OUTPUT/checkpoints/, is one {@link #save} writes: a step folder, its
+     * temp folder left by a crash, or the {@code latest} pointer and its temp file. Replacing a run removes
+     * these and no other entry, so whatever else is kept there is never deleted.
+     */
+    public static boolean written(String name) {
+        return name.matches("step-\\d+(\\.tmp)?") || name.equals("latest") || name.equals("latest.tmp");
+    }
+
     private static void prune(Path root, int keep) throws IOException {
         List<Path> all = new ArrayList<>();
         try (Stream<Path> s = Files.list(root)) {

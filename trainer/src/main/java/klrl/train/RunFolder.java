@@ -1,65 +1,165 @@
 package klrl.train;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.UUID;
 import klrl.checkpoint.Checkpoints;
+import klrl.metrics.TensorBoardLog;
+import klrl.util.Json;
 import klrl.util.UserError;
 
 /**
- * One run per output folder. A trainer starting without --resume in a folder that already holds a
- * run (any of the files a run writes) is refused, naming what is there and the two ways on, so an
- * earlier run is never overwritten or mixed with a new one; --overwrite removes the earlier run's
- * files first, so that the folder holds the new run alone.
+ * One run per output folder, and nothing but a run's own files ever removed from it. A run marks its
+ * folder with run.json when it starts. A new run in a folder a marked run holds is refused, naming
+ * that run and the ways on, so an earlier run is never overwritten or mixed with a new one;
+ * --overwrite removes that run's files first, by the names the trainer gives them.
+ *
+ * <p>A file's name does not say who wrote it: a user's own config.yaml and checkpoints/my-model look
+ * like a run's. So a folder holding such names without the mark (another program's, or a run from
+ * before run.json) is refused with or without --overwrite, and inside a marked run's checkpoints/ only
+ * the entries {@link Checkpoints} writes are removed. Other files (notes, the grid's train.log around
+ * a run) neither stop a start nor are ever removed.
  */
 final class RunFolder {
     private RunFolder() {}
 
-    /** What a run writes into its output folder (train.log is the grid's, around the run, and stays). */
-    static final List<String> RUN_FILES = List.of("metrics.jsonl", "samples.jsonl", "config.yaml", "checkpoints");
+    /** The mark a run leaves in its folder when it starts: its id and start time. */
+    static final String MARKER = "run.json";
 
     /**
-     * Checks {@code out} (already locked by this trainer) before anything is written to it.
+     * What a run writes at the top of its folder besides run.json, its event files and checkpoints/
+     * (train.log is the grid's, around the run, and stays).
+     */
+    static final List<String> RUN_FILES = List.of("metrics.jsonl", "samples.jsonl", "config.yaml");
+
+    private static final String CHECKPOINTS = "checkpoints";
+
+    /** How many names a refusal lists before it counts the rest, so that it stays one line. */
+    private static final int LISTED = 6;
+
+    /**
+     * Checks {@code out} (already locked by this trainer) before anything else is written to it, and
+     * marks it as this run's.
      *
      * @param resumed   the run folder being continued, or null for a new run
      * @param overwrite replace a run found in {@code out} (its files are removed now)
      */
     static void claim(Path out, Path resumed, boolean overwrite) throws IOException {
-        List<Path> found = runFiles(out);
-        if (found.isEmpty() || (resumed != null && sameFolder(out, resumed))) {
-            return;
+        if (resumed != null && sameFolder(out, resumed)) {
+            return; // the same run goes on under its run.json (a run from before run.json has none, and resumes too)
         }
-        if (overwrite) {
-            for (Path p : found) {
+        Found f = scan(out);
+        if (!f.marked() && !f.foreign().isEmpty()) {
+            throw new UserError(out + " holds files this trainer did not write (" + names(out, f.foreign())
+                    + "): give an empty --output-dir");
+        }
+        if (!f.own().isEmpty()) {
+            if (!overwrite) {
+                // --overwrite is safe to offer here: what it removes is the run's alone
+                String kept = f.foreign().isEmpty() ? ""
+                        : " (keeping " + names(out, f.foreign()) + ", which this trainer did not write)";
+                String what = describe(out);
+                throw new UserError(resumed != null
+                        ? out + " holds another run (" + what + ") than the one resumed from " + resumed
+                                + ": give an empty output_dir, or --overwrite to replace it" + kept
+                        : out + " holds a run (" + what + "): --resume " + out + " continues it, another --output-dir"
+                                + " starts a new one, --overwrite replaces it" + kept);
+            }
+            for (Path p : f.own()) {
                 Checkpoints.deleteTree(p);
             }
-            return;
-        }
-        String what = describe(out);
-        throw new UserError(resumed != null
-                ? out + " holds another run (" + what + ") than the one resumed from " + resumed
-                        + ": give an empty output_dir, or --overwrite to replace it"
-                : out + " holds a run (" + what + "): --resume " + out + " continues it, another --output-dir starts a new"
-                        + " one, --overwrite replaces it");
-    }
-
-    /** The run files present in {@code out}. */
-    static List<Path> runFiles(Path out) throws IOException {
-        List<Path> found = new ArrayList<>();
-        if (!Files.isDirectory(out)) {
-            return found;
-        }
-        for (String f : RUN_FILES) {
-            if (Files.exists(out.resolve(f))) {
-                found.add(out.resolve(f));
+            Path ckpts = out.resolve(CHECKPOINTS);
+            if (Files.isDirectory(ckpts, LinkOption.NOFOLLOW_LINKS) && isEmpty(ckpts)) {
+                Files.delete(ckpts);
             }
         }
-        try (var s = Files.list(out)) {
-            s.filter(p -> p.getFileName().toString().startsWith(klrl.metrics.TensorBoardLog.PREFIX)).sorted().forEach(found::add);
+        mark(out);
+    }
+
+    /**
+     * What of a run's names {@code out} holds: the run's own files (only when run.json marks the folder),
+     * and the rest, which this trainer did not write and never removes.
+     */
+    private record Found(boolean marked, List<Path> own, List<Path> foreign) {}
+
+    private static Found scan(Path out) throws IOException {
+        List<Path> own = new ArrayList<>(), foreign = new ArrayList<>();
+        if (!Files.isDirectory(out)) {
+            return new Found(false, own, foreign);
         }
-        return found;
+        Path marker = out.resolve(MARKER);
+        boolean marked = isMark(marker);
+        List<Path> top = new ArrayList<>();
+        for (String f : RUN_FILES) {
+            top.add(out.resolve(f));
+        }
+        try (var s = Files.list(out)) {
+            s.filter(p -> p.getFileName().toString().startsWith(TensorBoardLog.PREFIX)).sorted().forEach(top::add);
+        }
+        for (Path p : top) {
+            if (Files.exists(p, LinkOption.NOFOLLOW_LINKS)) {
+                (marked && Files.isRegularFile(p) ? own : foreign).add(p);
+            }
+        }
+        Path ckpts = out.resolve(CHECKPOINTS);
+        if (Files.isDirectory(ckpts)) {
+            // an empty checkpoints/ is in no one's way
+            try (var s = Files.list(ckpts)) {
+                for (Path p : s.sorted().toList()) {
+                    (marked && Checkpoints.written(p.getFileName().toString()) ? own : foreign).add(p);
+                }
+            }
+        } else if (Files.exists(ckpts, LinkOption.NOFOLLOW_LINKS)) {
+            foreign.add(ckpts);
+        }
+        if (!marked && Files.exists(marker, LinkOption.NOFOLLOW_LINKS)) {
+            foreign.add(marker); // another program's run.json: this run's would replace it
+        }
+        return new Found(marked, own, foreign);
+    }
+
+    /** Whether {@code file} is a run.json this trainer wrote (another program may well use the name). */
+    private static boolean isMark(Path file) {
+        if (!Files.isRegularFile(file)) {
+            return false;
+        }
+        try {
+            JsonNode n = Json.MAPPER.readTree(file.toFile());
+            return n != null && "klrl".equals(n.path("trainer").asText()) && n.hasNonNull("run_id");
+        } catch (IOException e) {
+            return false; // this trainer writes run.json whole (by rename), so one that does not parse is not its
+        }
+    }
+
+    private static void mark(Path out) throws IOException {
+        ObjectNode m = Json.MAPPER.createObjectNode();
+        m.put("trainer", "klrl");
+        m.put("run_id", UUID.randomUUID().toString());
+        m.put("started", Instant.now().truncatedTo(ChronoUnit.SECONDS).toString());
+        Json.writeAtomically(out.resolve(MARKER), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(m) + "\n");
+    }
+
+    /** "config.yaml, checkpoints/my-model", relative to {@code out}; past {@link #LISTED} names, "and N more". */
+    private static String names(Path out, List<Path> files) {
+        List<String> n = new ArrayList<>();
+        for (Path p : files.subList(0, Math.min(LISTED, files.size()))) {
+            n.add(out.relativize(p).toString());
+        }
+        return String.join(", ", n) + (files.size() > LISTED ? " and " + (files.size() - LISTED) + " more" : "");
+    }
+
+    private static boolean isEmpty(Path dir) throws IOException {
+        try (var s = Files.list(dir)) {
+            return s.findAny().isEmpty();
+        }
     }
 
     /** "last step 12, checkpoint step-000012", or what else there is when no step finished. */

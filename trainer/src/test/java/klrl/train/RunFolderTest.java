@@ -17,7 +17,10 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** A run folder holds one run: a new run where one is is refused (nothing touched), resumed, or replaced whole. */
+/**
+ * A run folder holds one run: a new run where one is is refused (nothing touched), resumed, or replaced whole; files
+ * this trainer did not write are never removed.
+ */
 @Tag("e2e")
 class RunFolderTest {
     @TempDir Path tmp;
@@ -36,6 +39,13 @@ class RunFolderTest {
             }
         }
         return m;
+    }
+
+    /** A whole run started with --overwrite. */
+    static void trainOver(klrl.config.TrainConfig c) throws Exception {
+        try (Trainer t = new Trainer(c, null, true, s -> { })) {
+            t.run(s -> { });
+        }
     }
 
     static long eventFiles(Path dir) throws Exception {
@@ -98,6 +108,95 @@ class RunFolderTest {
         Map<String, String> after = snapshot(run);
         after.remove(".lock");
         assertEquals(before, after);
+    }
+
+    /** A user's own config.yaml and model folder: refused in one line naming them, --overwrite or not, and left byte for byte. */
+    @Test
+    void aFolderThisTrainerDidNotWriteIsRefusedAndNeverDeleted() throws Exception {
+        Path x = tmp.resolve("home/runs/x");
+        Files.createDirectories(x.resolve("checkpoints/my-llama-sft"));
+        Files.writeString(x.resolve("config.yaml"), "model: my-llama\nlr: 2e-5\n");
+        byte[] weights = new byte[4096];
+        new java.util.Random(1).nextBytes(weights);
+        Files.write(x.resolve("checkpoints/my-llama-sft/model.safetensors"), weights);
+        Map<String, String> before = snapshot(x);
+        for (boolean overwrite : new boolean[] {false, true}) {
+            UserError e = assertThrows(UserError.class, () -> new Trainer(TrainerTest.small(x, Map.of()), null, overwrite, s -> { }));
+            assertTrue(e.getMessage().contains("did not write (config.yaml, checkpoints/my-llama-sft)")
+                    && !e.getMessage().contains("--overwrite") && !e.getMessage().contains("--resume")
+                    && !e.getMessage().contains("\n"), e.getMessage());
+            assertEquals("model: my-llama\nlr: 2e-5\n", Files.readString(x.resolve("config.yaml")));
+            assertTrue(java.util.Arrays.equals(weights, Files.readAllBytes(x.resolve("checkpoints/my-llama-sft/model.safetensors"))));
+            Map<String, String> after = snapshot(x);
+            after.remove(".lock");
+            assertEquals(before, after, "nothing written, nothing removed");
+        }
+        // a run.json some other program wrote does not make a folder this trainer's
+        Path y = tmp.resolve("home/runs/y");
+        Files.createDirectories(y);
+        Files.writeString(y.resolve("run.json"), "{\"name\": \"mine\"}");
+        Files.writeString(y.resolve("metrics.jsonl"), "{\"loss\": 1}\n");
+        UserError e = assertThrows(UserError.class, () -> new Trainer(TrainerTest.small(y, Map.of()), null, true, s -> { }));
+        assertTrue(e.getMessage().contains("did not write (metrics.jsonl, run.json)"), e.getMessage());
+        assertEquals("{\"name\": \"mine\"}", Files.readString(y.resolve("run.json")));
+        assertEquals("{\"loss\": 1}\n", Files.readString(y.resolve("metrics.jsonl")));
+    }
+
+    /** --overwrite removes the run's own files and nothing else: a user's files beside them and in checkpoints/ stay. */
+    @Test
+    void overwriteRemovesOnlyTheRunsOwnFiles() throws Exception {
+        Path run = tmp.resolve("run");
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        String firstId = klrl.util.Json.read(run.resolve("run.json")).path("run_id").asText();
+        Files.writeString(run.resolve("notes.txt"), "lr sweep, second try\n");
+        Files.writeString(run.resolve("train.log"), "step 1/2\n");
+        // replaced by a trainer that only starts: every file of the run is gone, checkpoints/ with them
+        try (Trainer t = new Trainer(TrainerTest.small(run, Map.of("train.seed", 7, "train.max_steps", 2)), null, true, s -> { })) {
+            assertFalse(Files.exists(run.resolve("metrics.jsonl")));
+            assertFalse(Files.exists(run.resolve("samples.jsonl")));
+            assertFalse(Files.exists(run.resolve("checkpoints")));
+            assertEquals(0, eventFiles(run));
+            assertEquals("lr sweep, second try\n", Files.readString(run.resolve("notes.txt")));
+            assertEquals("step 1/2\n", Files.readString(run.resolve("train.log")));
+            assertFalse(firstId.equals(klrl.util.Json.read(run.resolve("run.json")).path("run_id").asText()), "a new run, a new id");
+        }
+        trainOver(TrainerTest.small(run, Map.of("train.seed", 7, "train.max_steps", 2)));
+        // a user's file in checkpoints/: the refusal says it stays, and --overwrite keeps it
+        Files.writeString(run.resolve("checkpoints/keep-me.txt"), "the good one is step 2\n");
+        UserError e = assertThrows(UserError.class, () -> TrainerTest.train(TrainerTest.small(run, Map.of()), null));
+        assertTrue(e.getMessage().contains("holds a run (last step 2, checkpoint step-000002)") && e.getMessage().contains("--overwrite")
+                && e.getMessage().contains("keeping checkpoints/keep-me.txt") && !e.getMessage().contains("\n"), e.getMessage());
+        trainOver(TrainerTest.small(run, Map.of("train.max_steps", 2)));
+        assertEquals(2, TrainerTest.stepLines(run).size());
+        assertEquals(List.of("keep-me.txt", "latest", "step-000002"), Files.list(run.resolve("checkpoints"))
+                .map(p -> p.getFileName().toString()).sorted().toList());
+        assertEquals("the good one is step 2\n", Files.readString(run.resolve("checkpoints/keep-me.txt")));
+        assertEquals("lr sweep, second try\n", Files.readString(run.resolve("notes.txt")));
+        assertEquals(1, eventFiles(run));
+    }
+
+    /** run.json is written when a run starts and kept when it is resumed; a run from before run.json still resumes. */
+    @Test
+    void runJsonMarksARunAndResumingKeepsIt() throws Exception {
+        Path run = tmp.resolve("run");
+        Files.createDirectories(run);
+        Files.writeString(run.resolve("notes.txt"), "mine\n"); // unrelated files do not stop a start
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        String marker = Files.readString(run.resolve("run.json"));
+        var m = klrl.util.Json.MAPPER.readTree(marker);
+        java.util.UUID.fromString(m.path("run_id").asText());
+        java.time.Instant.parse(m.path("started").asText());
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 3)), run);
+        assertEquals(marker, Files.readString(run.resolve("run.json")), "a resumed run is the same run");
+        assertEquals("mine\n", Files.readString(run.resolve("notes.txt")));
+        // a run written before run.json existed: it resumes (and is not marked now), but is not replaced
+        Files.delete(run.resolve("run.json"));
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 4)), run);
+        assertEquals(4, TrainerTest.stepLines(run).size());
+        assertFalse(Files.exists(run.resolve("run.json")));
+        UserError e = assertThrows(UserError.class, () -> new Trainer(TrainerTest.small(run, Map.of()), null, true, s -> { }));
+        assertTrue(e.getMessage().contains("did not write (") && !e.getMessage().contains("--overwrite"), e.getMessage());
+        assertEquals(4, TrainerTest.stepLines(run).size());
     }
 
     @Test
