@@ -40,9 +40,12 @@ import picocli.CommandLine.Option;
         description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default, and it data parallel on two CPU devices.")
 public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
-            + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) runs only when named")
+            + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 1k–16k tokens,"
+            + " eager vs sdpa attention) run only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
+    @Option(names = "--attention-mode", hidden = true, description = "attention-long: measure this mode only, in this process")
+    String attentionMode;
     @Option(names = "--device", defaultValue = "cpu") String device;
 
     static final TinyModel.Spec BENCH = new TinyModel.Spec("qwen2", 256, 4, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 8192);
@@ -89,6 +92,9 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (wants("rl-step-overlap")) {
             rlStepOverlap(out.putObject("rl_step_overlap"));
+        }
+        if (only != null && only.contains("attention-long")) {
+            attentionLong(out.putObject("attention_long"));
         }
         if (only != null && only.contains("update-varlen")) {
             klrl.train.VarlenUpdate.bench(out.putObject("update_varlen"), 64, 8, 8192);
@@ -407,29 +413,115 @@ public final class BenchCommand implements Callable<Integer> {
      * should cost about max(generation, update), not their sum.
      */
     void rlStepOverlap(ObjectNode o) throws Exception {
+        // three settings back to back, alternating: the plain default (no copy, all threads on the one replica), the
+        // lagged run with a copy on rollout.devices done in turn, and the same overlapped; with the copy on the same
+        // CPU both sides share its cores (each gets half the libtorch threads), so "in turn" is not the default's speed
+        Map<String, Map<String, Object>> settings = new LinkedHashMap<>();
+        settings.put("plain_default", Map.of());
+        settings.put("in_turn", Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", false));
+        settings.put("overlapped", Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", true));
         Map<String, Map<String, List<Double>>> times = new LinkedHashMap<>();
         String[] keys = {"time_step", "time_rollout", "time_reward", "time_reference", "time_update", "time_overlap_wait"};
         for (int round = 0; round < 2; round++) {
-            for (boolean overlap : new boolean[] {false, true}) {
-                var steps = defaultRunSteps(Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", overlap), 8);
+            for (var e : settings.entrySet()) {
+                var steps = defaultRunSteps(e.getValue(), 8);
                 for (var n : steps.subList(2, steps.size())) {
                     for (String k : keys) {
-                        times.computeIfAbsent(overlap ? "overlapped" : "in_turn", x -> new LinkedHashMap<>())
-                                .computeIfAbsent(k, x -> new ArrayList<>()).add(n.path(k).asDouble());
+                        times.computeIfAbsent(e.getKey(), x -> new LinkedHashMap<>()).computeIfAbsent(k, x -> new ArrayList<>())
+                                .add(n.path(k).asDouble());
                     }
                 }
             }
         }
-        Map<String, Double> in = new LinkedHashMap<>(), ov = new LinkedHashMap<>();
-        times.get("in_turn").forEach((k, v) -> in.put(k, median(v)));
-        times.get("overlapped").forEach((k, v) -> ov.put(k, median(v)));
-        in.forEach(o.putObject("in_turn")::put);
-        ov.forEach(o.putObject("overlapped")::put);
+        Map<String, Map<String, Double>> med = new LinkedHashMap<>();
+        times.forEach((name, byKey) -> {
+            Map<String, Double> m = new LinkedHashMap<>();
+            byKey.forEach((k, v) -> m.put(k, median(v)));
+            med.put(name, m);
+            m.forEach(o.putObject(name)::put);
+        });
+        Map<String, Double> ov = med.get("overlapped");
         double generation = ov.get("time_rollout") + ov.get("time_reward"), update = ov.get("time_reference") + ov.get("time_update");
         o.put("overlapped_step_vs_max_generation_update", ov.get("time_step") / Math.max(generation, update));
-        o.put("speedup", in.get("time_step") / ov.get("time_step"));
-        o.put("setting", "tiny-cpu default (32 prompts × 8 samples, 12 new tokens, GRPO), algorithm.off_policy_lag 1, model.device cpu"
-                + " and rollout.devices cpu (one libtorch thread each); medians of steps 3–8 over two alternating runs each");
+        o.put("speedup_vs_in_turn", med.get("in_turn").get("time_step") / ov.get("time_step"));
+        o.put("speedup_vs_plain_default", med.get("plain_default").get("time_step") / ov.get("time_step"));
+        o.put("setting", "tiny-cpu default (32 prompts × 8 samples, 12 new tokens, GRPO); plain_default: as shipped; in_turn and"
+                + " overlapped: algorithm.off_policy_lag 1 with a copy of the policy on rollout.devices cpu (the training replica and"
+                + " the copy each get half the libtorch threads); medians of steps 3–8 over two alternating runs each");
+    }
+
+    /**
+     * One row of 1k–16k tokens through a reference pass and an update's forward and backward, with eager
+     * and fused attention, on a Qwen2-shaped model (GQA, 21 M parameters): seconds and the process's peak
+     * resident memory (its high-water mark reset before each row). Eager runs up to 4k: its scores at 8k
+     * already take 2 GiB a layer, kept for the backward.
+     */
+    void attentionLong(ObjectNode o) throws Exception {
+        TinyModel.Spec spec = new TinyModel.Spec("qwen2", 256, 6, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 32000);
+        o.put("setting", "qwen2-shaped 256 hidden, 6 layers, 8 heads / 2 kv heads, vocab 32000 (random weights), fp32; one row,"
+                + " half prompt half response: a no-grad forward, then forward + backward; each mode in a fresh process of its own,"
+                + " rows in ascending length; peak RSS above the process's before the first row");
+        if (attentionMode != null) {
+            attentionRows(spec, attentionMode, o.putObject(attentionMode));
+            return;
+        }
+        // each mode in a process of its own: memory a process has touched stays resident (and its first rows pay the
+        // page faults), so two modes in one process would measure their order, not themselves
+        List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), Main.class.getName(), "bench", "--only", "attention-long",
+                "--device", device, "--attention-mode"));
+        for (String mode : new String[] {"eager", "sdpa"}) {
+            List<String> cmd = new ArrayList<>(jvm);
+            cmd.add(mode);
+            Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
+            String json = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            if (p.waitFor() != 0) {
+                throw new IllegalStateException("attention-long " + mode + " exited " + p.exitValue());
+            }
+            o.set(mode, Json.MAPPER.readTree(json).path("attention_long").path(mode));
+        }
+    }
+
+    /** Rows of 1k–16k tokens with {@code mode} attention; eager stops at 4k (its scores at 8k take 2 GiB a layer, kept for the backward). */
+    void attentionRows(TinyModel.Spec spec, String mode, ObjectNode m) throws Exception {
+        Path dir = Files.createTempDirectory("klrl-bench-attn");
+        TinyModel.write(dir, spec);
+        try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32).attention(mode)) {
+            Runtime.noGradOutsideCollectors();
+            m.put("model_parameters", model.config.parameterCount());
+            klrl.train.AttentionCheck.rowSeconds(model, 256, 1, root); // warm-up
+            long start = peakRssBytes();
+            for (int tokens : new int[] {1024, 2048, 4096, 8192, 16384}) {
+                if (mode.equals("eager") && tokens > 4096) {
+                    m.put(tokens + "_tokens", "not run: the scores alone would take " + (2L * 4 * tokens * (long) tokens * 4
+                            * spec.layers() >> 30) + " GiB, kept for the backward");
+                    continue;
+                }
+                double secs = klrl.train.AttentionCheck.rowSeconds(model, tokens, tokens, root);
+                ObjectNode r = m.putObject(tokens + "_tokens");
+                r.put("seconds", secs);
+                r.put("ms_per_token", secs * 1000 / tokens);
+                r.put("peak_rss_above_start_gb", (peakRssBytes() - start) / 1e9);
+            }
+        } finally {
+            klrl.checkpoint.Checkpoints.deleteTree(dir);
+        }
+    }
+
+    /** VmHWM of this process in bytes, 0 where /proc has none. */
+    static long peakRssBytes() {
+        try {
+            for (String l : Files.readAllLines(Path.of("/proc/self/status"))) {
+                if (l.startsWith("VmHWM:")) {
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024;
+                }
+            }
+        } catch (java.io.IOException e) {
+            return 0;
+        }
+        return 0;
     }
 
     /** The step lines of a short run of the CPU default with {@code overrides}. */

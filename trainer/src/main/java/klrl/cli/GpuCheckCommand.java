@@ -74,6 +74,9 @@ public final class GpuCheckCommand implements Callable<Integer> {
         out.put("logits_fp16_max_abs_diff_vs_cpu", d16);
         checks.put("logits_fp32", d32 < (tf32 ? 1e-2 : 1e-3)); // TF32 keeps 10 mantissa bits
         checks.put("logits_fp16", d16 < 5e-2);
+        // Fused attention (model.attention: sdpa) against eager on this device: log-probs and gradients over
+        // packed rows, then one 4k- and one 16k-token row through a reference pass and an update with each
+        attention(tiny, dev, tf32, out, checks);
         if (placed.size() >= 2) {
             Placement p = Placement.balanced(placed.subList(0, Math.min(placed.size(), cfg.numLayers())), cfg);
             out.put("placement", p.devices().stream().map(GpuCheckCommand::spec).toList() + " layers " + java.util.Arrays.toString(p.layerCounts()));
@@ -116,6 +119,32 @@ public final class GpuCheckCommand implements Callable<Integer> {
             System.out.println(ok ? "gpu-check passed" : "gpu-check FAILED: " + checks);
         }
         return ok ? 0 : 1;
+    }
+
+    private static void attention(Path tiny, Device dev, boolean tf32, ObjectNode out, Map<String, Boolean> checks) {
+        ModelConfig cfg = ModelConfig.load(tiny);
+        try (NDManager root = NDManager.newBaseManager(dev, "PyTorch");
+             Decoder model = Decoder.load(tiny, root, DataType.FLOAT32, Placement.single(dev, cfg.numLayers()))) {
+            Runtime.noGradOutsideCollectors();
+            klrl.train.AttentionCheck.Agreement a = klrl.train.AttentionCheck.compare(model, 6, 96, 1, root);
+            out.put("attention_sdpa_logprob_max_abs_diff", a.logprob());
+            out.put("attention_sdpa_gradient_max_rel_diff", a.gradient());
+            checks.put("attention_sdpa", a.logprob() < (tf32 ? 1e-2 : 1e-4) && a.gradient() < (tf32 ? 1e-2 : 1e-3));
+            ObjectNode times = out.putObject("attention_row_seconds");
+            // on a CPU "device" (the check's own test) short rows: eager's 16k scores would take 17 GB there
+            for (int tokens : dev.isGpu() ? new int[] {4096, 16384} : new int[] {512, 1024}) {
+                for (String mode : new String[] {"eager", "sdpa"}) {
+                    try {
+                        times.put(mode + "_" + tokens, klrl.train.AttentionCheck.rowSeconds(model.attention(mode), tokens, tokens, root));
+                    } catch (ai.djl.engine.EngineException | OutOfMemoryError e) { // eager's scores at 16k may not fit
+                        times.put(mode + "_" + tokens, "failed: " + Json.firstLine(String.valueOf(e.getMessage())));
+                    }
+                    if (dev.isGpu()) {
+                        ai.djl.pytorch.jni.JniUtils.emptyCudaCache();
+                    }
+                }
+            }
+        }
     }
 
     /** Step lines of a short RL run of the tiny model on {@code devices} (train.parallel {@code parallel}). */

@@ -61,6 +61,7 @@ public final class PlanCommand implements Callable<Integer> {
             o.put("device", p.host() ? "cpu" : "gpu");
             o.put(p.host() ? "cpu_devices" : "gpus", devices);
             o.put("parallel", p.parallel());
+            o.put("attention", c.model().attention());
             o.put(p.host() ? "host_memory_gb" : "gpu_memory_gb", memoryGb);
             o.put("micro_batch", micro);
             var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
@@ -100,6 +101,10 @@ public final class PlanCommand implements Callable<Integer> {
                     : c.train().parallel().equals("auto") ? " (auto: a replica does not fit one GPU)" : "");
             default -> p.host() ? "one CPU device" : "one GPU";
         });
+        System.out.println(c.model().attention().equals("sdpa")
+                ? "attention: sdpa — fused, activations linear in the sequence length"
+                : "attention: eager — the scores are materialised: activations grow with the square of the sequence length"
+                        + " (model.attention: sdpa makes them linear)");
         System.out.println(!p.host() ? "per GPU (the fullest):" : p.replicas() > 1 ? "per replica (" + p.replicas() + " in the host's memory):"
                 : "host memory:");
         p.partsGb().forEach((k, v) -> System.out.printf("  %-12s %8.2f GB%s%n", k, v,

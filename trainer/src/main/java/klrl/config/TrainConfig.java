@@ -60,12 +60,19 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param critic PPO's critic: "head" (a value head on the policy trunk) or "separate" (its own copy
      *               of the model with a value head, trained at algorithm.value_lr)
      */
-    public record Model(String path, String dtype, String device, Lora lora, String critic) {
+    /**
+     * @param attention sdpa (libtorch's fused scaled_dot_product_attention in every full pass over packed
+     *                  rows: memory linear in the sequence) or eager (matmul, softmax, matmul: the scores
+     *                  materialised); decoding against the KV cache and left-padded prefill stay eager
+     */
+    public record Model(String path, String dtype, String device, Lora lora, String critic, String attention) {
         public static Model defaults() {
-            return new Model(null, "float32", "cpu", Lora.defaults(), "head");
+            return new Model(null, "float32", "cpu", Lora.defaults(), "head", "eager");
         }
 
         public Model {
+            attention = attention == null ? "eager" : attention;
+            require(List.of("sdpa", "eager").contains(attention), "model.attention must be sdpa or eager, got '" + attention + "'");
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
             require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");

@@ -219,7 +219,7 @@ public final class Decoder implements AutoCloseable {
                 to[j].lora = l == null ? null : new Lora(copy(l.a, m), copy(l.b, m), l.scale, l.dropout);
             }
         }
-        return r;
+        return r.attention(sdpa != null ? "sdpa" : "eager");
     }
 
     private static Proj[] projections(Layer L) {
@@ -313,7 +313,7 @@ public final class Decoder implements AutoCloseable {
      * {@link #at} gives copies on another device, made once per pass and device.
      */
     public record Pass(long b, long t, NDArray cos, NDArray sin, NDArray rot, NDArray scale, NDArray eps,
-                       NDArray width, NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies) {
+                       NDArray width, NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies, boolean causal) {
 
         public Pass at(ai.djl.Device d) {
             if (d.equals(cos.getDevice())) {
@@ -321,7 +321,7 @@ public final class Decoder implements AutoCloseable {
             }
             return copies.computeIfAbsent(d, x -> new Pass(b, t, cos.toDevice(x, false), sin.toDevice(x, false),
                     rot.toDevice(x, false), scale.toDevice(x, false), eps.toDevice(x, false), width.toDevice(x, false),
-                    mask == null ? null : mask.toDevice(x, false), cache, start, copies));
+                    mask == null ? null : mask.toDevice(x, false), cache, start, copies, causal));
         }
     }
 
@@ -342,7 +342,45 @@ public final class Decoder implements AutoCloseable {
         // Rotary cos/sin [B,1,T,D]: rows of the per-position tables (computed in fp32 as HF does)
         NDArray cos = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.cos, false).expandDims(1);
         NDArray sin = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.sin, false).expandDims(1);
-        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, c.width, mask, cache, start, new java.util.HashMap<>());
+        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, c.width, mask, cache, start, new java.util.HashMap<>(), false);
+    }
+
+    /**
+     * A full pass over right-padded rows (each row's real tokens from column 0, padding only after
+     * them) with fused attention ({@link #attention}): causal attention alone is exact for every real
+     * token — none attends to a later position, so none sees padding — and no [B,1,T,S] mask is built.
+     * Padding positions compute values nobody reads.
+     */
+    public Pass causalPass(NDArray ids, NDArray positions) {
+        if (sdpa == null) {
+            throw new IllegalStateException("a causal pass needs model.attention: sdpa");
+        }
+        Pass p = pass(ids, positions, null, null, 0);
+        return new Pass(p.b(), p.t(), p.cos(), p.sin(), p.rot(), p.scale(), p.eps(), p.width(), null, null, 0, p.copies(), true);
+    }
+
+    /** libtorch's fused attention for causal passes ({@code model.attention: sdpa}), or null: the matmul/softmax path. */
+    private Sdpa sdpa;
+
+    /** model.attention: "sdpa" (fused, memory linear in the sequence) or "eager" (materialised scores). */
+    public Decoder attention(String mode) {
+        if (mode.equals("sdpa") && sdpa == null) {
+            sdpa = new Sdpa((ai.djl.pytorch.engine.PtNDManager) manager);
+        } else if (mode.equals("eager") && sdpa != null) {
+            sdpa.close();
+            sdpa = null;
+        }
+        return this;
+    }
+
+    /** Fused attention calls made in this process (every decoder): what a check reads to see that the fused path ran. */
+    public static long fusedAttentionCalls() {
+        return Sdpa.CALLS.get();
+    }
+
+    /** Whether full passes over right-padded rows use fused attention. */
+    public boolean fusedAttention() {
+        return sdpa != null;
     }
 
     /**
@@ -429,11 +467,25 @@ public final class Decoder implements AutoCloseable {
         NDArray kt;                                                                             // [B,K,D,S]
         if (p.cache() != null) {
             p.cache().write(li, p.start(), kk, v);
+            if (sdpa != null && p.start() == 0 && t > 1 && p.mask() != null) {
+                // a prefill attends over its own keys alone: fused, with the left padding's mask
+                NDArray att = sdpa.masked(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g), p.mask().reshape(b, 1, t, t))
+                        .transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);                        // [B·T,H*D]
+                return mlp(x.add(L.o.apply(att)), L, p);
+            }
             s = p.start() + t;
             kt = p.cache().keysTransposed(li, (int) s);
             v = p.cache().values(li, (int) s);
         } else {
             kt = kk.transpose(0, 1, 3, 2);
+        }
+        if (p.causal() && p.cache() == null) {
+            // Fused causal attention. K/V repeated to the query heads first (HF's repeat_kv order: head kv·G + j):
+            // O(T) memory, where SDPA's own GQA would fall back to its materialising math kernel
+            NDArray att = sdpa.causal(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g))
+                    .transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);                                // [B·T,H*D]
+            x = x.add(L.o.apply(att));
+            return mlp(x, L, p);
         }
         // GQA without repeating K/V: fold each kv head's G query heads into its row block
         // (scaling q rather than the scores: same product, a pass over G·T·D values instead of G·T·S)
@@ -455,7 +507,20 @@ public final class Decoder implements AutoCloseable {
         att = one ? att.reshape(b, (long) h * d)                                                // [B·T,H*D]
                 : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);
         x = x.add(L.o.apply(att));
-        // MLP block: pre-norm, SwiGLU
+        return mlp(x, L, p);
+    }
+
+    /** [B,K,T,D] → [B,K·G,T,D], each kv head repeated for its G query heads (head kv·G + j, HF's repeat_kv). */
+    private static NDArray repeatKv(NDArray x, long b, long t, int g) {
+        if (g == 1) {
+            return x;
+        }
+        long k = x.getShape().get(1), d = x.getShape().get(3);
+        return x.expandDims(2).repeat(2, g).reshape(b, k * g, t, d);
+    }
+
+    /** MLP block: pre-norm, SwiGLU, residual. */
+    private NDArray mlp(NDArray x, Layer L, Pass p) {
         NDArray xm = rmsNorm(x, L.postNorm, p);
         NDArray gate = L.gate.apply(xm);
         NDArray act = gate.mul(ai.djl.nn.Activation.sigmoid(gate)).mul(L.up.apply(xm));
@@ -524,5 +589,8 @@ public final class Decoder implements AutoCloseable {
     @Override
     public void close() {
         params.values().forEach(NDArray::close);
+        if (sdpa != null) {
+            sdpa.close();
+        }
     }
 }

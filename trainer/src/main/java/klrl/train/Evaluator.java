@@ -52,7 +52,7 @@ public final class Evaluator {
              Tokenizer tok = Tokenizer.load(modelDir);
              RewardPool rewards = rewardPool(cfg)) {
             klrl.util.Runtime.noGradOutsideCollectors();
-            Decoder policy = Decoder.load(modelDir, root, dtype, placement);
+            Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(cfg.model().attention());
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             exs.forEach(prompts::ids); // a bad row fails before any generation
             RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));

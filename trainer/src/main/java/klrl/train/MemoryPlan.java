@@ -172,7 +172,9 @@ public final class MemoryPlan {
      * Activation bytes of one micro-batch on the fullest device, with activation checkpointing per
      * decoder layer: each device keeps its layers' inputs, plus one layer's full activations while it
      * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
-     * logits, log-softmax and their gradient in fp32.
+     * logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's scores and
+     * probabilities, quadratic in the sequence; fused attention (model.attention: sdpa) keeps none of
+     * them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
      */
     static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers) {
         long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
@@ -183,7 +185,8 @@ public final class MemoryPlan {
         double responses = budget > 0 ? Math.max(budget, c.rollout().maxNewTokens())
                 : (double) c.train().microBatchSize() * c.rollout().maxNewTokens();
         double boundaries = positions * m.hiddenSize() * bytes * devLayers;
-        double oneLayer = positions * m.hiddenSize() * (34.0 + 5.0 * m.numHeads() * seq / m.hiddenSize()) * bytes / 2;
+        double attention = c.model().attention().equals("sdpa") ? 4.0 : 5.0 * m.numHeads() * seq / m.hiddenSize();
+        double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
         double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
         return boundaries + oneLayer + logits;
     }

@@ -44,15 +44,17 @@ final class Policies {
     }
 
     static Policies load(TrainConfig cfg, Path modelDir, NDManager root, DataType dtype, Placement placement) throws IOException {
-        Decoder policy = Decoder.load(modelDir, root, dtype, placement);
+        String attention = cfg.model().attention();
+        Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(attention);
         var l = cfg.model().lora();
         boolean lora = l.rank() > 0;
         Map<String, Lora> adapters = lora
                 ? policy.addAdapters(l.targetModules(), l.rank(), l.alpha(), l.dropout(), cfg.train().seed()) : Map.of();
-        Decoder reference = lora ? policy : Decoder.load(modelDir, root, dtype, placement);
+        Decoder reference = lora ? policy : Decoder.load(modelDir, root, dtype, placement).attention(attention);
         boolean ppo = cfg.algorithm().name().equals("ppo");
         ValueHead head = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
-        Decoder critic = ppo && cfg.model().critic().equals("separate") ? Decoder.load(modelDir, root, dtype, placement) : policy;
+        Decoder critic = ppo && cfg.model().critic().equals("separate")
+                ? Decoder.load(modelDir, root, dtype, placement).attention(attention) : policy;
         return new Policies(policy, reference, critic, head, adapters).withTrainable(cfg.algorithm().valueLr() / cfg.optim().lr());
     }
 

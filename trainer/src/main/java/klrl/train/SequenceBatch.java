@@ -149,7 +149,11 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
     /** The pass of a full training forward over this batch: positions count real tokens, padding is masked. */
     Decoder.Pass pass(Decoder model, NDArray tokens, NDManager m) {
         NDArray valid = valid(m);
-        return model.pass(tokens, valid.cumSum(1).sub(1).maximum(0), model.attentionMask(valid, 0, p + r), null, 0);
+        NDArray positions = valid.cumSum(1).sub(1).maximum(0);
+        if (starts != null && model.fusedAttention()) { // packed rows are right-padded: causal attention is exact, no mask
+            return model.causalPass(tokens, positions);
+        }
+        return model.pass(tokens, positions, model.attentionMask(valid, 0, p + r), null, 0);
     }
 
     /**

@@ -27,7 +27,7 @@ public final class VarlenUpdate {
 
     /** The update's metrics, the trainable tensors before and after it (when asked for), and the two passes' seconds. */
     record Result(Map<String, Double> loss, double gradNorm, Map<String, float[]> before, Map<String, float[]> weights, double padding,
-                  int micro, int skipped, double secondsReference, double secondsUpdate) {}
+                  int micro, int skipped, double secondsReference, double secondsUpdate, long fusedCalls) {}
 
     /**
      * Reference pass, then one update in mini-batches of {@code miniRows} rows: per-row advantages and
@@ -44,6 +44,7 @@ public final class VarlenUpdate {
                 PolicyUpdate upd = new PolicyUpdate(reps, opt, new LrSchedule(o.lr(), 0, "constant", 1, 100),
                         LossTerm.forConfig(lc, nets.ppo()), 1, sizes, c.train().checkpointLayers(), reps.placement().stages() > 1,
                         o.gradClip(), 10, false);
+                long fused0 = klrl.model.Decoder.fusedAttentionCalls();
                 long t0 = System.nanoTime();
                 ReferencePass.Out ref = ReferencePass.run(reps, all, sizes, 1f, false);
                 double secRef = (System.nanoTime() - t0) / 1e9;
@@ -65,7 +66,7 @@ public final class VarlenUpdate {
                         miniRows, 1f, 0), lc);
                 double secUpd = (System.nanoTime() - t1) / 1e9;
                 return new Result(out.lossMetrics(), out.gradNorm(), before, weights ? floats(nets) : Map.of(), out.paddingFraction(),
-                        out.microBatches(), out.skipped(), secRef, secUpd);
+                        out.microBatches(), out.skipped(), secRef, secUpd, klrl.model.Decoder.fusedAttentionCalls() - fused0);
             }
         }
     }

@@ -205,6 +205,11 @@ class CliTest {
         assertTrue(j.get("steps_data_parallel").get(1).has("time_grad_reduce"), r.out());
         assertTrue(j.get("checks").get("data_parallel_gradients").asBoolean()
                 && j.get("data_parallel_gradients_max_rel_diff").asDouble() < 1e-5, r.out());
+        // fused attention against eager on the device, and timed long rows with each
+        assertTrue(j.get("checks").get("attention_sdpa").asBoolean() && j.get("attention_sdpa_logprob_max_abs_diff").asDouble() < 1e-4,
+                r.out());
+        assertTrue(j.get("attention_row_seconds").get("sdpa_1024").asDouble() > 0
+                && j.get("attention_row_seconds").get("eager_1024").asDouble() > 0, r.out());
         if (ai.djl.engine.Engine.getEngine("PyTorch").getGpuCount() == 0) {
             Result g = run("gpu-check");
             assertEquals(2, g.code());

@@ -63,7 +63,18 @@ class RolloutCopyTest {
             Map<String, String> a = TrainerTest.comparable(own.get(i)), b = TrainerTest.comparable(viaCopy.get(i));
             a.remove("live_arrays"); // the copy's own tensors are counted beside the trainer's
             b.remove("live_arrays");
-            assertEquals(a, b, tuning + " lagged step " + (i + 1));
+            assertEquals(a.keySet(), b.keySet(), tuning + " lagged step " + (i + 1));
+            for (String k : a.keySet()) {
+                // what the samples decide is equal; the update's numbers to rounding: with a copy on the same CPU the
+                // trainer computes on half the libtorch threads, which sums in another order
+                if (k.startsWith("reward") || k.startsWith("response_length") || k.equals("accuracy") || k.endsWith("version")) {
+                    assertEquals(a.get(k), b.get(k), tuning + " lagged step " + (i + 1) + " " + k);
+                } else {
+                    double x = Double.parseDouble(a.get(k)), y = Double.parseDouble(b.get(k));
+                    assertTrue(Math.abs(x - y) <= 1e-5 * Math.max(1, Math.abs(x)), tuning + " lagged step " + (i + 1) + " " + k + ": "
+                            + x + " vs " + y);
+                }
+            }
         }
     }
 

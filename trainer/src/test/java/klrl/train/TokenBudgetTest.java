@@ -86,10 +86,18 @@ class TokenBudgetTest {
         VarlenUpdate.Result wide = update(c, new ReferencePass.Sizes(5, 0, true), mini);
         VarlenUpdate.Result rows = update(c, new ReferencePass.Sizes(5, 0, false), mini);
         VarlenUpdate.Result budget = update(c, new ReferencePass.Sizes(5, 150, false), mini);
+        // the same token budget with fused attention (model.attention: sdpa) on every packed micro-batch
+        Map<String, Object> fused = new HashMap<>(o);
+        fused.put("model.attention", "sdpa");
+        VarlenUpdate.Result sdpa = update(TrainerTest.small(tmp.resolve(setting + "-sdpa"), fused), new ReferencePass.Sizes(5, 150, false),
+                mini);
         double tol = setting.equals("fp16") ? 5e-3 : 1e-5; // fp16 (10-bit mantissa) kernels round each shape differently
-        for (VarlenUpdate.Result r : new VarlenUpdate.Result[] {rows, budget}) {
+        for (VarlenUpdate.Result r : new VarlenUpdate.Result[] {rows, budget, sdpa}) {
             for (String k : wide.loss().keySet()) {
-                assertClose(wide.loss().get(k), r.loss().get(k), tol, setting + " " + k);
+                // clip_fraction counts tokens past the clip range: in fp16 a token's ratio rounded across the boundary
+                // moves it by one token in a few hundred (fused attention rounds its softmax in fp16 too)
+                assertClose(wide.loss().get(k), r.loss().get(k), k.equals("clip_fraction") && setting.equals("fp16") ? 2e-2 : tol,
+                        setting + " " + k);
             }
             assertClose(wide.gradNorm(), r.gradNorm(), tol, setting + " grad_norm");
             assertEquals(wide.skipped(), r.skipped(), setting);
@@ -111,6 +119,8 @@ class TokenBudgetTest {
                         + moved + " (ulp " + ulp + ")");
             }
         }
+        assertTrue(sdpa.fusedCalls() > 0 && budget.fusedCalls() == 0, setting + ": fused attention ran " + sdpa.fusedCalls()
+                + " times with sdpa, " + budget.fusedCalls() + " with eager");
         // what each computes: the budget packs rows by length, so it pads least
         assertTrue(wide.padding() > rows.padding() && rows.padding() > budget.padding(),
                 wide.padding() + " " + rows.padding() + " " + budget.padding());

@@ -44,7 +44,8 @@ class WarmUpSignalTest {
             err.append(l).append('\n');
             if (!signalled && l.contains("sft step 100/")) { // mid-way through the warm-up's steps
                 assertFalse(Files.exists(stale), "the dead process's half-built folder was removed at start");
-                p.destroy(); // SIGTERM
+                // SIGTERM (Process.destroy would also close the pipes this test reads)
+                new ProcessBuilder("kill", "-TERM", Long.toString(p.pid())).start().waitFor();
                 signalled = true;
             }
         }
