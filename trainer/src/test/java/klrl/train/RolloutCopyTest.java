@@ -66,12 +66,13 @@ class RolloutCopyTest {
             assertEquals(a.keySet(), b.keySet(), tuning + " lagged step " + (i + 1));
             for (String k : a.keySet()) {
                 // what the samples decide is equal; the update's numbers to rounding: with a copy on the same CPU the
-                // trainer computes on half the libtorch threads, which sums in another order
+                // trainer computes on half the libtorch threads, which sums in another order, and a full fine-tune's
+                // large steps carry that difference on (measured up to 3e-4 by step 3)
                 if (k.startsWith("reward") || k.startsWith("response_length") || k.equals("accuracy") || k.endsWith("version")) {
                     assertEquals(a.get(k), b.get(k), tuning + " lagged step " + (i + 1) + " " + k);
                 } else {
                     double x = Double.parseDouble(a.get(k)), y = Double.parseDouble(b.get(k));
-                    assertTrue(Math.abs(x - y) <= 1e-5 * Math.max(1, Math.abs(x)), tuning + " lagged step " + (i + 1) + " " + k + ": "
+                    assertTrue(Math.abs(x - y) <= 1e-3 * Math.max(1, Math.abs(x)), tuning + " lagged step " + (i + 1) + " " + k + ": "
                             + x + " vs " + y);
                 }
             }
