@@ -259,6 +259,12 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
+    /** Starts step {@code step}'s rollout as a step would (overlapped: in its own thread) and returns it. */
+    Rollouts.Pending startRollout(long step) {
+        inFlight = rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
+        return inFlight;
+    }
+
     /** Whether a rollout is still being generated (an overlapped one, after a failed step or before close). */
     boolean rolloutInFlight() {
         return inFlight != null && !inFlight.future().isDone();

@@ -70,6 +70,19 @@ class OverlapShutdownTest {
     }
 
     @Test
+    void closeWaitsForAGenerationInFlight() throws Exception {
+        // long samples (temperature 5 rarely draws EOS): the generation is under way, in native code, when close comes
+        Trainer t = new Trainer(TrainerTest.small(tmp.resolve("gen"), Map.of("rollout.devices", "cpu", "rollout.overlap", true,
+                "algorithm.off_policy_lag", 1, "model.lora.rank", 4, "rollout.max_new_tokens", 512, "rollout.temperature", 5.0,
+                "rollout.n", 8)), null, s -> { });
+        Rollouts.Pending p = t.startRollout(0);
+        Thread.sleep(200);
+        assertFalse(p.future().isDone(), "the rollout should still be generating");
+        t.close();
+        assertTrue(p.future().isDone(), "close returned while the rollout thread still generated on the copy's weights");
+    }
+
+    @Test
     void aFailedOverlappedStepEndsTheProcessWithOneLine() throws Exception {
         Path yaml = tmp.resolve("run.yaml");
         Files.writeString(yaml, klrl.config.ConfigLoader.toYaml(TrainerTest.small(tmp.resolve("run"), failing())));
