@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 /** Entry point of trainer.jar: {@code train} is the default command. */
 @Command(name = "trainer.jar", mixinStandardHelpOptions = true, version = "klrl 0.1.0",
         description = "KL-correct RLVR trainer for LLMs on DJL/PyTorch.",
-        subcommands = {TrainCommand.class, EvalCommand.class, PlanCommand.class, BenchCommand.class, SftCommand.class, ExportCommand.class, ReportCommand.class, VerifyCommand.class, KlToyCommand.class, InitTinyCommand.class, LogprobsCommand.class, TemplateCommand.class, GenerateCommand.class, GpuCheckCommand.class, GridCommand.class, RolloutServerCheckCommand.class})
+        subcommands = {TrainCommand.class, EvalCommand.class, PlanCommand.class, klrl.bench.BenchCommand.class, SftCommand.class, ExportCommand.class, ReportCommand.class, VerifyCommand.class, KlToyCommand.class, InitTinyCommand.class, LogprobsCommand.class, TemplateCommand.class, GenerateCommand.class, GpuCheckCommand.class, GridCommand.class, RolloutServerCheckCommand.class})
 public final class Main {
 
     public static void main(String[] args) {

@@ -1,18 +1,12 @@
 package klrl.train;
 
-import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
-import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.loss.LossConfig;
 import klrl.loss.LossTerm;
-import klrl.model.TinyModel;
 import klrl.model.Tokenizer;
 import klrl.optim.AdamW;
 import klrl.optim.LrSchedule;
@@ -80,71 +74,17 @@ public final class VarlenUpdate {
     }
 
     /**
-     * {@code bench --only update-varlen}: a 512-hidden, 8-layer model with a 32k vocabulary (seeded random
-     * weights), 64 rows with a MATH-like mix — prompts of 40–300 tokens, responses log-normal around a
-     * median of 250, cut at 1,024 — timed for (a) micro-batches padded to the whole batch, (b) fixed rows
-     * each padded to its own longest, (c) a token budget, (d) the same real tokens as equal-length rows.
+     * One reference pass and update of {@code all} in micro-batches of {@code microRows} rows, a token
+     * budget ({@code budget} &gt; 0) or padded to the whole batch ({@code batchWide}): what
+     * {@code bench --only update-varlen} times.
      */
-    public static void bench(ObjectNode o, int rows, int microRows, long budget) throws Exception {
-        TinyModel.Spec spec = new TinyModel.Spec("qwen2", 512, 8, 8, 2, 1408, 3, "F32", Long.MAX_VALUE, false, 0.02, 32000);
-        Path dir = Files.createTempDirectory("klrl-varlen");
-        try {
-            TinyModel.write(dir, spec);
-            SplittableRandom rnd = new SplittableRandom(17);
-            List<long[]> prompts = new ArrayList<>(), responses = new ArrayList<>();
-            long promptTokens = 0, responseTokens = 0;
-            for (int i = 0; i < rows; i++) {
-                int p = 40 + rnd.nextInt(261);
-                int r = (int) Math.min(1024, Math.max(1, Math.round(250 * Math.exp(0.9 * rnd.nextGaussian()))));
-                prompts.add(ids(rnd, p));
-                responses.add(ids(rnd, r));
-                promptTokens += p;
-                responseTokens += r;
-            }
-            SequenceBatch mixed = SequenceBatch.of(prompts, responses, 0);
-            List<long[]> ep = new ArrayList<>(), er = new ArrayList<>();
-            for (int i = 0; i < rows; i++) { // equal lengths, the same total real tokens (up to rounding)
-                ep.add(ids(rnd, (int) (promptTokens / rows)));
-                er.add(ids(rnd, (int) (responseTokens / rows)));
-            }
-            SequenceBatch equal = SequenceBatch.of(ep, er, 0);
-            int perRow = (int) ((promptTokens + responseTokens) / rows);
-            TrainConfig c = ConfigLoader.load(null, Map.of("model.path", dir.toString(), "output_dir", dir.resolve("out").toString(),
-                    "train.batch_size", 8, "train.mini_batch_size", 8, "rollout.n", rows / 8, "data.max_prompt_tokens", 300,
-                    "rollout.max_new_tokens", 1024, "train.micro_batch_size", microRows));
-            // warm-up: kernels, allocator, JIT
-            run(c, dir, equal.slice(0, Math.min(rows, 8)), new ReferencePass.Sizes(microRows, 0, false), Math.min(rows, 8), false);
-            Map<String, ReferencePass.Sizes> variants = new LinkedHashMap<>();
-            variants.put("a_batch_wide_padding", new ReferencePass.Sizes(microRows, 0, true));
-            variants.put("b_rows_own_longest", new ReferencePass.Sizes(microRows, 0, false));
-            variants.put("c_token_budget", new ReferencePass.Sizes(microRows, budget, false));
-            variants.put("d_ideal_equal_lengths", new ReferencePass.Sizes(Math.max(1, (int) (budget / perRow)), 0, false));
-            for (var v : variants.entrySet()) {
-                Result r = run(c, dir, v.getKey().startsWith("d_") ? equal : mixed, v.getValue(), rows, false);
-                System.err.printf(java.util.Locale.ROOT, "update-varlen %s: %.1f s%n", v.getKey(), r.secondsReference() + r.secondsUpdate());
-                ObjectNode n = o.putObject(v.getKey());
-                n.put("seconds_reference_and_update", r.secondsReference() + r.secondsUpdate());
-                n.put("seconds_reference", r.secondsReference());
-                n.put("seconds_update", r.secondsUpdate());
-                n.put("padding_fraction", r.padding());
-                n.put("micro_batches", r.micro());
-            }
-            double c2 = o.get("c_token_budget").get("seconds_reference_and_update").asDouble();
-            o.put("speedup_budget_vs_batch_wide", o.get("a_batch_wide_padding").get("seconds_reference_and_update").asDouble() / c2);
-            o.put("budget_vs_ideal", c2 / o.get("d_ideal_equal_lengths").get("seconds_reference_and_update").asDouble());
-            o.put("setting", String.format(java.util.Locale.ROOT, "qwen2-shaped 512 hidden, 8 layers, vocab 32000 (random weights);"
-                    + " %d rows, %d prompt + %d response tokens; GRPO, k1 in the reward, one update of all rows, fp32;"
-                    + " %d rows per micro-batch, budget %d tokens", rows, promptTokens, responseTokens, microRows, budget));
-        } finally {
-            klrl.checkpoint.Checkpoints.deleteTree(dir);
-        }
+    public static Timing timed(TrainConfig c, Path model, SequenceBatch all, int microRows, long budget, boolean batchWide, int miniRows)
+            throws Exception {
+        Result r = run(c, model, all, new ReferencePass.Sizes(microRows, budget, batchWide), miniRows, false);
+        return new Timing(r.secondsReference(), r.secondsUpdate(), r.padding(), r.micro());
     }
 
-    private static long[] ids(SplittableRandom rnd, int n) {
-        long[] a = new long[n];
-        for (int i = 0; i < n; i++) {
-            a[i] = 5 + rnd.nextInt(31000);
-        }
-        return a;
-    }
+    /** What {@link #timed} measured. */
+    public record Timing(double secondsReference, double secondsUpdate, double padding, int micro) {}
+
 }

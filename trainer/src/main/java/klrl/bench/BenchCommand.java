@@ -1,4 +1,4 @@
-package klrl.cli;
+package klrl.bench;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -97,7 +97,7 @@ public final class BenchCommand implements Callable<Integer> {
             attentionLong(out.putObject("attention_long"));
         }
         if (only != null && only.contains("update-varlen")) {
-            klrl.train.VarlenUpdate.bench(out.putObject("update_varlen"), 64, 8, 8192);
+            VarlenBench.run(out.putObject("update_varlen"), 64, 8, 8192);
         }
         try (NDManager root = NDManager.newBaseManager(Runtime.device(device), "PyTorch")) {
             calibrate(root, env.putObject("machine_at_end"));
@@ -469,7 +469,7 @@ public final class BenchCommand implements Callable<Integer> {
         // page faults), so two modes in one process would measure their order, not themselves
         List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
         jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), Main.class.getName(), "bench", "--only", "attention-long",
+        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), klrl.cli.Main.class.getName(), "bench", "--only", "attention-long",
                 "--device", device, "--attention-mode"));
         for (String mode : new String[] {"eager", "sdpa"}) {
             List<String> cmd = new ArrayList<>(jvm);
