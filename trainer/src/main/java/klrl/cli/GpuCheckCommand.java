@@ -130,6 +130,13 @@ public final class GpuCheckCommand implements Callable<Integer> {
             out.put("attention_sdpa_logprob_max_abs_diff", a.logprob());
             out.put("attention_sdpa_gradient_max_rel_diff", a.gradient());
             checks.put("attention_sdpa", a.logprob() < (tf32 ? 1e-2 : 1e-4) && a.gradient() < (tf32 ? 1e-2 : 1e-3));
+            // fp16, as the 7B/8B presets train: within fp16's rounding (one pass on CPU: log-probs 1e-3, gradients 3e-3)
+            try (Decoder half = Decoder.load(tiny, root, DataType.FLOAT16, Placement.single(dev, cfg.numLayers()))) {
+                klrl.train.AttentionCheck.Agreement h = klrl.train.AttentionCheck.compare(half, 6, 96, 1, root);
+                out.put("attention_sdpa_fp16_logprob_max_abs_diff", h.logprob());
+                out.put("attention_sdpa_fp16_gradient_max_rel_diff", h.gradient());
+                checks.put("attention_sdpa_fp16", h.logprob() < 2e-2 && h.gradient() < 5e-2);
+            }
             ObjectNode times = out.putObject("attention_row_seconds");
             // on a CPU "device" (the check's own test) short rows: eager's 16k scores would take 17 GB there
             for (int tokens : dev.isGpu() ? new int[] {4096, 16384} : new int[] {512, 1024}) {

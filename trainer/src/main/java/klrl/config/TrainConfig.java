@@ -63,7 +63,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     /**
      * @param attention sdpa (libtorch's fused scaled_dot_product_attention in every full pass over packed
      *                  rows: memory linear in the sequence) or eager (matmul, softmax, matmul: the scores
-     *                  materialised); decoding against the KV cache and left-padded prefill stay eager
+     *                  materialised); a left-padded prefill runs fused with its mask, decoding against
+     *                  the KV cache stays eager
      */
     public record Model(String path, String dtype, String device, Lora lora, String critic, String attention) {
         public static Model defaults() {

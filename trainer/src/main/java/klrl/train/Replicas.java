@@ -412,12 +412,20 @@ final class Replicas implements AutoCloseable {
         }
     }
 
+    /** False once {@link #close} found a worker still running after its wait (its tensors were then left alone). */
+    private boolean workersStopped = true;
+
+    boolean workersStopped() {
+        return workersStopped;
+    }
+
     @Override
     public void close() {
         boolean stopped = true;
         for (ExecutorService t : threads) {
             stopped &= stop(t);
         }
+        workersStopped = stopped;
         if (!stopped) {
             return; // a worker still runs on these tensors: left to the process's exit rather than freed under it
         }

@@ -238,7 +238,9 @@ final class Rollouts implements AutoCloseable {
             remote.close();
         }
         if (generators != null && stopped) {
+            // the generation itself runs on the copy's workers: they are interrupted and waited for here
             generators.close();
+            stopped = generators.workersStopped();
         }
     }
 }
