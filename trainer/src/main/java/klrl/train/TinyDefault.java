@@ -67,6 +67,29 @@ public final class TinyDefault {
         if (Files.isRegularFile(dir.resolve("READY"))) {
             return dir;
         }
+        // one process builds it; the others started beside it wait and take its result (three building it at once
+        // on two cores took over 15 minutes, and each would build the same model)
+        Files.createDirectories(cacheDir());
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(cacheDir().resolve(VERSION + ".lock"),
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
+             java.nio.channels.FileLock ignored = lockOrWait(ch, log)) {
+            if (Files.isRegularFile(dir.resolve("READY"))) {
+                return dir;
+            }
+            return build(dir, log);
+        }
+    }
+
+    private static java.nio.channels.FileLock lockOrWait(java.nio.channels.FileChannel ch, Consumer<String> log) throws IOException {
+        java.nio.channels.FileLock l = ch.tryLock();
+        if (l == null) {
+            log.accept("another trainer is building the default tiny model: waiting for it");
+            l = ch.lock();
+        }
+        return l;
+    }
+
+    private static Path build(Path dir, Consumer<String> log) throws IOException {
         removeStaleBuilds();
         log.accept("building the default tiny model (init-tiny + " + SFT_STEPS + " SFT steps) into " + dir);
         Path tmp = cacheDir().resolve(VERSION + TMP + ProcessHandle.current().pid());
@@ -85,7 +108,7 @@ public final class TinyDefault {
         });
         Runtime.getRuntime().addShutdownHook(hook);
         try {
-            build(tmp, stop, log);
+            warmUp(tmp, stop, log);
         } catch (Stopped e) {
             Checkpoints.deleteTree(tmp);
             throw new klrl.util.UserError("stopped during the built-in model's warm-up, which is not resumable: it starts"
@@ -130,7 +153,7 @@ public final class TinyDefault {
     }
 
     /** init-tiny into {@code tmp}, then the supervised warm-up, its weights written there with READY. */
-    private static void build(Path tmp, java.util.concurrent.atomic.AtomicBoolean stop, Consumer<String> log) throws IOException {
+    private static void warmUp(Path tmp, java.util.concurrent.atomic.AtomicBoolean stop, Consumer<String> log) throws IOException {
         TinyModel.write(tmp, SPEC);
         try (NDManager root = NDManager.newBaseManager("PyTorch");
              Tokenizer tok = Tokenizer.load(tmp);

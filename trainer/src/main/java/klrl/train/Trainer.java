@@ -64,6 +64,8 @@ public final class Trainer implements AutoCloseable {
     private final LagQueue lag;
     private MetricsLog samplesLog; // open while run() runs
     private Rollouts.Pending inFlight; // this step's rollout, under way while the step trains when overlapped
+    /** This trainer's share of a CPU machine's cores among the trainers running on it (null on GPUs or when set by hand). */
+    private final klrl.util.CpuShare share;
     private long startStep;
 
     public Trainer(TrainConfig cfg, Path resume, Consumer<String> log) throws IOException {
@@ -116,6 +118,8 @@ public final class Trainer implements AutoCloseable {
             }
             // paths absolute: --resume RUN reads the same files from any working folder
             Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(ConfigLoader.absolutePaths(cfg)));
+            // last: the thread count it divides is the one the replicas and a rollout copy left this thread
+            this.share = klrl.util.CpuShare.start(TinyDefault.cacheDir().resolve("running"), !placement.output().isGpu());
         } catch (IOException | RuntimeException | Error e) {
             if (madeRollouts != null) {
                 madeRollouts.close();
@@ -169,6 +173,9 @@ public final class Trainer implements AutoCloseable {
 
     /** One RL step; returns its line of metrics. */
     StepMetrics step(long step) {
+        if (share != null) {
+            share.adjust(); // other trainers started or ended on this machine: this one's share of the cores
+        }
         long t0 = System.nanoTime();
         StepMetrics m = new StepMetrics(step + 1);
         // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
@@ -306,6 +313,9 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
+        if (share != null) {
+            share.close();
+        }
         try {
             rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
             rewards.close();
