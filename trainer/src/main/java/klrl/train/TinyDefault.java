@@ -111,8 +111,9 @@ public final class TinyDefault {
             warmUp(tmp, stop, log);
         } catch (Stopped e) {
             Checkpoints.deleteTree(tmp);
-            throw new klrl.util.UserError("stopped during the built-in model's warm-up, which is not resumable: it starts"
-                    + " again at the next run");
+            String why = "stopped during the built-in model's warm-up, which is not resumable: it starts again at the next run";
+            log.accept(why); // said here, before the hook lets the exiting JVM halt (the error below may not be printed)
+            throw new klrl.util.UserError(why);
         } finally {
             unwound.countDown();
             try {
