@@ -38,36 +38,32 @@ final class Fields {
                    String layout) {
         Example example(JsonNode row, String where) {
             JsonNode p = at(row, prompt);
-            List<ChatTemplate.Message> msgs = null;
-            String question;
-            if (p != null && p.isArray()) {
-                msgs = messages(p, where, label(promptSetting, prompt));
-                boolean replied = msgs.get(msgs.size() - 1).role().equals("assistant");
-                if (replied && answer == null && msgs.size() > 1) {
-                    msgs = msgs.subList(0, msgs.size() - 1); // the reply is the gold answer, not part of the prompt
-                } else if (replied) {
-                    // the model would be shown the answer it is asked for
-                    throw new UserError(where + ": " + label(promptSetting, prompt) + " ends with an assistant turn, which would be"
-                            + " part of the prompt while the gold answer is " + answer + "; give a prompt without the reply"
-                            + " (" + promptKey + ")");
+            String label = label(promptSetting, prompt);
+            if (!(p != null && p.isArray())) {
+                if (answer == null) {
+                    messages(p, where, label); // the gold is a reply in a message list: refused as not one
                 }
-                question = lastUser(msgs, where, label(promptSetting, prompt));
-            } else {
-                question = text(p, row, where, label(promptSetting, prompt), "the prompt");
+                return new Example(text(p, row, where, label, "the prompt"), null,
+                        text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer"), where);
             }
+            List<ChatTemplate.Message> msgs = messages(p, where, label);
+            ChatTemplate.Message last = msgs.get(msgs.size() - 1);
+            boolean replied = last.role().equals("assistant");
             String gold;
-            if (answer == null) {
-                List<ChatTemplate.Message> all = messages(p, where, label(promptSetting, prompt));
-                ChatTemplate.Message last = all.get(all.size() - 1);
-                if (all.size() < 2 || !last.role().equals("assistant")) {
+            if (answer == null) { // the reply is the gold answer, not part of the prompt
+                if (msgs.size() < 2 || !replied) {
                     throw new UserError(where + ": " + prompt + " has no final assistant turn to take the gold answer from;"
                             + " set " + answerKey);
                 }
                 gold = nonEmpty(last.content(), where, prompt + "'s last assistant turn");
+                msgs = msgs.subList(0, msgs.size() - 1);
+            } else if (replied) { // the model would be shown the answer it is asked for
+                throw new UserError(where + ": " + label + " ends with an assistant turn, which would be part of the prompt while"
+                        + " the gold answer is " + answer + "; give a prompt without the reply (" + promptKey + ")");
             } else {
                 gold = text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer");
             }
-            return new Example(question, msgs, gold, where);
+            return new Example(lastUser(msgs, where, label), msgs, gold, where);
         }
 
         String describe() {

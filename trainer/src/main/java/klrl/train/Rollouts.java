@@ -79,6 +79,13 @@ final class Rollouts implements AutoCloseable {
     private final Consumer<String> log;
     /** False once {@link #close} found the rollout thread still running after its wait: its weights must not be freed. */
     private boolean stopped = true;
+    /** The rollout started last; under way while its step trains when overlapped. */
+    private Pending last;
+    /**
+     * This trainer's share of a CPU machine's cores among the trainers running on it, adjusted as each
+     * step's rollout starts (null on GPUs or when threads are set by hand).
+     */
+    private final klrl.util.CpuShare share;
 
     Rollouts(TrainConfig cfg, Replicas replicas, Prompts prompts, PromptSchedule schedule, Tokenizer tok, Path modelDir,
              Scorer scorer, Consumer<String> log) {
@@ -104,6 +111,8 @@ final class Rollouts implements AutoCloseable {
                     + cfg.rollout().devices() + (cfg.rollout().remote() ? " (the servers' behaviour log-probs)" : ""));
         }
         this.background = cfg.rollout().overlap() ? Replicas.worker("rollout") : null;
+        // after the copy: the thread count it divides is the one the replicas and the copy left this thread
+        this.share = klrl.util.CpuShare.start(TinyDefault.cacheDir().resolve("running"), !replicas.placement().output().isGpu());
     }
 
     /**
@@ -113,6 +122,9 @@ final class Rollouts implements AutoCloseable {
      * done when this returns.
      */
     Pending start(List<Example> exs, long step, long version) {
+        if (share != null) {
+            share.adjust(); // other trainers started or ended on this machine: this one's share of the cores
+        }
         if (generators != null) {
             generators.copyFrom(replicas); // the copy samples (or scores) with these weights while the master moves on
         }
@@ -138,7 +150,13 @@ final class Rollouts implements AutoCloseable {
             }
             return new Generated(step, version, b.prompts(), b.samples(), b.scores(), metrics);
         };
-        return new Pending(background != null ? background.submit(task::get) : CompletableFuture.completedFuture(task.get()));
+        last = new Pending(background != null ? background.submit(task::get) : CompletableFuture.completedFuture(task.get()));
+        return last;
+    }
+
+    /** Whether the rollout started last is still being generated. */
+    boolean inFlight() {
+        return last != null && !last.future().isDone();
     }
 
     /** Prompts with their samples (promptIndex into {@code prompts}) and scores. */
@@ -233,6 +251,9 @@ final class Rollouts implements AutoCloseable {
      */
     @Override
     public void close() {
+        if (share != null) {
+            share.close();
+        }
         stopped = background == null || Replicas.stop(background);
         if (remote != null) {
             remote.close();

@@ -63,9 +63,6 @@ public final class Trainer implements AutoCloseable {
     private final AtomicBoolean stop = new AtomicBoolean();
     private final LagQueue lag;
     private MetricsLog samplesLog; // open while run() runs
-    private Rollouts.Pending inFlight; // this step's rollout, under way while the step trains when overlapped
-    /** This trainer's share of a CPU machine's cores among the trainers running on it (null on GPUs or when set by hand). */
-    private final klrl.util.CpuShare share;
     private long startStep;
 
     public Trainer(TrainConfig cfg, Path resume, Consumer<String> log) throws IOException {
@@ -118,8 +115,6 @@ public final class Trainer implements AutoCloseable {
             }
             // paths absolute: --resume RUN reads the same files from any working folder
             Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(ConfigLoader.absolutePaths(cfg)));
-            // last: the thread count it divides is the one the replicas and a rollout copy left this thread
-            this.share = klrl.util.CpuShare.start(TinyDefault.cacheDir().resolve("running"), !placement.output().isGpu());
         } catch (IOException | RuntimeException | Error e) {
             if (madeRollouts != null) {
                 madeRollouts.close();
@@ -173,15 +168,11 @@ public final class Trainer implements AutoCloseable {
 
     /** One RL step; returns its line of metrics. */
     StepMetrics step(long step) {
-        if (share != null) {
-            share.adjust(); // other trainers started or ended on this machine: this one's share of the cores
-        }
         long t0 = System.nanoTime();
         StepMetrics m = new StepMetrics(step + 1);
         // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
         //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–6 do.
-        Rollouts.Pending next = rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
-        inFlight = next;
+        Rollouts.Pending next = startRollout(step);
         // 2. Off-policy lag K: train on the rollout of step t − K (none while the first K fill the queue).
         Rollouts.Generated ro = lag.take(next);
         if (ro != null) {
@@ -199,7 +190,8 @@ public final class Trainer implements AutoCloseable {
         lag.add(g);
         double secs = seconds(t0);
         long tokens = g.samples().stream().mapToLong(s -> s.promptIds().length + s.responseIds().length).sum();
-        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays() + rollouts.liveArrays()).memory();
+        return m.put("tokens_per_s", tokens / secs).put("time_step", secs).put("live_arrays", replicas.liveArrays() + rollouts.liveArrays())
+                .memory();
     }
 
     /** Steps 3–6 on rollout {@code ro}: reference pass, shaping, the policy update, their metrics into {@code m}. */
@@ -266,15 +258,14 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    /** Starts step {@code step}'s rollout as a step would (overlapped: in its own thread) and returns it. */
+    /** Starts step {@code step}'s rollout (overlapped: in its own thread) and returns it. */
     Rollouts.Pending startRollout(long step) {
-        inFlight = rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
-        return inFlight;
+        return rollouts.start(schedule.batchAt(step), step, lag.versionAt(step));
     }
 
     /** Whether a rollout is still being generated (an overlapped one, after a failed step or before close). */
     boolean rolloutInFlight() {
-        return inFlight != null && !inFlight.future().isDone();
+        return rollouts.inFlight();
     }
 
     /** The largest difference between a replica's trainable tensors and the master's (0: in sync). */
@@ -313,23 +304,17 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
-        if (share != null) {
-            share.close();
+        rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
+        rewards.close();
+        if (rollouts.stopped()) { // else it still runs after the wait: its weights are left to the process's exit
+            tok.close();
+            opt.close();
+            replicas.close(); // and the master's root manager
         }
         try {
-            rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
-            rewards.close();
-            if (rollouts.stopped()) { // else it still runs after the wait: its weights are left to the process's exit
-                tok.close();
-                opt.close();
-                replicas.close(); // and the master's root manager
-            }
-        } finally {
-            try {
-                lock.close();
-            } catch (IOException e) {
-                throw new java.io.UncheckedIOException(e);
-            }
+            lock.close();
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
         }
     }
 }
