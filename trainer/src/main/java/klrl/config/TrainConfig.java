@@ -342,13 +342,15 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param parallel          with several devices in model.device: "data" (a replica per device, the work
      *                          of each step shared out), "layers" (the decoder's layers in contiguous groups
      *                          over the devices) or "auto" (data when a replica fits one device, else layers)
+     * @param pipeline          with layers over several devices, run micro-batches through the device groups as
+     *                          a pipeline (a thread per device, 1F1B in the update); false: one group at a time
      */
     public record Train(int maxSteps, int batchSize, int miniBatchSize, int microBatchSize, long seed, String reward,
                         String rewardJar, double formatRewardWeight, int rewardWorkers, long verifierTimeoutMs, int checkpointLayers,
                         int maxSkippedUpdates, int samplesEvery, int samplesPrompts, boolean gradVar, String parallel,
-                        long maxTokensPerMicroBatch) {
+                        long maxTokensPerMicroBatch, boolean pipeline) {
         public static Train defaults() {
-            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false, "auto", 0);
+            return new Train(400, 32, 32, 128, 0, "math", null, 0.0, 2, 1000, 0, 10, 10, 2, false, "auto", 0, true);
         }
 
         public Train {

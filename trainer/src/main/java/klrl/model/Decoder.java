@@ -39,7 +39,7 @@ public final class Decoder implements AutoCloseable {
 
         NDArray apply(NDArray x) {
             NDArray y = linear(x, w, b);
-            return lora != null && adaptersEnabled ? y.add(lora.apply(x, training)) : y;
+            return lora != null && adaptersOn() ? y.add(lora.apply(x, training)) : y;
         }
     }
 
@@ -55,7 +55,11 @@ public final class Decoder implements AutoCloseable {
     private final Layer[] layers;
     private final NDArray embed, finalNorm, lmHead;
     private final float[] invFreq;
-    private boolean adaptersEnabled = true;
+    /**
+     * Threads that turned the adapters off ({@link #adaptersOff}): per thread, so a pipeline stage can
+     * run the reference (the base) while another stage runs the policy through the same layers.
+     */
+    private final ThreadLocal<Boolean> adaptersDisabled = ThreadLocal.withInitial(() -> false);
     private boolean training = false;
 
     public Decoder(ModelConfig config, Map<String, NDArray> params, NDManager manager, DataType dtype) {
@@ -235,10 +239,11 @@ public final class Decoder implements AutoCloseable {
 
     /**
      * Turns the LoRA adapters off until the returned scope closes: the model is then the frozen base,
-     * the reference policy at no extra memory. A model without adapters is unaffected.
+     * the reference policy at no extra memory. A model without adapters is unaffected. It applies to
+     * the calling thread only.
      */
     public AdaptersOff adaptersOff() {
-        adaptersEnabled = false;
+        adaptersDisabled.set(true);
         return new AdaptersOff();
     }
 
@@ -248,8 +253,13 @@ public final class Decoder implements AutoCloseable {
 
         @Override
         public void close() {
-            adaptersEnabled = true;
+            adaptersDisabled.set(false);
         }
+    }
+
+    /** Whether the adapters apply in the calling thread. */
+    private boolean adaptersOn() {
+        return !adaptersDisabled.get();
     }
 
     /** Training mode turns on LoRA dropout. */
@@ -301,7 +311,7 @@ public final class Decoder implements AutoCloseable {
         for (Layer L : layers) {
             for (Proj p : projections(L)) {
                 if (p.lora != null) {
-                    return adaptersEnabled;
+                    return adaptersOn();
                 }
             }
         }
@@ -338,11 +348,16 @@ public final class Decoder implements AutoCloseable {
     /** Builds a pass's shared tensors once, not per layer. Positions must be < start + T (they count real tokens). */
     public Pass pass(NDArray ids, NDArray positions, NDArray mask, KvCache cache, int start) {
         long b = ids.getShape().get(0), t = ids.getShape().get(1);
-        Consts c = consts(positions.getDevice(), (int) (start + t));
-        // Rotary cos/sin [B,1,T,D]: rows of the per-position tables (computed in fp32 as HF does)
-        NDArray cos = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.cos, false).expandDims(1);
-        NDArray sin = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.sin, false).expandDims(1);
-        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, c.width, mask, cache, start, new java.util.HashMap<>(), false);
+        NDArray cos, sin;
+        Consts c;
+        synchronized (consts) { // pipeline stages and a head's reference pass make passes from several threads
+            c = consts(positions.getDevice(), (int) (start + t));
+            // Rotary cos/sin [B,1,T,D]: rows of the per-position tables (computed in fp32 as HF does)
+            cos = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.cos, false).expandDims(1);
+            sin = JniUtils.embedding((PtNDArray) positions, (PtNDArray) c.sin, false).expandDims(1);
+        }
+        return new Pass(b, t, cos, sin, c.rot, c.scale, c.eps, c.width, mask, cache, start,
+                new java.util.concurrent.ConcurrentHashMap<>(), false);
     }
 
     /**
@@ -432,8 +447,41 @@ public final class Decoder implements AutoCloseable {
     }
 
     public NDArray embed(NDArray ids) {
-        NDArray on = ids.toDevice(embed.getDevice(), false).reshape(-1);
-        return Casts.to(JniUtils.embedding((PtNDArray) on, (PtNDArray) embed, false), dtype);
+        return embed(ids, embed);
+    }
+
+    /**
+     * The lookup in {@code weight}, the embedding matrix or an alias of it ({@link #embeddingAlias}) whose
+     * gradient accumulates apart from the matrix's own.
+     */
+    public NDArray embed(NDArray ids, NDArray weight) {
+        NDArray on = ids.toDevice(weight.getDevice(), false).reshape(-1);
+        return Casts.to(JniUtils.embedding((PtNDArray) on, (PtNDArray) weight, false), dtype);
+    }
+
+    /**
+     * The embedding matrix's storage as a separate leaf that records its own gradient: a pipeline's first
+     * stage accumulates the lookup's gradients there in micro-batch order while the last stage adds
+     * lm_head's into the (tied) matrix; {@link #addEmbeddingGradient} joins them in one fixed order.
+     */
+    public NDArray embeddingAlias() {
+        NDArray a = embed.stopGradient();
+        a.setRequiresGradient(true);
+        return a;
+    }
+
+    /**
+     * Adds an alias's accumulated gradient to the embedding matrix's own, as autograd accumulates (the
+     * gradient is taken as it is while the matrix has none yet, added to it otherwise).
+     */
+    public void addEmbeddingGradient(NDArray alias) {
+        try (klrl.util.Grad g = klrl.util.Grad.record(); NDManager m = embed.getManager().newSubManager()) {
+            NDArray view = embed.reshape(embed.getShape()); // an identity view whose backward reaches the matrix
+            view.attach(m);
+            NDArray grad = alias.getGradient();
+            g.backward(view, grad);
+            grad.close();
+        }
     }
 
     public int numLayers() {

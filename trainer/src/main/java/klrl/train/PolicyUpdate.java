@@ -21,7 +21,8 @@ import klrl.util.UserError;
  * replicas the micro-batches are dealt over them in rounds, their gradients added onto the master's
  * in micro-batch order (the sum one device forms) and the updated tensors copied back after the step. A micro-batch is
  * differentiated end to end, or stage by stage with per-layer recomputation when
- * train.checkpoint_layers > 0 or the layers are placed over several devices.
+ * train.checkpoint_layers > 0 or the layers are placed over several devices; placed layers run the
+ * mini-batch's micro-batches as a pipeline ({@link Pipeline}).
  */
 final class PolicyUpdate {
     private final Replicas reps;
@@ -163,6 +164,18 @@ final class PolicyUpdate {
      */
     private List<Micro> backward(Inputs in, LossConfig lc, List<MicroBatch> mbs, float[] w, double responseTokens) {
         double wSum = sum(w);
+        Pipeline pipe = reps.updatePipeline();
+        if (pipe != null) { // layers over several devices: the micro-batches flow through them, one forward, one backward
+            Policies nets = reps.master().nets();
+            boolean full = lc.klEstimator().needsFullLogits();
+            return pipe.update(nets.policy, mbs.stream().map(MicroBatch::batch).toList(), reps.master().root(), checkpointLayers,
+                    (k, h, mm) -> {
+                        MicroBatch mb = mbs.get(k);
+                        PolicyForward.Out cur = PolicyForward.head(nets.policy, mb.batch(), mm, h, in.temperature(), full, true);
+                        LossTerm.Out o = loss(nets, in, lc, mb, cur, mb.gather(w), mm);
+                        return new Pipeline.Loss<>(scaled(o.loss()), () -> micro(o, cur, mb, mm, mb.responseTokens() / responseTokens));
+                    });
+        }
         List<Micro> outs = new ArrayList<>();
         for (int k0 = 0; k0 < mbs.size(); k0 += reps.size()) {
             int first = k0, count = Math.min(reps.size(), mbs.size() - k0);
@@ -234,10 +247,15 @@ final class PolicyUpdate {
                     gc.backward(scaled(o.loss()));
                 }
             }
-            Map<String, Double> metrics = new LinkedHashMap<>();
-            o.metrics().forEach((key, v) -> metrics.put(key, key.startsWith("loss_") ? v : v * share));
-            return new Micro(metrics, cur[0].entropy().stopGradient().mul(b.mask(mm)).sum().getFloat());
+            return micro(o, cur[0], mb, mm, share);
         }
+    }
+
+    /** A micro-batch's metrics once its gradient is taken: loss_* as they are, the others by {@code share}; its entropy sum. */
+    private static Micro micro(LossTerm.Out o, PolicyForward.Out cur, MicroBatch mb, NDManager mm, double share) {
+        Map<String, Double> metrics = new LinkedHashMap<>();
+        o.metrics().forEach((key, v) -> metrics.put(key, key.startsWith("loss_") ? v : v * share));
+        return new Micro(metrics, cur.entropy().stopGradient().mul(mb.batch().mask(mm)).sum().getFloat());
     }
 
     /** The summed loss terms of one micro-batch, differentiable through {@code cur}. */

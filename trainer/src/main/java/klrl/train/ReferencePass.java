@@ -1,12 +1,16 @@
 package klrl.train;
 
+import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Function;
 
 /**
  * The graph-free passes over a step's sequences before the update, micro-batch by micro-batch:
  * log π_ref per token; for PPO the critic's values at rollout time; and, when the "full" estimator
  * shapes the reward, the exact per-token KL of the current policy against the reference. Its
- * micro-batches are shared out over the data-parallel replicas.
+ * micro-batches are shared out over the data-parallel replicas, or flow through layer placement's pipeline.
  */
 final class ReferencePass {
     private ReferencePass() {}
@@ -30,26 +34,34 @@ final class ReferencePass {
         }
     }
 
-    /** Micro-batches dealt over the replicas; each writes its rows of the shared arrays. */
+    /** Micro-batches dealt over the replicas (or through the pipeline); each writes its rows of the shared arrays. */
     static Out run(Replicas reps, SequenceBatch all, Sizes micro, float temperature, boolean exactKl) {
         int n = all.rows(), r = all.r();
         float[] refLogp = new float[n * r];
         float[] kl = exactKl ? new float[n * r] : null;
         float[] oldValues = reps.master().nets().ppo() ? new float[n * r] : null;
-        overMicroBatches(reps, all, micro, (nets, mb, mm) -> {
-            SequenceBatch b = mb.batch();
-            PolicyForward.Out ref;
-            try (var off = nets.reference.adaptersOff()) {
-                ref = PolicyForward.run(nets.reference, b, mm, temperature, exactKl, false);
+        // the networks each micro-batch goes through: the reference (the base, with LoRA), the policy, the critic
+        Function<Policies, List<Pipeline.Net>> nets = p -> {
+            List<Pipeline.Net> l = new ArrayList<>(List.of(new Pipeline.Net(p.reference, true)));
+            if (exactKl) {
+                l.add(new Pipeline.Net(p.policy, false));
             }
+            if (oldValues != null) {
+                l.add(new Pipeline.Net(p.critic, false));
+            }
+            return l;
+        };
+        overMicroBatches(reps, all, micro, "pipeline_busy_reference", nets, (p, mb, mm, hidden) -> {
+            SequenceBatch b = mb.batch();
+            PolicyForward.Out ref = PolicyForward.head(p.reference, b, mm, hidden.get(0), temperature, exactKl, false);
             mb.scatter(ref.logp().toFloatArray(), refLogp);
             if (exactKl) {
-                PolicyForward.Out cur = PolicyForward.run(nets.policy, b, mm, temperature, true, false);
+                PolicyForward.Out cur = PolicyForward.head(p.policy, b, mm, hidden.get(1), temperature, true, false);
                 mb.scatter(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), kl);
             }
             if (oldValues != null) {
-                PolicyForward.Out cur = PolicyForward.run(nets.critic, b, mm, temperature, false, false);
-                mb.scatter(nets.valueHead.apply(cur.hidden()).toFloatArray(), oldValues);
+                PolicyForward.Out cur = PolicyForward.head(p.critic, b, mm, hidden.get(hidden.size() - 1), temperature, false, false);
+                mb.scatter(p.valueHead.apply(cur.hidden()).toFloatArray(), oldValues);
             }
         });
         return new Out(refLogp, kl, oldValues);
@@ -61,24 +73,45 @@ final class ReferencePass {
      */
     static float[] policyLogp(Replicas reps, SequenceBatch all, Sizes micro, float temperature) {
         float[] logp = new float[all.rows() * all.r()];
-        overMicroBatches(reps, all, micro, (nets, mb, mm) -> {
-            PolicyForward.Out cur = PolicyForward.run(nets.policy, mb.batch(), mm, temperature, false, false);
-            mb.scatter(cur.logp().toFloatArray(), logp);
-        });
+        overMicroBatches(reps, all, micro, "pipeline_busy_logprobs", p -> List.of(new Pipeline.Net(p.policy, false)),
+                (p, mb, mm, hidden) -> {
+                    PolicyForward.Out cur = PolicyForward.head(p.policy, mb.batch(), mm, hidden.get(0), temperature, false, false);
+                    mb.scatter(cur.logp().toFloatArray(), logp);
+                });
         return logp;
     }
 
-    /** One micro-batch's pass on one replica: its networks, its rows, a manager closed after it. */
-    private interface Pass {
-        void run(Policies nets, MicroBatch mb, NDManager mm);
+    /** One micro-batch's heads: its networks, its rows, their final hidden states (in the order asked), its manager. */
+    private interface Heads {
+        void run(Policies nets, MicroBatch mb, NDManager mm, List<NDArray> hidden);
     }
 
-    /** Runs {@code pass} over the micro-batches of {@code all}, dealt over the replicas; each writes its own rows. */
-    private static void overMicroBatches(Replicas reps, SequenceBatch all, Sizes micro, Pass pass) {
-        java.util.List<MicroBatch> mbs = micro.plan(all, 0, all.rows());
+    /**
+     * Runs the micro-batches of {@code all} through {@code nets}, then {@code heads} on their hidden
+     * states: through the layers' pipeline when there is one (timed as {@code metric}), else dealt over
+     * the replicas. Each micro-batch writes its own rows.
+     */
+    private static void overMicroBatches(Replicas reps, SequenceBatch all, Sizes micro, String metric,
+                                         Function<Policies, List<Pipeline.Net>> nets, Heads heads) {
+        List<MicroBatch> mbs = micro.plan(all, 0, all.rows());
+        Pipeline pipe = reps.pipeline();
+        if (pipe != null) {
+            Policies p = reps.master().nets();
+            pipe.forward(metric, mbs.stream().map(MicroBatch::batch).toList(), nets.apply(p), reps.master().root(),
+                    (k, hidden, mm) -> heads.run(p, mbs.get(k), mm, hidden));
+            return;
+        }
         reps.deal(mbs.size(), (rep, k) -> {
             try (NDManager mm = rep.root().newSubManager()) {
-                pass.run(rep.nets(), mbs.get(k), mm);
+                SequenceBatch b = mbs.get(k).batch();
+                List<NDArray> hidden = new ArrayList<>();
+                for (Pipeline.Net n : nets.apply(rep.nets())) {
+                    try (var off = n.adaptersOff() ? n.model().adaptersOff() : null) {
+                        NDArray tokens = b.tokens(mm);
+                        hidden.add(n.model().hidden(tokens, b.pass(n.model(), tokens, mm)));
+                    }
+                }
+                heads.run(rep.nets(), mbs.get(k), mm, hidden);
             }
             return null;
         });

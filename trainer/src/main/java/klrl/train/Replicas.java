@@ -8,6 +8,7 @@ import ai.djl.ndarray.index.NDIndex;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -78,10 +79,17 @@ final class Replicas implements AutoCloseable {
             Policies nets = Policies.load(cfg, modelDir, root, dtype, placement);
             Function<Policies, RolloutEngine> engines = n -> Evaluator.rolloutEngine(n.policy, tok, cfg);
             ToIntFunction<Replica> kvRows = r -> MemoryPlan.kvRows(cfg, r.nets().policy);
-            Replicas made = data ? data(nets, root, devices, engines, kvRows,
-                    gpu ? 0 : Math.max(1, JniUtils.getNumThreads() / devices.size()))
+            int perDevice = gpu ? 0 : Math.max(1, JniUtils.getNumThreads() / devices.size());
+            Replicas made = data ? data(nets, root, devices, engines, kvRows, perDevice)
                     : new Replicas(List.of(new Replica(0, nets, root, engines.apply(nets))), kvRows);
             made.ownsRoot = true;
+            if (!data && placement.stages() > 1 && cfg.train().pipeline()) {
+                made.pipeline = new Pipeline(placement.stages(), perDevice);
+                made.pipelinedUpdate = !cfg.train().gradVar() && !(cfg.model().lora().rank() > 0 && cfg.model().lora().dropout() > 0);
+                log.accept("pipelined: a thread per device, micro-batches flowing through the layer groups; the update "
+                        + (made.pipelinedUpdate ? "one-forward-one-backward" : "stage after stage ("
+                        + (cfg.train().gradVar() ? "train.grad_var reads each micro-batch's whole gradient" : "LoRA dropout draws from one random stream") + ")"));
+            }
             return made;
         } catch (IOException | RuntimeException | Error e) {
             root.close();
@@ -139,7 +147,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** A worker thread's first task: grad mode off, and its libtorch thread count (0: the default). */
-    private static Void threadSetUp(int torchThreads) {
+    static Void threadSetUp(int torchThreads) {
         klrl.util.Runtime.noGradOutsideCollectors(); // grad mode belongs to each thread
         if (torchThreads > 0) {
             JniUtils.getNumThreads(); // a fresh thread adopts the process value at its first parallel op: read it first
@@ -384,12 +392,37 @@ final class Replicas implements AutoCloseable {
         return max;
     }
 
-    /** Seconds spent reducing gradients and copying parameters since the last call; then resets. */
-    double[] takeTimes() {
-        double[] t = {reduceSeconds, syncSeconds};
+    /**
+     * Since the last call: with several replicas, the seconds spent reducing gradients and copying
+     * parameters (time_grad_reduce, time_param_sync); with a pipeline, how busy its stages were
+     * (pipeline_busy*). Then resets.
+     */
+    Map<String, Double> takeTimes() {
+        Map<String, Double> t = new java.util.LinkedHashMap<>();
+        if (all.size() > 1) {
+            t.put("time_grad_reduce", reduceSeconds);
+            t.put("time_param_sync", syncSeconds);
+        }
+        if (pipeline != null) {
+            t.putAll(pipeline.takeBusy());
+        }
         reduceSeconds = 0;
         syncSeconds = 0;
         return t;
+    }
+
+    /** Layer placement's stages as a pipeline (train.pipeline), or null: one device, data parallel, or stage after stage. */
+    private Pipeline pipeline;
+    /** Whether the update runs through {@link #pipeline} too (forward-only passes always do). */
+    private boolean pipelinedUpdate;
+
+    Pipeline pipeline() {
+        return pipeline;
+    }
+
+    /** The pipeline for the update, or null when it runs stage after stage. */
+    Pipeline updatePipeline() {
+        return pipelinedUpdate ? pipeline : null;
     }
 
     /** Arrays alive in every replica's root manager (the leak watch). */
@@ -421,7 +454,7 @@ final class Replicas implements AutoCloseable {
 
     @Override
     public void close() {
-        boolean stopped = true;
+        boolean stopped = pipeline == null || pipeline.stop();
         for (ExecutorService t : threads) {
             stopped &= stop(t);
         }

@@ -94,14 +94,14 @@ public final class StagedBackward {
         return out;
     }
 
-    private static NDArray stage(Decoder model, NDArray x, Decoder.Pass pass, int from, int to) {
+    static NDArray stage(Decoder model, NDArray x, Decoder.Pass pass, int from, int to) {
         for (int l = from; l < to; l++) {
             x = model.layer(l, x, pass);
         }
         return x;
     }
 
-    private static NDArray leaf(NDArray x) {
+    static NDArray leaf(NDArray x) {
         NDArray d = x.stopGradient();
         d.setRequiresGradient(true);
         return d;

@@ -217,13 +217,11 @@ public final class Trainer implements AutoCloseable {
                 shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step()),
                 lossCfg.withKlCoef(kl.value()));
         releaseCachedGpuMemory();
-        // 6. Metrics: the update's, timings (gradient reduce and weight copies inside time_update with several replicas).
+        // 6. Metrics: the update's, timings (gradient reduce and weight copies inside time_update with several replicas;
+        //    how busy a pipeline's stages were).
         m.update(upd, cfg.train().gradVar(), kl.value(), opt.lossScale()).put("lr", lr.at((int) opt.steps() - 1));
         m.put("time_update", seconds(tu));
-        double[] sync = replicas.takeTimes();
-        if (replicas.size() > 1) {
-            m.put("time_grad_reduce", sync[0]).put("time_param_sync", sync[1]);
-        }
+        m.putAll(replicas.takeTimes());
     }
 
     /**

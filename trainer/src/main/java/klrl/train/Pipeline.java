@@ -1,0 +1,373 @@
+package klrl.train;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Future;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.function.Supplier;
+import klrl.model.Decoder;
+import klrl.util.Grad;
+
+/**
+ * Layer placement's passes as a pipeline (train.pipeline): one thread per device group ("stage"),
+ * micro-batches flowing through them, so that stage s computes micro-batch m while stage s+1
+ * computes m−1. Forward-only passes (reference, recomputed log-probs, values) run as a plain
+ * pipeline. The update runs one-forward-one-backward (1F1B, Megatron-LM's and DeepSpeed's schedule):
+ * stage s runs S−1−s forwards ahead, then alternates one forward with one backward, so it keeps the
+ * activations of at most S−s micro-batches.
+ *
+ * <p>Results do not depend on thread timing: every parameter belongs to one stage, and each stage runs
+ * its backwards in micro-batch order, so each gradient accumulates in the order of the sequential
+ * pass. The one exception is the embedding, whose lookup (first stage) and, when tied, lm_head (last
+ * stage) would add into one tensor from two threads: the lookup's gradients accumulate in an alias of
+ * the matrix instead and join its own after the last micro-batch (with untied embeddings this is the
+ * sequential sum exactly; with tied ones the same terms in another fixed order).
+ *
+ * <p>Hand-offs are FIFO queues: each stage runs its micro-batches' forwards, and its backwards, in
+ * increasing order. A stage that fails wakes the others with a poison message; every stage has ended
+ * before the failure is rethrown and the micro-batches' managers are closed.
+ */
+final class Pipeline {
+    private final int stages;
+    private final List<ExecutorService> threads = new ArrayList<>();
+    /** Per metric name: Σ per-stage compute seconds, Σ pass wall seconds since the last {@link #takeBusy}. */
+    private final Map<String, double[]> busy = new LinkedHashMap<>();
+
+    /**
+     * @param torchThreads libtorch intra-op threads per stage thread (0: libtorch's default)
+     */
+    Pipeline(int stages, int torchThreads) {
+        this.stages = stages;
+        for (int s = 0; s < stages; s++) {
+            threads.add(Replicas.worker("stage-" + s));
+        }
+        List<Future<Void>> set = new ArrayList<>();
+        for (ExecutorService t : threads) {
+            set.add(t.submit(() -> Replicas.threadSetUp(torchThreads)));
+        }
+        for (Future<Void> f : set) {
+            await(f);
+        }
+    }
+
+    int stages() {
+        return stages;
+    }
+
+    /** A network of a forward-only pass and whether it runs without its LoRA adapters (the reference). */
+    record Net(Decoder model, boolean adaptersOff) {}
+
+    /** What the last stage does with micro-batch k's final hidden states [B,T,E], one per network, in its manager. */
+    interface Sink {
+        void accept(int k, List<NDArray> hidden, NDManager mm);
+    }
+
+    /**
+     * Forward-only: each micro-batch through each of {@code nets} in order; the last stage hands their
+     * final hidden states to {@code sink}, in micro-batch order. Timed as {@code metric}.
+     */
+    synchronized void forward(String metric, List<SequenceBatch> batches, List<Net> nets, NDManager root, Sink sink) {
+        int m = batches.size();
+        Run run = new Run(m, root);
+        run.go(metric, s -> {
+            for (int k = 0; k < m; k++) {
+                List<NDArray> hidden = new ArrayList<>();
+                for (Net n : nets) {
+                    Decoder d = n.model();
+                    Hop in = s == 0 ? null : run.take(run.fwd.get(s));
+                    long t0 = System.nanoTime(); // compute from here: waiting for a hand-off is the bubble
+                    in = s == 0 ? run.start(d, batches.get(k), k) : in;
+                    NDArray x = in.x();
+                    try (var off = n.adaptersOff() ? d.adaptersOff() : null) {
+                        for (int l : layersOf(d, s)) {
+                            NDArray a = d.toLayer(l, x), out = d.layer(l, a, in.pass());
+                            if (a != x) { // this pass's own activations (a recorded graph would hold its own)
+                                a.close();
+                            }
+                            x.close();
+                            x = out;
+                        }
+                    }
+                    if (s == stages - 1) {
+                        hidden.add(d.finalNorm(d.toOutput(x), in.pass()));
+                    } else {
+                        run.fwd.get(s + 1).put(new Hop(k, x, in.pass(), in.tokens()));
+                    }
+                    run.busy[s] += System.nanoTime() - t0;
+                }
+                if (s == stages - 1) {
+                    long t0 = System.nanoTime();
+                    sink.accept(k, hidden, run.managers[k]);
+                    run.managers[k].close();
+                    run.busy[s] += System.nanoTime() - t0;
+                }
+            }
+        });
+    }
+
+    /** The loss of one micro-batch, and what to read from it once its gradient has been taken (on the last stage). */
+    record Loss<T>(NDArray loss, Supplier<T> after) {}
+
+    /** The head of the update: micro-batch k's final hidden states [B,T,E] → its loss, recorded. */
+    interface Head<T> {
+        Loss<T> apply(int k, NDArray hidden, NDManager mm);
+    }
+
+    /** One micro-batch's state on one stage between its forward and its backward. */
+    private static final class InFlight {
+        final List<NDArray> inputs = new ArrayList<>(), outputs = new ArrayList<>();
+        Hop hop;
+        NDArray grad; // the last stage's: handed back by the head
+    }
+
+    /**
+     * The update's forward and backward over micro-batches, 1F1B: gradients accumulate into the model's
+     * parameters as {@link StagedBackward#run} would leave them after the same micro-batches in order;
+     * returns what each micro-batch's {@link Loss#after} read, in order.
+     *
+     * @param checkpointLayers recompute in stages of this many layers (0: each device's layers keep their graph)
+     */
+    synchronized <T> List<T> update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head) {
+        int m = batches.size();
+        if (model.placement().stages() != stages) {
+            throw new IllegalArgumentException("a pipeline of " + stages + " stages runs a model placed over as many devices");
+        }
+        boolean recompute = checkpointLayers > 0;
+        List<int[]> all = StagedBackward.stages(model.placement(), model.numLayers(), checkpointLayers);
+        List<T> results = new ArrayList<>(java.util.Collections.nCopies(m, null));
+        NDArray alias = model.embeddingTrains() ? model.embeddingAlias() : null;
+        Run run = new Run(m, root);
+        try {
+            run.go("pipeline_busy", s -> {
+                List<int[]> mine = all.stream().filter(st -> model.placement().deviceOfLayer()[st[0]] == s).toList();
+                Map<Integer, InFlight> held = new java.util.HashMap<>();
+                int warm = Math.min(stages - 1 - s, m), f = 0, b = 0;
+                while (b < m) {
+                    boolean forward = f < m && (f < warm || f - b <= warm);
+                    if (forward) {
+                        InFlight st = new InFlight();
+                        st.hop = s == 0 ? null : run.take(run.fwd.get(s));
+                        long t0 = System.nanoTime();
+                        st.hop = s == 0 ? run.start(model, batches.get(f), f) : st.hop;
+                        NDArray x = st.hop.x();
+                        for (int[] r : mine) { // keep each stage's input (and, without recomputation, its graph)
+                            NDArray in = model.toLayer(r[0], x);
+                            if (recompute) {
+                                st.inputs.add(in);
+                                x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
+                            } else {
+                                in = StagedBackward.leaf(in);
+                                st.inputs.add(in);
+                                try (Grad gc = Grad.record()) {
+                                    x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
+                                }
+                                st.outputs.add(x);
+                            }
+                        }
+                        if (s == stages - 1) { // the head: loss from the detached last hidden states, its gradient kept
+                            NDArray last = StagedBackward.leaf(model.toOutput(x));
+                            Loss<T> loss;
+                            try (Grad gc = Grad.record()) {
+                                loss = head.apply(f, model.finalNorm(last, st.hop.pass()), run.managers[f]);
+                                gc.backward(loss.loss());
+                            }
+                            results.set(f, loss.after().get());
+                            st.grad = last.getGradient();
+                        } else {
+                            run.fwd.get(s + 1).put(new Hop(f, x, st.hop.pass(), st.hop.tokens()));
+                        }
+                        held.put(f++, st);
+                        run.busy[s] += System.nanoTime() - t0;
+                    } else {
+                        InFlight st = held.remove(b);
+                        NDArray grad = s == stages - 1 ? st.grad : run.take(run.bwd.get(s)).x();
+                        long t0 = System.nanoTime();
+                        for (int i = mine.size() - 1; i >= 0; i--) { // the stages last to first, recomputed first
+                            int[] r = mine.get(i);
+                            NDArray in = recompute ? StagedBackward.leaf(st.inputs.get(i)) : st.inputs.get(i);
+                            try (Grad gc = Grad.record()) {
+                                NDArray out = recompute ? StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]) : st.outputs.get(i);
+                                gc.backward(out, grad.toDevice(out.getDevice(), false));
+                            }
+                            grad = in.getGradient();
+                        }
+                        if (s > 0) {
+                            run.bwd.get(s - 1).put(new Hop(b, grad, null, null));
+                        } else {
+                            if (alias != null) { // the lookup's gradient, into the alias in micro-batch order
+                                try (Grad gc = Grad.record()) {
+                                    NDArray e = model.embed(st.hop.tokens(), alias);
+                                    gc.backward(e, grad.toDevice(e.getDevice(), false));
+                                }
+                            }
+                            run.managers[b].close(); // the micro-batch's last work: every stage is done with it
+                        }
+                        b++;
+                        run.busy[s] += System.nanoTime() - t0;
+                    }
+                }
+            });
+            if (alias != null) {
+                model.addEmbeddingGradient(alias);
+            }
+        } finally {
+            if (alias != null) {
+                alias.close();
+            }
+        }
+        return results;
+    }
+
+    /** Layers of {@code d} on stage s, in order. */
+    private static int[] layersOf(Decoder d, int s) {
+        int[] of = d.placement().deviceOfLayer();
+        return java.util.stream.IntStream.range(0, of.length).filter(l -> of[l] == s).toArray();
+    }
+
+    /** A hand-off between stages: micro-batch k's activation (or gradient), its pass and tokens. */
+    private record Hop(int k, NDArray x, Decoder.Pass pass, NDArray tokens) {}
+
+    private static final Hop POISON = new Hop(-1, null, null, null);
+
+    /** A stage body: runs stage s's share of a pass. */
+    private interface Body {
+        void run(int s) throws InterruptedException;
+    }
+
+    /** One pass: the micro-batches' managers, the queues between stages, per-stage compute time. */
+    private final class Run {
+        final NDManager[] managers;
+        final List<BlockingQueue<Hop>> fwd = new ArrayList<>(), bwd = new ArrayList<>();
+        final long[] busy = new long[stages];
+
+        Run(int m, NDManager root) {
+            managers = new NDManager[m];
+            for (int k = 0; k < m; k++) {
+                managers[k] = root.newSubManager();
+            }
+            for (int s = 0; s < stages; s++) {
+                fwd.add(new LinkedBlockingQueue<>());
+                bwd.add(new LinkedBlockingQueue<>());
+            }
+        }
+
+        /** The first stage's input of micro-batch k through {@code d}: its tokens, its pass, their embedding. */
+        Hop start(Decoder d, SequenceBatch b, int k) {
+            NDManager mm = managers[k];
+            NDArray tokens = b.tokens(mm);
+            return new Hop(k, d.embed(tokens), b.pass(d, tokens, mm), tokens);
+        }
+
+        Hop take(BlockingQueue<Hop> q) throws InterruptedException {
+            Hop h = q.take();
+            if (h == POISON) {
+                throw new Aborted();
+            }
+            return h;
+        }
+
+        /** Runs every stage's body in its thread and waits for all of them; the first failure is rethrown. */
+        void go(String metric, Body body) {
+            long t0 = System.nanoTime();
+            List<Future<?>> fs = new ArrayList<>();
+            for (int s = 0; s < stages; s++) {
+                int stage = s;
+                fs.add(threads.get(s).submit(() -> {
+                    try {
+                        body.run(stage);
+                    } catch (Throwable t) {
+                        for (int q = 0; q < stages; q++) { // wake every stage waiting for a hand-off
+                            fwd.get(q).add(POISON);
+                            bwd.get(q).add(POISON);
+                        }
+                        throw t;
+                    }
+                    return null;
+                }));
+            }
+            Throwable first = null;
+            for (Future<?> f : fs) { // every stage has ended before anything is closed or thrown
+                try {
+                    await(f);
+                } catch (Aborted e) {
+                    // woken by another stage's failure
+                } catch (RuntimeException | Error e) {
+                    first = first == null ? e : first;
+                }
+            }
+            for (NDManager mm : managers) {
+                mm.close();
+            }
+            if (first instanceof RuntimeException re) {
+                throw re;
+            } else if (first != null) {
+                throw (Error) first;
+            }
+            double wall = (System.nanoTime() - t0) / 1e9;
+            double[] acc = busy(metric);
+            for (long b : this.busy) {
+                acc[0] += b / 1e9 / stages;
+            }
+            acc[1] += wall;
+        }
+    }
+
+    private double[] busy(String metric) {
+        synchronized (busy) {
+            return busy.computeIfAbsent(metric, x -> new double[2]);
+        }
+    }
+
+    /**
+     * pipeline_busy (the update) and pipeline_busy_&lt;pass&gt; (forward-only passes) since the last call:
+     * each stage's compute time over the passes' wall time, averaged over stages (1.0 = no bubble).
+     */
+    Map<String, Double> takeBusy() {
+        synchronized (busy) {
+            Map<String, Double> out = new LinkedHashMap<>();
+            busy.forEach((k, v) -> out.put(k, v[1] > 0 ? v[0] / v[1] : Double.NaN));
+            busy.clear();
+            return out;
+        }
+    }
+
+    /** A stage woken by another's failure. */
+    private static final class Aborted extends RuntimeException {
+        Aborted() {
+            super("pipeline stage stopped after another stage failed", null, false, false);
+        }
+    }
+
+    private static <T> T await(Future<T> f) {
+        try {
+            return f.get();
+        } catch (ExecutionException e) {
+            Throwable c = e.getCause();
+            if (c instanceof RuntimeException re) {
+                throw re;
+            } else if (c instanceof Error er) {
+                throw er;
+            }
+            throw new IllegalStateException(c);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while waiting for a pipeline stage", e);
+        }
+    }
+
+    /** Stops the stage threads (a running pass is interrupted at its next hand-off); false if one still runs after the wait. */
+    boolean stop() {
+        boolean stopped = true;
+        for (ExecutorService t : threads) {
+            stopped &= Replicas.stop(t);
+        }
+        return stopped;
+    }
+}

@@ -1,0 +1,186 @@
+package klrl.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.TestPaths;
+import klrl.model.Decoder;
+import klrl.model.ModelConfig;
+import klrl.model.Placement;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * Layer placement's pipeline on CPU "devices" (a thread per device group): the 1F1B update leaves
+ * the gradients the stage-after-stage backward leaves after the same micro-batches in order, and a
+ * forward-only pass gives the hidden states of the plain forward.
+ */
+class PipelineTest {
+    /** Micro-batches of unequal shapes (prompt and response lengths differ between and within them). */
+    static final List<SequenceBatch> BATCHES = List.of(
+            SequenceBatch.of(List.of(new long[] {5, 17, 33}, new long[] {7}), List.of(new long[] {64, 100}, new long[] {2, 250, 9}), 0),
+            SequenceBatch.of(List.of(new long[] {11}), List.of(new long[] {3, 4, 5, 6}), 0),
+            SequenceBatch.of(List.of(new long[] {1, 2}, new long[] {8, 9, 10, 12}, new long[] {40}), List.of(new long[] {13},
+                    new long[] {14, 15}, new long[] {16, 17, 18}), 0),
+            SequenceBatch.of(List.of(new long[] {21, 22, 23, 24, 25}), List.of(new long[] {26, 27}), 0),
+            SequenceBatch.of(List.of(new long[] {30}, new long[] {31}), List.of(new long[] {32, 33, 34}, new long[] {35}), 0));
+
+    /** What one update left: each parameter's gradient and each micro-batch's loss. */
+    record Result(Map<String, float[]> grads, List<Float> losses) {}
+
+    static Result update(String fixture, int devices, int stageLayers, boolean pipelined) {
+        Path dir = TestPaths.fixture(fixture);
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
+                     Placement.balanced(Collections.nCopies(devices, Device.cpu()), ModelConfig.load(dir)))) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            model.parameters().values().forEach(p -> p.setRequiresGradient(true));
+            List<Float> losses = new ArrayList<>();
+            if (pipelined) {
+                Pipeline p = new Pipeline(devices, 1);
+                try {
+                    losses.addAll(p.update(model, BATCHES, root, stageLayers, (k, h, mm) -> {
+                        NDArray loss = StagedBackwardTest.loss(PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, false, true),
+                                BATCHES.get(k).mask(mm));
+                        return new Pipeline.Loss<>(loss, loss::getFloat);
+                    }));
+                    Map<String, Double> busy = p.takeBusy();
+                    double b = busy.get("pipeline_busy");
+                    assertTrue(b > 0 && b <= 1.0001, busy.toString());
+                } finally {
+                    p.stop();
+                }
+            } else {
+                int threads = ai.djl.pytorch.jni.JniUtils.getNumThreads();
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(1); // as each stage thread: the same kernels' reduction order
+                for (SequenceBatch b : BATCHES) {
+                    try (NDManager m = root.newSubManager()) {
+                        NDArray mask = b.mask(m);
+                        losses.add(StagedBackward.run(model, b, m, stageLayers,
+                                h -> StagedBackwardTest.loss(PolicyForward.head(model, b, m, h, 0.8f, false, true), mask), x -> x).getFloat());
+                    }
+                }
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(threads);
+            }
+            Map<String, float[]> g = new LinkedHashMap<>();
+            model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toFloatArray()));
+            return new Result(g, losses);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen2-bf16-sharded", "llama3-bf16-sharded"})
+    void untiedEmbeddingsGetTheSequentialGradientsExactly(String fixture) {
+        for (int devices : new int[] {2, 3}) {
+            for (int stageLayers : new int[] {0, 1}) {
+                Result seq = update(fixture, devices, stageLayers, false), pipe = update(fixture, devices, stageLayers, true);
+                assertEquals(seq.losses(), pipe.losses(), fixture + " " + devices + " devices, stages of " + stageLayers);
+                for (var e : seq.grads().entrySet()) {
+                    assertArrayEquals(e.getValue(), pipe.grads().get(e.getKey()),
+                            fixture + " " + devices + " devices, stages of " + stageLayers + ": " + e.getKey());
+                }
+            }
+        }
+    }
+
+    @Test
+    void tiedEmbeddingsGetTheSameSumInAnotherFixedOrder() {
+        // lm_head's gradients (last stage) and the lookup's (first stage) add into one tensor: their sum
+        // is formed as (Σ head) + (Σ lookup), deterministic and within rounding of the interleaved sum
+        for (int devices : new int[] {2, 3}) {
+            Result seq = update("qwen2-f16-tied", devices, 0, false), pipe = update("qwen2-f16-tied", devices, 0, true),
+                    again = update("qwen2-f16-tied", devices, 0, true);
+            assertEquals(seq.losses(), pipe.losses());
+            for (var e : seq.grads().entrySet()) {
+                float[] a = e.getValue(), b = pipe.grads().get(e.getKey());
+                double worst = 0, scale = 0;
+                for (int i = 0; i < a.length; i++) {
+                    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+                    scale = Math.max(scale, Math.abs(a[i]));
+                }
+                assertTrue(scale > 0 && worst <= 1e-6 * scale, e.getKey() + ": " + worst + " of " + scale);
+                assertArrayEquals(b, again.grads().get(e.getKey()), "thread timing changed " + e.getKey());
+            }
+        }
+    }
+
+    @Test
+    void forwardOnlyPassesGiveThePlainForwardsHiddenStates() {
+        Path dir = TestPaths.fixture("qwen2-bf16-sharded");
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Decoder placed = Decoder.load(dir, root, DataType.FLOAT32,
+                     Placement.balanced(Collections.nCopies(3, Device.cpu()), ModelConfig.load(dir)))) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            Pipeline p = new Pipeline(3, 1);
+            try {
+                p.forward("warm-up", BATCHES, List.of(new Pipeline.Net(placed, false)), root, (k, hidden, mm) -> {});
+                int before = root.getManagedArrays().size(); // after the first pass made the per-device constants
+                List<float[]> got = new ArrayList<>(Collections.nCopies(BATCHES.size(), null));
+                p.forward("pipeline_busy_reference", BATCHES, List.of(new Pipeline.Net(placed, false), new Pipeline.Net(placed, true)),
+                        root, (k, hidden, mm) -> {
+                            assertEquals(2, hidden.size());
+                            assertArrayEquals(hidden.get(0).toFloatArray(), hidden.get(1).toFloatArray()); // no adapters: the same net
+                            got.set(k, hidden.get(0).toFloatArray());
+                        });
+                assertEquals(before, root.getManagedArrays().size(), "each micro-batch's manager is closed after its head");
+                int threads = ai.djl.pytorch.jni.JniUtils.getNumThreads();
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(1); // as each stage thread
+                for (int k = 0; k < BATCHES.size(); k++) {
+                    try (NDManager m = root.newSubManager()) {
+                        SequenceBatch b = BATCHES.get(k);
+                        NDArray tokens = b.tokens(m);
+                        assertArrayEquals(placed.hidden(tokens, b.pass(placed, tokens, m)).toFloatArray(), got.get(k), "micro-batch " + k);
+                    }
+                }
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(threads);
+                assertEquals(java.util.Set.of("warm-up", "pipeline_busy_reference"), p.takeBusy().keySet());
+                assertTrue(p.takeBusy().isEmpty(), "taken once");
+            } finally {
+                p.stop();
+            }
+        }
+    }
+
+    @Test
+    void aFailingStageStopsThePassAndThePipelineRunsAgain() {
+        Path dir = TestPaths.fixture("qwen2-bf16-sharded");
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
+                     Placement.balanced(Collections.nCopies(3, Device.cpu()), ModelConfig.load(dir)))) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            model.parameters().values().forEach(x -> x.setRequiresGradient(true));
+            Pipeline p = new Pipeline(3, 1);
+            try {
+                p.update(model, BATCHES, root, 0, (k, h, mm) -> new Pipeline.Loss<>(h.sum(), () -> k));
+                int before = root.getManagedArrays().size();
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> p.update(model, BATCHES, root, 0, (k, h, mm) -> {
+                    if (k == 2) {
+                        throw new IllegalStateException("head failed at micro-batch 2");
+                    }
+                    NDArray loss = h.sum();
+                    return new Pipeline.Loss<>(loss, () -> 0);
+                }));
+                assertEquals("head failed at micro-batch 2", e.getMessage());
+                // every micro-batch's manager is closed (nothing of the failed pass stays attached to the root)
+                assertEquals(before, root.getManagedArrays().size());
+                List<Integer> again = p.update(model, BATCHES.subList(0, 2), root, 1, (k, h, mm) -> new Pipeline.Loss<>(h.sum(), () -> k));
+                assertEquals(List.of(0, 1), again);
+            } finally {
+                assertTrue(p.stop());
+            }
+        }
+    }
+}
