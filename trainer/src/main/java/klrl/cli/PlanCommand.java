@@ -2,6 +2,7 @@ package klrl.cli;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import klrl.config.ConfigLoader;
@@ -64,6 +65,11 @@ public final class PlanCommand implements Callable<Integer> {
             o.put("attention", c.model().attention());
             o.put(p.host() ? "host_memory_gb" : "gpu_memory_gb", memoryGb);
             o.put("micro_batch", micro);
+            o.put("micro_batches_per_mini_batch", p.microBatches());
+            if (!Double.isNaN(p.pipelineBusy())) {
+                o.put("pipeline_busy", p.pipelineBusy());
+                o.put("micro_batches_for_busy_0_9", MemoryPlan.microBatchesFor(p.layersPerDevice().length, 0.9));
+            }
             var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
             for (int layers : p.layersPerDevice()) {
                 lp.add(layers);
@@ -97,10 +103,13 @@ public final class PlanCommand implements Callable<Integer> {
                     + devices + " of the batch" + (p.host() ? ", all in the host's memory"
                     : c.train().parallel().equals("auto") ? " (auto: a replica fits one GPU)" : "");
             case "layers" -> "parallel: layers — the decoder's layers over the " + unit + " " + java.util.Arrays.toString(p.layersPerDevice())
-                    + ", one computing at a time" + (p.host() ? ", all in the host's memory"
-                    : c.train().parallel().equals("auto") ? " (auto: a replica does not fit one GPU)" : "");
+                    + (c.train().pipeline() ? ", micro-batches flowing through them as a pipeline" : ", one computing at a time (train.pipeline: false)")
+                    + (p.host() ? ", all in the host's memory" : c.train().parallel().equals("auto") ? " (auto: a replica does not fit one GPU)" : "");
             default -> p.host() ? "one CPU device" : "one GPU";
         });
+        if (p.parallel().equals("layers")) {
+            pipelineLines(c, p).forEach(System.out::println);
+        }
         System.out.println(c.model().attention().equals("sdpa")
                 ? "attention: sdpa — fused, activations linear in the sequence length"
                 : "attention: eager — the scores are materialised: activations grow with the square of the sequence length"
@@ -119,6 +128,31 @@ public final class PlanCommand implements Callable<Integer> {
         // the parts listed above add up to more than the total: say why
         System.out.println("    (update and rollout are not held at once: memory is freed between them, so the larger counts)");
         return 0;
+    }
+
+    /**
+     * Layer placement's pipeline: the expected busy fraction for the config's micro-batches per
+     * mini-batch and the count that reaches 0.9; where local generation stands.
+     */
+    static List<String> pipelineLines(TrainConfig c, MemoryPlan.Plan p) {
+        List<String> out = new java.util.ArrayList<>();
+        int stages = p.layersPerDevice().length, m = p.microBatches(), enough = MemoryPlan.microBatchesFor(stages, 0.9);
+        if (c.train().pipeline()) {
+            String how = c.train().maxTokensPerMicroBatch() > 0 ? "up to " + m : String.valueOf(m); // rows shorter than the longest pack more
+            out.add(String.format(java.util.Locale.ROOT, "pipeline: %d stages, %s micro-batches per mini-batch → expected busy %.2f"
+                    + " (M / (M + S − 1); the update and the reference pass)", stages, how, p.pipelineBusy()));
+            if (p.pipelineBusy() < 0.9) {
+                long rows = (long) c.train().miniBatchSize() * c.rollout().n();
+                out.add("  0.9 takes " + enough + " micro-batches per mini-batch" + (rows >= enough
+                        ? ": train.micro_batch_size ≤ " + rows / enough + " (" + rows + " rows per mini-batch)"
+                        : ": more rows per mini-batch (train.mini_batch_size × rollout.n = " + rows + ")"));
+            }
+        }
+        if (c.rollout().engine().equals("local")) {
+            out.add("generation: local decoding over placed layers runs one device at a time; for full fine-tuning generate"
+                    + " with SGLang or vLLM servers (rollout.engine: sglang | vllm, src/site/markdown/rollout-servers.md)");
+        }
+        return out;
     }
 
     /** CPU "devices" of model.device (cpu, or cpu,cpu,… for several replicas in the host's memory); 0 when it names GPUs. */

@@ -44,9 +44,12 @@ public final class MemoryPlan {
      * @param layersPerDevice decoder layers on each device
      * @param parallel       "single" (one device), "data" (a replica per device) or "layers" (layer groups over the devices)
      * @param host           true for a run on CPU: the memory is the host's
+     * @param microBatches   micro-batches per mini-batch
+     * @param pipelineBusy   with layers pipelined (train.pipeline), the stages' expected busy fraction, else NaN
      */
     public record Plan(long parameters, long trainable, Map<String, Double> partsGb, long rolloutChunk, int replicas,
-                       double totalGb, boolean fits, int[] layersPerDevice, String parallel, boolean host) {
+                       double totalGb, boolean fits, int[] layersPerDevice, String parallel, boolean host, int microBatches,
+                       double pipelineBusy) {
         /** How the total is formed from the parts, by name, e.g. "weights + … + max(activations, kv_cache + prefill)". */
         public String formula() {
             return formula(k -> k);
@@ -138,7 +141,21 @@ public final class MemoryPlan {
         double grads = 4.0 * devTrainable;
         double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
         long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
-        double act = activations(c, m, bytes, devLayers);
+        // a pipeline's stage s holds the layer inputs of up to S−s micro-batches at once (1F1B): the fullest
+        // device's held inputs in layers' worth, and the busy fraction its bubble leaves
+        int micro = microBatches(c, m);
+        boolean pipelined = !data && groups > 1 && c.train().pipeline();
+        int heldLayers = devLayers;
+        if (pipelined && !host) {
+            int[] counts = place.layerCounts();
+            for (int s = 0; s < groups; s++) {
+                heldLayers = Math.max(heldLayers, counts[s] * Math.min(groups - s, micro));
+            }
+        }
+        double act = activations(c, m, bytes, heldLayers);
+        if (pipelined && m.tieWordEmbeddings() && r == 0) {
+            grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
+        }
         double stat = weights + master + reference + grads + optimizer;
         // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
         // chunks of as many sequences as fit.
@@ -165,12 +182,43 @@ public final class MemoryPlan {
         if (data) {
             java.util.Arrays.fill(layers, m.numLayers());
         }
-        return new Plan(p, trainable, g, chunk, replicas, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers", host);
+        return new Plan(p, trainable, g, chunk, replicas, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers", host,
+                micro, pipelined ? busy(groups, micro) : Double.NaN);
     }
 
     /**
-     * Activation bytes of one micro-batch on the fullest device, with activation checkpointing per
-     * decoder layer: each device keeps its layers' inputs, plus one layer's full activations while it
+     * Micro-batches per mini-batch: its rows over train.micro_batch_size, or, with a token budget, its
+     * padded positions at the longest sequence over the budget (a lower bound: shorter rows pack more).
+     */
+    static int microBatches(TrainConfig c, ModelConfig m) {
+        long rows = (long) c.train().miniBatchSize() * c.rollout().n();
+        long budget = c.train().maxTokensPerMicroBatch();
+        if (budget > 0) {
+            long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+            long perMicro = Math.max(1, budget / seq);
+            return (int) ((rows + perMicro - 1) / perMicro);
+        }
+        return (int) ((rows + c.train().microBatchSize() - 1) / c.train().microBatchSize());
+    }
+
+    /** A pipeline's busy fraction with S stages and M micro-batches of equal work: M / (M + S − 1). */
+    public static double busy(int stages, int micro) {
+        return (double) micro / (micro + stages - 1);
+    }
+
+    /** The fewest micro-batches per mini-batch with which S stages are at least {@code target} busy. */
+    public static int microBatchesFor(int stages, double target) {
+        int m = 1;
+        while (busy(stages, m) < target) {
+            m++;
+        }
+        return m;
+    }
+
+    /**
+     * Activation bytes on the fullest device, with activation checkpointing per decoder layer: each
+     * device keeps its layers' inputs ({@code devLayers} of them: a pipeline's stage keeps those of
+     * several micro-batches), plus one layer's full activations while it
      * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
      * logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's scores and
      * probabilities, quadratic in the sequence; fused attention (model.attention: sdpa) keeps none of

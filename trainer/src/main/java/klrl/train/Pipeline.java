@@ -25,10 +25,10 @@ import klrl.util.Grad;
  *
  * <p>Results do not depend on thread timing: every parameter belongs to one stage, and each stage runs
  * its backwards in micro-batch order, so each gradient accumulates in the order of the sequential
- * pass. The one exception is the embedding, whose lookup (first stage) and, when tied, lm_head (last
- * stage) would add into one tensor from two threads: the lookup's gradients accumulate in an alias of
- * the matrix instead and join its own after the last micro-batch (with untied embeddings this is the
- * sequential sum exactly; with tied ones the same terms in another fixed order).
+ * pass (bitwise, tested). The one exception is a tied embedding, whose lookup (first stage) and
+ * lm_head (last stage) would add into one tensor from two threads: the lookup's gradients accumulate
+ * in an alias of the matrix instead (one more embedding-sized gradient) and join the matrix's after
+ * the last micro-batch: the same terms summed in another fixed order.
  *
  * <p>Hand-offs are FIFO queues: each stage runs its micro-batches' forwards, and its backwards, in
  * increasing order. A stage that fails wakes the others with a poison message; every stage has ended
@@ -142,7 +142,8 @@ final class Pipeline {
         boolean recompute = checkpointLayers > 0;
         List<int[]> all = StagedBackward.stages(model.placement(), model.numLayers(), checkpointLayers);
         List<T> results = new ArrayList<>(java.util.Collections.nCopies(m, null));
-        NDArray alias = model.embeddingTrains() ? model.embeddingAlias() : null;
+        // tied embeddings: the lookup's gradients (first stage) go to an alias, lm_head's (last stage) to the matrix
+        NDArray alias = model.embeddingTrains() && model.placement().embedDevice() == stages - 1 ? model.embeddingAlias() : null;
         Run run = new Run(m, root);
         try {
             run.go("pipeline_busy", s -> {
@@ -201,9 +202,9 @@ final class Pipeline {
                         if (s > 0) {
                             run.bwd.get(s - 1).put(new Hop(b, grad, null, null));
                         } else {
-                            if (alias != null) { // the lookup's gradient, into the alias in micro-batch order
+                            if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
                                 try (Grad gc = Grad.record()) {
-                                    NDArray e = model.embed(st.hop.tokens(), alias);
+                                    NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
                                     gc.backward(e, grad.toDevice(e.getDevice(), false));
                                 }
                             }

@@ -90,6 +90,10 @@ final class Replicas implements AutoCloseable {
                         + (made.pipelinedUpdate ? "one-forward-one-backward" : "stage after stage ("
                         + (cfg.train().gradVar() ? "train.grad_var reads each micro-batch's whole gradient" : "LoRA dropout draws from one random stream") + ")"));
             }
+            if (!data && placement.stages() > 1 && cfg.rollout().engine().equals("local")) {
+                log.accept("generation: local decoding over the placed layers runs one device at a time; SGLang or vLLM servers"
+                        + " generate for full fine-tuning (rollout.engine)");
+            }
             return made;
         } catch (IOException | RuntimeException | Error e) {
             root.close();

@@ -67,6 +67,32 @@ class PlanTest {
     }
 
     @Test
+    void placedLayersReportThePipelinesExpectedBusyFractionAndTheMicroBatchesForPointNine() throws Exception {
+        String qwen = TestPaths.model("qwen2.5").resolve("config.json").toString();
+        // the preset: 64 prompts × 8 samples per mini-batch in micro-batches of 4 → 128; 8 stages → 128 / 135
+        JsonNode o = Json.MAPPER.readTree(CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8",
+                "--json").out());
+        assertEquals(128, o.get("micro_batches_per_mini_batch").asInt());
+        assertEquals(128.0 / 135, o.get("pipeline_busy").asDouble(), 1e-12);
+        assertEquals(63, o.get("micro_batches_for_busy_0_9").asInt()); // 63 / 70 = 0.9, 62 / 69 below
+        var few = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set",
+                "train.micro_batch_size=16");
+        assertTrue(few.out().contains("pipeline: 8 stages, 32 micro-batches per mini-batch → expected busy 0.82"), few.out());
+        assertTrue(few.out().contains("0.9 takes 63 micro-batches per mini-batch: train.micro_batch_size ≤ 8 (512 rows per mini-batch)"),
+                few.out());
+        assertTrue(few.out().contains("generation: local decoding over placed layers runs one device at a time"), few.out());
+        // in flight: stage s holds the layer inputs of up to S − s micro-batches, so the update's activations grow
+        JsonNode seq = Json.MAPPER.readTree(CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8",
+                "--json", "--set", "train.pipeline=false").out());
+        assertTrue(o.get("per_gpu_gb").get("activations").asDouble() > seq.get("per_gpu_gb").get("activations").asDouble());
+        assertTrue(!seq.has("pipeline_busy"));
+        var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set", "train.pipeline=false");
+        assertTrue(off.out().contains("one computing at a time (train.pipeline: false)") && !off.out().contains("expected busy"), off.out());
+        var servers = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set", "rollout.engine=sglang");
+        assertTrue(!servers.out().contains("generation: local decoding"), servers.out());
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
