@@ -41,7 +41,7 @@ import picocli.CommandLine.Option;
 public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
             + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 1k–16k tokens,"
-            + " eager vs sdpa attention) run only when named")
+            + " eager vs sdpa attention) and layers-pipeline (layers over 2 and 4 CPU devices: sequential vs pipelined) run only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
     @Option(names = "--attention-mode", hidden = true, description = "attention-long: measure this mode only, in this process")
@@ -95,6 +95,9 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (only != null && only.contains("attention-long")) {
             attentionLong(out.putObject("attention_long"));
+        }
+        if (only != null && only.contains("layers-pipeline")) {
+            PipelineBench.run(out.putObject("layers_pipeline"));
         }
         if (only != null && only.contains("update-varlen")) {
             VarlenBench.run(out.putObject("update_varlen"), 64, 8, 8192);

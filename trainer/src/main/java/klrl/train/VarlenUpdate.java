@@ -21,7 +21,7 @@ public final class VarlenUpdate {
 
     /** The update's metrics, the trainable tensors before and after it (when asked for), and the two passes' seconds. */
     record Result(Map<String, Double> loss, double gradNorm, Map<String, float[]> before, Map<String, float[]> weights, double padding,
-                  int micro, int skipped, double secondsReference, double secondsUpdate, long fusedCalls) {}
+                  int micro, int skipped, double secondsReference, double secondsUpdate, long fusedCalls, Map<String, Double> busy) {}
 
     /**
      * Reference pass, then one update in mini-batches of {@code miniRows} rows: per-row advantages and
@@ -42,7 +42,9 @@ public final class VarlenUpdate {
                 long t0 = System.nanoTime();
                 ReferencePass.Out ref = ReferencePass.run(reps, all, sizes, 1f, false);
                 double secRef = (System.nanoTime() - t0) / 1e9;
+                Map<String, Double> busy = new LinkedHashMap<>(reps.takeTimes());
                 float[] old = ReferencePass.policyLogp(reps, all, sizes, 1f);
+                reps.takeTimes(); // the recomputed log-probs' pass is not timed here
                 float[] adv = new float[all.rows() * all.r()];
                 SplittableRandom rnd = new SplittableRandom(9);
                 for (int i = 0; i < all.rows(); i++) {
@@ -59,8 +61,9 @@ public final class VarlenUpdate {
                 PolicyUpdate.Out out = upd.run(new PolicyUpdate.Inputs(all, old, ref.refLogp(), adv, adv, ref.oldValues(),
                         miniRows, 1f, 0), lc);
                 double secUpd = (System.nanoTime() - t1) / 1e9;
+                busy.putAll(reps.takeTimes());
                 return new Result(out.lossMetrics(), out.gradNorm(), before, weights ? floats(nets) : Map.of(), out.paddingFraction(),
-                        out.microBatches(), out.skipped(), secRef, secUpd, klrl.model.Decoder.fusedAttentionCalls() - fused0);
+                        out.microBatches(), out.skipped(), secRef, secUpd, klrl.model.Decoder.fusedAttentionCalls() - fused0, busy);
             }
         }
     }
@@ -81,10 +84,10 @@ public final class VarlenUpdate {
     public static Timing timed(TrainConfig c, Path model, SequenceBatch all, int microRows, long budget, boolean batchWide, int miniRows)
             throws Exception {
         Result r = run(c, model, all, new ReferencePass.Sizes(microRows, budget, batchWide), miniRows, false);
-        return new Timing(r.secondsReference(), r.secondsUpdate(), r.padding(), r.micro());
+        return new Timing(r.secondsReference(), r.secondsUpdate(), r.padding(), r.micro(), r.busy());
     }
 
-    /** What {@link #timed} measured. */
-    public record Timing(double secondsReference, double secondsUpdate, double padding, int micro) {}
+    /** What {@link #timed} measured; {@code busy}: a pipeline's pipeline_busy (update) and pipeline_busy_reference. */
+    public record Timing(double secondsReference, double secondsUpdate, double padding, int micro, Map<String, Double> busy) {}
 
 }

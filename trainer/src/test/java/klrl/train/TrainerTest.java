@@ -226,7 +226,7 @@ class TrainerTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"grpo", "ppo-lora-fp16", "grpo-data-parallel", "grpo-rollout-copy"})
+    @ValueSource(strings = {"grpo", "ppo-lora-fp16", "grpo-data-parallel", "grpo-rollout-copy", "ppo-layers-pipelined"})
     void nativeMemoryStaysFlat(String setting) throws Exception {
         // every step's tensors belong to scopes that close with it: after the first steps (lazy AdamW
         // moments, KL state) the arrays alive under the trainer's manager do not grow
@@ -239,6 +239,9 @@ class TrainerTest {
             o.putAll(Map.of("model.device", "cpu,cpu", "train.parallel", "data", "train.micro_batch_size", 2));
         } else if (setting.equals("grpo-rollout-copy")) { // and the copy of the policy that generates on rollout.devices
             o.putAll(Map.of("rollout.devices", "cpu"));
+        } else if (setting.equals("ppo-layers-pipelined")) { // micro-batch managers closed by the pipeline's stage threads
+            o.putAll(Map.of("algorithm.name", "ppo", "model.device", "cpu,cpu,cpu", "train.parallel", "layers", "train.micro_batch_size", 2,
+                    "train.checkpoint_layers", 1));
         }
         train(small(a, o), null);
         List<JsonNode> steps = stepLines(a);
