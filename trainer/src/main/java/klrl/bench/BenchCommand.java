@@ -146,7 +146,7 @@ public final class BenchCommand implements Callable<Integer> {
                 + ", MALLOC_TRIM_THRESHOLD_=" + System.getenv("MALLOC_TRIM_THRESHOLD_") + ")" : "glibc default";
     }
 
-    double median(List<Double> v) {
+    static double median(List<Double> v) {
         double[] a = v.stream().mapToDouble(Double::doubleValue).sorted().toArray();
         return a.length % 2 == 1 ? a[a.length / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
     }
@@ -242,7 +242,7 @@ public final class BenchCommand implements Callable<Integer> {
                     }
                 }
             }
-            return t.stream().mapToDouble(this::median).toArray();
+            return t.stream().mapToDouble(BenchCommand::median).toArray();
         }
     }
 

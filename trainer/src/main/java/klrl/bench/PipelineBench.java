@@ -27,12 +27,14 @@ final class PipelineBench {
     /**
      * {@code bench --only layers-pipeline}: a Qwen2-shaped model of 27 M parameters (512 hidden, 8 layers,
      * vocab 4096: lm_head costs about one layer, so the parameter-balanced split of 4 + 4 layers is also
-     * about even in compute), equal rows of 96 prompt + 160 response tokens, one row per micro-batch, one
+     * about even in compute), equal rows of 128 prompt + 384 response tokens, one row per micro-batch, one
      * mini-batch. 8 and 16 micro-batches over 2 devices: one device with all libtorch threads, sequential
      * placement with all of them on its one computing thread, and pipelined with the threads shared out
-     * (one per stage on 2 cores): the same threads on every side. Then 16 over 4 devices, pipelined (on 2
-     * cores its time is only indicative: 4 stage threads share them). Settings alternate, twice each; the
-     * faster of the two is reported for time, the busy fraction of that run beside it.
+     * (one per stage on 2 cores): the same threads on every side. Also sequential placement with one
+     * thread, each device one core as each GPU is a fixed unit of its own: what a node sees (one device
+     * computing, the others idle). Then 16 over 4 devices, pipelined (on 2
+     * cores its time is only indicative: 4 stage threads share them). Settings alternate, three times each; the
+     * median of each number is reported.
      */
     static void run(ObjectNode o) throws Exception {
         TinyModel.Spec spec = new TinyModel.Spec("qwen2", 512, 8, 8, 2, 1408, 5, "F32", Long.MAX_VALUE, false, 0.02, 4096);
@@ -40,14 +42,16 @@ final class PipelineBench {
         try {
             TinyModel.write(dir, spec);
             o.put("setting", "qwen2-shaped 512 hidden, 8 layers, 8 heads / 2 kv heads, vocab 4096 (random weights), fp32; rows of"
-                    + " 96 prompt + 160 response tokens, one per micro-batch, one mini-batch; GRPO, k1 in the reward; the faster of two"
+                    + " 128 prompt + 384 response tokens, one per micro-batch, one mini-batch; GRPO, k1 in the reward; medians of three"
                     + " alternating runs per setting; libtorch threads: all on the one computing thread (one device, sequential),"
-                    + " cores ÷ stages per stage thread (pipelined)");
+                    + " cores ÷ stages per stage thread (pipelined), one (sequential_one_thread: each device one core)");
             int threads = ai.djl.pytorch.jni.JniUtils.getNumThreads();
             o.put("libtorch_threads", threads);
             Map<String, Map<String, Object>> settings = new LinkedHashMap<>();
             settings.put("one_device", Map.of("model.device", "cpu"));
-            settings.put("layers_sequential", Map.of("model.device", "cpu,cpu", "train.parallel", "layers", "train.pipeline", false));
+            Map<String, Object> sequential = Map.of("model.device", "cpu,cpu", "train.parallel", "layers", "train.pipeline", false);
+            settings.put("layers_sequential", sequential);
+            settings.put("layers_sequential_one_thread", sequential); // each device one core, as each GPU is its own
             settings.put("layers_pipelined", Map.of("model.device", "cpu,cpu", "train.parallel", "layers"));
             SplittableRandom rnd = new SplittableRandom(23);
             for (int micro : new int[] {8, 16}) {
@@ -55,22 +59,28 @@ final class PipelineBench {
                 ObjectNode n = o.putObject(micro + "_micro_batches");
                 // warm-up: kernels, allocator, JIT
                 VarlenUpdate.timed(config(dir, micro, Map.of("model.device", "cpu")), dir, rows.slice(0, 2), 1, 0, false, 2);
-                Map<String, VarlenUpdate.Timing> best = new LinkedHashMap<>();
-                for (int round = 0; round < 2; round++) {
+                Map<String, List<VarlenUpdate.Timing>> runs = new LinkedHashMap<>();
+                for (int round = 0; round < 3; round++) {
                     for (var s : settings.entrySet()) {
+                        ai.djl.pytorch.jni.JniUtils.setNumThreads(s.getKey().endsWith("one_thread") ? 1 : threads);
                         VarlenUpdate.Timing t = VarlenUpdate.timed(config(dir, micro, s.getValue()), dir, rows, 1, 0, false, micro);
+                        ai.djl.pytorch.jni.JniUtils.setNumThreads(threads);
                         System.err.printf(java.util.Locale.ROOT, "layers-pipeline %d %s: reference %.2f s, update %.2f s %s%n", micro,
                                 s.getKey(), t.secondsReference(), t.secondsUpdate(), t.busy());
-                        best.merge(s.getKey(), t, (a, b) -> a.secondsReference() + a.secondsUpdate()
-                                <= b.secondsReference() + b.secondsUpdate() ? a : b);
+                        runs.computeIfAbsent(s.getKey(), k -> new ArrayList<>()).add(t);
                     }
                 }
+                Map<String, VarlenUpdate.Timing> best = new LinkedHashMap<>();
+                runs.forEach((k, ts) -> best.put(k, median(ts)));
                 best.forEach((k, t) -> put(n.putObject(k), t));
                 n.put("expected_busy_2_stages", MemoryPlan.busy(2, micro));
                 double seqUpdate = best.get("layers_sequential").secondsUpdate(), pipeUpdate = best.get("layers_pipelined").secondsUpdate();
                 n.put("update_speedup_pipelined_vs_sequential", seqUpdate / pipeUpdate);
                 n.put("reference_speedup_pipelined_vs_sequential",
                         best.get("layers_sequential").secondsReference() / best.get("layers_pipelined").secondsReference());
+                n.put("update_speedup_pipelined_vs_sequential_one_thread", best.get("layers_sequential_one_thread").secondsUpdate() / pipeUpdate);
+                n.put("reference_speedup_pipelined_vs_sequential_one_thread",
+                        best.get("layers_sequential_one_thread").secondsReference() / best.get("layers_pipelined").secondsReference());
                 n.put("update_speedup_pipelined_vs_one_device", best.get("one_device").secondsUpdate() / pipeUpdate);
             }
             // 4 stages: the busy fraction (time indicative on 2 cores)
@@ -85,6 +95,14 @@ final class PipelineBench {
         }
     }
 
+    /** Each number's median over the runs (busy fractions included), field by field. */
+    private static VarlenUpdate.Timing median(List<VarlenUpdate.Timing> ts) {
+        Map<String, Double> busy = new LinkedHashMap<>();
+        ts.get(0).busy().keySet().forEach(k -> busy.put(k, BenchCommand.median(ts.stream().map(t -> t.busy().get(k)).toList())));
+        return new VarlenUpdate.Timing(BenchCommand.median(ts.stream().map(VarlenUpdate.Timing::secondsReference).toList()),
+                BenchCommand.median(ts.stream().map(VarlenUpdate.Timing::secondsUpdate).toList()), ts.get(0).padding(), ts.get(0).micro(), busy);
+    }
+
     private static void put(ObjectNode n, VarlenUpdate.Timing t) {
         n.put("seconds_reference", t.secondsReference());
         n.put("seconds_update", t.secondsUpdate());
@@ -94,18 +112,18 @@ final class PipelineBench {
 
     private static TrainConfig config(Path dir, int rows, Map<String, Object> extra) {
         Map<String, Object> s = new LinkedHashMap<>(Map.of("model.path", dir.toString(), "output_dir", dir.resolve("out").toString(),
-                "train.batch_size", 1, "train.mini_batch_size", 1, "rollout.n", rows, "data.max_prompt_tokens", 96,
-                "rollout.max_new_tokens", 160, "train.micro_batch_size", 1));
+                "train.batch_size", 1, "train.mini_batch_size", 1, "rollout.n", rows, "data.max_prompt_tokens", 128,
+                "rollout.max_new_tokens", 384, "train.micro_batch_size", 1));
         s.putAll(extra);
         return ConfigLoader.load(null, s);
     }
 
-    /** {@code n} rows of 96 prompt and 160 response tokens (random ids). */
+    /** {@code n} rows of 128 prompt and 384 response tokens (random ids). */
     private static SequenceBatch rows(SplittableRandom rnd, int n) {
         List<long[]> prompts = new ArrayList<>(), responses = new ArrayList<>();
         for (int i = 0; i < n; i++) {
-            prompts.add(rnd.longs(96, 1, 4000).toArray());
-            responses.add(rnd.longs(160, 1, 4000).toArray());
+            prompts.add(rnd.longs(128, 1, 4000).toArray());
+            responses.add(rnd.longs(384, 1, 4000).toArray());
         }
         return SequenceBatch.of(prompts, responses, 0);
     }

@@ -37,7 +37,7 @@ import picocli.CommandLine.Option;
  * placed over all devices, and data parallel over all of them.
  */
 @Command(name = "gpu-check", mixinStandardHelpOptions = true,
-        description = "Check a GPU node: CPU vs GPU logits, multi-GPU layer placement and data parallelism, a few timed RL steps.")
+        description = "Check a GPU node: CPU vs GPU logits, multi-GPU layer placement (pipelined and one device at a time) and data parallelism, a few timed RL steps.")
 public final class GpuCheckCommand implements Callable<Integer> {
     @Option(names = "--device", defaultValue = "cuda", description = "device to check (default: ${DEFAULT-VALUE})") String device;
     @Option(names = "--devices", description = "devices for layer placement and data parallelism (default: every visible GPU, when 2 or more)")
@@ -87,6 +87,15 @@ public final class GpuCheckCommand implements Callable<Integer> {
             out.put("placement_gradients_max_rel_diff", dg);
             checks.put("placement_logits", dl < 1e-3);
             checks.put("placement_gradients", dg < 1e-3);
+            // the pipeline (a thread per device, 1F1B) against the same placement one group at a time, over 4 micro-batches
+            List<SequenceBatch> mbs = List.of(BATCH, BATCH.slice(0, 1), BATCH.slice(1, 2), BATCH);
+            double dp = 0;
+            for (int cl : new int[] {0, 1}) {
+                dp = Math.max(dp, gradDiff(klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, false),
+                        klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, true)));
+            }
+            out.put("pipeline_gradients_max_rel_diff", dp);
+            checks.put("pipeline_gradients", dp < 1e-5);
         } else {
             out.put("placement", "not checked: one device (give --devices 0,1 on a multi-GPU node)");
         }
@@ -105,6 +114,8 @@ public final class GpuCheckCommand implements Callable<Integer> {
             String all = String.join(",", placed.stream().map(GpuCheckCommand::spec).toList());
             checks.put("layer_placement_steps", timings(out.putArray("steps_layer_placement"),
                     rlSteps(work.resolve("run-layers"), tiny, all, "layers")));
+            checks.put("layer_placement_sequential_steps", timings(out.putArray("steps_layer_placement_sequential"),
+                    rlSteps(work.resolve("run-layers-sequential"), tiny, all, "layers-sequential")));
             checks.put("data_parallel_steps", timings(out.putArray("steps_data_parallel"),
                     rlSteps(work.resolve("run-data"), tiny, all, "data")));
         }
@@ -159,7 +170,8 @@ public final class GpuCheckCommand implements Callable<Integer> {
         Map<String, Object> o = new LinkedHashMap<>();
         o.put("model.path", tiny.toString());
         o.put("model.device", devices);
-        o.put("train.parallel", parallel);
+        o.put("train.parallel", parallel.startsWith("layers") ? "layers" : parallel);
+        o.put("train.pipeline", !parallel.equals("layers-sequential"));
         o.put("train.max_steps", steps);
         o.put("train.micro_batch_size", 32); // several micro-batches per update, so every replica takes some
         o.put("eval.before_start", false);
@@ -186,7 +198,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
         for (JsonNode n : lines) {
             ObjectNode s = into.addObject();
             for (String k : new String[] {"step", "time_step", "time_rollout", "time_reference", "time_update", "time_grad_reduce",
-                "time_param_sync", "tokens_per_s", "loss_total"}) {
+                "time_param_sync", "pipeline_busy", "pipeline_busy_reference", "tokens_per_s", "loss_total"}) {
                 if (n.has(k)) {
                     s.set(k, n.get(k));
                 }

@@ -1,0 +1,55 @@
+package klrl.train;
+
+import ai.djl.Device;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import klrl.model.Decoder;
+import klrl.model.Placement;
+
+/**
+ * What {@code gpu-check} compares on a multi-GPU node: the gradients of Σ log π over several
+ * micro-batches with the layers placed over the devices, accumulated one group at a time and through
+ * the pipeline (a thread per device). On CPU "devices" they are equal bit for bit; on GPUs this is
+ * where a stream or a tensor left on the wrong device would show.
+ */
+public final class PipelineCheck {
+    private PipelineCheck() {}
+
+    /** Per parameter, on the host; {@code pipelined} runs the 1F1B update, else {@link StagedBackward} per micro-batch in order. */
+    public static Map<String, float[]> gradients(Path dir, Placement p, List<SequenceBatch> batches, int checkpointLayers,
+                                                 boolean pipelined) {
+        try (NDManager root = NDManager.newBaseManager(p.output(), "PyTorch");
+             Decoder model = Decoder.load(dir, root, DataType.FLOAT32, p)) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            model.parameters().values().forEach(a -> a.setRequiresGradient(true));
+            if (pipelined) {
+                Pipeline pipe = new Pipeline(p.stages(), 0);
+                try {
+                    pipe.update(model, batches, root, checkpointLayers, (k, h, mm) -> {
+                        SequenceBatch b = batches.get(k);
+                        NDArray loss = PolicyForward.head(model, b, mm, h, 1f, false, false).logp().mul(b.mask(mm)).sum();
+                        return new Pipeline.Loss<>(loss, () -> null);
+                    });
+                } finally {
+                    pipe.stop();
+                }
+            } else {
+                for (SequenceBatch b : batches) {
+                    try (NDManager m = root.newSubManager()) {
+                        NDArray mask = b.mask(m);
+                        StagedBackward.run(model, b, m, checkpointLayers, h -> PolicyForward.head(model, b, m, h, 1f, false, false),
+                                o -> o.logp().mul(mask).sum());
+                    }
+                }
+            }
+            Map<String, float[]> g = new LinkedHashMap<>();
+            model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toDevice(Device.cpu(), false).toFloatArray()));
+            return g;
+        }
+    }
+}
