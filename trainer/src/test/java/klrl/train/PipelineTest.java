@@ -5,20 +5,14 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import klrl.TestPaths;
 import klrl.model.Decoder;
-import klrl.model.ModelConfig;
-import klrl.model.Placement;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -42,10 +36,7 @@ class PipelineTest {
     record Result(Map<String, float[]> grads, List<Float> losses) {}
 
     static Result update(String fixture, int devices, int stageLayers, boolean pipelined) {
-        Path dir = TestPaths.fixture(fixture);
-        try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
-                     Placement.balanced(Collections.nCopies(devices, Device.cpu()), ModelConfig.load(dir)))) {
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = StagedBackwardTest.placed(root, fixture, devices)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             model.parameters().values().forEach(p -> p.setRequiresGradient(true));
             List<Float> losses = new ArrayList<>();
@@ -119,10 +110,8 @@ class PipelineTest {
 
     @Test
     void forwardOnlyPassesGiveThePlainForwardsHiddenStates() {
-        Path dir = TestPaths.fixture("qwen2-bf16-sharded");
         try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Decoder placed = Decoder.load(dir, root, DataType.FLOAT32,
-                     Placement.balanced(Collections.nCopies(3, Device.cpu()), ModelConfig.load(dir)))) {
+             Decoder placed = StagedBackwardTest.placed(root, "qwen2-bf16-sharded", 3)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             Pipeline p = new Pipeline(3, 1);
             try {
@@ -156,10 +145,7 @@ class PipelineTest {
 
     @Test
     void aFailingStageStopsThePassAndThePipelineRunsAgain() {
-        Path dir = TestPaths.fixture("qwen2-bf16-sharded");
-        try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
-                     Placement.balanced(Collections.nCopies(3, Device.cpu()), ModelConfig.load(dir)))) {
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = StagedBackwardTest.placed(root, "qwen2-bf16-sharded", 3)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             model.parameters().values().forEach(x -> x.setRequiresGradient(true));
             Pipeline p = new Pipeline(3, 1);

@@ -37,10 +37,7 @@ class StagedBackwardTest {
 
     /** Gradients with the layers placed over {@code devices} CPU "devices" (the seam GPUs use). */
     static Map<String, float[]> gradients(String fixture, int stageLayers, int devices) {
-        Path dir = TestPaths.fixture(fixture);
-        try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
-                     Placement.balanced(Collections.nCopies(devices, Device.cpu()), ModelConfig.load(dir)))) {
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = placed(root, fixture, devices)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             model.parameters().values().forEach(p -> p.setRequiresGradient(true));
             try (NDManager m = root.newSubManager()) {
@@ -58,6 +55,12 @@ class StagedBackwardTest {
             model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toFloatArray()));
             return g;
         }
+    }
+
+    /** A test model in fp32 with its layers placed over {@code devices} CPU "devices". */
+    static Decoder placed(NDManager root, String fixture, int devices) {
+        Path dir = TestPaths.fixture(fixture);
+        return Decoder.load(dir, root, DataType.FLOAT32, Placement.balanced(Collections.nCopies(devices, Device.cpu()), ModelConfig.load(dir)));
     }
 
     @ParameterizedTest
@@ -93,10 +96,7 @@ class StagedBackwardTest {
 
     @org.junit.jupiter.api.Test
     void aMultiDeviceDecoderRefusesAnEndToEndGraph() {
-        Path dir = TestPaths.fixture("qwen2-bf16-sharded");
-        try (NDManager root = NDManager.newBaseManager("PyTorch");
-             Decoder model = Decoder.load(dir, root, DataType.FLOAT32,
-                     Placement.balanced(List.of(Device.cpu(), Device.cpu()), ModelConfig.load(dir)))) {
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = placed(root, "qwen2-bf16-sharded", 2)) {
             model.parameters().values().forEach(p -> p.setRequiresGradient(true));
             try (NDManager m = root.newSubManager();
                  GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
