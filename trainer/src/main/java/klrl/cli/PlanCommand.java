@@ -138,14 +138,19 @@ public final class PlanCommand implements Callable<Integer> {
         List<String> out = new java.util.ArrayList<>();
         int stages = p.layersPerDevice().length, m = p.microBatches(), enough = MemoryPlan.microBatchesFor(stages, 0.9);
         if (c.train().pipeline()) {
-            String how = c.train().maxTokensPerMicroBatch() > 0 ? "up to " + m : String.valueOf(m); // rows shorter than the longest pack more
-            out.add(String.format(java.util.Locale.ROOT, "pipeline: %d stages, %s micro-batches per mini-batch → expected busy %.2f"
-                    + " (M / (M + S − 1); the update and the reference pass)", stages, how, p.pipelineBusy()));
-            if (p.pipelineBusy() < 0.9) {
+            boolean budget = c.train().maxTokensPerMicroBatch() > 0;
+            String how = budget ? "up to " + m : String.valueOf(m); // with a token budget rows shorter than the longest pack more
+            out.add(String.format(java.util.Locale.ROOT, "pipeline: %d stages, %s micro-batches per mini-batch → expected busy %s%.2f"
+                    + " in the update (M / (M + S − 1); the reference pass cuts the whole step's rows, so more)", stages, how,
+                    budget ? "up to " : "", p.pipelineBusy()));
+            if (p.pipelineBusy() < 0.9 || budget) {
                 long rows = (long) c.train().miniBatchSize() * c.rollout().n();
-                out.add("  0.9 takes " + enough + " micro-batches per mini-batch" + (rows >= enough
-                        ? ": train.micro_batch_size ≤ " + rows / enough + " (" + rows + " rows per mini-batch)"
-                        : ": more rows per mini-batch (train.mini_batch_size × rollout.n = " + rows + ")"));
+                long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+                out.add("  0.9 takes " + enough + " micro-batches per mini-batch" + (rows < enough
+                        ? ": more rows per mini-batch (train.mini_batch_size × rollout.n = " + rows + ")"
+                        : budget ? ": train.max_tokens_per_micro_batch ≤ " + rows / enough * seq + " when every row is as long as "
+                                + seq + " tokens (" + rows + " rows per mini-batch; shorter rows pack more: check pipeline_busy)"
+                        : ": train.micro_batch_size ≤ " + rows / enough + " (" + rows + " rows per mini-batch)"));
             }
         }
         if (c.rollout().engine().equals("local")) {

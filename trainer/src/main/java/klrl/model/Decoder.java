@@ -320,19 +320,28 @@ public final class Decoder implements AutoCloseable {
 
     /**
      * What every layer of one forward pass shares: shapes, rotary tables, mask, cache, constants;
-     * {@link #at} gives copies on another device, made once per pass and device.
+     * {@link #on} gives it on another device, made once per pass and device.
      */
     public record Pass(long b, long t, NDArray cos, NDArray sin, NDArray rot, NDArray scale, NDArray eps,
-                       NDArray width, NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies, boolean causal) {
+                       NDArray width, NDArray mask, KvCache cache, int start, Map<ai.djl.Device, Pass> copies, boolean causal) {}
 
-        public Pass at(ai.djl.Device d) {
-            if (d.equals(cos.getDevice())) {
-                return this;
-            }
-            return copies.computeIfAbsent(d, x -> new Pass(b, t, cos.toDevice(x, false), sin.toDevice(x, false),
-                    rot.toDevice(x, false), scale.toDevice(x, false), eps.toDevice(x, false), width.toDevice(x, false),
-                    mask == null ? null : mask.toDevice(x, false), cache, start, copies, causal));
+    /**
+     * Pass {@code p} on device {@code d}: its own tensors (rotary rows, mask) copied there once, in the
+     * pass's manager; the constants this decoder keeps per device, never copied (a copy of a kept
+     * constant would belong to no scope that closes).
+     */
+    private Pass on(Pass p, ai.djl.Device d) {
+        if (d.equals(p.cos().getDevice())) {
+            return p;
         }
+        return p.copies().computeIfAbsent(d, x -> {
+            Consts c;
+            synchronized (consts) {
+                c = consts(x, 0);
+            }
+            return new Pass(p.b(), p.t(), p.cos().toDevice(x, false), p.sin().toDevice(x, false), c.rot, c.scale, c.eps, c.width,
+                    p.mask() == null ? null : p.mask().toDevice(x, false), p.cache(), p.start(), p.copies(), p.causal());
+        });
     }
 
     /** Moves the activation entering layer l to that layer's device (a no-op on one device). */
@@ -490,7 +499,7 @@ public final class Decoder implements AutoCloseable {
 
     /** One decoder layer: rows x [B·T,E] → [B·T,E], x already on the layer's device ({@link #toLayer}). */
     public NDArray layer(int li, NDArray x, Pass pass) {
-        Pass p = pass.at(placement.layer(li)); // out here: later layers on this device reuse the copy
+        Pass p = on(pass, placement.layer(li)); // out here: later layers on this device reuse the copy
         // Its intermediates go when it returns (Nd.scoped): under the caller's scope alone every
         // layer's activations would stay alive until the pass ended, so a prefill would hold its
         // attention scores once per layer and checkpointed stages every recomputed layer's activations.
@@ -577,7 +586,7 @@ public final class Decoder implements AutoCloseable {
 
     /** The final RMSNorm: rows [B·T,E] → [B,T,E]. */
     public NDArray finalNorm(NDArray x, Pass p) {
-        Pass o = p.at(placement.output());
+        Pass o = on(p, placement.output());
         return rmsNorm(x, finalNorm, o).reshape(o.b(), o.t(), config.hiddenSize());
     }
 

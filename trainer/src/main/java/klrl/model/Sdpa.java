@@ -10,6 +10,8 @@ import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.zip.ZipEntry;
 import java.util.zip.ZipOutputStream;
 
@@ -47,29 +49,52 @@ final class Sdpa implements AutoCloseable {
     /** Calls made, over every instance: lets a test see the fused path ran. */
     static final java.util.concurrent.atomic.AtomicLong CALLS = new java.util.concurrent.atomic.AtomicLong();
 
-    private final PtSymbolBlock causal, masked;
+    private final PtNDManager manager;
+    private final byte[] causalArchive, maskedArchive;
     private final ParameterStore store;
+    /**
+     * The two modules, one pair per calling thread: DJL switches a module between training and
+     * inference mode on every call that differs from its last (a field and a native flag, not
+     * synchronised), and pipeline stages call at once, some recording a graph and some not.
+     */
+    private final ThreadLocal<PtSymbolBlock[]> modules = ThreadLocal.withInitial(this::load);
+    private final List<PtSymbolBlock> loaded = new ArrayList<>();
 
     Sdpa(PtNDManager manager) {
+        this.manager = manager;
         try {
-            this.causal = JniUtils.loadModule(manager, new ByteArrayInputStream(archive("Causal")), true, false);
-            this.masked = JniUtils.loadModule(manager, new ByteArrayInputStream(archive("Masked")), true, false);
+            this.causalArchive = archive("Causal");
+            this.maskedArchive = archive("Masked");
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
         this.store = new ParameterStore(manager, false);
+        modules.get(); // a broken archive fails here, at start
+    }
+
+    private PtSymbolBlock[] load() {
+        try {
+            PtSymbolBlock[] m = {JniUtils.loadModule(manager, new ByteArrayInputStream(causalArchive), true, false),
+                JniUtils.loadModule(manager, new ByteArrayInputStream(maskedArchive), true, false)};
+            synchronized (loaded) {
+                loaded.addAll(List.of(m));
+            }
+            return m;
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     /** softmax(q·kᵀ/√D + causal mask)·v: q, k, v [B,H,T,D] (k and v with as many heads as q) → [B,H,T,D]. */
     NDArray causal(NDArray q, NDArray k, NDArray v) {
         CALLS.incrementAndGet();
-        return causal.forward(store, new NDList(q, k, v), JniUtils.isGradMode()).singletonOrThrow();
+        return modules.get()[0].forward(store, new NDList(q, k, v), JniUtils.isGradMode()).singletonOrThrow();
     }
 
     /** The same with an additive mask [B,1,T,S] instead of the causal one (a left-padded prefill). */
     NDArray masked(NDArray q, NDArray k, NDArray v, NDArray mask) {
         CALLS.incrementAndGet();
-        return masked.forward(store, new NDList(q, k, v, mask), JniUtils.isGradMode()).singletonOrThrow();
+        return modules.get()[1].forward(store, new NDList(q, k, v, mask), JniUtils.isGradMode()).singletonOrThrow();
     }
 
     /** The TorchScript archive of module {@code cls}: a zip whose entries sit under one folder, as torch.jit.save lays them. */
@@ -107,7 +132,9 @@ final class Sdpa implements AutoCloseable {
 
     @Override
     public void close() {
-        causal.close();
-        masked.close();
+        synchronized (loaded) {
+            loaded.forEach(PtSymbolBlock::close);
+            loaded.clear();
+        }
     }
 }

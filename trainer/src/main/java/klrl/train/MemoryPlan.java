@@ -143,16 +143,21 @@ public final class MemoryPlan {
         long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
         // a pipeline's stage s holds the layer inputs of up to S−s micro-batches at once (1F1B): the fullest
         // device's held inputs in layers' worth, and the busy fraction its bubble leaves
+        // (on the host all stages' inputs add up, and every stage computes a layer at once)
         int micro = microBatches(c, m);
         boolean pipelined = !data && groups > 1 && c.train().pipeline();
         int heldLayers = devLayers;
-        if (pipelined && !host) {
+        if (pipelined) {
             int[] counts = place.layerCounts();
+            int sum = 0;
             for (int s = 0; s < groups; s++) {
-                heldLayers = Math.max(heldLayers, counts[s] * Math.min(groups - s, micro));
+                int held = counts[s] * Math.min(groups - s, micro);
+                heldLayers = Math.max(heldLayers, held);
+                sum += held;
             }
+            heldLayers = host ? sum : heldLayers;
         }
-        double act = activations(c, m, bytes, heldLayers);
+        double act = activations(c, m, bytes, heldLayers, pipelined && host ? groups : 1);
         if (pipelined && m.tieWordEmbeddings() && r == 0) {
             grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
         }
@@ -188,7 +193,7 @@ public final class MemoryPlan {
 
     /**
      * Micro-batches per mini-batch: its rows over train.micro_batch_size, or, with a token budget, its
-     * padded positions at the longest sequence over the budget (a lower bound: shorter rows pack more).
+     * padded positions at the longest sequence over the budget (an upper bound: shorter rows pack more).
      */
     static int microBatches(TrainConfig c, ModelConfig m) {
         long rows = (long) c.train().miniBatchSize() * c.rollout().n();
@@ -218,13 +223,14 @@ public final class MemoryPlan {
     /**
      * Activation bytes on the fullest device, with activation checkpointing per decoder layer: each
      * device keeps its layers' inputs ({@code devLayers} of them: a pipeline's stage keeps those of
-     * several micro-batches), plus one layer's full activations while it
+     * several micro-batches), plus one layer's full activations ({@code computing} of them when pipeline
+     * stages share the one memory) while it
      * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
      * logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's scores and
      * probabilities, quadratic in the sequence; fused attention (model.attention: sdpa) keeps none of
      * them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
      */
-    static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers) {
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers, int computing) {
         long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
         // needs its own length), else micro_batch_size rows of the longest sequence
@@ -236,7 +242,7 @@ public final class MemoryPlan {
         double attention = c.model().attention().equals("sdpa") ? 4.0 : 5.0 * m.numHeads() * seq / m.hiddenSize();
         double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
         double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
-        return boundaries + oneLayer + logits;
+        return boundaries + computing * oneLayer + logits;
     }
 
     /** LoRA's A and B over every target module of every layer. */
@@ -271,7 +277,7 @@ public final class MemoryPlan {
             "reference", "model.lora.rank (LoRA reads the reference from the base weights)",
             "gradients", "model.lora.rank",
             "optimizer", "model.lora.rank",
-            "activations", "train.micro_batch_size, train.checkpoint_layers, rollout.max_new_tokens, data.max_prompt_tokens",
+            "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens",
             "kv_cache", "rollout.n × train.batch_size, rollout.max_new_tokens, data.max_prompt_tokens, rollout.kv_cache_gb",
             "prefill", "rollout.prefill_gb");
 

@@ -11,6 +11,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Future;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 import klrl.model.Decoder;
 import klrl.util.Grad;
@@ -31,7 +32,7 @@ import klrl.util.Grad;
  * the last micro-batch: the same terms summed in another fixed order.
  *
  * <p>Hand-offs are FIFO queues: each stage runs its micro-batches' forwards, and its backwards, in
- * increasing order. A stage that fails wakes the others with a poison message; every stage has ended
+ * increasing order. A stage that fails stops the others at their next hand-off; every stage has ended
  * before the failure is rethrown and the micro-batches' managers are closed.
  */
 final class Pipeline {
@@ -71,11 +72,15 @@ final class Pipeline {
 
     /**
      * Forward-only: each micro-batch through each of {@code nets} in order; the last stage hands their
-     * final hidden states to {@code sink}, in micro-batch order. Timed as {@code metric}.
+     * final hidden states to {@code sink} (with a manager on the output device, closed after it), in
+     * micro-batch order. Timed as {@code metric}.
      */
     synchronized void forward(String metric, List<SequenceBatch> batches, List<Net> nets, NDManager root, Sink sink) {
         int m = batches.size();
-        Run run = new Run(m, root);
+        for (Net n : nets) {
+            checkStages(n.model());
+        }
+        Run run = new Run(m, root, nets.get(0).model(), 2); // hand-offs at most 2 deep: stage 0 cannot run far ahead
         run.go(metric, s -> {
             for (int k = 0; k < m; k++) {
                 List<NDArray> hidden = new ArrayList<>();
@@ -97,15 +102,19 @@ final class Pipeline {
                     }
                     if (s == stages - 1) {
                         hidden.add(d.finalNorm(d.toOutput(x), in.pass()));
+                        settle(hidden.get(hidden.size() - 1));
                     } else {
-                        run.fwd.get(s + 1).put(new Hop(k, x, in.pass(), in.tokens()));
+                        settle(x);
+                        run.put(run.fwd.get(s + 1), new Hop(k, x, in.pass(), in.tokens()));
                     }
                     run.busy[s] += System.nanoTime() - t0;
                 }
-                if (s == stages - 1) {
+                if (s == stages - 1) { // the micro-batch's last work: every stage is done with it
                     long t0 = System.nanoTime();
-                    sink.accept(k, hidden, run.managers[k]);
-                    run.managers[k].close();
+                    try (NDManager hm = root.newSubManager()) {
+                        sink.accept(k, hidden, hm);
+                    }
+                    run.start[k].close();
                     run.busy[s] += System.nanoTime() - t0;
                 }
             }
@@ -115,7 +124,7 @@ final class Pipeline {
     /** The loss of one micro-batch, and what to read from it once its gradient has been taken (on the last stage). */
     record Loss<T>(NDArray loss, Supplier<T> after) {}
 
-    /** The head of the update: micro-batch k's final hidden states [B,T,E] → its loss, recorded. */
+    /** The head of the update: micro-batch k's final hidden states [B,T,E] → its loss, recorded, made in {@code mm}. */
     interface Head<T> {
         Loss<T> apply(int k, NDArray hidden, NDManager mm);
     }
@@ -127,24 +136,31 @@ final class Pipeline {
         NDArray grad; // the last stage's: handed back by the head
     }
 
+    /** Per stage, the most micro-batches the last update held between forward and backward (1F1B: S − s). */
+    int[] lastInFlight = new int[0];
+
     /**
      * The update's forward and backward over micro-batches, 1F1B: gradients accumulate into the model's
      * parameters as {@link StagedBackward#run} would leave them after the same micro-batches in order;
      * returns what each micro-batch's {@link Loss#after} read, in order.
      *
+     * <p>Memory: each stage keeps a micro-batch's tensors in a manager of its own, closed when its
+     * backward of that micro-batch is done; the head's (logits, log-softmax, their gradients) go as soon
+     * as its gradient is taken. A stage's input is its own (a hand-off moves ownership, or the stage
+     * makes its own leaf when the sender keeps the graph that produced it); a gradient handed back
+     * belongs to the stage it is handed to.
+     *
      * @param checkpointLayers recompute in stages of this many layers (0: each device's layers keep their graph)
      */
     synchronized <T> List<T> update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head) {
         int m = batches.size();
-        if (model.placement().stages() != stages) {
-            throw new IllegalArgumentException("a pipeline of " + stages + " stages runs a model placed over as many devices");
-        }
+        checkStages(model);
         boolean recompute = checkpointLayers > 0;
         List<int[]> all = StagedBackward.stages(model.placement(), model.numLayers(), checkpointLayers);
         List<T> results = new ArrayList<>(java.util.Collections.nCopies(m, null));
         // tied embeddings: the lookup's gradients (first stage) go to an alias, lm_head's (last stage) to the matrix
         NDArray alias = model.embeddingTrains() && model.placement().embedDevice() == stages - 1 ? model.embeddingAlias() : null;
-        Run run = new Run(m, root);
+        Run run = new Run(m, root, model, Integer.MAX_VALUE); // 1F1B bounds what waits in a hand-off
         try {
             run.go("pipeline_busy", s -> {
                 List<int[]> mine = all.stream().filter(st -> model.placement().deviceOfLayer()[st[0]] == s).toList();
@@ -154,17 +170,28 @@ final class Pipeline {
                     boolean forward = f < m && (f < warm || f - b <= warm);
                     if (forward) {
                         InFlight st = new InFlight();
+                        NDManager own = run.own[s][f];
                         st.hop = s == 0 ? null : run.take(run.fwd.get(s));
                         long t0 = System.nanoTime();
-                        st.hop = s == 0 ? run.start(model, batches.get(f), f) : st.hop;
+                        if (s == 0) {
+                            st.hop = run.start(model, batches.get(f), f);
+                            st.hop.x().attach(own); // the embedding: this stage's
+                        }
                         NDArray x = st.hop.x();
                         for (int[] r : mine) { // keep each stage's input (and, without recomputation, its graph)
                             NDArray in = model.toLayer(r[0], x);
                             if (recompute) {
+                                if (x == st.hop.x() && s > 0) { // the hand-off: its sender keeps nothing of it
+                                    if (in != x) {
+                                        x.close();
+                                    }
+                                    in.attach(own);
+                                }
                                 st.inputs.add(in);
                                 x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
-                            } else {
+                            } else { // the sender keeps the graph ending in x: a leaf of this stage's own
                                 in = StagedBackward.leaf(in);
+                                in.attach(own);
                                 st.inputs.add(in);
                                 try (Grad gc = Grad.record()) {
                                     x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
@@ -173,18 +200,24 @@ final class Pipeline {
                             }
                         }
                         if (s == stages - 1) { // the head: loss from the detached last hidden states, its gradient kept
-                            NDArray last = StagedBackward.leaf(model.toOutput(x));
-                            Loss<T> loss;
-                            try (Grad gc = Grad.record()) {
-                                loss = head.apply(f, model.finalNorm(last, st.hop.pass()), run.managers[f]);
-                                gc.backward(loss.loss());
+                            try (NDManager hm = root.newSubManager()) {
+                                NDArray last = StagedBackward.leaf(model.toOutput(x));
+                                last.attach(hm);
+                                Loss<T> loss;
+                                try (Grad gc = Grad.record()) {
+                                    loss = head.apply(f, model.finalNorm(last, st.hop.pass()), hm);
+                                    gc.backward(loss.loss());
+                                }
+                                results.set(f, loss.after().get());
+                                st.grad = last.getGradient();
+                                st.grad.attach(own);
                             }
-                            results.set(f, loss.after().get());
-                            st.grad = last.getGradient();
                         } else {
-                            run.fwd.get(s + 1).put(new Hop(f, x, st.hop.pass(), st.hop.tokens()));
+                            settle(x);
+                            run.put(run.fwd.get(s + 1), new Hop(f, x, st.hop.pass(), st.hop.tokens()));
                         }
                         held.put(f++, st);
+                        run.inFlight[s] = Math.max(run.inFlight[s], held.size());
                         run.busy[s] += System.nanoTime() - t0;
                     } else {
                         InFlight st = held.remove(b);
@@ -200,21 +233,26 @@ final class Pipeline {
                             grad = in.getGradient();
                         }
                         if (s > 0) {
-                            run.bwd.get(s - 1).put(new Hop(b, grad, null, null));
-                        } else {
-                            if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
-                                try (Grad gc = Grad.record()) {
-                                    NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
-                                    gc.backward(e, grad.toDevice(e.getDevice(), false));
-                                }
+                            settle(grad);
+                            grad.attach(run.own[s - 1][b]); // the receiver's from now on
+                            run.put(run.bwd.get(s - 1), new Hop(b, grad, null, null));
+                        } else if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
+                            try (Grad gc = Grad.record()) {
+                                NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
+                                gc.backward(e, grad.toDevice(e.getDevice(), false));
                             }
-                            run.managers[b].close(); // the micro-batch's last work: every stage is done with it
+                            settle(grad);
+                        }
+                        run.own[s][b].close();
+                        if (s == 0) {
+                            run.start[b].close(); // the micro-batch's last work: every stage is done with it
                         }
                         b++;
                         run.busy[s] += System.nanoTime() - t0;
                     }
                 }
             });
+            lastInFlight = run.inFlight.clone();
             if (alias != null) {
                 model.addEmbeddingGradient(alias);
             }
@@ -226,6 +264,25 @@ final class Pipeline {
         return results;
     }
 
+    private void checkStages(Decoder model) {
+        if (model.placement().stages() != stages) {
+            throw new IllegalArgumentException("a pipeline of " + stages + " stages runs a model placed over as many devices, not "
+                    + model.placement().stages());
+        }
+    }
+
+    /**
+     * On a GPU, waits for the work queued on {@code a}'s device: kernels run asynchronously, so without
+     * it a stage's clock would read how long queueing took, not computing (pipeline_busy).
+     */
+    private static void settle(NDArray a) {
+        if (a.getDevice().isGpu()) {
+            try (ai.djl.ndarray.NDScope scope = new ai.djl.ndarray.NDScope()) {
+                a.reshape(-1).get(0).toType(ai.djl.ndarray.types.DataType.FLOAT32, false).getFloat();
+            }
+        }
+    }
+
     /** Layers of {@code d} on stage s, in order. */
     private static int[] layersOf(Decoder d, int s) {
         int[] of = d.placement().deviceOfLayer();
@@ -235,43 +292,65 @@ final class Pipeline {
     /** A hand-off between stages: micro-batch k's activation (or gradient), its pass and tokens. */
     private record Hop(int k, NDArray x, Decoder.Pass pass, NDArray tokens) {}
 
-    private static final Hop POISON = new Hop(-1, null, null, null);
-
     /** A stage body: runs stage s's share of a pass. */
     private interface Body {
         void run(int s) throws InterruptedException;
     }
 
-    /** One pass: the micro-batches' managers, the queues between stages, per-stage compute time. */
+    /**
+     * One pass: per micro-batch a manager on the first device for its tokens and pass (closed by the
+     * stage that finishes the micro-batch) and, for the update, one per stage; the queues between
+     * stages; per-stage compute time.
+     */
     private final class Run {
-        final NDManager[] managers;
+        final NDManager[] start;
+        final NDManager[][] own;
         final List<BlockingQueue<Hop>> fwd = new ArrayList<>(), bwd = new ArrayList<>();
         final long[] busy = new long[stages];
+        final int[] inFlight = new int[stages];
+        /** Set when a stage failed: the others stop at their next hand-off. */
+        volatile boolean failed;
 
-        Run(int m, NDManager root) {
-            managers = new NDManager[m];
+        Run(int m, NDManager root, Decoder model, int depth) {
+            start = new NDManager[m];
+            own = new NDManager[stages][m];
+            List<ai.djl.Device> devices = model.placement().devices();
             for (int k = 0; k < m; k++) {
-                managers[k] = root.newSubManager();
+                start[k] = root.newSubManager(devices.get(0));
+                for (int s = 0; s < stages; s++) {
+                    own[s][k] = root.newSubManager(devices.get(s));
+                }
             }
             for (int s = 0; s < stages; s++) {
-                fwd.add(new LinkedBlockingQueue<>());
-                bwd.add(new LinkedBlockingQueue<>());
+                fwd.add(new LinkedBlockingQueue<>(depth));
+                bwd.add(new LinkedBlockingQueue<>(depth));
             }
         }
 
-        /** The first stage's input of micro-batch k through {@code d}: its tokens, its pass, their embedding. */
+        /** The first stage's input of micro-batch k through {@code d}: its tokens and pass on the first device, their embedding. */
         Hop start(Decoder d, SequenceBatch b, int k) {
-            NDManager mm = managers[k];
+            NDManager mm = start[k];
             NDArray tokens = b.tokens(mm);
             return new Hop(k, d.embed(tokens), b.pass(d, tokens, mm), tokens);
         }
 
         Hop take(BlockingQueue<Hop> q) throws InterruptedException {
-            Hop h = q.take();
-            if (h == POISON) {
-                throw new Aborted();
+            while (true) {
+                Hop h = q.poll(50, TimeUnit.MILLISECONDS);
+                if (h != null) {
+                    return h;
+                } else if (failed) {
+                    throw new Aborted();
+                }
             }
-            return h;
+        }
+
+        void put(BlockingQueue<Hop> q, Hop h) throws InterruptedException {
+            while (!q.offer(h, 50, TimeUnit.MILLISECONDS)) {
+                if (failed) {
+                    throw new Aborted();
+                }
+            }
         }
 
         /** Runs every stage's body in its thread and waits for all of them; the first failure is rethrown. */
@@ -284,32 +363,45 @@ final class Pipeline {
                     try {
                         body.run(stage);
                     } catch (Throwable t) {
-                        for (int q = 0; q < stages; q++) { // wake every stage waiting for a hand-off
-                            fwd.get(q).add(POISON);
-                            bwd.get(q).add(POISON);
-                        }
+                        failed = true; // every stage stops at its next hand-off
                         throw t;
                     }
                     return null;
                 }));
             }
             Throwable first = null;
+            boolean interrupted = false;
             for (Future<?> f : fs) { // every stage has ended before anything is closed or thrown
-                try {
-                    await(f);
-                } catch (Aborted e) {
-                    // woken by another stage's failure
-                } catch (RuntimeException | Error e) {
-                    first = first == null ? e : first;
+                while (true) {
+                    try {
+                        f.get();
+                    } catch (InterruptedException e) {
+                        interrupted = true; // a stage still runs on these managers: wait for it regardless
+                        continue;
+                    } catch (ExecutionException e) {
+                        Throwable c = e.getCause();
+                        if (!(c instanceof Aborted)) {
+                            first = first == null ? c : first;
+                        }
+                    }
+                    break;
                 }
             }
-            for (NDManager mm : managers) {
-                mm.close();
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+            for (int k = 0; k < start.length; k++) {
+                start[k].close();
+                for (NDManager[] stage : own) {
+                    stage[k].close();
+                }
             }
             if (first instanceof RuntimeException re) {
                 throw re;
+            } else if (first instanceof Error er) {
+                throw er;
             } else if (first != null) {
-                throw (Error) first;
+                throw new IllegalStateException(first);
             }
             double wall = (System.nanoTime() - t0) / 1e9;
             double[] acc = busy(metric);

@@ -43,11 +43,18 @@ class PipelineTest {
             if (pipelined) {
                 Pipeline p = new Pipeline(devices, 1);
                 try {
+                    long vocab = model.config.vocabSize();
                     losses.addAll(p.update(model, BATCHES, root, stageLayers, (k, h, mm) -> {
+                        // the earlier micro-batches' head tensors ([T,V] logits, log-softmax, gradients) are gone
+                        long heads = root.getManagedArrays().stream().filter(a -> isHeadTensor(a, vocab)).count();
+                        assertEquals(0, heads, "head tensors alive at micro-batch " + k);
                         NDArray loss = StagedBackwardTest.loss(PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, false, true),
                                 BATCHES.get(k).mask(mm));
                         return new Pipeline.Loss<>(loss, loss::getFloat);
                     }));
+                    for (int s = 0; s < devices; s++) { // 1F1B: stage s holds at most S − s micro-batches
+                        assertEquals(Math.min(devices - s, BATCHES.size()), p.lastInFlight[s], "stage " + s + " in flight");
+                    }
                     Map<String, Double> busy = p.takeBusy();
                     double b = busy.get("pipeline_busy");
                     assertTrue(b > 0 && b <= 1.0001, busy.toString());
@@ -69,6 +76,16 @@ class PipelineTest {
             Map<String, float[]> g = new LinkedHashMap<>();
             model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toFloatArray()));
             return new Result(g, losses);
+        }
+    }
+
+    /** A per-token [T,V] tensor (logits, log-softmax, their gradients); false for one other stages free meanwhile. */
+    private static boolean isHeadTensor(NDArray a, long vocab) {
+        try {
+            long[] shape = a.getShape().getShape();
+            return shape.length > 1 && shape[shape.length - 1] == vocab && shape[0] != vocab;
+        } catch (IllegalStateException released) {
+            return false;
         }
     }
 
@@ -139,6 +156,73 @@ class PipelineTest {
                 assertTrue(p.takeBusy().isEmpty(), "taken once");
             } finally {
                 p.stop();
+            }
+        }
+    }
+
+    @Test
+    void theReferenceRunsWithoutAdaptersInItsThreadsWhileThePolicyUsesThem() {
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder placed = StagedBackwardTest.placed(root, "qwen2-bf16-sharded", 3)) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            // adapters whose B is not zero, so that they change the output
+            placed.addAdapters(List.of("q_proj", "v_proj", "down_proj"), 4, 8, 0, 3).values().forEach(l -> l.b.addi(l.b.onesLike().mul(0.05f)));
+            Pipeline p = new Pipeline(3, 1);
+            try {
+                List<float[]> policy = new ArrayList<>(Collections.nCopies(BATCHES.size(), null)), base = new ArrayList<>(policy);
+                p.forward("pipeline_busy_reference", BATCHES, List.of(new Pipeline.Net(placed, false), new Pipeline.Net(placed, true)),
+                        root, (k, hidden, mm) -> {
+                            policy.set(k, hidden.get(0).toFloatArray());
+                            base.set(k, hidden.get(1).toFloatArray());
+                        });
+                int threads = ai.djl.pytorch.jni.JniUtils.getNumThreads();
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(1); // as each stage thread
+                for (int k = 0; k < BATCHES.size(); k++) {
+                    try (NDManager m = root.newSubManager()) {
+                        SequenceBatch b = BATCHES.get(k);
+                        NDArray tokens = b.tokens(m);
+                        float[] on = placed.hidden(tokens, b.pass(placed, tokens, m)).toFloatArray(), off;
+                        try (var x = placed.adaptersOff()) {
+                            off = placed.hidden(tokens, b.pass(placed, tokens, m)).toFloatArray();
+                        }
+                        assertTrue(!java.util.Arrays.equals(on, off), "the adapters change the output");
+                        assertArrayEquals(on, policy.get(k), "micro-batch " + k + " with adapters");
+                        assertArrayEquals(off, base.get(k), "micro-batch " + k + " without");
+                    }
+                }
+                ai.djl.pytorch.jni.JniUtils.setNumThreads(threads);
+            } finally {
+                p.stop();
+            }
+        }
+    }
+
+    @Test
+    void aFailureInTheFirstStageStopsEveryPass() {
+        // an id beyond the vocabulary: the first stage's embedding lookup fails at micro-batch 2
+        List<SequenceBatch> bad = new ArrayList<>(BATCHES);
+        bad.set(2, SequenceBatch.of(List.of(new long[] {1, 2}), List.of(new long[] {1_000_000}), 0));
+        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = StagedBackwardTest.placed(root, "qwen2-bf16-sharded", 3)) {
+            klrl.util.Runtime.noGradOutsideCollectors();
+            model.parameters().values().forEach(x -> x.setRequiresGradient(true));
+            Pipeline p = new Pipeline(3, 1);
+            try {
+                p.update(model, BATCHES, root, 0, (k, h, mm) -> new Pipeline.Loss<>(h.sum(), () -> k));
+                p.forward("warm-up", BATCHES, List.of(new Pipeline.Net(model, false)), root, (k, hidden, mm) -> {});
+                int before = root.getManagedArrays().size();
+                List<Integer> heads = new ArrayList<>();
+                RuntimeException u = assertThrows(RuntimeException.class, () -> p.update(model, bad, root, 1, (k, h, mm) -> {
+                    heads.add(k);
+                    return new Pipeline.Loss<>(h.sum(), () -> k);
+                }));
+                assertTrue(u instanceof ai.djl.engine.EngineException, u.toString());
+                assertTrue(!heads.contains(2) && !heads.contains(3), "no micro-batch after the failed one reached the head: " + heads);
+                RuntimeException f = assertThrows(RuntimeException.class, () -> p.forward("x", bad, List.of(new Pipeline.Net(model, false)),
+                        root, (k, hidden, mm) -> {}));
+                assertTrue(f instanceof ai.djl.engine.EngineException, f.toString());
+                assertEquals(before, root.getManagedArrays().size(), "nothing of the failed passes stays attached");
+                assertEquals(List.of(0, 1), p.update(model, BATCHES.subList(0, 2), root, 0, (k, h, mm) -> new Pipeline.Loss<>(h.sum(), () -> k)));
+            } finally {
+                assertTrue(p.stop());
             }
         }
     }
