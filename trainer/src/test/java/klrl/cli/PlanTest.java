@@ -88,6 +88,12 @@ class PlanTest {
         assertTrue(!seq.has("pipeline_busy"));
         var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set", "train.pipeline=false");
         assertTrue(off.out().contains("one computing at a time (train.pipeline: false)") && !off.out().contains("expected busy"), off.out());
+        // with a token budget micro_batch_size does not cut the rows: the advice names the budget
+        var budget = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set",
+                "train.max_tokens_per_micro_batch=65536");
+        assertTrue(budget.out().contains("pipeline: 8 stages, up to 32 micro-batches per mini-batch → expected busy up to 0.82")
+                && budget.out().contains("train.max_tokens_per_micro_batch ≤ 32768 when every row is as long as 4096 tokens")
+                && !budget.out().contains("train.micro_batch_size ≤"), budget.out());
         var servers = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwen, "--gpus", "8", "--set", "rollout.engine=sglang");
         assertTrue(!servers.out().contains("generation: local decoding"), servers.out());
     }
