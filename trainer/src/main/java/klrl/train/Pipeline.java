@@ -396,13 +396,7 @@ final class Pipeline {
                     stage[k].close();
                 }
             }
-            if (first instanceof RuntimeException re) {
-                throw re;
-            } else if (first instanceof Error er) {
-                throw er;
-            } else if (first != null) {
-                throw new IllegalStateException(first);
-            }
+            Replicas.rethrow(first);
             double wall = (System.nanoTime() - t0) / 1e9;
             double[] acc = busy(metric);
             for (long b : this.busy) {

@@ -270,6 +270,12 @@ final class Replicas implements AutoCloseable {
                 first = first == null ? e : first;
             }
         }
+        rethrow(first);
+        return out;
+    }
+
+    /** Throws {@code first} as it is when unchecked, wrapped otherwise; nothing when null. */
+    static void rethrow(Throwable first) {
         if (first instanceof RuntimeException re) {
             throw re;
         } else if (first instanceof Error er) {
@@ -277,7 +283,6 @@ final class Replicas implements AutoCloseable {
         } else if (first != null) {
             throw new IllegalStateException(first);
         }
-        return out;
     }
 
     /**
