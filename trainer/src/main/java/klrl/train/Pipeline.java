@@ -180,18 +180,26 @@ final class Pipeline {
                         NDArray x = st.hop.x();
                         for (int[] r : mine) { // keep each stage's input (and, without recomputation, its graph)
                             NDArray in = model.toLayer(r[0], x);
+                            boolean arriving = x == st.hop.x(); // the hand-off (on stage 0, the lookup: recomputed in backward)
                             if (recompute) {
-                                if (x == st.hop.x() && s > 0) { // the hand-off: its sender keeps nothing of it
-                                    if (in != x) {
-                                        x.close();
-                                    }
+                                if (arriving && in != x) { // a device copy is this stage's input; nobody keeps the original
+                                    x.close();
+                                }
+                                if (arriving) {
                                     in.attach(own);
                                 }
                                 st.inputs.add(in);
                                 x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
                             } else { // the sender keeps the graph ending in x: a leaf of this stage's own
-                                in = StagedBackward.leaf(in);
-                                in.attach(own);
+                                NDArray leaf = StagedBackward.leaf(in);
+                                leaf.attach(own);
+                                if (in != x) { // a device copy: the leaf shares its storage
+                                    in.close();
+                                    if (s == 0) { // a tied embedding's lookup, on the last device
+                                        x.close();
+                                    }
+                                }
+                                in = leaf;
                                 st.inputs.add(in);
                                 try (Grad gc = Grad.record()) {
                                     x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
@@ -236,10 +244,15 @@ final class Pipeline {
                             settle(grad);
                             grad.attach(run.own[s - 1][b]); // the receiver's from now on
                             run.put(run.bwd.get(s - 1), new Hop(b, grad, null, null));
-                        } else if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
-                            try (Grad gc = Grad.record()) {
-                                NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
-                                gc.backward(e, grad.toDevice(e.getDevice(), false));
+                        } else {
+                            if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
+                                try (Grad gc = Grad.record()) {
+                                    NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
+                                    gc.backward(e, grad.toDevice(e.getDevice(), false));
+                                    if (e.getDevice().equals(grad.getDevice())) { // (a tied lookup's runs on the last device)
+                                        settle(e);
+                                    }
+                                }
                             }
                             settle(grad);
                         }
@@ -336,11 +349,12 @@ final class Pipeline {
 
         Hop take(BlockingQueue<Hop> q) throws InterruptedException {
             while (true) {
+                if (failed) { // not even what is already queued: the pass is lost
+                    throw new Aborted();
+                }
                 Hop h = q.poll(50, TimeUnit.MILLISECONDS);
                 if (h != null) {
                     return h;
-                } else if (failed) {
-                    throw new Aborted();
                 }
             }
         }
@@ -357,29 +371,36 @@ final class Pipeline {
         void go(String metric, Body body) {
             long t0 = System.nanoTime();
             List<Future<?>> fs = new ArrayList<>();
-            for (int s = 0; s < stages; s++) {
-                int stage = s;
-                fs.add(threads.get(s).submit(() -> {
-                    try {
-                        body.run(stage);
-                    } catch (Throwable t) {
-                        failed = true; // every stage stops at its next hand-off
-                        throw t;
-                    }
-                    return null;
-                }));
-            }
             Throwable first = null;
-            boolean interrupted = false;
+            for (int s = 0; s < stages && first == null; s++) {
+                int stage = s;
+                try {
+                    fs.add(threads.get(s).submit(() -> {
+                        try {
+                            body.run(stage);
+                        } catch (Throwable t) {
+                            failed = true; // every stage stops at its next hand-off
+                            throw t;
+                        }
+                        return null;
+                    }));
+                } catch (java.util.concurrent.RejectedExecutionException e) { // stopped meanwhile
+                    failed = true;
+                    first = e;
+                }
+            }
+            boolean interrupted = false, aborted = false;
             for (Future<?> f : fs) { // every stage has ended before anything is closed or thrown
                 while (true) {
                     try {
                         f.get();
                     } catch (InterruptedException e) {
-                        interrupted = true; // a stage still runs on these managers: wait for it regardless
+                        interrupted = true; // a stage still runs on these managers: stop them, and wait regardless
+                        failed = true;
                         continue;
                     } catch (ExecutionException e) {
                         Throwable c = e.getCause();
+                        aborted |= c instanceof Aborted;
                         if (!(c instanceof Aborted)) {
                             first = first == null ? c : first;
                         }
@@ -389,6 +410,9 @@ final class Pipeline {
             }
             if (interrupted) {
                 Thread.currentThread().interrupt();
+                if (aborted && first == null) { // stopped for the interrupt: the pass is incomplete
+                    first = new IllegalStateException("interrupted while a pipelined pass ran");
+                }
             }
             for (int k = 0; k < start.length; k++) {
                 start[k].close();
