@@ -291,17 +291,23 @@ public final class Decoder implements AutoCloseable {
             // moving activations between devices cuts the graph: earlier layers would get no gradient
             throw new IllegalStateException("a multi-device decoder is differentiated through StagedBackward only");
         }
-        NDArray x = embed(ids);
-        for (int li = 0; li < layers.length; li++) {
+        return finalNorm(toOutput(layers(0, layers.length, embed(ids), p)), p);
+    }
+
+    /**
+     * Layers [from, to) over x without a graph kept for later: each layer's input is closed once the next
+     * has it (x included; a recorded graph holds its own references), so a pass holds one activation.
+     */
+    public NDArray layers(int from, int to, NDArray x, Pass p) {
+        for (int li = from; li < to; li++) {
             NDArray in = toLayer(li, x), out = layer(li, in, p);
-            // this method's own activations; a recorded graph holds its own references
             if (in != x) {
                 in.close();
             }
             x.close();
             x = out;
         }
-        return finalNorm(toOutput(x), p);
+        return x;
     }
 
     private boolean recordsTrainable() {
@@ -526,9 +532,7 @@ public final class Decoder implements AutoCloseable {
             p.cache().write(li, p.start(), kk, v);
             if (sdpa != null && p.start() == 0 && t > 1 && p.mask() != null) {
                 // a prefill attends over its own keys alone: fused, with the left padding's mask
-                NDArray att = sdpa.masked(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g), p.mask().reshape(b, 1, t, t))
-                        .transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);                        // [B·T,H*D]
-                return mlp(x.add(L.o.apply(att)), L, p);
+                return afterFused(x, sdpa.masked(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g), p.mask().reshape(b, 1, t, t)), L, p);
             }
             s = p.start() + t;
             kt = p.cache().keysTransposed(li, (int) s);
@@ -539,10 +543,7 @@ public final class Decoder implements AutoCloseable {
         if (p.causal() && p.cache() == null) {
             // Fused causal attention. K/V repeated to the query heads first (HF's repeat_kv order: head kv·G + j):
             // O(T) memory, where SDPA's own GQA would fall back to its materialising math kernel
-            NDArray att = sdpa.causal(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g))
-                    .transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);                                // [B·T,H*D]
-            x = x.add(L.o.apply(att));
-            return mlp(x, L, p);
+            return afterFused(x, sdpa.causal(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g)), L, p);
         }
         // GQA without repeating K/V: fold each kv head's G query heads into its row block
         // (scaling q rather than the scores: same product, a pass over G·T·D values instead of G·T·S)
@@ -565,6 +566,12 @@ public final class Decoder implements AutoCloseable {
                 : att.reshape(b, h, t, d).transpose(0, 2, 1, 3).reshape(b * t, (long) h * d);
         x = x.add(L.o.apply(att));
         return mlp(x, L, p);
+    }
+
+    /** Fused attention's heads [B,H,T,D] → rows [B·T,H·D], through o_proj onto the residual, then the MLP block. */
+    private NDArray afterFused(NDArray x, NDArray att, Layer L, Pass p) {
+        long b = p.b(), t = p.t(), hd = (long) config.numHeads() * config.headDim();
+        return mlp(x.add(L.o.apply(att.transpose(0, 2, 1, 3).reshape(b * t, hd))), L, p);
     }
 
     /** [B,K,T,D] → [B,K·G,T,D], each kv head repeated for its G query heads (head kv·G + j, HF's repeat_kv). */

@@ -54,12 +54,15 @@ final class Pipeline {
             set.add(t.submit(() -> Replicas.threadSetUp(torchThreads)));
         }
         for (Future<Void> f : set) {
-            await(f);
+            try {
+                f.get();
+            } catch (ExecutionException e) {
+                Replicas.rethrow(e.getCause());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while the pipeline's threads started", e);
+            }
         }
-    }
-
-    int stages() {
-        return stages;
     }
 
     /** A network of a forward-only pass and whether it runs without its LoRA adapters (the reference). */
@@ -80,7 +83,7 @@ final class Pipeline {
         for (Net n : nets) {
             checkStages(n.model());
         }
-        Run run = new Run(m, root, nets.get(0).model(), 2); // hand-offs at most 2 deep: stage 0 cannot run far ahead
+        Run run = new Run(m, root, nets.get(0).model(), 2, false); // hand-offs at most 2 deep: stage 0 cannot run far ahead
         run.go(metric, s -> {
             for (int k = 0; k < m; k++) {
                 List<NDArray> hidden = new ArrayList<>();
@@ -89,16 +92,10 @@ final class Pipeline {
                     Hop in = s == 0 ? null : run.take(run.fwd.get(s));
                     long t0 = System.nanoTime(); // compute from here: waiting for a hand-off is the bubble
                     in = s == 0 ? run.start(d, batches.get(k), k) : in;
-                    NDArray x = in.x();
+                    NDArray x;
                     try (var off = n.adaptersOff() ? d.adaptersOff() : null) {
-                        for (int l : layersOf(d, s)) {
-                            NDArray a = d.toLayer(l, x), out = d.layer(l, a, in.pass());
-                            if (a != x) { // this pass's own activations (a recorded graph would hold its own)
-                                a.close();
-                            }
-                            x.close();
-                            x = out;
-                        }
+                        int[] r = layersOf(d, s);
+                        x = d.layers(r[0], r[1], in.x(), in.pass());
                     }
                     if (s == stages - 1) {
                         hidden.add(d.finalNorm(d.toOutput(x), in.pass()));
@@ -160,7 +157,7 @@ final class Pipeline {
         List<T> results = new ArrayList<>(java.util.Collections.nCopies(m, null));
         // tied embeddings: the lookup's gradients (first stage) go to an alias, lm_head's (last stage) to the matrix
         NDArray alias = model.embeddingTrains() && model.placement().embedDevice() == stages - 1 ? model.embeddingAlias() : null;
-        Run run = new Run(m, root, model, Integer.MAX_VALUE); // 1F1B bounds what waits in a hand-off
+        Run run = new Run(m, root, model, Integer.MAX_VALUE, true); // 1F1B bounds what waits in a hand-off
         try {
             run.go("pipeline_busy", s -> {
                 List<int[]> mine = all.stream().filter(st -> model.placement().deviceOfLayer()[st[0]] == s).toList();
@@ -231,27 +228,16 @@ final class Pipeline {
                         InFlight st = held.remove(b);
                         NDArray grad = s == stages - 1 ? st.grad : run.take(run.bwd.get(s)).x();
                         long t0 = System.nanoTime();
-                        for (int i = mine.size() - 1; i >= 0; i--) { // the stages last to first, recomputed first
-                            int[] r = mine.get(i);
-                            NDArray in = recompute ? StagedBackward.leaf(st.inputs.get(i)) : st.inputs.get(i);
-                            try (Grad gc = Grad.record()) {
-                                NDArray out = recompute ? StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]) : st.outputs.get(i);
-                                gc.backward(out, grad.toDevice(out.getDevice(), false));
-                            }
-                            grad = in.getGradient();
-                        }
+                        grad = StagedBackward.backward(model, mine, st.inputs, st.outputs, st.hop.pass(), grad, recompute);
                         if (s > 0) {
                             settle(grad);
                             grad.attach(run.own[s - 1][b]); // the receiver's from now on
                             run.put(run.bwd.get(s - 1), new Hop(b, grad, null, null));
                         } else {
                             if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
-                                try (Grad gc = Grad.record()) {
-                                    NDArray e = alias != null ? model.embed(st.hop.tokens(), alias) : model.embed(st.hop.tokens());
-                                    gc.backward(e, grad.toDevice(e.getDevice(), false));
-                                    if (e.getDevice().equals(grad.getDevice())) { // (a tied lookup's runs on the last device)
-                                        settle(e);
-                                    }
+                                NDArray e = StagedBackward.lookupBackward(model, st.hop.tokens(), alias, grad);
+                                if (e.getDevice().equals(grad.getDevice())) { // (a tied lookup's runs on the last device)
+                                    settle(e);
                                 }
                             }
                             settle(grad);
@@ -296,10 +282,18 @@ final class Pipeline {
         }
     }
 
-    /** Layers of {@code d} on stage s, in order. */
+    /** The layers of {@code d} on stage s, [from, to) (a placement's groups are contiguous). */
     private static int[] layersOf(Decoder d, int s) {
         int[] of = d.placement().deviceOfLayer();
-        return java.util.stream.IntStream.range(0, of.length).filter(l -> of[l] == s).toArray();
+        int from = 0;
+        while (of[from] != s) {
+            from++;
+        }
+        int to = from;
+        while (to < of.length && of[to] == s) {
+            to++;
+        }
+        return new int[] {from, to};
     }
 
     /** A hand-off between stages: micro-batch k's activation (or gradient), its pass and tokens. */
@@ -324,13 +318,14 @@ final class Pipeline {
         /** Set when a stage failed: the others stop at their next hand-off. */
         volatile boolean failed;
 
-        Run(int m, NDManager root, Decoder model, int depth) {
+        /** @param perStage a manager per stage and micro-batch too (the update's) */
+        Run(int m, NDManager root, Decoder model, int depth, boolean perStage) {
             start = new NDManager[m];
-            own = new NDManager[stages][m];
+            own = new NDManager[perStage ? stages : 0][m];
             List<ai.djl.Device> devices = model.placement().devices();
             for (int k = 0; k < m; k++) {
                 start[k] = root.newSubManager(devices.get(0));
-                for (int s = 0; s < stages; s++) {
+                for (int s = 0; s < own.length; s++) {
                     own[s][k] = root.newSubManager(devices.get(s));
                 }
             }
@@ -453,23 +448,6 @@ final class Pipeline {
     private static final class Aborted extends RuntimeException {
         Aborted() {
             super("pipeline stage stopped after another stage failed", null, false, false);
-        }
-    }
-
-    private static <T> T await(Future<T> f) {
-        try {
-            return f.get();
-        } catch (ExecutionException e) {
-            Throwable c = e.getCause();
-            if (c instanceof RuntimeException re) {
-                throw re;
-            } else if (c instanceof Error er) {
-                throw er;
-            }
-            throw new IllegalStateException(c);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted while waiting for a pipeline stage", e);
         }
     }
 

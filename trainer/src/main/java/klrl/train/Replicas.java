@@ -83,14 +83,15 @@ final class Replicas implements AutoCloseable {
             Replicas made = data ? data(nets, root, devices, engines, kvRows, perDevice)
                     : new Replicas(List.of(new Replica(0, nets, root, engines.apply(nets))), kvRows);
             made.ownsRoot = true;
-            if (!data && placement.stages() > 1 && cfg.train().pipeline()) {
+            boolean placed = !data && placement.stages() > 1;
+            if (placed && cfg.train().pipeline()) {
                 made.pipeline = new Pipeline(placement.stages(), perDevice);
                 made.pipelinedUpdate = !cfg.train().gradVar() && !(cfg.model().lora().rank() > 0 && cfg.model().lora().dropout() > 0);
                 log.accept("pipelined: a thread per device, micro-batches flowing through the layer groups; the update "
                         + (made.pipelinedUpdate ? "one-forward-one-backward" : "stage after stage ("
                         + (cfg.train().gradVar() ? "train.grad_var reads each micro-batch's whole gradient" : "LoRA dropout draws from one random stream") + ")"));
             }
-            if (!data && placement.stages() > 1 && cfg.rollout().engine().equals("local")) {
+            if (placed && cfg.rollout().engine().equals("local")) {
                 log.accept("generation: local decoding over the placed layers runs one device at a time; SGLang or vLLM servers"
                         + " generate for full fine-tuning (rollout.engine)");
             }

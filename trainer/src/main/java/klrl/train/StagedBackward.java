@@ -60,8 +60,22 @@ public final class StagedBackward {
             result = head.apply(model.finalNorm(last, pass));
             gc.backward(loss.apply(result));
         }
-        NDArray grad = last.getGradient();
         // 3. Stages last to first: back-propagate the handed-over gradient (recomputing the stage first).
+        NDArray grad = backward(model, stages, inputs, outputs, pass, last.getGradient(), recompute);
+        // 4. The embedding, when it trains (with LoRA it is frozen: nothing below the first stage records).
+        if (model.embeddingTrains()) {
+            lookupBackward(model, tokens, null, grad);
+        }
+        return result;
+    }
+
+    /**
+     * Back-propagates {@code grad}, the gradient of the last of {@code stages}' outputs, through them
+     * last to first (each recomputed first, or through the graph its forward kept in {@code outputs});
+     * returns the gradient of the first one's input.
+     */
+    static NDArray backward(Decoder model, List<int[]> stages, List<NDArray> inputs, List<NDArray> outputs, Decoder.Pass pass,
+                            NDArray grad, boolean recompute) {
         for (int s = stages.size() - 1; s >= 0; s--) {
             int[] st = stages.get(s);
             NDArray in = recompute ? leaf(inputs.get(s)) : inputs.get(s);
@@ -71,14 +85,19 @@ public final class StagedBackward {
             }
             grad = in.getGradient();
         }
-        // 4. The embedding, when it trains (with LoRA it is frozen: nothing below the first stage records).
-        if (model.embeddingTrains()) {
-            try (Grad gc = Grad.record()) {
-                NDArray e = model.embed(tokens);
-                gc.backward(e, grad.toDevice(e.getDevice(), false));
-            }
+        return grad;
+    }
+
+    /**
+     * The token embedding's gradient from {@code grad}, the gradient of the first layer's input: the
+     * lookup recomputed with a graph, in the matrix ({@code alias} null) or in an alias of it. Returns the lookup.
+     */
+    static NDArray lookupBackward(Decoder model, NDArray tokens, NDArray alias, NDArray grad) {
+        try (Grad gc = Grad.record()) {
+            NDArray e = alias != null ? model.embed(tokens, alias) : model.embed(tokens);
+            gc.backward(e, grad.toDevice(e.getDevice(), false));
+            return e;
         }
-        return result;
     }
 
     /** Stages as [from, to) layer ranges: a new one at every device change and every {@code every} layers. */
