@@ -302,15 +302,14 @@ public final class Trainer implements AutoCloseable {
 
     @Override
     public void close() {
-        rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
-        rewards.close();
-        if (rollouts.stopped()) { // else it still runs after the wait: its weights are left to the process's exit
-            tok.close();
-            opt.close();
-            replicas.close(); // and the master's root manager
-        }
-        try {
-            lock.close();
+        try (OutputLock folder = lock) { // released however the closing below ends
+            rollouts.close(); // cancels a rollout under way and waits for it: nothing below is freed while it runs
+            rewards.close();
+            if (rollouts.stopped()) { // else it still runs after the wait: its weights are left to the process's exit
+                tok.close();
+                opt.close();
+                replicas.close(); // and the master's root manager
+            }
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
