@@ -31,10 +31,7 @@ public final class EvalCommand implements Callable<Integer> {
         o.put("eval.k", k);
         String cfg = config != null ? config : TrainCommand.runConfig(Path.of(model));
         var tc = ConfigLoader.load(cfg, o);
-        var examples = Dataset.read(data, tc.eval().promptField() != null ? tc.eval().promptField() : tc.data().promptField(),
-                tc.eval().answerField() != null ? tc.eval().answerField() : tc.data().answerField(),
-                tc.eval().promptField() != null ? "eval.prompt_field" : "data.prompt_field",
-                tc.eval().answerField() != null ? "eval.answer_field" : "data.answer_field").examples();
+        var examples = klrl.train.RunData.readEval(tc, data).examples();
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("data", data);
         r.putAll(Evaluator.evaluateModel(tc, Path.of(model),

@@ -15,7 +15,7 @@ import klrl.data.Prompts;
  * (a bad file or field costs seconds, not a 7B load), then rendered once the tokenizer is there, with
  * one line per set saying what was read and what the model will see.
  */
-final class RunData {
+public final class RunData {
     final Dataset.Loaded train;
     /** Held-out sets by name (the file's name without its extension), at most eval.max_examples rows each. */
     final Map<String, Dataset.Loaded> eval = new LinkedHashMap<>();
@@ -25,13 +25,9 @@ final class RunData {
         var d = cfg.data();
         var e = cfg.eval();
         this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField());
-        // each eval field: eval.* when set, else data.*'s
-        String pf = e.promptField() != null ? e.promptField() : d.promptField(), af = e.answerField() != null ? e.answerField() : d.answerField();
-        String pk = e.promptField() != null ? "eval.prompt_field" : "data.prompt_field";
-        String ak = e.answerField() != null ? "eval.answer_field" : "data.answer_field";
         List<String> specs = Dataset.specs(d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST);
         for (String spec : specs) {
-            Dataset.Loaded l = Dataset.read(spec, pf, af, pk, ak);
+            Dataset.Loaded l = readEval(cfg, spec);
             String name = name(spec, specs);
             if (eval.containsKey(name)) {
                 throw new klrl.util.UserError("data.eval names two sets " + name + "; give them files or folders of different names");
@@ -39,6 +35,16 @@ final class RunData {
             eval.put(name, new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(), e.maxExamples())),
                     l.files(), l.mapping()));
         }
+    }
+
+    /** A held-out set: each field by eval.* when set, else by data.*'s (errors name the setting used). */
+    public static Dataset.Loaded readEval(TrainConfig cfg, String spec) {
+        var d = cfg.data();
+        var e = cfg.eval();
+        return Dataset.read(spec, e.promptField() != null ? e.promptField() : d.promptField(),
+                e.answerField() != null ? e.answerField() : d.answerField(),
+                e.promptField() != null ? "eval.prompt_field" : "data.prompt_field",
+                e.answerField() != null ? "eval.answer_field" : "data.answer_field");
     }
 
     /**
