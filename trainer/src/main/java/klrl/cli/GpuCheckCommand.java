@@ -109,15 +109,15 @@ public final class GpuCheckCommand implements Callable<Integer> {
         }
         // A few timed RL steps on the tiny model: on the device; with several devices also with the
         // layers placed over them, and data parallel over them.
-        checks.put("training_steps", timings(out.putArray("steps"), rlSteps(work.resolve("run"), tiny, device, "auto")));
+        checks.put("training_steps", timings(out.putArray("steps"), rlSteps(work.resolve("run"), tiny, device, "auto", true)));
         if (placed.size() >= 2) {
             String all = String.join(",", placed.stream().map(GpuCheckCommand::spec).toList());
             checks.put("layer_placement_steps", timings(out.putArray("steps_layer_placement"),
-                    rlSteps(work.resolve("run-layers"), tiny, all, "layers")));
+                    rlSteps(work.resolve("run-layers"), tiny, all, "layers", true)));
             checks.put("layer_placement_sequential_steps", timings(out.putArray("steps_layer_placement_sequential"),
-                    rlSteps(work.resolve("run-layers-sequential"), tiny, all, "layers-sequential")));
+                    rlSteps(work.resolve("run-layers-sequential"), tiny, all, "layers", false)));
             checks.put("data_parallel_steps", timings(out.putArray("steps_data_parallel"),
-                    rlSteps(work.resolve("run-data"), tiny, all, "data")));
+                    rlSteps(work.resolve("run-data"), tiny, all, "data", true)));
         }
         var c = out.putObject("checks");
         checks.forEach(c::put);
@@ -165,13 +165,13 @@ public final class GpuCheckCommand implements Callable<Integer> {
         }
     }
 
-    /** Step lines of a short RL run of the tiny model on {@code devices} (train.parallel {@code parallel}). */
-    private List<JsonNode> rlSteps(Path run, Path tiny, String devices, String parallel) throws Exception {
+    /** Step lines of a short RL run of the tiny model on {@code devices} (train.parallel {@code parallel}, train.pipeline {@code pipeline}). */
+    private List<JsonNode> rlSteps(Path run, Path tiny, String devices, String parallel, boolean pipeline) throws Exception {
         Map<String, Object> o = new LinkedHashMap<>();
         o.put("model.path", tiny.toString());
         o.put("model.device", devices);
-        o.put("train.parallel", parallel.startsWith("layers") ? "layers" : parallel);
-        o.put("train.pipeline", !parallel.equals("layers-sequential"));
+        o.put("train.parallel", parallel);
+        o.put("train.pipeline", pipeline);
         o.put("train.max_steps", steps);
         o.put("train.micro_batch_size", 32); // several micro-batches per update, so every replica takes some
         o.put("eval.before_start", false);
