@@ -5,7 +5,6 @@ import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Files;
@@ -21,7 +20,6 @@ import klrl.model.Placement;
 import klrl.model.TinyModel;
 import klrl.train.PolicyForward;
 import klrl.train.SequenceBatch;
-import klrl.train.StagedBackward;
 import klrl.train.Trainer;
 import klrl.util.Json;
 import klrl.util.Runtime;
@@ -286,27 +284,9 @@ public final class GpuCheckCommand implements Callable<Integer> {
         }
     }
 
-    /** Parameter gradients of Σ log π over BATCH's responses, through the staged backward. */
+    /** Parameter gradients of Σ log π over BATCH's responses: end to end on one device, else through the staged backward. */
     static Map<String, float[]> gradients(Path dir, Placement p, int checkpointLayers) {
-        try (NDManager root = NDManager.newBaseManager(p.output(), "PyTorch");
-             Decoder model = Decoder.load(dir, root, DataType.FLOAT32, p)) {
-            Runtime.noGradOutsideCollectors();
-            model.parameters().values().forEach(a -> a.setRequiresGradient(true));
-            try (NDManager m = root.newSubManager()) {
-                NDArray mask = BATCH.mask(m);
-                if (p.stages() == 1 && checkpointLayers == 0) {
-                    try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                        gc.backward(PolicyForward.run(model, BATCH, m, 1f, false, false).logp().mul(mask).sum());
-                    }
-                } else {
-                    StagedBackward.run(model, BATCH, m, checkpointLayers,
-                            h -> PolicyForward.head(model, BATCH, m, h, 1f, false, false), o -> o.logp().mul(mask).sum());
-                }
-            }
-            Map<String, float[]> g = new LinkedHashMap<>();
-            model.parameters().forEach((k, v) -> g.put(k, v.getGradient().toDevice(Device.cpu(), false).toFloatArray()));
-            return g;
-        }
+        return klrl.train.PipelineCheck.gradients(dir, p, List.of(BATCH), checkpointLayers, false);
     }
 
     static double maxDiff(float[] a, float[] b) {

@@ -144,7 +144,7 @@ public final class MemoryPlan {
         // a pipeline's stage s holds the layer inputs of up to S−s micro-batches at once (1F1B): the fullest
         // device's held inputs in layers' worth, and the busy fraction its bubble leaves
         // (on the host all stages' inputs add up, and every stage computes a layer at once)
-        int micro = microBatches(c, m);
+        int micro = microBatches(c);
         boolean pipelined = !data && groups > 1 && c.train().pipeline();
         int heldLayers = devLayers;
         if (pipelined) {
@@ -195,7 +195,7 @@ public final class MemoryPlan {
      * Micro-batches per mini-batch: its rows over train.micro_batch_size, or, with a token budget, its
      * padded positions at the longest sequence over the budget (an upper bound: shorter rows pack more).
      */
-    static int microBatches(TrainConfig c, ModelConfig m) {
+    static int microBatches(TrainConfig c) {
         long rows = (long) c.train().miniBatchSize() * c.rollout().n();
         long budget = c.train().maxTokensPerMicroBatch();
         if (budget > 0) {

@@ -10,6 +10,7 @@ import java.util.List;
 import java.util.Map;
 import klrl.model.Decoder;
 import klrl.model.Placement;
+import klrl.util.Grad;
 
 /**
  * What {@code gpu-check} compares on a multi-GPU node: the gradients of Σ log π over several
@@ -20,7 +21,10 @@ import klrl.model.Placement;
 public final class PipelineCheck {
     private PipelineCheck() {}
 
-    /** Per parameter, on the host; {@code pipelined} runs the 1F1B update, else {@link StagedBackward} per micro-batch in order. */
+    /**
+     * Per parameter, on the host; {@code pipelined} runs the 1F1B update, else {@link StagedBackward} per
+     * micro-batch in order (on one device without recomputation, one end-to-end backward each).
+     */
     public static Map<String, float[]> gradients(Path dir, Placement p, List<SequenceBatch> batches, int checkpointLayers,
                                                  boolean pipelined) {
         try (NDManager root = NDManager.newBaseManager(p.output(), "PyTorch");
@@ -42,8 +46,14 @@ public final class PipelineCheck {
                 for (SequenceBatch b : batches) {
                     try (NDManager m = root.newSubManager()) {
                         NDArray mask = b.mask(m);
-                        StagedBackward.run(model, b, m, checkpointLayers, h -> PolicyForward.head(model, b, m, h, 1f, false, false),
-                                o -> o.logp().mul(mask).sum());
+                        if (p.stages() == 1 && checkpointLayers == 0) { // one device: the plain end-to-end backward
+                            try (Grad gc = Grad.record()) {
+                                gc.backward(PolicyForward.run(model, b, m, 1f, false, false).logp().mul(mask).sum());
+                            }
+                        } else {
+                            StagedBackward.run(model, b, m, checkpointLayers, h -> PolicyForward.head(model, b, m, h, 1f, false, false),
+                                    o -> o.logp().mul(mask).sum());
+                        }
                     }
                 }
             }
