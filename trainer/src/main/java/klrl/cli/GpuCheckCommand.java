@@ -80,7 +80,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
             out.put("placement", p.devices().stream().map(GpuCheckCommand::spec).toList() + " layers " + java.util.Arrays.toString(p.layerCounts()));
             double dl = maxDiff(cpu, logits(tiny, p, DataType.FLOAT32));
             Map<String, float[]> one = gradients(tiny, Placement.single(p.output(), cfg.numLayers()), 0);
-            double dg = Math.max(gradDiff(one, gradients(tiny, p, 0)), gradDiff(one, gradients(tiny, p, 1)));
+            double dg = Math.max(klrl.train.PipelineCheck.gradientDiff(one, gradients(tiny, p, 0)), klrl.train.PipelineCheck.gradientDiff(one, gradients(tiny, p, 1)));
             out.put("placement_logits_max_abs_diff_vs_cpu", dl);
             out.put("placement_gradients_max_rel_diff", dg);
             checks.put("placement_logits", dl < 1e-3);
@@ -89,7 +89,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
             List<SequenceBatch> mbs = List.of(BATCH, BATCH.slice(0, 1), BATCH.slice(1, 2), BATCH);
             double dp = 0;
             for (int cl : new int[] {0, 1}) {
-                dp = Math.max(dp, gradDiff(klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, false),
+                dp = Math.max(dp, klrl.train.PipelineCheck.gradientDiff(klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, false),
                         klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, true)));
             }
             out.put("pipeline_gradients_max_rel_diff", dp);
@@ -101,7 +101,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
         // sequence per replica differentiated in its own thread, gradients added onto the first.
         if (placed.size() >= 2) {
             Map<String, float[]> one = rowGradients(tiny, placed.subList(0, 1), placed.size());
-            double dg = gradDiff(one, rowGradients(tiny, placed, placed.size()));
+            double dg = klrl.train.PipelineCheck.gradientDiff(one, rowGradients(tiny, placed, placed.size()));
             out.put("data_parallel_gradients_max_rel_diff", dg);
             checks.put("data_parallel_gradients", dg < 1e-3);
         }
@@ -298,19 +298,5 @@ public final class GpuCheckCommand implements Callable<Integer> {
             d = Math.max(d, Math.abs(a[i] - b[i]));
         }
         return Double.isNaN(d) ? Double.POSITIVE_INFINITY : d;
-    }
-
-    /** Largest difference relative to each tensor's largest gradient. */
-    static double gradDiff(Map<String, float[]> a, Map<String, float[]> b) {
-        double worst = 0;
-        for (var e : a.entrySet()) {
-            float[] x = e.getValue(), y = b.get(e.getKey());
-            double scale = 1e-12;
-            for (float v : x) {
-                scale = Math.max(scale, Math.abs(v));
-            }
-            worst = Math.max(worst, maxDiff(x, y) / scale);
-        }
-        return worst;
     }
 }

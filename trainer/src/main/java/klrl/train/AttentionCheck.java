@@ -41,20 +41,11 @@ public final class AttentionCheck {
         try {
             Pass eager = pass(model.attention("eager"), prompts, responses, root);
             Pass fused = pass(model.attention("sdpa"), prompts, responses, root);
-            double lp = 0, g = 0;
+            double lp = 0;
             for (int i = 0; i < eager.logp.length; i++) {
                 lp = Math.max(lp, Math.abs(eager.logp[i] - fused.logp[i]));
             }
-            for (var e : eager.grads.entrySet()) {
-                float[] a = e.getValue(), b = fused.grads.get(e.getKey());
-                double scale = 1e-30, diff = 0;
-                for (int i = 0; i < a.length; i++) {
-                    scale = Math.max(scale, Math.abs(a[i]));
-                    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-                }
-                g = Math.max(g, diff / scale);
-            }
-            return new Agreement(lp, g);
+            return new Agreement(lp, PipelineCheck.gradientDiff(eager.grads, fused.grads));
         } finally {
             model.attention(was);
             for (NDArray p : model.parameters().values()) {

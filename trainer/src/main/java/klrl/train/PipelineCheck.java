@@ -62,4 +62,22 @@ public final class PipelineCheck {
             return g;
         }
     }
+
+    /**
+     * The largest difference of two sets of gradients, per tensor relative to its largest gradient in
+     * {@code a}, over the tensors; infinite when one is NaN.
+     */
+    public static double gradientDiff(Map<String, float[]> a, Map<String, float[]> b) {
+        double worst = 0;
+        for (var e : a.entrySet()) {
+            float[] x = e.getValue(), y = b.get(e.getKey());
+            double scale = 1e-30, diff = 0;
+            for (int i = 0; i < x.length; i++) {
+                scale = Math.max(scale, Math.abs(x[i]));
+                diff = Math.max(diff, Math.abs(x[i] - y[i]));
+            }
+            worst = Math.max(worst, Double.isNaN(diff) ? Double.POSITIVE_INFINITY : diff / scale);
+        }
+        return worst;
+    }
 }
