@@ -50,6 +50,12 @@ public final class BenchCommand implements Callable<Integer> {
 
     static final TinyModel.Spec BENCH = new TinyModel.Spec("qwen2", 256, 4, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 8192);
 
+    /** A measurement in a process of its own (attention-long's modes) starts here, without the CLI around it. */
+    public static void main(String[] args) {
+        System.setProperty("ai.djl.offline", "true");
+        System.exit(new picocli.CommandLine(new BenchCommand()).execute(args));
+    }
+
     boolean wants(String what) {
         return only == null || only.contains(what);
     }
@@ -472,7 +478,7 @@ public final class BenchCommand implements Callable<Integer> {
         // page faults), so two modes in one process would measure their order, not themselves
         List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
         jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), klrl.cli.Main.class.getName(), "bench", "--only", "attention-long",
+        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "attention-long",
                 "--device", device, "--attention-mode"));
         for (String mode : new String[] {"eager", "sdpa"}) {
             List<String> cmd = new ArrayList<>(jvm);
@@ -494,7 +500,7 @@ public final class BenchCommand implements Callable<Integer> {
              Decoder model = Decoder.load(dir, root, DataType.FLOAT32).attention(mode)) {
             Runtime.noGradOutsideCollectors();
             m.put("model_parameters", model.config.parameterCount());
-            klrl.train.AttentionCheck.rowSeconds(model, 256, 1, root); // warm-up
+            klrl.check.AttentionCheck.rowSeconds(model, 256, 1, root); // warm-up
             long start = peakRssBytes();
             for (int tokens : new int[] {1024, 2048, 4096, 8192, 16384}) {
                 if (mode.equals("eager") && tokens > 4096) {
@@ -502,7 +508,7 @@ public final class BenchCommand implements Callable<Integer> {
                             * spec.layers() >> 30) + " GiB, kept for the backward");
                     continue;
                 }
-                double secs = klrl.train.AttentionCheck.rowSeconds(model, tokens, tokens, root);
+                double secs = klrl.check.AttentionCheck.rowSeconds(model, tokens, tokens, root);
                 ObjectNode r = m.putObject(tokens + "_tokens");
                 r.put("seconds", secs);
                 r.put("ms_per_token", secs * 1000 / tokens);

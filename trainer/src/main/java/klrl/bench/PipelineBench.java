@@ -12,7 +12,7 @@ import java.util.SplittableRandom;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.model.TinyModel;
-import klrl.train.MemoryPlan;
+import klrl.plan.MemoryPlan;
 import klrl.train.SequenceBatch;
 import klrl.train.VarlenUpdate;
 

@@ -31,7 +31,7 @@ public final class EvalCommand implements Callable<Integer> {
         o.put("eval.k", k);
         String cfg = config != null ? config : TrainCommand.runConfig(Path.of(model));
         var tc = ConfigLoader.load(cfg, o);
-        var examples = klrl.train.RunData.readEval(tc, data).examples();
+        var examples = klrl.run.RunData.readEval(tc, data).examples();
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("data", data);
         r.putAll(Evaluator.evaluateModel(tc, Path.of(model),

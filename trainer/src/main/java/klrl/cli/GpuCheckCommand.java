@@ -80,7 +80,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
             out.put("placement", p.devices().stream().map(GpuCheckCommand::spec).toList() + " layers " + java.util.Arrays.toString(p.layerCounts()));
             double dl = maxDiff(cpu, logits(tiny, p, DataType.FLOAT32));
             Map<String, float[]> one = gradients(tiny, Placement.single(p.output(), cfg.numLayers()), 0);
-            double dg = Math.max(klrl.train.PipelineCheck.gradientDiff(one, gradients(tiny, p, 0)), klrl.train.PipelineCheck.gradientDiff(one, gradients(tiny, p, 1)));
+            double dg = Math.max(klrl.check.PipelineCheck.gradientDiff(one, gradients(tiny, p, 0)), klrl.check.PipelineCheck.gradientDiff(one, gradients(tiny, p, 1)));
             out.put("placement_logits_max_abs_diff_vs_cpu", dl);
             out.put("placement_gradients_max_rel_diff", dg);
             checks.put("placement_logits", dl < 1e-3);
@@ -89,8 +89,8 @@ public final class GpuCheckCommand implements Callable<Integer> {
             List<SequenceBatch> mbs = List.of(BATCH, BATCH.slice(0, 1), BATCH.slice(1, 2), BATCH);
             double dp = 0;
             for (int cl : new int[] {0, 1}) {
-                dp = Math.max(dp, klrl.train.PipelineCheck.gradientDiff(klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, false),
-                        klrl.train.PipelineCheck.gradients(tiny, p, mbs, cl, true)));
+                dp = Math.max(dp, klrl.check.PipelineCheck.gradientDiff(klrl.check.PipelineCheck.gradients(tiny, p, mbs, cl, false),
+                        klrl.check.PipelineCheck.gradients(tiny, p, mbs, cl, true)));
             }
             out.put("pipeline_gradients_max_rel_diff", dp);
             checks.put("pipeline_gradients", dp < 1e-5);
@@ -101,7 +101,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
         // sequence per replica differentiated in its own thread, gradients added onto the first.
         if (placed.size() >= 2) {
             Map<String, float[]> one = rowGradients(tiny, placed.subList(0, 1), placed.size());
-            double dg = klrl.train.PipelineCheck.gradientDiff(one, rowGradients(tiny, placed, placed.size()));
+            double dg = klrl.check.PipelineCheck.gradientDiff(one, rowGradients(tiny, placed, placed.size()));
             out.put("data_parallel_gradients_max_rel_diff", dg);
             checks.put("data_parallel_gradients", dg < 1e-3);
         }
@@ -135,13 +135,13 @@ public final class GpuCheckCommand implements Callable<Integer> {
         try (NDManager root = NDManager.newBaseManager(dev, "PyTorch");
              Decoder model = Decoder.load(tiny, root, DataType.FLOAT32, Placement.single(dev, cfg.numLayers()))) {
             Runtime.noGradOutsideCollectors();
-            klrl.train.AttentionCheck.Agreement a = klrl.train.AttentionCheck.compare(model, 6, 96, 1, root);
+            klrl.check.AttentionCheck.Agreement a = klrl.check.AttentionCheck.compare(model, 6, 96, 1, root);
             out.put("attention_sdpa_logprob_max_abs_diff", a.logprob());
             out.put("attention_sdpa_gradient_max_rel_diff", a.gradient());
             checks.put("attention_sdpa", a.logprob() < (tf32 ? 1e-2 : 1e-4) && a.gradient() < (tf32 ? 1e-2 : 1e-3));
             // fp16, as the 7B/8B presets train: within fp16's rounding (one pass on CPU: log-probs 1e-3, gradients 3e-3)
             try (Decoder half = Decoder.load(tiny, root, DataType.FLOAT16, Placement.single(dev, cfg.numLayers()))) {
-                klrl.train.AttentionCheck.Agreement h = klrl.train.AttentionCheck.compare(half, 6, 96, 1, root);
+                klrl.check.AttentionCheck.Agreement h = klrl.check.AttentionCheck.compare(half, 6, 96, 1, root);
                 out.put("attention_sdpa_fp16_logprob_max_abs_diff", h.logprob());
                 out.put("attention_sdpa_fp16_gradient_max_rel_diff", h.gradient());
                 checks.put("attention_sdpa_fp16", h.logprob() < 2e-2 && h.gradient() < 5e-2);
@@ -151,7 +151,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
             for (int tokens : dev.isGpu() ? new int[] {4096, 16384} : new int[] {512, 1024}) {
                 for (String mode : new String[] {"eager", "sdpa"}) {
                     try {
-                        times.put(mode + "_" + tokens, klrl.train.AttentionCheck.rowSeconds(model.attention(mode), tokens, tokens, root));
+                        times.put(mode + "_" + tokens, klrl.check.AttentionCheck.rowSeconds(model.attention(mode), tokens, tokens, root));
                     } catch (ai.djl.engine.EngineException | OutOfMemoryError e) { // eager's scores at 16k may not fit
                         times.put(mode + "_" + tokens, "failed: " + Json.firstLine(String.valueOf(e.getMessage())));
                     }
@@ -286,7 +286,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
 
     /** Parameter gradients of Σ log π over BATCH's responses: end to end on one device, else through the staged backward. */
     static Map<String, float[]> gradients(Path dir, Placement p, int checkpointLayers) {
-        return klrl.train.PipelineCheck.gradients(dir, p, List.of(BATCH), checkpointLayers, false);
+        return klrl.check.PipelineCheck.gradients(dir, p, List.of(BATCH), checkpointLayers, false);
     }
 
     static double maxDiff(float[] a, float[] b) {

@@ -143,7 +143,7 @@ final class Launcher {
             if (!cpu.contains("AuthenticAMD") || !cpu.matches("(?s).*\\bavx512f\\b.*")) {
                 return null;
             }
-            Path dir = klrl.train.TinyDefault.cacheDir().resolve("native");
+            Path dir = klrl.run.TinyDefault.cacheDir().resolve("native");
             Path so = dir.resolve("libmkl-on-amd.so");
             if (Files.isRegularFile(so)) {
                 return so;

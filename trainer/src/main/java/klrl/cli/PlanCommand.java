@@ -8,7 +8,7 @@ import java.util.concurrent.Callable;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.model.ModelConfig;
-import klrl.train.MemoryPlan;
+import klrl.plan.MemoryPlan;
 import klrl.util.Json;
 import klrl.util.UserError;
 import picocli.CommandLine.Command;
@@ -194,7 +194,7 @@ public final class PlanCommand implements Callable<Integer> {
             return ModelConfig.parse(Json.read(modelConfig), modelConfig.toString());
         }
         if (c.model().path() == null) {
-            return klrl.train.TinyDefault.shape();
+            return klrl.run.TinyDefault.shape();
         }
         Path mc = Path.of(c.model().path()).resolve("config.json");
         if (java.nio.file.Files.isRegularFile(mc)) {

@@ -11,6 +11,7 @@ import klrl.data.Prompts;
 import klrl.metrics.MetricsLog;
 import klrl.model.Decoder;
 import klrl.model.Tokenizer;
+import klrl.plan.MemoryPlan;
 import klrl.reward.RewardPool;
 import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
@@ -67,7 +68,7 @@ public final class Evaluator {
     }
 
     /** The rollout engine over {@code policy} with the tokenizer's stop ids and the config's prefill budget. */
-    static RolloutEngine rolloutEngine(Decoder policy, Tokenizer tok, TrainConfig cfg) {
+    public static RolloutEngine rolloutEngine(Decoder policy, Tokenizer tok, TrainConfig cfg) {
         return new RolloutEngine(policy, tok.eosIds(), tok::decode).withPrefillBytes(cfg.rollout().prefillBytes());
     }
 

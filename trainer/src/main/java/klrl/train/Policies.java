@@ -25,12 +25,12 @@ import klrl.model.SafeTensors;
  *       separate copy of the model when model.critic is "separate".
  * </ul>
  */
-final class Policies {
-    final Decoder policy, reference, critic;
+public final class Policies {
+    public final Decoder policy, reference, critic;
     final ValueHead valueHead;
     final Map<String, Lora> adapters;
     /** Trainable tensors by checkpoint name, in the order the optimizer and checkpoints see them. */
-    final Map<String, NDArray> trainable = new LinkedHashMap<>();
+    public final Map<String, NDArray> trainable = new LinkedHashMap<>();
     /** Learning-rate multipliers of the critic's tensors (algorithm.value_lr / optim.lr). */
     final Map<String, Double> lrScale = new LinkedHashMap<>();
     private double criticScale = 1;
@@ -43,7 +43,7 @@ final class Policies {
         this.adapters = adapters;
     }
 
-    static Policies load(TrainConfig cfg, Path modelDir, NDManager root, DataType dtype, Placement placement) throws IOException {
+    public static Policies load(TrainConfig cfg, Path modelDir, NDManager root, DataType dtype, Placement placement) throws IOException {
         String attention = cfg.model().attention();
         Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(attention);
         var l = cfg.model().lora();
@@ -63,7 +63,7 @@ final class Policies {
      * frozen weights shared where they already live on that device, else copied. The trainable map
      * has the same names in the same order, each tensor recording gradients.
      */
-    Policies replica(NDManager m) {
+    public Policies replica(NDManager m) {
         Decoder pol = policy.replica(m, !lora()); // full fine-tuning trains the weights themselves
         Decoder ref = lora() ? pol : reference.replica(m, false);
         Decoder cri = critic == policy ? pol : critic.replica(m, true);
@@ -79,7 +79,7 @@ final class Policies {
      * that device. Its {@link #trainable} names the policy's tensors as the master's does; none records
      * gradients.
      */
-    Policies generator(NDManager m) {
+    public Policies generator(NDManager m) {
         Decoder pol = policy.replica(m, !lora());
         return new Policies(pol, pol, pol, null, pol.adapters()).withTrainable(1);
     }

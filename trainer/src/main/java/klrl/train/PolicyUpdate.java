@@ -13,6 +13,10 @@ import klrl.loss.LossTerm;
 import klrl.loss.TokenBatch;
 import klrl.optim.AdamW;
 import klrl.optim.LrSchedule;
+import klrl.parallel.GradSpread;
+import klrl.parallel.Pipeline;
+import klrl.parallel.Replicas;
+import klrl.parallel.StagedBackward;
 import klrl.util.UserError;
 
 /**

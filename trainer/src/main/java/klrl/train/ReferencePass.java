@@ -5,6 +5,8 @@ import ai.djl.ndarray.NDManager;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Function;
+import klrl.parallel.Pipeline;
+import klrl.parallel.Replicas;
 
 /**
  * The graph-free passes over a step's sequences before the update, micro-batch by micro-batch:

@@ -16,10 +16,12 @@ import klrl.config.TrainConfig;
 import klrl.data.Example;
 import klrl.data.Prompts;
 import klrl.model.Tokenizer;
+import klrl.parallel.Replicas;
 import klrl.reward.RewardPool;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
 import klrl.rollout.remote.RemoteRollout;
+import klrl.run.TinyDefault;
 import klrl.util.Progress;
 
 /**

@@ -147,7 +147,7 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
     }
 
     /** The pass of a full training forward over this batch: positions count real tokens, padding is masked. */
-    Decoder.Pass pass(Decoder model, NDArray tokens, NDManager m) {
+    public Decoder.Pass pass(Decoder model, NDArray tokens, NDManager m) {
         NDArray valid = valid(m);
         NDArray positions = valid.cumSum(1).sub(1).maximum(0);
         if (starts != null && model.fusedAttention()) { // packed rows are right-padded: causal attention is exact, no mask
@@ -194,7 +194,7 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
         return new ResponseTokens(take, ids, spread);
     }
 
-    NDArray tokens(NDManager m) {
+    public NDArray tokens(NDManager m) {
         return m.create(tokens, new Shape(rows, p + r));
     }
 

@@ -7,7 +7,7 @@ import klrl.reward.RewardPool;
 import klrl.rollout.Sample;
 
 /** One step's line of metrics.jsonl, which each stage of the step adds to in the order the line shows. */
-final class StepMetrics {
+public final class StepMetrics {
     private final Map<String, Object> values = new LinkedHashMap<>();
 
     StepMetrics(long step) {
@@ -65,7 +65,7 @@ final class StepMetrics {
     }
 
     /** This process's resident memory in MiB (Linux /proc), or −1 where that is not readable. */
-    static long residentMb() {
+    public static long residentMb() {
         try {
             for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
                 if (l.startsWith("VmRSS:")) {

@@ -23,8 +23,13 @@ import klrl.model.Placement;
 import klrl.model.Tokenizer;
 import klrl.optim.AdamW;
 import klrl.optim.LrSchedule;
+import klrl.parallel.Replicas;
 import klrl.reward.RewardPool;
 import klrl.rollout.Sample;
+import klrl.run.OutputLock;
+import klrl.run.RunData;
+import klrl.run.RunFolder;
+import klrl.run.TinyDefault;
 import klrl.util.Json;
 import klrl.util.Progress;
 

@@ -10,6 +10,7 @@ import klrl.loss.LossTerm;
 import klrl.model.Tokenizer;
 import klrl.optim.AdamW;
 import klrl.optim.LrSchedule;
+import klrl.parallel.Replicas;
 
 /**
  * A step's reference pass and policy update over a given batch of sequences, outside a run: what

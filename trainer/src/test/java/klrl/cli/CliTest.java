@@ -118,7 +118,7 @@ class CliTest {
 
     @Test
     void rolloutServerCheckPassesOnBothEnginesAndFailsOnABadWeightLoad() throws Exception {
-        java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
+        java.nio.file.Path model = klrl.run.TinyDefault.ensure(s -> { });
         for (var kind : klrl.rollout.remote.StandInServer.Kind.values()) {
             try (var server = new klrl.rollout.remote.StandInServer(kind, model)) {
                 String engine = kind.name().toLowerCase(java.util.Locale.ROOT);
@@ -172,7 +172,7 @@ class CliTest {
 
     @Test
     void rolloutServerCheckFindsTheWeightVersionOnEverySglangRelease() throws Exception {
-        java.nio.file.Path model = klrl.train.TinyDefault.ensure(s -> { });
+        java.nio.file.Path model = klrl.run.TinyDefault.ensure(s -> { });
         var expected = java.util.Map.of("LEGACY", "/get_weight_version", "CURRENT", "/weight_version", "NEWEST", "/model_info");
         try (var server = new klrl.rollout.remote.StandInServer(klrl.rollout.remote.StandInServer.Kind.SGLANG, model)) {
             for (var release : klrl.rollout.remote.StandInServer.SglangRelease.values()) {
@@ -281,7 +281,7 @@ class CliTest {
     void resumeAndEvalReadTheRunsOwnConfig() throws Exception {
         // a run with settings of its own; resuming it names no config, and still continues with them
         Path yaml = tmp.resolve("own.yaml"), out = tmp.resolve("own-run");
-        Files.writeString(yaml, "base: tiny-cpu\nmodel: {path: " + klrl.train.TinyDefault.ensure(x -> { }) + "}\n"
+        Files.writeString(yaml, "base: tiny-cpu\nmodel: {path: " + klrl.run.TinyDefault.ensure(x -> { }) + "}\n"
                 + "train: {max_steps: 1, batch_size: 4, mini_batch_size: 4}\nrollout: {n: 2, max_new_tokens: 9}\n"
                 + "eval: {before_start: false, max_examples: 8, k: 0}\noutput_dir: " + out + "\n");
         assertEquals(0, run("--config", yaml.toString()).code());

@@ -16,7 +16,7 @@ import klrl.TestPaths;
 import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.model.ModelConfig;
-import klrl.train.MemoryPlan;
+import klrl.plan.MemoryPlan;
 import klrl.util.Json;
 import klrl.util.UserError;
 import org.junit.jupiter.api.Test;
@@ -37,8 +37,8 @@ class PlanTest {
     void fullFineTuningNeedsSeveralGpusAndLoraFitsOne() {
         for (String[] p : new String[][] {{"qwen2.5-7b-math", "qwen2.5"}, {"llama3.1-8b-math", "llama3.1"}}) {
             TrainConfig full = ConfigLoader.load(p[0], Map.of());
-            klrl.train.MemoryPlan.Plan one = klrl.train.MemoryPlan.plan(full, model(p[1]), 1, 80);
-            klrl.train.MemoryPlan.Plan eight = klrl.train.MemoryPlan.plan(full, model(p[1]), 8, 80);
+            klrl.plan.MemoryPlan.Plan one = klrl.plan.MemoryPlan.plan(full, model(p[1]), 1, 80);
+            klrl.plan.MemoryPlan.Plan eight = klrl.plan.MemoryPlan.plan(full, model(p[1]), 8, 80);
             assertFalse(one.fits(), p[0] + " full FT on one 80 GB GPU: " + one.totalGb());
             assertTrue(eight.fits(), p[0] + " full FT on 8×80 GB: " + eight.totalGb());
             // weights fp16 (2 B) + fp32 master (4 B) per parameter; the fullest of 8 GPUs holds at most
@@ -49,19 +49,19 @@ class PlanTest {
             assertEquals(model(p[1]).numLayers(), java.util.Arrays.stream(eight.layersPerDevice()).sum());
             // auto: full fine-tuning places layers (no replica fits one GPU) ...
             assertEquals("layers", eight.parallel());
-            assertFalse(klrl.train.MemoryPlan.plan(full, model(p[1]), 8, 80, true).fits());
+            assertFalse(klrl.plan.MemoryPlan.plan(full, model(p[1]), 8, 80, true).fits());
             TrainConfig lora = ConfigLoader.load(p[0], Map.of("model.lora.rank", 64, "train.micro_batch_size", 2));
-            klrl.train.MemoryPlan.Plan l = klrl.train.MemoryPlan.plan(lora, model(p[1]), 1, 80);
+            klrl.plan.MemoryPlan.Plan l = klrl.plan.MemoryPlan.plan(lora, model(p[1]), 1, 80);
             assertTrue(l.fits(), p[0] + " LoRA on one 80 GB GPU: " + l.totalGb() + " " + l.partsGb());
             assertEquals(0.0, l.partsGb().get("reference"));
             assertTrue(l.trainable() < one.parameters() / 20);
             // ... and LoRA runs a replica on each of 8 GPUs, each rolling out an eighth of the batch
-            klrl.train.MemoryPlan.Plan l8 = klrl.train.MemoryPlan.plan(lora, model(p[1]), 8, 80);
+            klrl.plan.MemoryPlan.Plan l8 = klrl.plan.MemoryPlan.plan(lora, model(p[1]), 8, 80);
             assertEquals("data", l8.parallel());
             assertTrue(l8.fits() && l8.partsGb().get("weights").equals(l.partsGb().get("weights")), l8.partsGb().toString());
             assertTrue(l8.rolloutChunk() <= l.rolloutChunk());
             // train.parallel: layers forces placement even where a replica fits
-            assertEquals("layers", klrl.train.MemoryPlan.plan(ConfigLoader.load(p[0], Map.of("model.lora.rank", 64,
+            assertEquals("layers", klrl.plan.MemoryPlan.plan(ConfigLoader.load(p[0], Map.of("model.lora.rank", 64,
                     "train.micro_batch_size", 2, "train.parallel", "layers")), model(p[1]), 8, 80).parallel());
         }
     }
@@ -274,7 +274,7 @@ class PlanTest {
                     && r.out().contains(gb > total / 0.9 ? "→ fits" : "→ does NOT fit (90% of the host's memory)"), r.out());
             // ... as the trainer's start-up check finds against that much memory
             TrainConfig c = ConfigLoader.load("tiny-cpu", Map.of());
-            Runnable start = () -> MemoryPlan.preflight(c, klrl.train.TinyDefault.shape(), List.of(ai.djl.Device.cpu()), false,
+            Runnable start = () -> MemoryPlan.preflight(c, klrl.run.TinyDefault.shape(), List.of(ai.djl.Device.cpu()), false,
                     (long) (gb * MemoryPlan.GB), 1L << 32);
             if (gb > total / 0.9) {
                 start.run();

@@ -9,7 +9,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import klrl.train.TinyDefault;
+import klrl.run.TinyDefault;
 import klrl.util.Json;
 import klrl.util.UserError;
 import org.junit.jupiter.api.Tag;

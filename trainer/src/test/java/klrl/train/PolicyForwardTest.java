@@ -15,6 +15,7 @@ import klrl.model.Tokenizer;
 import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
+import klrl.run.TinyDefault;
 import org.junit.jupiter.api.Test;
 
 /** The training forward must see exactly the distribution the sampler drew from (ratio ≡ 1 on-policy). */

@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
+import klrl.train.Trainer;
 import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;

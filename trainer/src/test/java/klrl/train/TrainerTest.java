@@ -23,6 +23,7 @@ import klrl.config.ConfigLoader;
 import klrl.config.TrainConfig;
 import klrl.model.Decoder;
 import klrl.model.SafeTensors;
+import klrl.run.TinyDefault;
 import klrl.util.Json;
 import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;

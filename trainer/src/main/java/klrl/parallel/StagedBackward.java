@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.parallel;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Function;
 import klrl.model.Decoder;
+import klrl.train.SequenceBatch;
 import klrl.util.Grad;
 
 /**

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.plan;
 
 import ai.djl.Device;
 import java.util.ArrayList;
@@ -8,6 +8,7 @@ import klrl.config.TrainConfig;
 import klrl.model.Decoder;
 import klrl.model.ModelConfig;
 import klrl.model.Placement;
+import klrl.train.StepMetrics;
 import klrl.util.UserError;
 
 /**

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.parallel;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -14,6 +14,7 @@ import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 import klrl.model.Decoder;
+import klrl.train.SequenceBatch;
 import klrl.util.Grad;
 
 /**
@@ -35,7 +36,7 @@ import klrl.util.Grad;
  * increasing order. A stage that fails stops the others at their next hand-off; every stage has ended
  * before the failure is rethrown and the micro-batches' managers are closed.
  */
-final class Pipeline {
+public final class Pipeline {
     private final int stages;
     private final List<ExecutorService> threads = new ArrayList<>();
     /** Per metric name: Σ per-stage compute seconds, Σ pass wall seconds since the last {@link #takeBusy}. */
@@ -44,7 +45,7 @@ final class Pipeline {
     /**
      * @param torchThreads libtorch intra-op threads per stage thread (0: libtorch's default)
      */
-    Pipeline(int stages, int torchThreads) {
+    public Pipeline(int stages, int torchThreads) {
         this.stages = stages;
         for (int s = 0; s < stages; s++) {
             threads.add(Replicas.worker("stage-" + s));
@@ -66,10 +67,10 @@ final class Pipeline {
     }
 
     /** A network of a forward-only pass and whether it runs without its LoRA adapters (the reference). */
-    record Net(Decoder model, boolean adaptersOff) {}
+    public record Net(Decoder model, boolean adaptersOff) {}
 
     /** What the last stage does with micro-batch k's final hidden states [B,T,E], one per network, in its manager. */
-    interface Sink {
+    public interface Sink {
         void accept(int k, List<NDArray> hidden, NDManager mm);
     }
 
@@ -78,7 +79,7 @@ final class Pipeline {
      * final hidden states to {@code sink} (with a manager on the output device, closed after it), in
      * micro-batch order. Timed as {@code metric}.
      */
-    synchronized void forward(String metric, List<SequenceBatch> batches, List<Net> nets, NDManager root, Sink sink) {
+    public synchronized void forward(String metric, List<SequenceBatch> batches, List<Net> nets, NDManager root, Sink sink) {
         int m = batches.size();
         for (Net n : nets) {
             checkStages(n.model());
@@ -119,10 +120,10 @@ final class Pipeline {
     }
 
     /** The loss of one micro-batch, and what to read from it once its gradient has been taken (on the last stage). */
-    record Loss<T>(NDArray loss, Supplier<T> after) {}
+    public record Loss<T>(NDArray loss, Supplier<T> after) {}
 
     /** The head of the update: micro-batch k's final hidden states [B,T,E] → its loss, recorded, made in {@code mm}. */
-    interface Head<T> {
+    public interface Head<T> {
         Loss<T> apply(int k, NDArray hidden, NDManager mm);
     }
 
@@ -149,7 +150,7 @@ final class Pipeline {
      *
      * @param checkpointLayers recompute in stages of this many layers (0: each device's layers keep their graph)
      */
-    synchronized <T> List<T> update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head) {
+    public synchronized <T> List<T> update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head) {
         int m = batches.size();
         checkStages(model);
         boolean recompute = checkpointLayers > 0;
@@ -452,7 +453,7 @@ final class Pipeline {
     }
 
     /** Stops the stage threads (a running pass is interrupted at its next hand-off); false if one still runs after the wait. */
-    boolean stop() {
+    public boolean stop() {
         boolean stopped = true;
         for (ExecutorService t : threads) {
             stopped &= Replicas.stop(t);

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.check;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
@@ -10,6 +10,10 @@ import java.util.List;
 import java.util.Map;
 import klrl.model.Decoder;
 import klrl.model.Placement;
+import klrl.parallel.Pipeline;
+import klrl.parallel.StagedBackward;
+import klrl.train.PolicyForward;
+import klrl.train.SequenceBatch;
 import klrl.util.Grad;
 
 /**

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.run;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

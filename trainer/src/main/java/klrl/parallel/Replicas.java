@@ -1,11 +1,13 @@
-package klrl.train;
+package klrl.parallel;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.NDScope;
 import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
 import ai.djl.pytorch.jni.JniUtils;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -14,19 +16,20 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.function.BiFunction;
+import java.util.function.Consumer;
 import java.util.function.Function;
 import java.util.function.LongConsumer;
 import java.util.function.ToIntFunction;
-import ai.djl.ndarray.types.DataType;
-import java.io.IOException;
-import java.util.function.Consumer;
 import klrl.config.TrainConfig;
 import klrl.model.ModelConfig;
 import klrl.model.Placement;
 import klrl.model.Tokenizer;
+import klrl.plan.MemoryPlan;
 import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
+import klrl.train.Evaluator;
+import klrl.train.Policies;
 
 /**
  * The model replicas of a run, one per device, each with its own thread (train.parallel: data).
@@ -38,9 +41,9 @@ import klrl.rollout.SamplingParams;
  * time_param_sync. With one replica (one device, or layers placed over several) all work runs in the
  * caller's thread, as it did before replicas existed.
  */
-final class Replicas implements AutoCloseable {
+public final class Replicas implements AutoCloseable {
     /** One replica: its networks, its device's root manager, its rollout engine. */
-    record Replica(int index, Policies nets, NDManager root, RolloutEngine engine) {}
+    public record Replica(int index, Policies nets, NDManager root, RolloutEngine engine) {}
 
     private final List<Replica> all;
     /** One single-thread executor per replica; empty with one replica. */
@@ -62,7 +65,7 @@ final class Replicas implements AutoCloseable {
      * layers placed over several), or one per device (train.parallel: data). Checks the memory plan
      * first and says which layout it chose. The master's root manager is {@code master().root()}.
      */
-    static Replicas open(TrainConfig cfg, java.nio.file.Path modelDir, Tokenizer tok, Consumer<String> log) throws IOException {
+    public static Replicas open(TrainConfig cfg, java.nio.file.Path modelDir, Tokenizer tok, Consumer<String> log) throws IOException {
         DataType dtype = klrl.util.Runtime.dtype(cfg.model().dtype());
         List<Device> devices = Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device);
         ModelConfig mc = ModelConfig.load(modelDir);
@@ -109,7 +112,7 @@ final class Replicas implements AutoCloseable {
      * On CPU "devices" the cores are shared out between training and generating threads (the caller's
      * thread, which trains on one device, gets its share too).
      */
-    static Replicas generators(Replicas training, TrainConfig cfg, Tokenizer tok) {
+    public static Replicas generators(Replicas training, TrainConfig cfg, Tokenizer tok) {
         List<Device> devices = Placement.parseDevices(cfg.rollout().devices(),
                 d -> klrl.util.Runtime.device(d, "rollout.devices"));
         boolean gpu = devices.get(0).isGpu();
@@ -143,7 +146,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** A single-thread executor whose daemon thread has this name. */
-    static ExecutorService worker(String name) {
+    public static ExecutorService worker(String name) {
         return Executors.newSingleThreadExecutor(task -> {
             Thread t = new Thread(task, name);
             t.setDaemon(true);
@@ -198,7 +201,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** The placement of the master's policy (its devices, its output device). */
-    Placement placement() {
+    public Placement placement() {
         return master().nets().policy.placement();
     }
 
@@ -232,15 +235,15 @@ final class Replicas implements AutoCloseable {
         return r;
     }
 
-    int size() {
+    public int size() {
         return all.size();
     }
 
-    Replica master() {
+    public Replica master() {
         return all.get(0);
     }
 
-    List<Replica> all() {
+    public List<Replica> all() {
         return all;
     }
 
@@ -250,7 +253,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** Runs {@code task} on replicas 0 … count−1 at once and returns their results in replica order. */
-    <T> List<T> first(int count, Function<Replica, T> task) {
+    public <T> List<T> first(int count, Function<Replica, T> task) {
         if (threads.isEmpty()) {
             return java.util.Collections.singletonList(task.apply(all.get(0)));
         }
@@ -290,7 +293,7 @@ final class Replicas implements AutoCloseable {
      * Tasks 0 … n−1 dealt round-robin: task i runs on replica i mod size, each replica taking its tasks
      * in increasing order; results come back by task index.
      */
-    <T> List<T> deal(int n, BiFunction<Replica, Integer, T> task) {
+    public <T> List<T> deal(int n, BiFunction<Replica, Integer, T> task) {
         List<List<T>> per = each(r -> {
             List<T> mine = new ArrayList<>();
             for (int i = r.index(); i < n; i += all.size()) {
@@ -310,7 +313,7 @@ final class Replicas implements AutoCloseable {
      * the whole request is, with every sample's random stream set by its global index: the samples
      * equal one device's.
      */
-    List<Sample> generate(List<long[]> prompts, SamplingParams p, LongConsumer onFinished) {
+    public List<Sample> generate(List<long[]> prompts, SamplingParams p, LongConsumer onFinished) {
         int n = prompts.size(), k = all.size(), padTo = RolloutEngine.longest(prompts);
         List<List<Sample>> parts = each(r -> {
             int from = (int) ((long) r.index() * n / k), to = (int) ((long) (r.index() + 1) * n / k);
@@ -331,7 +334,7 @@ final class Replicas implements AutoCloseable {
      * backward adds its micro-batch onto the running sum, then the others' follow in order, so the
      * sum is formed in exactly the order one device forms it, and equals it bit for bit.
      */
-    void reduceGradients(int count) {
+    public void reduceGradients(int count) {
         long t0 = System.nanoTime();
         var master = all.get(0).nets().trainable;
         for (int d = 1; d < count; d++) {
@@ -348,7 +351,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** Copies the master's trainable tensors into every replica (after each optimizer step and a restore). */
-    void broadcast() {
+    public void broadcast() {
         long t0 = System.nanoTime();
         var master = all.get(0).nets().trainable;
         for (int d = 1; d < all.size(); d++) {
@@ -364,7 +367,7 @@ final class Replicas implements AutoCloseable {
      * Copies {@code training}'s master's trainable tensors into these (generators): every tensor they
      * name. Run between rollouts only: nothing may be generating.
      */
-    void copyFrom(Replicas training) {
+    public void copyFrom(Replicas training) {
         long t0 = System.nanoTime();
         var master = training.master().nets().trainable;
         for (Replica rep : all) {
@@ -387,7 +390,7 @@ final class Replicas implements AutoCloseable {
     }
 
     /** The largest absolute difference between a replica's trainable tensor and the master's (0 when in sync). */
-    double maxDifference() {
+    public double maxDifference() {
         double max = 0;
         var master = all.get(0).nets().trainable;
         for (int d = 1; d < all.size(); d++) {
@@ -407,7 +410,7 @@ final class Replicas implements AutoCloseable {
      * parameters (time_grad_reduce, time_param_sync); with a pipeline, how busy its stages were
      * (pipeline_busy*). Then resets.
      */
-    Map<String, Double> takeTimes() {
+    public Map<String, Double> takeTimes() {
         Map<String, Double> t = new java.util.LinkedHashMap<>();
         if (all.size() > 1) {
             t.put("time_grad_reduce", reduceSeconds);
@@ -426,17 +429,17 @@ final class Replicas implements AutoCloseable {
     /** Whether the update runs through {@link #pipeline} too (forward-only passes always do). */
     private boolean pipelinedUpdate;
 
-    Pipeline pipeline() {
+    public Pipeline pipeline() {
         return pipeline;
     }
 
     /** The pipeline for the update, or null when it runs stage after stage. */
-    Pipeline updatePipeline() {
+    public Pipeline updatePipeline() {
         return pipelinedUpdate ? pipeline : null;
     }
 
     /** Arrays alive in every replica's root manager (the leak watch). */
-    int liveArrays() {
+    public int liveArrays() {
         return all.stream().mapToInt(r -> r.root().getManagedArrays().size()).sum();
     }
 
@@ -445,7 +448,7 @@ final class Replicas implements AutoCloseable {
      * its next token) and waited for, so nothing it reads is freed under it. False if it is still
      * running after the wait (a task stuck in native code): then its memory must be left alone.
      */
-    static boolean stop(ExecutorService worker) {
+    public static boolean stop(ExecutorService worker) {
         worker.shutdownNow();
         try {
             return worker.awaitTermination(10, java.util.concurrent.TimeUnit.MINUTES);
@@ -458,7 +461,7 @@ final class Replicas implements AutoCloseable {
     /** False once {@link #close} found a worker still running after its wait (its tensors were then left alone). */
     private boolean workersStopped = true;
 
-    boolean workersStopped() {
+    public boolean workersStopped() {
         return workersStopped;
     }
 

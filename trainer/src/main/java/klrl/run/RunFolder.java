@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.run;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -28,7 +28,7 @@ import klrl.util.UserError;
  * the entries {@link Checkpoints} writes are removed. Other files (notes, the grid's train.log around
  * a run) neither stop a start nor are ever removed.
  */
-final class RunFolder {
+public final class RunFolder {
     private RunFolder() {}
 
     /** The mark a run leaves in its folder when it starts: its id and start time. */
@@ -52,7 +52,7 @@ final class RunFolder {
      * @param resumed   the run folder being continued, or null for a new run
      * @param overwrite replace a run found in {@code out} (its files are removed now)
      */
-    static void claim(Path out, Path resumed, boolean overwrite) throws IOException {
+    public static void claim(Path out, Path resumed, boolean overwrite) throws IOException {
         if (resumed != null && sameFolder(out, resumed)) {
             return; // the same run goes on under its run.json (a run from before run.json has none, and resumes too)
         }

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.run;
 
 import java.io.IOException;
 import java.nio.channels.FileChannel;
@@ -14,7 +14,7 @@ import klrl.util.UserError;
  * interleaving metrics and checkpoints. The operating system drops the lock when the process dies,
  * so a killed run never leaves a stale one behind.
  */
-final class OutputLock implements AutoCloseable {
+public final class OutputLock implements AutoCloseable {
     private final FileChannel channel;
     private final FileLock lock;
 
@@ -23,7 +23,7 @@ final class OutputLock implements AutoCloseable {
         this.lock = lock;
     }
 
-    static OutputLock acquire(Path outputDir) throws IOException {
+    public static OutputLock acquire(Path outputDir) throws IOException {
         Path file = outputDir.resolve(".lock");
         FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
         FileLock l;

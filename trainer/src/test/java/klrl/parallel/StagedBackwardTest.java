@@ -1,15 +1,15 @@
-package klrl.train;
+package klrl.parallel;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.training.GradientCollector;
-import ai.djl.Device;
 import java.nio.file.Path;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -19,6 +19,8 @@ import klrl.TestPaths;
 import klrl.model.Decoder;
 import klrl.model.ModelConfig;
 import klrl.model.Placement;
+import klrl.train.PolicyForward;
+import klrl.train.SequenceBatch;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 

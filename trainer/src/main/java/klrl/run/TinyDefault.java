@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.run;
 
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -16,6 +16,7 @@ import klrl.model.Decoder;
 import klrl.model.SafeTensors;
 import klrl.model.TinyModel;
 import klrl.model.Tokenizer;
+import klrl.train.Sft;
 
 /**
  * The built-in default model: init-tiny (qwen2 architecture, fixed seed) followed by a short,

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.run;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -16,12 +16,12 @@ import klrl.data.Prompts;
  * one line per set saying what was read and what the model will see.
  */
 public final class RunData {
-    final Dataset.Loaded train;
+    public final Dataset.Loaded train;
     /** Held-out sets by name (the file's name without its extension), at most eval.max_examples rows each. */
     final Map<String, Dataset.Loaded> eval = new LinkedHashMap<>();
 
     /** Reads every set; fields follow data.* (eval files: eval.* when set), bundled sets their own. */
-    RunData(TrainConfig cfg) {
+    public RunData(TrainConfig cfg) {
         var d = cfg.data();
         var e = cfg.eval();
         this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField());
@@ -63,7 +63,7 @@ public final class RunData {
         return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|parquet)$", "");
     }
 
-    Map<String, List<Example>> evalSets() {
+    public Map<String, List<Example>> evalSets() {
         Map<String, List<Example>> m = new LinkedHashMap<>();
         eval.forEach((k, v) -> m.put(k, v.examples()));
         return m;
@@ -73,7 +73,7 @@ public final class RunData {
      * Renders every prompt (so a prompt over data.max_prompt_tokens fails now) and returns one line per
      * set: rows, the field mapping, the first prompt as the model sees it and its gold answer.
      */
-    List<String> render(Prompts prompts) {
+    public List<String> render(Prompts prompts) {
         List<String> lines = new ArrayList<>();
         lines.add(line("train", train, prompts));
         eval.forEach((name, l) -> lines.add(line("eval " + name, l, prompts)));

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.parallel;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.parallel;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -18,7 +18,7 @@ import java.util.Map;
  * this keeps one copy of the policy's gradient; that is why it is opt-in. A step reports the mean over
  * its mini-batches with two or more micro-batches.
  */
-final class GradSpread {
+public final class GradSpread {
     private final Map<String, NDArray> params;
     private final NDManager manager;
     private final Map<String, NDArray> previous = new LinkedHashMap<>();
@@ -26,13 +26,13 @@ final class GradSpread {
     private boolean finite = true;
 
     /** @param params the policy's trainable tensors (critic tensors excluded) */
-    GradSpread(Map<String, NDArray> params, NDManager root) {
+    public GradSpread(Map<String, NDArray> params, NDManager root) {
         this.params = params;
         this.manager = root.newSubManager();
     }
 
     /** After micro-batch k's backward: adds ‖g_k‖² / w_k and remembers the accumulated gradient. */
-    void afterMicroBatch(double share) {
+    public void afterMicroBatch(double share) {
         double sq = 0;
         for (var e : params.entrySet()) {
             NDArray acc = e.getValue().getGradient();
@@ -57,7 +57,7 @@ final class GradSpread {
      * The accumulated gradient changed outside a micro-batch (data-parallel replicas after a round):
      * the next micro-batch's gradient is measured from what it is now, or from zero when {@code zeroed}.
      */
-    void rebase(boolean zeroed) {
+    public void rebase(boolean zeroed) {
         previous.values().forEach(NDArray::close);
         previous.clear();
         if (zeroed) {
@@ -83,7 +83,7 @@ final class GradSpread {
      * Σ_k ‖g_k‖²/w_k over this tracker's micro-batches since the last call (NaN when one was not
      * finite); forgets them. Data-parallel replicas each keep one tracker and add these up.
      */
-    double drain() {
+    public double drain() {
         double s = finite ? sumOverShare : Double.NaN;
         previous.values().forEach(NDArray::close);
         previous.clear();
@@ -96,7 +96,7 @@ final class GradSpread {
      * grad_var from Σ_k ‖g_k‖²/w_k and the mini-batch's whole gradient G, read from {@code params}
      * (after the replicas' gradients were added up); NaN under two micro-batches or when not finite.
      */
-    static double value(double sumOverShare, Map<String, NDArray> params, int microBatches) {
+    public static double value(double sumOverShare, Map<String, NDArray> params, int microBatches) {
         if (microBatches < 2 || !Double.isFinite(sumOverShare)) {
             return Double.NaN;
         }

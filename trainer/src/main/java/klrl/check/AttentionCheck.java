@@ -1,4 +1,4 @@
-package klrl.train;
+package klrl.check;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -11,6 +11,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import klrl.model.Decoder;
+import klrl.train.PolicyForward;
+import klrl.train.SequenceBatch;
 
 /**
  * model.attention measured against itself on a model: sdpa's log-probs and gradients against eager's
