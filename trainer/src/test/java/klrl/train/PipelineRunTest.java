@@ -4,16 +4,11 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
-import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import klrl.model.SafeTensors;
 import klrl.rollout.Sample;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
@@ -45,11 +40,10 @@ class PipelineRunTest {
         o.put("train.max_steps", STEPS);
         o.put("train.micro_batch_size", 2); // 4 micro-batches per mini-batch: the pipeline fills and drains
         Path out = tmp.resolve(name);
-        String was = System.getProperty("ai.djl.pytorch.num_threads");
-        klrl.util.Runtime.engine(); // libtorch loaded before its thread count is read
-        int threads = JniUtils.getNumThreads();
-        System.setProperty("ai.djl.pytorch.num_threads", "1"); // threads set by hand: no core sharing between runs
-        JniUtils.setNumThreads(1);
+        return klrl.TorchThreads.with(1, () -> trainAndRead(out, o));
+    }
+
+    private static Result trainAndRead(Path out, Map<String, Object> o) throws Exception {
         try (Trainer t = new Trainer(TrainerTest.small(out, o), null, s -> { })) {
             List<Map<String, Object>> steps = new ArrayList<>();
             for (int s = 0; s < STEPS; s++) {
@@ -57,20 +51,7 @@ class PipelineRunTest {
             }
             Path saved = t.save(STEPS);
             List<Sample> rollout = t.rollout(STEPS);
-            Map<String, float[]> w = new LinkedHashMap<>();
-            try (NDManager m = NDManager.newBaseManager("PyTorch")) {
-                Path adapters = saved.resolve("adapter_model.safetensors"); // LoRA saves its adapters
-                (java.nio.file.Files.exists(adapters) ? SafeTensors.readHeader(adapters) : SafeTensors.index(saved))
-                        .forEach((k, e) -> w.put(k, SafeTensors.load(e, m, DataType.FLOAT32).toFloatArray()));
-            }
-            return new Result(steps, rollout, w);
-        } finally {
-            JniUtils.setNumThreads(threads);
-            if (was == null) {
-                System.clearProperty("ai.djl.pytorch.num_threads");
-            } else {
-                System.setProperty("ai.djl.pytorch.num_threads", was);
-            }
+            return new Result(steps, rollout, TrainerTest.savedWeights(saved));
         }
     }
 
