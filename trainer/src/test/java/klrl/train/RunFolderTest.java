@@ -11,7 +11,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
-import klrl.train.Trainer;
 import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
@@ -174,6 +173,44 @@ class RunFolderTest {
         assertEquals("the good one is step 2\n", Files.readString(run.resolve("checkpoints/keep-me.txt")));
         assertEquals("lr sweep, second try\n", Files.readString(run.resolve("notes.txt")));
         assertEquals(1, eventFiles(run));
+    }
+
+    /**
+     * A prompt the tokenizer or the chat template refuses fails in its one line before --overwrite removes anything: the
+     * run in the folder stays as it was.
+     */
+    @Test
+    void promptsTheTokenizerRefusesFailBeforeOverwriteRemovesAnything() throws Exception {
+        Path run = tmp.resolve("run");
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        Map<String, String> before = snapshot(run);
+        before.remove(".lock");
+        assertTrue(before.containsKey("config.yaml") && before.containsKey("metrics.jsonl")
+                && before.containsKey("checkpoints/step-000002/trainer_state.json"), before.toString());
+        // a model whose chat template refuses every conversation
+        Path model = tmp.resolve("refusing-model");
+        Files.createDirectories(model);
+        try (var s = Files.list(TrainerTest.base)) {
+            for (Path f : s.toList()) {
+                Files.copy(f, model.resolve(f.getFileName()));
+            }
+        }
+        var tc = (com.fasterxml.jackson.databind.node.ObjectNode) klrl.util.Json.read(model.resolve("tokenizer_config.json"));
+        tc.put("chat_template", "{{ raise_exception('this model takes no chat') }}");
+        Files.writeString(model.resolve("tokenizer_config.json"), tc.toString());
+        Map<String, Map<String, Object>> bad = new java.util.LinkedHashMap<>();
+        bad.put(": prompt has \\d+ tokens, more than data.max_prompt_tokens=4", Map.of("data.max_prompt_tokens", 4));
+        bad.put(":1: the prompt is a message list, which the model's chat template renders; data.chat_template is false",
+                Map.of("data.train", DataRunTest.DATA.resolve("verl-system.parquet").toString(), "data.chat_template", false));
+        bad.put("chat_template raised: this model takes no chat", Map.of("model.path", model.toString()));
+        for (var b : bad.entrySet()) {
+            UserError e = assertThrows(UserError.class, () -> trainOver(TrainerTest.small(run, b.getValue())));
+            assertTrue(e.getMessage().matches(".*" + b.getKey().replace("(", "\\(").replace(")", "\\)")) && !e.getMessage().contains("\n"),
+                    e.getMessage());
+            Map<String, String> after = snapshot(run);
+            after.remove(".lock");
+            assertEquals(before, after, b.getValue() + ": the run in the folder is as it was");
+        }
     }
 
     /** run.json is written when a run starts and kept when it is resumed; a run from before run.json still resumes. */
