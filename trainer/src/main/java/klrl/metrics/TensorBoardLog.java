@@ -25,6 +25,9 @@ public final class TensorBoardLog implements AutoCloseable {
     /** How every event file's name starts (TensorBoard finds them by it). */
     public static final String PREFIX = "events.out.tfevents.";
 
+    /** How this trainer's event files' names end: other programs' files under {@link #PREFIX} are not its to remove. */
+    public static final String SUFFIX = ".klrl";
+
     public TensorBoardLog(Path dir, long resumedAfterStep) throws IOException {
         String host = java.net.InetAddress.getLoopbackAddress().getHostName();
         try {
@@ -32,7 +35,7 @@ public final class TensorBoardLog implements AutoCloseable {
         } catch (IOException e) {
             // the loopback name will do
         }
-        Path file = dir.resolve(String.format(PREFIX + "%d.%s.%d.klrl", System.currentTimeMillis() / 1000, host,
+        Path file = dir.resolve(String.format(PREFIX + "%d.%s.%d" + SUFFIX, System.currentTimeMillis() / 1000, host,
                 ProcessHandle.current().pid()));
         out = Files.newOutputStream(file);
         write(Event.newBuilder().setWallTime(now()).setFileVersion("brain.Event:2").build());

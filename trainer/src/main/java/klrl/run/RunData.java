@@ -70,8 +70,9 @@ public final class RunData {
     }
 
     /**
-     * Renders every prompt (so a prompt over data.max_prompt_tokens fails now) and returns one line per
-     * set: rows, the field mapping, the first prompt as the model sees it and its gold answer.
+     * Renders every prompt (so a prompt over data.max_prompt_tokens, or one the chat template refuses, fails
+     * now, before the run folder is claimed and --overwrite removes anything) and returns one line per set:
+     * rows, the field mapping, the first prompt as the model sees it and its gold answer.
      */
     public List<String> render(Prompts prompts) {
         List<String> lines = new ArrayList<>();

@@ -26,7 +26,11 @@ import klrl.util.UserError;
  * like a run's. So a folder holding such names without the mark (another program's, or a run from
  * before run.json) is refused with or without --overwrite, and inside a marked run's checkpoints/ only
  * the entries {@link Checkpoints} writes are removed. Other files (notes, the grid's train.log around
- * a run) neither stop a start nor are ever removed.
+ * a run, another program's event file without this trainer's suffix) neither stop a start nor are ever removed.
+ *
+ * <p>This trainer makes no symbolic links, so one among a run's names (checkpoints/ kept on another disk, say) is the
+ * user's: --overwrite refuses it rather than delete through it out of the folder, or remove the link and leave the old
+ * run's files where it pointed while the new run writes elsewhere than the user put it.
  */
 public final class RunFolder {
     private RunFolder() {}
@@ -61,7 +65,7 @@ public final class RunFolder {
             throw new UserError(out + " holds files this trainer did not write (" + names(out, f.foreign())
                     + "): give an empty --output-dir");
         }
-        if (!f.own().isEmpty()) {
+        if (!f.own().isEmpty() || !f.links().isEmpty()) {
             if (!overwrite) {
                 // --overwrite is safe to offer here: what it removes is the run's alone
                 String kept = f.foreign().isEmpty() ? ""
@@ -72,6 +76,11 @@ public final class RunFolder {
                                 + ": give an empty output_dir, or --overwrite to replace it" + kept
                         : out + " holds a run (" + what + "): --resume " + out + " continues it, another --output-dir"
                                 + " starts a new one, --overwrite replaces it" + kept);
+            }
+            if (!f.links().isEmpty()) { // checked before anything is removed
+                Path l = f.links().get(0);
+                throw new UserError(l + " is a symbolic link (to " + Files.readSymbolicLink(l) + "): --overwrite removes a run's"
+                        + " files only inside " + out + ", never through a link; remove the link, or give another --output-dir");
             }
             for (Path p : f.own()) {
                 Checkpoints.deleteTree(p);
@@ -86,14 +95,15 @@ public final class RunFolder {
 
     /**
      * What of a run's names {@code out} holds: the run's own files (only when run.json marks the folder),
-     * and the rest, which this trainer did not write and never removes.
+     * the symbolic links among them in a marked folder (a run's, which --overwrite will not touch), and the
+     * rest, which this trainer did not write and never removes.
      */
-    private record Found(boolean marked, List<Path> own, List<Path> foreign) {}
+    private record Found(boolean marked, List<Path> own, List<Path> links, List<Path> foreign) {}
 
     private static Found scan(Path out) throws IOException {
-        List<Path> own = new ArrayList<>(), foreign = new ArrayList<>();
+        List<Path> own = new ArrayList<>(), links = new ArrayList<>(), foreign = new ArrayList<>();
         if (!Files.isDirectory(out)) {
-            return new Found(false, own, foreign);
+            return new Found(false, own, links, foreign);
         }
         Path marker = out.resolve(MARKER);
         boolean marked = isMark(marker);
@@ -105,16 +115,28 @@ public final class RunFolder {
             s.filter(p -> p.getFileName().toString().startsWith(TensorBoardLog.PREFIX)).sorted().forEach(top::add);
         }
         for (Path p : top) {
+            String name = p.getFileName().toString();
+            // another program's event files have TensorBoard's prefix too, but not this trainer's suffix
+            boolean runs = marked && (!name.startsWith(TensorBoardLog.PREFIX) || name.endsWith(TensorBoardLog.SUFFIX));
             if (Files.exists(p, LinkOption.NOFOLLOW_LINKS)) {
-                (marked && Files.isRegularFile(p) ? own : foreign).add(p);
+                (!runs ? foreign : Files.isSymbolicLink(p) ? links : Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS) ? own
+                        : foreign).add(p);
             }
         }
         Path ckpts = out.resolve(CHECKPOINTS);
         if (Files.isDirectory(ckpts)) {
-            // an empty checkpoints/ is in no one's way
+            // an empty checkpoints/ is in no one's way (one linked elsewhere neither: the run writes through it)
+            List<Path> written = new ArrayList<>();
             try (var s = Files.list(ckpts)) {
                 for (Path p : s.sorted().toList()) {
-                    (marked && Checkpoints.written(p.getFileName().toString()) ? own : foreign).add(p);
+                    (marked && Checkpoints.written(p.getFileName().toString()) ? written : foreign).add(p);
+                }
+            }
+            if (Files.isSymbolicLink(ckpts) && !written.isEmpty()) {
+                links.add(ckpts); // what lies behind it is not removed through it
+            } else {
+                for (Path p : written) {
+                    (Files.isSymbolicLink(p) ? links : own).add(p);
                 }
             }
         } else if (Files.exists(ckpts, LinkOption.NOFOLLOW_LINKS)) {
@@ -123,7 +145,7 @@ public final class RunFolder {
         if (!marked && Files.exists(marker, LinkOption.NOFOLLOW_LINKS)) {
             foreign.add(marker); // another program's run.json: this run's would replace it
         }
-        return new Found(marked, own, foreign);
+        return new Found(marked, own, links, foreign);
     }
 
     /** Whether {@code file} is a run.json this trainer wrote (another program may well use the name). */

@@ -11,7 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
-import klrl.train.Trainer;
+import klrl.checkpoint.Checkpoints;
 import klrl.util.UserError;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
@@ -174,6 +174,109 @@ class RunFolderTest {
         assertEquals("the good one is step 2\n", Files.readString(run.resolve("checkpoints/keep-me.txt")));
         assertEquals("lr sweep, second try\n", Files.readString(run.resolve("notes.txt")));
         assertEquals(1, eventFiles(run));
+    }
+
+    /**
+     * --overwrite removes the event files this trainer wrote (TensorBoard's prefix and its own .klrl suffix) and keeps, byte
+     * for byte, one another program wrote into the folder under TensorBoard's prefix alone.
+     */
+    @Test
+    void overwriteKeepsEventFilesAnotherProgramWrote() throws Exception {
+        Path run = tmp.resolve("run");
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        // the run's event file under the name an earlier process of it (another pid, another second) gave it
+        Path own;
+        try (var s = Files.list(run)) {
+            own = s.filter(p -> p.getFileName().toString().startsWith(klrl.metrics.TensorBoardLog.PREFIX)).findFirst().orElseThrow();
+        }
+        Path earlier = run.resolve(klrl.metrics.TensorBoardLog.PREFIX + "1.earlier-host.1.klrl");
+        Files.move(own, earlier);
+        Path foreign = run.resolve(klrl.metrics.TensorBoardLog.PREFIX + "123.host");
+        byte[] events = new byte[2048];
+        new java.util.Random(3).nextBytes(events);
+        Files.write(foreign, events);
+        UserError e = assertThrows(UserError.class, () -> TrainerTest.train(TrainerTest.small(run, Map.of()), null));
+        assertTrue(e.getMessage().contains("holds a run") && e.getMessage().contains("keeping events.out.tfevents.123.host,")
+                && !e.getMessage().contains("\n"), e.getMessage());
+        trainOver(TrainerTest.small(run, Map.of("train.seed", 7, "train.max_steps", 2)));
+        assertTrue(java.util.Arrays.equals(events, Files.readAllBytes(foreign)), "another program's event file, byte for byte");
+        assertFalse(Files.exists(earlier), "the replaced run's event file is gone");
+        assertEquals(2, eventFiles(run), "the new run's event file beside the other program's");
+        assertEquals(2, TrainerTest.stepLines(run).size());
+    }
+
+    /**
+     * A prompt the tokenizer or the chat template refuses fails in its one line before --overwrite removes anything: the
+     * run in the folder stays as it was.
+     */
+    @Test
+    void promptsTheTokenizerRefusesFailBeforeOverwriteRemovesAnything() throws Exception {
+        Path run = tmp.resolve("run");
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        Map<String, String> before = snapshot(run);
+        before.remove(".lock");
+        assertTrue(before.containsKey("config.yaml") && before.containsKey("metrics.jsonl")
+                && before.containsKey("checkpoints/step-000002/trainer_state.json"), before.toString());
+        // a model whose chat template refuses every conversation
+        Path model = tmp.resolve("refusing-model");
+        Files.createDirectories(model);
+        try (var s = Files.list(TrainerTest.base)) {
+            for (Path f : s.toList()) {
+                Files.copy(f, model.resolve(f.getFileName()));
+            }
+        }
+        var tc = (com.fasterxml.jackson.databind.node.ObjectNode) klrl.util.Json.read(model.resolve("tokenizer_config.json"));
+        tc.put("chat_template", "{{ raise_exception('this model takes no chat') }}");
+        Files.writeString(model.resolve("tokenizer_config.json"), tc.toString());
+        Map<String, Map<String, Object>> bad = new java.util.LinkedHashMap<>();
+        bad.put(": prompt has \\d+ tokens, more than data.max_prompt_tokens=4", Map.of("data.max_prompt_tokens", 4));
+        bad.put(":1: the prompt is a message list, which the model's chat template renders; data.chat_template is false",
+                Map.of("data.train", DataRunTest.DATA.resolve("verl-system.parquet").toString(), "data.chat_template", false));
+        bad.put("chat_template raised: this model takes no chat", Map.of("model.path", model.toString()));
+        for (var b : bad.entrySet()) {
+            UserError e = assertThrows(UserError.class, () -> trainOver(TrainerTest.small(run, b.getValue())));
+            assertTrue(e.getMessage().matches(".*" + b.getKey().replace("(", "\\(").replace(")", "\\)")) && !e.getMessage().contains("\n"),
+                    e.getMessage());
+            Map<String, String> after = snapshot(run);
+            after.remove(".lock");
+            assertEquals(before, after, b.getValue() + ": the run in the folder is as it was");
+        }
+    }
+
+    /**
+     * A symbolic link among a run's names (checkpoints/ kept on another disk, say) is the user's: --overwrite refuses in one
+     * line naming it and deletes nothing through it or in the folder.
+     */
+    @Test
+    void overwriteDoesNotDeleteThroughASymbolicLink() throws Exception {
+        Path run = tmp.resolve("run");
+        TrainerTest.train(TrainerTest.small(run, Map.of("train.max_steps", 2)), null);
+        Path elsewhere = tmp.resolve("big-disk/checkpoints");
+        Files.createDirectories(elsewhere.resolve("step-000001"));
+        Files.writeString(elsewhere.resolve("step-000001/notes.txt"), "the good one\n");
+        Checkpoints.deleteTree(run.resolve("checkpoints"));
+        Files.createSymbolicLink(run.resolve("checkpoints"), elsewhere);
+        Map<String, String> target = snapshot(elsewhere), before = snapshot(run);
+        before.remove(".lock");
+        UserError e = assertThrows(UserError.class, () -> trainOver(TrainerTest.small(run, Map.of())));
+        assertTrue(e.getMessage().contains("checkpoints is a symbolic link") && !e.getMessage().contains("\n"), e.getMessage());
+        assertEquals("the good one\n", Files.readString(elsewhere.resolve("step-000001/notes.txt")));
+        assertEquals(target, snapshot(elsewhere), "nothing deleted through the link");
+        assertTrue(Files.isSymbolicLink(run.resolve("checkpoints")));
+        Map<String, String> after = snapshot(run);
+        after.remove(".lock");
+        assertEquals(before, after, "nothing removed in the folder either");
+        // the same for a run's file that is a link: neither it nor what it points to is removed
+        Files.delete(run.resolve("checkpoints"));
+        Path log = tmp.resolve("big-disk/metrics.jsonl");
+        Files.move(run.resolve("metrics.jsonl"), log);
+        Files.createSymbolicLink(run.resolve("metrics.jsonl"), log);
+        String kept = Files.readString(log);
+        UserError f = assertThrows(UserError.class, () -> trainOver(TrainerTest.small(run, Map.of())));
+        assertTrue(f.getMessage().contains("metrics.jsonl is a symbolic link") && !f.getMessage().contains("\n"), f.getMessage());
+        assertTrue(Files.isSymbolicLink(run.resolve("metrics.jsonl")));
+        assertEquals(kept, Files.readString(log));
+        assertTrue(Files.exists(run.resolve("samples.jsonl")), "nothing else removed either");
     }
 
     /** run.json is written when a run starts and kept when it is resumed; a run from before run.json still resumes. */
