@@ -24,10 +24,7 @@ final class Launcher {
     private Launcher() {}
 
     static final String MARK = "KLRL_LAUNCHED";
-    /** The launcher's pid, for the child to watch (see {@link #watchLauncher}). */
-    static final String LAUNCHER_PID = "KLRL_LAUNCHER_PID";
     /** How often the child looks at its parent: a read of /proc, nothing beside a step, and the end follows within a second. */
-    private static final long WATCH_MILLIS = 250;
     static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_MAX_", "0",
             "MALLOC_TRIM_THRESHOLD_", "100000000000");
     static final List<String> JVM_DEFAULTS = List.of("-Xmn32m", "-XX:+UseSerialGC");
@@ -107,7 +104,7 @@ final class Launcher {
         }
         ProcessBuilder pb = new ProcessBuilder(p.command()).inheritIO();
         pb.environment().putAll(p.env());
-        pb.environment().put(LAUNCHER_PID, Long.toString(ProcessHandle.current().pid()));
+        klrl.util.Processes.endWithThisProcess(pb);
         try {
             Process child = pb.start();
             // SIGTERM to this JVM (a preempted node) reaches the child, which checkpoints and exits
@@ -129,60 +126,6 @@ final class Launcher {
         }
     }
 
-    /**
-     * In a relaunched child: ends this JVM when its launcher is gone, so a launcher killed with SIGKILL
-     * (which runs no shutdown hook to pass the signal on) leaves no trainer behind that keeps training
-     * and holds the run folder's lock. Java has no prctl(PR_SET_PDEATHSIG), so a daemon thread polls:
-     * the launcher is alive exactly as long as it is this process's parent (when it dies the child is
-     * reparented at once, even while the launcher is an unreaped zombie, and a reused pid is never the
-     * parent). The launcher passes its pid rather than the child taking its parent at start: a launcher
-     * killed while this JVM was starting would otherwise leave init as the parent being watched.
-     * Stopping is a halt, as SIGKILL would be: no shutdown hook, so no half-written checkpoint; the
-     * checkpoints already written are complete.
-     */
-    static void watchLauncher(Map<String, String> env) {
-        long launcher;
-        try {
-            launcher = env.containsKey(MARK) ? Long.parseLong(env.getOrDefault(LAUNCHER_PID, "")) : -1;
-        } catch (NumberFormatException notSet) {
-            return;
-        }
-        if (launcher < 0) {
-            return;
-        }
-        ProcessHandle self = ProcessHandle.current();
-        if (parent(self) != launcher) {
-            // processes the child starts itself (a grid's runs) inherit the variable: their own parent is watched
-            for (var p = self.parent(); p.isPresent(); p = p.get().parent()) {
-                if (p.get().pid() == launcher) {
-                    return;
-                }
-            }
-            launcherEnded(launcher); // gone before this JVM got here
-        }
-        Thread watch = new Thread(() -> {
-            while (parent(self) == launcher) {
-                try {
-                    Thread.sleep(WATCH_MILLIS);
-                } catch (InterruptedException e) {
-                    return;
-                }
-            }
-            launcherEnded(launcher);
-        }, "launcher-watch");
-        watch.setDaemon(true);
-        watch.start();
-    }
-
-    private static long parent(ProcessHandle p) {
-        return p.parent().map(ProcessHandle::pid).orElse(-1L);
-    }
-
-    private static void launcherEnded(long launcher) {
-        System.err.println("error: the launcher (pid " + launcher + ") ended, so the trainer stops without a checkpoint; resume from the"
-                + " last one with --resume");
-        Runtime.getRuntime().halt(1);
-    }
 
     private static Path runningJar() {
         try {

@@ -11,7 +11,7 @@ import picocli.CommandLine.Command;
 public final class Main {
 
     public static void main(String[] args) {
-        Launcher.watchLauncher(System.getenv());
+        klrl.util.Processes.endWithStarter(System.getenv());
         Integer relaunched = Launcher.relaunchIfNeeded(args, new CommandLine(new Main()).getSubcommands().keySet());
         System.exit(relaunched != null ? relaunched : run(args));
     }

@@ -115,6 +115,7 @@ public final class GridRunner {
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.resolve("train.log").toFile()));
         pb.environment().put("KLRL_PROGRESS", "0");
+        klrl.util.Processes.endWithThisProcess(pb); // a grid killed with SIGKILL takes its running trainer along
         pb.environment().put("OMP_NUM_THREADS", Integer.toString(threads));
         pb.environment().put("MKL_NUM_THREADS", Integer.toString(threads));
         long t0 = System.nanoTime();

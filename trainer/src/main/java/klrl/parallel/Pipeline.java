@@ -151,117 +151,153 @@ public final class Pipeline {
      * @param checkpointLayers recompute in stages of this many layers (0: each device's layers keep their graph)
      */
     public synchronized <T> List<T> update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head) {
-        int m = batches.size();
         checkStages(model);
-        boolean recompute = checkpointLayers > 0;
-        List<int[]> all = StagedBackward.stages(model.placement(), model.numLayers(), checkpointLayers);
-        List<T> results = new ArrayList<>(java.util.Collections.nCopies(m, null));
         // tied embeddings: the lookup's gradients (first stage) go to an alias, lm_head's (last stage) to the matrix
         NDArray alias = model.embeddingTrains() && model.placement().embedDevice() == stages - 1 ? model.embeddingAlias() : null;
-        Run run = new Run(m, root, model, Integer.MAX_VALUE, true); // 1F1B bounds what waits in a hand-off
         try {
-            run.go("pipeline_busy", s -> {
-                List<int[]> mine = all.stream().filter(st -> model.placement().deviceOfLayer()[st[0]] == s).toList();
-                Map<Integer, InFlight> held = new java.util.HashMap<>();
-                int warm = Math.min(stages - 1 - s, m), f = 0, b = 0;
-                while (b < m) {
-                    boolean forward = f < m && (f < warm || f - b <= warm);
-                    if (forward) {
-                        InFlight st = new InFlight();
-                        NDManager own = run.own[s][f];
-                        st.hop = s == 0 ? null : run.take(run.fwd.get(s));
-                        long t0 = System.nanoTime();
-                        if (s == 0) {
-                            st.hop = run.start(model, batches.get(f), f);
-                            st.hop.x().attach(own); // the embedding: this stage's
-                        }
-                        NDArray x = st.hop.x();
-                        for (int[] r : mine) { // keep each stage's input (and, without recomputation, its graph)
-                            NDArray in = model.toLayer(r[0], x);
-                            boolean arriving = x == st.hop.x(); // the hand-off (on stage 0, the lookup: recomputed in backward)
-                            if (recompute) {
-                                if (arriving && in != x) { // a device copy is this stage's input; nobody keeps the original
-                                    x.close();
-                                }
-                                if (arriving) {
-                                    in.attach(own);
-                                }
-                                st.inputs.add(in);
-                                x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
-                            } else { // the sender keeps the graph ending in x: a leaf of this stage's own
-                                NDArray leaf = StagedBackward.leaf(in);
-                                leaf.attach(own);
-                                if (in != x) { // a device copy: the leaf shares its storage
-                                    in.close();
-                                    if (s == 0) { // a tied embedding's lookup, on the last device
-                                        x.close();
-                                    }
-                                }
-                                in = leaf;
-                                st.inputs.add(in);
-                                try (Grad gc = Grad.record()) {
-                                    x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
-                                }
-                                st.outputs.add(x);
-                            }
-                        }
-                        if (s == stages - 1) { // the head: loss from the detached last hidden states, its gradient kept
-                            try (NDManager hm = root.newSubManager()) {
-                                NDArray last = StagedBackward.leaf(model.toOutput(x));
-                                last.attach(hm);
-                                Loss<T> loss;
-                                try (Grad gc = Grad.record()) {
-                                    loss = head.apply(f, model.finalNorm(last, st.hop.pass()), hm);
-                                    gc.backward(loss.loss());
-                                }
-                                results.set(f, loss.after().get());
-                                st.grad = last.getGradient();
-                                st.grad.attach(own);
-                            }
-                        } else {
-                            settle(x);
-                            run.put(run.fwd.get(s + 1), new Hop(f, x, st.hop.pass(), st.hop.tokens()));
-                        }
-                        held.put(f++, st);
-                        run.inFlight[s] = Math.max(run.inFlight[s], held.size());
-                        run.busy[s] += System.nanoTime() - t0;
-                    } else {
-                        InFlight st = held.remove(b);
-                        NDArray grad = s == stages - 1 ? st.grad : run.take(run.bwd.get(s)).x();
-                        long t0 = System.nanoTime();
-                        grad = StagedBackward.backward(model, mine, st.inputs, st.outputs, st.hop.pass(), grad, recompute);
-                        if (s > 0) {
-                            settle(grad);
-                            grad.attach(run.own[s - 1][b]); // the receiver's from now on
-                            run.put(run.bwd.get(s - 1), new Hop(b, grad, null, null));
-                        } else {
-                            if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
-                                NDArray e = StagedBackward.lookupBackward(model, st.hop.tokens(), alias, grad);
-                                if (e.getDevice().equals(grad.getDevice())) { // (a tied lookup's runs on the last device)
-                                    settle(e);
-                                }
-                            }
-                            settle(grad);
-                        }
-                        run.own[s][b].close();
-                        if (s == 0) {
-                            run.start[b].close(); // the micro-batch's last work: every stage is done with it
-                        }
-                        b++;
-                        run.busy[s] += System.nanoTime() - t0;
-                    }
-                }
-            });
-            lastInFlight = run.inFlight.clone();
+            Update<T> u = new Update<>(model, batches, root, checkpointLayers, head, alias);
+            u.run.go("pipeline_busy", u::stage);
+            lastInFlight = u.run.inFlight.clone();
             if (alias != null) {
                 model.addEmbeddingGradient(alias);
             }
+            return u.results;
         } finally {
             if (alias != null) {
                 alias.close();
             }
         }
-        return results;
+    }
+
+    /** One update's 1F1B schedule: what each stage's thread runs, over what they share. */
+    private final class Update<T> {
+        final Decoder model;
+        final List<SequenceBatch> batches;
+        final NDManager root;
+        final boolean recompute;
+        final List<int[]> all;
+        final Head<T> head;
+        final NDArray alias;
+        final Run run;
+        final List<T> results;
+
+        Update(Decoder model, List<SequenceBatch> batches, NDManager root, int checkpointLayers, Head<T> head, NDArray alias) {
+            this.model = model;
+            this.batches = batches;
+            this.root = root;
+            this.recompute = checkpointLayers > 0;
+            this.all = StagedBackward.stages(model.placement(), model.numLayers(), checkpointLayers);
+            this.head = head;
+            this.alias = alias;
+            this.run = new Run(batches.size(), root, model, Integer.MAX_VALUE, true); // 1F1B bounds what waits in a hand-off
+            this.results = new ArrayList<>(java.util.Collections.nCopies(batches.size(), null));
+        }
+
+        /** Stage s: S − 1 − s forwards ahead, then one forward and one backward in turn until every micro-batch is back. */
+        void stage(int s) throws InterruptedException {
+            List<int[]> mine = all.stream().filter(st -> model.placement().deviceOfLayer()[st[0]] == s).toList();
+            Map<Integer, InFlight> held = new java.util.HashMap<>();
+            int m = batches.size(), warm = Math.min(stages - 1 - s, m), f = 0, b = 0;
+            while (b < m) {
+                if (f < m && (f < warm || f - b <= warm)) {
+                    InFlight st = new InFlight();
+                    st.hop = s == 0 ? null : run.take(run.fwd.get(s));
+                    long t0 = System.nanoTime();
+                    forward(s, f, mine, st);
+                    held.put(f++, st);
+                    run.inFlight[s] = Math.max(run.inFlight[s], held.size());
+                    run.busy[s] += System.nanoTime() - t0;
+                } else {
+                    InFlight st = held.remove(b);
+                    NDArray grad = s == stages - 1 ? st.grad : run.take(run.bwd.get(s)).x();
+                    long t0 = System.nanoTime();
+                    backward(s, b++, mine, st, grad);
+                    run.busy[s] += System.nanoTime() - t0;
+                }
+            }
+        }
+
+        /** Micro-batch f through stage s's layers, then on to the next stage, or (last stage) through the head. */
+        void forward(int s, int f, List<int[]> mine, InFlight st) throws InterruptedException {
+            NDManager own = run.own[s][f];
+            if (s == 0) {
+                st.hop = run.start(model, batches.get(f), f);
+                st.hop.x().attach(own); // the embedding: this stage's
+            }
+            NDArray x = st.hop.x();
+            for (int[] r : mine) { // keep each stage's input (and, without recomputation, its graph)
+                NDArray in = model.toLayer(r[0], x);
+                boolean arriving = x == st.hop.x(); // the hand-off (on stage 0, the lookup: recomputed in backward)
+                if (recompute) {
+                    if (arriving && in != x) { // a device copy is this stage's input; nobody keeps the original
+                        x.close();
+                    }
+                    if (arriving) {
+                        in.attach(own);
+                    }
+                    st.inputs.add(in);
+                    x = StagedBackward.stage(model, in, st.hop.pass(), r[0], r[1]);
+                } else { // the sender keeps the graph ending in x: a leaf of this stage's own
+                    NDArray leaf = StagedBackward.leaf(in);
+                    leaf.attach(own);
+                    if (in != x) { // a device copy: the leaf shares its storage
+                        in.close();
+                        if (s == 0) { // a tied embedding's lookup, on the last device
+                            x.close();
+                        }
+                    }
+                    st.inputs.add(leaf);
+                    try (Grad gc = Grad.record()) {
+                        x = StagedBackward.stage(model, leaf, st.hop.pass(), r[0], r[1]);
+                    }
+                    st.outputs.add(x);
+                }
+            }
+            if (s == stages - 1) {
+                head(f, x, st, own);
+            } else {
+                settle(x);
+                run.put(run.fwd.get(s + 1), new Hop(f, x, st.hop.pass(), st.hop.tokens()));
+            }
+        }
+
+        /** The head: the loss from the detached last hidden states, their gradient kept for the backward. */
+        void head(int f, NDArray x, InFlight st, NDManager own) {
+            try (NDManager hm = root.newSubManager()) {
+                NDArray last = StagedBackward.leaf(model.toOutput(x));
+                last.attach(hm);
+                Loss<T> loss;
+                try (Grad gc = Grad.record()) {
+                    loss = head.apply(f, model.finalNorm(last, st.hop.pass()), hm);
+                    gc.backward(loss.loss());
+                }
+                results.set(f, loss.after().get());
+                st.grad = last.getGradient();
+                st.grad.attach(own);
+            }
+        }
+
+        /** Micro-batch b's gradient back through stage s's layers, then to the previous stage or into the embedding. */
+        void backward(int s, int b, List<int[]> mine, InFlight st, NDArray gradIn) throws InterruptedException {
+            NDArray grad = StagedBackward.backward(model, mine, st.inputs, st.outputs, st.hop.pass(), gradIn, recompute);
+            if (s > 0) {
+                settle(grad);
+                grad.attach(run.own[s - 1][b]); // the receiver's from now on
+                run.put(run.bwd.get(s - 1), new Hop(b, grad, null, null));
+            } else {
+                if (model.embeddingTrains()) { // the lookup's gradient, in micro-batch order (into the alias when tied)
+                    NDArray e = StagedBackward.lookupBackward(model, st.hop.tokens(), alias, grad);
+                    if (e.getDevice().equals(grad.getDevice())) { // (a tied lookup's runs on the last device)
+                        settle(e);
+                    }
+                }
+                settle(grad);
+            }
+            run.own[s][b].close();
+            if (s == 0) {
+                run.start[b].close(); // the micro-batch's last work: every stage is done with it
+            }
+        }
     }
 
     private void checkStages(Decoder model) {

@@ -71,8 +71,8 @@ class LauncherKillTest {
                 fail("the trainer (pid " + trainer.pid() + ") still runs 20 s after its launcher was killed");
             }
             String err = Files.readString(tmp.resolve("err.log"));
-            assertTrue(err.contains("error: the launcher (pid " + launcher.pid() + ") ended, so the trainer stops without a checkpoint;"
-                    + " resume from the last one with --resume"), err);
+            assertTrue(err.contains("error: the process that started this trainer (pid " + launcher.pid() + ") ended, so the trainer"
+                    + " stops without a checkpoint; resume from the last one with --resume"), err);
             try (Stream<Path> files = Files.list(tmp)) {
                 assertTrue(files.noneMatch(f -> f.getFileName().toString().startsWith("hs_err")), "the trainer crashed: " + err);
             }
@@ -104,7 +104,7 @@ class LauncherKillTest {
     /** Whatever this test run inherited that would stop or alter the relaunch. */
     private static void env(Map<String, String> env) {
         env.remove(Launcher.MARK);
-        env.remove(Launcher.LAUNCHER_PID);
+        env.remove(klrl.util.Processes.STARTER_PID);
         env.remove("KLRL_RELAUNCH");
         env.remove("KLRL_JAVA_OPTS");
         env.put("KLRL_PROGRESS", "0");
