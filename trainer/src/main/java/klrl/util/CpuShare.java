@@ -4,6 +4,8 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Map;
+import java.util.function.IntSupplier;
 import java.util.stream.Stream;
 
 /**
@@ -29,11 +31,22 @@ public final class CpuShare implements AutoCloseable {
 
     /** The share for the calling (computing) thread, or null when it does not apply. */
     public static CpuShare start(Path dir, boolean cpu) {
-        if (!cpu || System.getenv("OMP_NUM_THREADS") != null || System.getProperty("ai.djl.pytorch.num_threads") != null
-                || "0".equals(System.getenv("KLRL_SHARE_CORES"))) {
+        if (!cpu || System.getProperty("ai.djl.pytorch.num_threads") != null) {
             return null;
         }
-        CpuShare s = new CpuShare(dir, JniUtils.getNumThreads());
+        return start(dir, System.getenv(), JniUtils::getNumThreads);
+    }
+
+    /**
+     * The share for the calling thread, whose libtorch thread count when alone is {@code threads}
+     * (read only when the share applies), or null when {@code env} sets the threads by hand or turns
+     * the sharing off.
+     */
+    static CpuShare start(Path dir, Map<String, String> env, IntSupplier threads) {
+        if (env.get("OMP_NUM_THREADS") != null || "0".equals(env.get("KLRL_SHARE_CORES"))) {
+            return null;
+        }
+        CpuShare s = new CpuShare(dir, threads.getAsInt());
         s.adjust();
         return s;
     }

@@ -2,47 +2,100 @@ package klrl.util;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.Engine;
 import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** Trainers on one CPU machine share its cores: counted by their marks, real processes alive or gone. */
+/**
+ * Trainers on one CPU machine share its cores: counted by their marks, real processes alive or gone.
+ * The environment is given explicitly, so the tests do not depend on the one they run in.
+ */
 class CpuShareTest {
+    /** This trainer's libtorch threads when alone: a half differs from it on any machine. */
+    static final int THREADS = 8;
+    static final Map<String, String> ENV = Map.of();
+
     @TempDir Path dir;
+    private int before;
+
+    @BeforeEach
+    void engine() {
+        Engine.getEngine("PyTorch");
+        before = JniUtils.getNumThreads();
+        JniUtils.setNumThreads(THREADS);
+    }
+
+    @AfterEach
+    void restore() {
+        JniUtils.setNumThreads(before); // this thread's count as the other tests in this JVM had it
+    }
+
+    private Path mark(long pid) {
+        return dir.resolve(Long.toString(pid));
+    }
+
+    private static Process sleeper() throws Exception {
+        return new ProcessBuilder("sleep", "60").start();
+    }
 
     @Test
-    void anotherRunningTrainerHalvesThisOnesThreadsAndItsEndRestoresThem() throws Exception {
-        Engine.getEngine("PyTorch");
-        int base = JniUtils.getNumThreads();
-        Process other = new ProcessBuilder("sleep", "60").start(); // stands for another trainer: a live process with a mark
-        Process gone = new ProcessBuilder("true").start();
-        gone.waitFor();
-        Files.writeString(dir.resolve(Long.toString(gone.pid())), ""); // a dead trainer's mark: not counted, removed
-        try (CpuShare share = CpuShare.start(dir, true)) {
-            if (share == null) {
-                assertTrue(System.getenv("OMP_NUM_THREADS") != null || System.getProperty("ai.djl.pytorch.num_threads") != null
-                        || "0".equals(System.getenv("KLRL_SHARE_CORES")), "no share though threads were not set by hand");
-                return;
-            }
-            assertEquals(1, share.running(), "alone");
-            assertEquals(base, JniUtils.getNumThreads(), "a lone trainer keeps every thread");
-            assertFalse(Files.exists(dir.resolve(Long.toString(gone.pid()))), "the dead process's mark was removed");
-            Files.writeString(dir.resolve(Long.toString(other.pid())), "");
-            assertEquals(2, share.running());
-            assertEquals(Math.max(1, base / 2), share.adjust());
-            assertEquals(Math.max(1, base / 2), JniUtils.getNumThreads());
+    void aloneItKeepsEveryThreadAnotherTrainerHalvesThemAndItsEndRestoresThem() throws Exception {
+        Process other = sleeper(); // stands for another trainer: a live process with a mark
+        try (CpuShare share = CpuShare.start(dir, ENV, JniUtils::getNumThreads)) {
+            assertNotNull(share);
+            assertEquals(THREADS, JniUtils.getNumThreads(), "a lone trainer keeps every thread");
+            assertTrue(Files.exists(mark(ProcessHandle.current().pid())), "its own mark");
+            Files.writeString(mark(other.pid()), "");
+            assertEquals(THREADS / 2, share.adjust());
+            assertEquals(THREADS / 2, JniUtils.getNumThreads());
             other.destroy();
             other.waitFor();
-            assertEquals(base, share.adjust(), "the other ended: every thread again");
+            assertEquals(THREADS, share.adjust(), "the other ended: every thread again");
+            assertFalse(Files.exists(mark(other.pid())), "the ended trainer's mark was removed");
+            Process third = sleeper();
+            try {
+                Files.writeString(mark(third.pid()), "");
+                assertEquals(THREADS / 2, share.adjust());
+            } finally {
+                third.destroy();
+            }
         } finally {
             other.destroy();
         }
-        assertEquals(base, JniUtils.getNumThreads());
-        assertFalse(Files.exists(dir.resolve(Long.toString(ProcessHandle.current().pid()))), "its own mark goes at the end");
+        assertEquals(THREADS, JniUtils.getNumThreads(), "its end gives the thread its count back");
+        assertFalse(Files.exists(mark(ProcessHandle.current().pid())), "its own mark goes at the end");
+    }
+
+    @Test
+    void aDeadProcesssMarkIsNotCountedAndIsRemoved() throws Exception {
+        Process gone = new ProcessBuilder("true").start();
+        gone.waitFor();
+        Files.writeString(mark(gone.pid()), "");
+        try (CpuShare share = CpuShare.start(dir, ENV, JniUtils::getNumThreads)) {
+            assertEquals(THREADS, share.adjust(), "alone");
+            assertFalse(Files.exists(mark(gone.pid())), "the dead process's mark was removed");
+        }
+    }
+
+    @Test
+    void threadsSetByHandOrTheSharingTurnedOffMeanNoShare() throws Exception {
+        assertNull(CpuShare.start(dir, Map.of("KLRL_SHARE_CORES", "0"), JniUtils::getNumThreads));
+        assertNull(CpuShare.start(dir, Map.of("OMP_NUM_THREADS", "3"), JniUtils::getNumThreads));
+        try (var files = Files.list(dir)) {
+            assertEquals(0, files.count(), "no mark: other trainers do not count one that does not share");
+        }
+        try (CpuShare share = CpuShare.start(dir, Map.of("KLRL_SHARE_CORES", "1"), JniUtils::getNumThreads)) {
+            assertNotNull(share, "only 0 turns it off");
+        }
     }
 }
