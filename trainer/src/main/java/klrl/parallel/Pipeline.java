@@ -409,6 +409,7 @@ public final class Pipeline {
                 try {
                     fs.add(threads.get(s).submit(() -> {
                         try {
+                            klrl.util.CpuShare.follow(); // trainers started or ended on this machine: this stage's share of the cores
                             body.run(stage);
                         } catch (Throwable t) {
                             failed = true; // every stage stops at its next hand-off

@@ -160,6 +160,7 @@ public final class Replicas implements AutoCloseable {
         if (torchThreads > 0) {
             JniUtils.getNumThreads(); // a fresh thread adopts the process value at its first parallel op: read it first
             JniUtils.setNumThreads(torchThreads);
+            klrl.util.CpuShare.thread(torchThreads); // its share of them when other trainers run on this machine
         }
         return null;
     }
@@ -259,7 +260,10 @@ public final class Replicas implements AutoCloseable {
         }
         List<Future<T>> fs = new ArrayList<>();
         for (Replica r : all.subList(0, count)) {
-            fs.add(threads.get(r.index()).submit(() -> task.apply(r)));
+            fs.add(threads.get(r.index()).submit(() -> {
+                klrl.util.CpuShare.follow(); // trainers started or ended on this machine: this thread's share of the cores
+                return task.apply(r);
+            }));
         }
         List<T> out = new ArrayList<>();
         Throwable first = null;
