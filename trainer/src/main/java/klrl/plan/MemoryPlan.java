@@ -119,77 +119,118 @@ public final class MemoryPlan {
             throw new UserError("--gpus must be ≥ 1");
         }
         int groups = data ? 1 : gpus; // devices the decoder's layers are spread over
-        long p = m.parameterCount();
-        int bytes = c.model().dtype().equals("float16") ? 2 : 4;
-        int r = c.model().lora().rank();
-        long trainable = r > 0 ? loraParameters(c, m) : p;
         // the fullest GPU of the trainer's own placement bounds what fits
         List<Device> devs = new ArrayList<>();
         for (int i = 0; i < groups; i++) {
             devs.add(Device.gpu(i));
         }
         Placement place = Placement.balanced(devs, m);
-        long[] load = new long[groups];
-        m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
-        // on the host every group's share is in the one memory: the whole model counts
-        long devParams = host ? p : java.util.Arrays.stream(load).max().orElse(p);
-        int devLayers = host ? m.numLayers() : java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
-        long devTrainable = r > 0 ? trainable / m.numLayers() * devLayers : devParams;
-        double weights = (double) devParams * bytes;
-        double reference = r > 0 ? 0 : weights;                       // LoRA: the base with adapters off
-        // fp16 training keeps fp32 master weights beside the fp16 copy
-        double master = bytes == 2 ? 4.0 * devTrainable : 0;
-        double grads = 4.0 * devTrainable;
-        double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
-        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
-        // a pipeline's stage s holds the layer inputs of up to S−s micro-batches at once (1F1B): the fullest
-        // device's held inputs in layers' worth, and the busy fraction its bubble leaves
-        // (on the host all stages' inputs add up, and every stage computes a layer at once)
         int micro = microBatches(c);
         boolean pipelined = !data && groups > 1 && c.train().pipeline();
-        int heldLayers = devLayers;
+        Held held = Held.of(c, m, place, host, pipelined);
+        double act = updateActivations(c, m, place, held.bytes(), micro, pipelined, host);
+        double prefill = c.rollout().prefillBytes();
+        double kvPerRow = 2.0 * held.layers() * m.numKvHeads() * m.headDim() * sequence(c) * held.bytes();
+        long chunk = rolloutChunk(c, gpus, data, host, kvPerRow, 0.9 * gpuMemoryGb * GB - held.sum() - prefill);
+        Map<String, Double> g = new java.util.LinkedHashMap<>();
+        g.put("weights", (held.weights() + held.master()) / GB);
+        g.put("reference", held.reference() / GB);
+        g.put("gradients", held.grads() / GB);
+        g.put("optimizer", held.optimizer() / GB);
+        g.put("activations", act / GB);
+        g.put("kv_cache", chunk * kvPerRow / GB);
+        g.put("prefill", prefill / GB);
+        int replicas = host && data ? gpus : 1;
+        double total = Plan.total(g, replicas);
+        // a GPU's rollout takes what the update leaves (chunked to fit); the host must hold everything at once
+        boolean fits = chunk >= 1 && (host ? total : (held.sum() + act) / GB) <= 0.9 * gpuMemoryGb;
+        int[] layers = data ? new int[gpus] : place.layerCounts();
+        if (data) {
+            java.util.Arrays.fill(layers, m.numLayers());
+        }
+        return new Plan(m.parameterCount(), trainable(c, m), g, chunk, replicas, total, fits, layers,
+                gpus == 1 ? "single" : data ? "data" : "layers", host, micro, pipelined ? busy(groups, micro) : Double.NaN);
+    }
+
+    /** Positions of the longest sequence: data.max_prompt_tokens + rollout.max_new_tokens. */
+    static long sequence(TrainConfig c) {
+        return c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+    }
+
+    /** Parameters the optimizer updates: LoRA's adapters, or all of them. */
+    static long trainable(TrainConfig c, ModelConfig m) {
+        return c.model().lora().rank() > 0 ? loraParameters(c, m) : m.parameterCount();
+    }
+
+    /**
+     * The parts one device holds throughout a step, in bytes, and what sizes them: {@code params}
+     * parameters over {@code layers} decoder layers, {@code bytes} per weight.
+     */
+    record Held(int bytes, long params, int layers, double weights, double master, double reference, double grads,
+                double optimizer) {
+        double sum() {
+            return weights + master + reference + grads + optimizer;
+        }
+
+        /**
+         * The fullest device of {@code place}'s; on the host every group's share is in the one memory, so
+         * the whole model counts.
+         */
+        static Held of(TrainConfig c, ModelConfig m, Placement place, boolean host, boolean pipelined) {
+            long p = m.parameterCount();
+            int bytes = c.model().dtype().equals("float16") ? 2 : 4;
+            boolean lora = c.model().lora().rank() > 0;
+            List<Device> devs = place.devices();
+            long[] load = new long[devs.size()];
+            m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
+            long devParams = host ? p : java.util.Arrays.stream(load).max().orElse(p);
+            int devLayers = host ? m.numLayers() : java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
+            long devTrainable = lora ? trainable(c, m) / m.numLayers() * devLayers : devParams;
+            double weights = (double) devParams * bytes;
+            double reference = lora ? 0 : weights;                        // LoRA: the base with adapters off
+            // fp16 training keeps fp32 master weights beside the fp16 copy
+            double master = bytes == 2 ? 4.0 * devTrainable : 0;
+            double grads = 4.0 * devTrainable;
+            if (pipelined && m.tieWordEmbeddings() && !lora) {
+                grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
+            }
+            double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
+            return new Held(bytes, devParams, devLayers, weights, master, reference, grads, optimizer);
+        }
+    }
+
+    /**
+     * The update's activation bytes on the fullest device. A pipeline's stage s holds the layer inputs
+     * of up to S−s micro-batches at once (1F1B): the fullest device's held inputs in layers' worth (on
+     * the host all stages' inputs add up, and every stage computes a layer at once).
+     */
+    static double updateActivations(TrainConfig c, ModelConfig m, Placement place, int bytes, int micro, boolean pipelined,
+                                    boolean host) {
+        int[] counts = place.layerCounts();
+        int heldLayers = host ? m.numLayers() : java.util.Arrays.stream(counts).max().orElse(m.numLayers());
         if (pipelined) {
-            int[] counts = place.layerCounts();
             int sum = 0;
-            for (int s = 0; s < groups; s++) {
-                int held = counts[s] * Math.min(groups - s, micro);
+            for (int s = 0; s < counts.length; s++) {
+                int held = counts[s] * Math.min(counts.length - s, micro);
                 heldLayers = Math.max(heldLayers, held);
                 sum += held;
             }
             heldLayers = host ? sum : heldLayers;
         }
-        double act = activations(c, m, bytes, heldLayers, pipelined && host ? groups : 1);
-        if (pipelined && m.tieWordEmbeddings() && r == 0) {
-            grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
-        }
-        double stat = weights + master + reference + grads + optimizer;
-        // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
-        // chunks of as many sequences as fit.
-        double prefill = c.rollout().prefillBytes();
-        double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
-        // a replica rolls out its share of the prompts
+        return activations(c, m, bytes, heldLayers, pipelined && host ? counts.length : 1);
+    }
+
+    /**
+     * Sequences decoded at once, {@code kvPerRow} bytes of KV cache each: a replica rolls out its share
+     * of the prompts; on a GPU as many as fit in {@code free} bytes (what is left beside the held parts
+     * and the prefill), on the host all of them unless rollout.kv_cache_gb caps it.
+     */
+    static long rolloutChunk(TrainConfig c, int gpus, boolean data, boolean host, double kvPerRow, double free) {
         long rows = (long) (data ? (c.train().batchSize() + gpus - 1) / gpus : c.train().batchSize()) * c.rollout().n();
-        long chunk = host ? (c.rollout().kvCacheGb() > 0 ? Math.min(rows, (long) Math.floor(c.rollout().kvCacheBytes() / kvPerRow)) : rows)
-                : Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
-        double kv = chunk * kvPerRow;
-        Map<String, Double> g = new java.util.LinkedHashMap<>();
-        g.put("weights", (weights + master) / GB);
-        g.put("reference", reference / GB);
-        g.put("gradients", grads / GB);
-        g.put("optimizer", optimizer / GB);
-        g.put("activations", act / GB);
-        g.put("kv_cache", kv / GB);
-        g.put("prefill", prefill / GB);
-        int replicas = host && data ? gpus : 1;
-        double total = Plan.total(g, replicas);
-        // a GPU's rollout takes what the update leaves (chunked to fit); the host must hold everything at once
-        boolean fits = chunk >= 1 && (host ? total : (stat + act) / GB) <= 0.9 * gpuMemoryGb;
-        int[] layers = data ? new int[gpus] : place.layerCounts();
-        if (data) {
-            java.util.Arrays.fill(layers, m.numLayers());
+        if (!host) {
+            return Math.max(0, Math.min(rows, (long) Math.floor(free / kvPerRow)));
         }
-        return new Plan(p, trainable, g, chunk, replicas, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers", host,
-                micro, pipelined ? busy(groups, micro) : Double.NaN);
+        return c.rollout().kvCacheGb() > 0 ? Math.min(rows, (long) Math.floor(c.rollout().kvCacheBytes() / kvPerRow)) : rows;
     }
 
     /**
@@ -200,7 +241,7 @@ public final class MemoryPlan {
         long rows = (long) c.train().miniBatchSize() * c.rollout().n();
         long budget = c.train().maxTokensPerMicroBatch();
         if (budget > 0) {
-            long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+            long seq = sequence(c);
             long perMicro = Math.max(1, budget / seq);
             return (int) ((rows + perMicro - 1) / perMicro);
         }
@@ -232,7 +273,7 @@ public final class MemoryPlan {
      * them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
      */
     static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers, int computing) {
-        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+        long seq = sequence(c);
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
         // needs its own length), else micro_batch_size rows of the longest sequence
         long budget = c.train().maxTokensPerMicroBatch();
