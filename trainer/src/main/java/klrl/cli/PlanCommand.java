@@ -69,6 +69,7 @@ public final class PlanCommand implements Callable<Integer> {
             if (!Double.isNaN(p.pipelineBusy())) {
                 o.put("pipeline_busy", p.pipelineBusy());
                 o.put("micro_batches_for_busy_0_9", MemoryPlan.microBatchesFor(p.layersPerDevice().length, 0.9));
+                o.put("micro_batches_in_flight", p.inFlight());
             }
             var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
             for (int layers : p.layersPerDevice()) {
@@ -152,12 +153,23 @@ public final class PlanCommand implements Callable<Integer> {
                                 + seq + " tokens (" + rows + " rows per mini-batch; shorter rows pack more: check pipeline_busy)"
                         : ": train.micro_batch_size ≤ " + rows / enough + " (" + rows + " rows per mini-batch)"));
             }
+            if (c.train().checkpointLayers() == 0) {
+                out.add(inFlightLine(p));
+            }
         }
         if (c.rollout().engine().equals("local")) {
             out.add("generation: local decoding over placed layers runs one device at a time; for full fine-tuning generate"
                     + " with SGLang or vLLM servers (rollout.engine: sglang | vllm, src/site/markdown/rollout-servers.md)");
         }
         return out;
+    }
+
+    /** Without activation checkpointing a pipeline's stage keeps the whole graphs of its micro-batches in flight: say how many. */
+    static String inFlightLine(MemoryPlan.Plan p) {
+        return "activations: " + (p.host() ? "stage 0" : "the fullest GPU") + " holds " + p.inFlight() + " micro-batch"
+                + (p.inFlight() == 1 ? "'s" : "es'") + " whole activations (every layer's, not only its input: stage s keeps"
+                + " min(S − s, M) micro-batches in flight) because activation checkpointing is off (train.checkpoint_layers: 0);"
+                + " train.checkpoint_layers: 1 keeps only each layer's input and recomputes the layer in the backward, which lowers it";
     }
 
     /** CPU "devices" of model.device (cpu, or cpu,cpu,… for several replicas in the host's memory); 0 when it names GPUs. */

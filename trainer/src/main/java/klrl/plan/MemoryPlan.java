@@ -47,10 +47,12 @@ public final class MemoryPlan {
      * @param host           true for a run on CPU: the memory is the host's
      * @param microBatches   micro-batches per mini-batch
      * @param pipelineBusy   with layers pipelined (train.pipeline), the stages' expected busy fraction, else NaN
+     * @param inFlight       micro-batches whose activations the fullest device holds at once in the update: 1, or
+     *                       in a pipeline its stage's min(S − s, M) (on the host, the most any stage holds: stage 0's)
      */
     public record Plan(long parameters, long trainable, Map<String, Double> partsGb, long rolloutChunk, int replicas,
                        double totalGb, boolean fits, int[] layersPerDevice, String parallel, boolean host, int microBatches,
-                       double pipelineBusy) {
+                       double pipelineBusy, int inFlight) {
         /** How the total is formed from the parts, by name, e.g. "weights + … + max(activations, kv_cache + prefill)". */
         public String formula() {
             return formula(k -> k);
@@ -148,8 +150,10 @@ public final class MemoryPlan {
         if (data) {
             java.util.Arrays.fill(layers, m.numLayers());
         }
+        int[] flight = inFlight(place, micro, pipelined);
         return new Plan(m.parameterCount(), trainable(c, m), g, chunk, replicas, total, fits, layers,
-                gpus == 1 ? "single" : data ? "data" : "layers", host, micro, pipelined ? busy(groups, micro) : Double.NaN);
+                gpus == 1 ? "single" : data ? "data" : "layers", host, micro, pipelined ? busy(groups, micro) : Double.NaN,
+                flight[host ? 0 : fullestStage(place, flight)]);
     }
 
     /** Positions of the longest sequence: data.max_prompt_tokens + rollout.max_new_tokens. */
@@ -200,20 +204,45 @@ public final class MemoryPlan {
     }
 
     /**
-     * The update's activation bytes on the fullest device. A pipeline's stage s holds the layer inputs
-     * of up to S−s micro-batches at once (1F1B): the fullest device's held inputs in layers' worth (on
-     * the host all stages' inputs add up, and every stage computes a layer at once).
+     * Micro-batches whose activations each device (stage) holds at once in the update: 1 one group at a
+     * time; in a pipeline (1F1B) stage s of S runs S−1−s forwards ahead, so it holds min(S−s, M).
+     */
+    static int[] inFlight(Placement place, int micro, boolean pipelined) {
+        int stages = place.stages();
+        int[] f = new int[stages];
+        for (int s = 0; s < stages; s++) {
+            f[s] = pipelined ? Math.min(stages - s, micro) : 1;
+        }
+        return f;
+    }
+
+    /**
+     * The device the update's activations fill most: the stage whose layers times micro-batches in
+     * flight is the largest.
+     */
+    static int fullestStage(Placement place, int[] inFlight) {
+        int[] counts = place.layerCounts();
+        int at = 0;
+        for (int s = 1; s < counts.length; s++) {
+            at = counts[s] * inFlight[s] > counts[at] * inFlight[at] ? s : at;
+        }
+        return at;
+    }
+
+    /**
+     * The update's activation bytes on the fullest device: its layers' worth for each micro-batch in
+     * flight (of layer inputs with checkpointing, of whole layers without). On the host all stages'
+     * add up, and every stage computes a layer at once.
      */
     static double updateActivations(TrainConfig c, ModelConfig m, Placement place, int bytes, int micro, boolean pipelined,
                                     boolean host) {
-        int[] counts = place.layerCounts();
+        int[] counts = place.layerCounts(), f = inFlight(place, micro, pipelined);
         int heldLayers = host ? m.numLayers() : java.util.Arrays.stream(counts).max().orElse(m.numLayers());
         if (pipelined) {
             int sum = 0;
             for (int s = 0; s < counts.length; s++) {
-                int held = counts[s] * Math.min(counts.length - s, micro);
-                heldLayers = Math.max(heldLayers, held);
-                sum += held;
+                heldLayers = Math.max(heldLayers, counts[s] * f[s]);
+                sum += counts[s] * f[s];
             }
             heldLayers = host ? sum : heldLayers;
         }
@@ -263,16 +292,17 @@ public final class MemoryPlan {
     }
 
     /**
-     * Activation bytes on the fullest device, with activation checkpointing per decoder layer: each
-     * device keeps its layers' inputs ({@code devLayers} of them: a pipeline's stage keeps those of
-     * several micro-batches), plus one layer's full activations ({@code computing} of them when pipeline
-     * stages share the one memory) while it
-     * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
-     * logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's scores and
-     * probabilities, quadratic in the sequence; fused attention (model.attention: sdpa) keeps none of
-     * them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     * Activation bytes on the fullest device, whose layers hold {@code heldLayers} layers' worth of
+     * micro-batches at once (a pipeline's stage, several micro-batches'). With activation checkpointing
+     * (train.checkpoint_layers) each of them is a layer's input, plus one layer's full activations
+     * ({@code computing} of them when pipeline stages share the one memory) while it is recomputed;
+     * without, each is a layer's full activations, its whole graph kept for the backward. A layer's
+     * full activations are s·b·h·(34 + 5·a·s/h) bytes in 16-bit (Korthikanti et al.); plus the last
+     * stage's logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's
+     * scores and probabilities, quadratic in the sequence; fused attention (model.attention: sdpa)
+     * keeps none of them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
      */
-    static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers, int computing) {
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing) {
         long seq = sequence(c);
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
         // needs its own length), else micro_batch_size rows of the longest sequence
@@ -280,10 +310,13 @@ public final class MemoryPlan {
         double positions = budget > 0 ? Math.max(budget, seq) : (double) c.train().microBatchSize() * seq;
         double responses = budget > 0 ? Math.max(budget, c.rollout().maxNewTokens())
                 : (double) c.train().microBatchSize() * c.rollout().maxNewTokens();
-        double boundaries = positions * m.hiddenSize() * bytes * devLayers;
         double attention = c.model().attention().equals("sdpa") ? 4.0 : 5.0 * m.numHeads() * seq / m.hiddenSize();
         double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
         double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
+        if (c.train().checkpointLayers() == 0) {
+            return heldLayers * oneLayer + logits;
+        }
+        double boundaries = positions * m.hiddenSize() * bytes * heldLayers;
         return boundaries + computing * oneLayer + logits;
     }
 

@@ -99,6 +99,45 @@ class PlanTest {
     }
 
     @Test
+    void withoutCheckpointingAStageHoldsTheWholeActivationsOfItsMicroBatchesInFlight() {
+        ModelConfig m = model("qwen2.5");
+        for (boolean pipeline : new boolean[] {true, false}) {
+            for (int stages : new int[] {2, 8}) {
+                TrainConfig on = ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 1, "train.pipeline", pipeline));
+                TrainConfig off = ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 0, "train.pipeline", pipeline));
+                MemoryPlan.Plan kept = MemoryPlan.plan(on, m, stages, 80, false), whole = MemoryPlan.plan(off, m, stages, 80, false);
+                // stage s holds min(S − s, M) micro-batches in flight (one at a time without the pipeline); the fullest
+                // holds the most layers' worth
+                int[] layers = whole.layersPerDevice();
+                int held = 0, inFlight = 0;
+                for (int s = 0; s < stages; s++) {
+                    int f = pipeline ? Math.min(stages - s, whole.microBatches()) : 1;
+                    if (layers[s] * f > held) {
+                        held = layers[s] * f;
+                        inFlight = f;
+                    }
+                }
+                assertEquals(inFlight, whole.inFlight());
+                // a micro-batch: 4 rows of 1,024 + 3,072 positions, fp16, fused attention; a layer's input is [positions, h]
+                // and its whole graph 34 + 4 (K and V repeated to the query heads) such tensors (Korthikanti et al.)
+                double positions = 4.0 * (1024 + 3072), input = positions * m.hiddenSize() * 2, layer = positions * m.hiddenSize() * 38;
+                // checkpointed: the held layers' inputs and one layer recomputed; else every held layer's whole graph
+                double expected = held * layer - (held * input + layer);
+                double diff = (whole.partsGb().get("activations") - kept.partsGb().get("activations")) * MemoryPlan.GB;
+                assertEquals(expected, diff, 1e-9 * expected, "pipeline " + pipeline + ", " + stages + " stages");
+            }
+        }
+        var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                "--set", "train.checkpoint_layers=0");
+        int inFlight = MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 0)), m, 8, 80).inFlight();
+        assertTrue(inFlight > 1 && off.out().contains("the fullest GPU holds " + inFlight + " micro-batches' whole activations")
+                && off.out().contains("because activation checkpointing is off") && off.out().contains("train.checkpoint_layers: 1"),
+                off.out());
+        var on = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8");
+        assertFalse(on.out().contains("whole activations"), on.out());
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
