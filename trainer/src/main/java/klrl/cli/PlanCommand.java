@@ -144,6 +144,12 @@ public final class PlanCommand implements Callable<Integer> {
             out.add(String.format(java.util.Locale.ROOT, "pipeline: %d stages, %s micro-batches per mini-batch → expected busy %s%.2f"
                     + " in the update (M / (M + S − 1); the reference pass cuts the whole step's rows, so more)", stages, how,
                     budget ? "up to " : "", p.pipelineBusy()));
+            if (c.kl().parsedEstimator().needsFullLogits()) {
+                // the update's loss runs the reference's forward for the exact KL, in the head's thread: the last stage's
+                out.add("  kl.estimator: full: the last stage also runs the reference's forward over each micro-batch inside the"
+                        + " update (the exact KL needs the reference's logits), so it is busier than the others and this estimate"
+                        + " is optimistic");
+            }
             if (p.pipelineBusy() < 0.9 || budget) {
                 long rows = (long) c.train().miniBatchSize() * c.rollout().n();
                 long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();

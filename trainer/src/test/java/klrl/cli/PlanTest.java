@@ -138,6 +138,22 @@ class PlanTest {
     }
 
     @Test
+    void theBusyEstimateSaysTheFullEstimatorsReferencePassMakesTheLastStageBusier() {
+        String note = "the last stage also runs the reference's forward over each micro-batch inside the update";
+        for (String[] kl : new String[][] {{"full", "loss"}, {"full", "loss-unbiased"}, {"k3", "loss"}, {"k1", "reward"}}) {
+            var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                    "--set", "kl.estimator=" + kl[0], "--set", "kl.placement=" + kl[1]);
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().contains("expected busy"), r.out());
+            assertEquals(kl[0].equals("full"), r.out().contains(note) && r.out().contains("this estimate is optimistic"), r.out());
+        }
+        // one group at a time there is no busy estimate to qualify
+        var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                "--set", "kl.estimator=full", "--set", "kl.placement=loss", "--set", "train.pipeline=false");
+        assertFalse(off.out().contains(note), off.out());
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
