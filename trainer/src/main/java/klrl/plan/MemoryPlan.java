@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import klrl.config.TrainConfig;
+import klrl.model.Attention;
 import klrl.model.Decoder;
 import klrl.model.ModelConfig;
 import klrl.model.Placement;
@@ -157,7 +158,7 @@ public final class MemoryPlan {
     }
 
     /** Positions of the longest sequence: data.max_prompt_tokens + rollout.max_new_tokens. */
-    static long sequence(TrainConfig c) {
+    public static long sequence(TrainConfig c) {
         return c.data().maxPromptTokens() + c.rollout().maxNewTokens();
     }
 
@@ -293,24 +294,35 @@ public final class MemoryPlan {
 
     /**
      * Activation bytes on the fullest device, whose layers hold {@code heldLayers} layers' worth of
-     * micro-batches at once (a pipeline's stage, several micro-batches'). With activation checkpointing
-     * (train.checkpoint_layers) each of them is a layer's input, plus one layer's full activations
-     * ({@code computing} of them when pipeline stages share the one memory) while it is recomputed;
-     * without, each is a layer's full activations, its whole graph kept for the backward. A layer's
-     * full activations are s·b·h·(34 + 5·a·s/h) bytes in 16-bit (Korthikanti et al.); plus the last
-     * stage's logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's
-     * scores and probabilities, quadratic in the sequence; fused attention (model.attention: sdpa)
-     * keeps none of them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     * micro-batches at once (a pipeline's stage, several micro-batches'), for the pass that needs the
+     * most: the longest sequence's; under model.attention: auto also the longest that runs eager (just
+     * under {@link Attention#AUTO_MIN_TOKENS} positions), whose scores may outweigh it.
      */
     static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing) {
-        long seq = sequence(c);
+        String mode = c.model().attention();
+        long seq = sequence(c), eager = Math.min(seq, Attention.AUTO_MIN_TOKENS - 1);
+        double longest = activations(c, m, bytes, heldLayers, computing, seq, Attention.fused(mode, seq));
+        return mode.equals("auto") && eager < seq
+                ? Math.max(longest, activations(c, m, bytes, heldLayers, computing, eager, false)) : longest;
+    }
+
+    /**
+     * The same for passes of {@code t} positions a row, with fused attention or eager. With activation
+     * checkpointing (train.checkpoint_layers) each held layer's worth is a layer's input, plus one
+     * layer's full activations ({@code computing} of them when pipeline stages share the one memory)
+     * while it is recomputed; without, each is a layer's full activations, its whole graph kept for the
+     * backward. A layer's full activations are s·b·h·(34 + 5·a·s/h) bytes in 16-bit (Korthikanti et
+     * al.); plus the last stage's logits, log-softmax and their gradient in fp32. The 5·a·s/h term is
+     * eager attention's scores and probabilities, quadratic in the sequence; fused attention keeps none
+     * of them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     */
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing, long t, boolean fused) {
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
-        // needs its own length), else micro_batch_size rows of the longest sequence
-        long budget = c.train().maxTokensPerMicroBatch();
-        double positions = budget > 0 ? Math.max(budget, seq) : (double) c.train().microBatchSize() * seq;
-        double responses = budget > 0 ? Math.max(budget, c.rollout().maxNewTokens())
-                : (double) c.train().microBatchSize() * c.rollout().maxNewTokens();
-        double attention = c.model().attention().equals("sdpa") ? 4.0 : 5.0 * m.numHeads() * seq / m.hiddenSize();
+        // needs its own length), else micro_batch_size rows of t positions
+        long budget = c.train().maxTokensPerMicroBatch(), response = Math.min(t, c.rollout().maxNewTokens());
+        double positions = budget > 0 ? Math.max(budget, t) : (double) c.train().microBatchSize() * t;
+        double responses = budget > 0 ? Math.max(budget, response) : (double) c.train().microBatchSize() * response;
+        double attention = fused ? 4.0 : 5.0 * m.numHeads() * t / m.hiddenSize();
         double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
         double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
         if (c.train().checkpointLayers() == 0) {
@@ -346,13 +358,14 @@ public final class MemoryPlan {
         return n;
     }
 
-    /** The config keys that size each component of {@link Plan#perGpuGb}. */
+    /** The config keys that size each component of {@link Plan#partsGb}. */
     private static final Map<String, String> KEYS = Map.of(
             "weights", "model.path, model.dtype",
             "reference", "model.lora.rank (LoRA reads the reference from the base weights)",
             "gradients", "model.lora.rank",
             "optimizer", "model.lora.rank",
-            "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens",
+            "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens,"
+                    + " model.attention",
             "kv_cache", "rollout.n × train.batch_size, rollout.max_new_tokens, data.max_prompt_tokens, rollout.kv_cache_gb",
             "prefill", "rollout.prefill_gb");
 
@@ -384,9 +397,9 @@ public final class MemoryPlan {
             return;
         }
         boolean gpu = devices.get(0).isGpu();
-        Plan p = gpu ? plan(c, m, devices.size(), deviceBytes / GB, data) : plan(c, m, devices.size(), deviceBytes / GB, data, true);
+        Plan p = devicePlan(c, m, devices, data, deviceBytes);
         // on CPU a KV cache too small for one sequence is the rollout's own error (it names rollout.kv_cache_gb)
-        if (gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB) {
+        if (fitsOn(p, gpu, deviceBytes)) {
             return;
         }
         Map<String, Double> gb = p.partsGb();
@@ -396,6 +409,17 @@ public final class MemoryPlan {
                 + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,
                 gpu ? "each of " + devices : "the host", deviceBytes / GB, gpu ? "" : " available",
                 largest, gb.get(largest), KEYS.getOrDefault(largest, largest)));
+    }
+
+    /** The plan the trainer checks: the fullest GPU's against its memory, or the host's against what it has available. */
+    private static Plan devicePlan(TrainConfig c, ModelConfig m, List<Device> devices, boolean data, long deviceBytes) {
+        boolean gpu = devices.get(0).isGpu();
+        return gpu ? plan(c, m, devices.size(), deviceBytes / GB, data) : plan(c, m, devices.size(), deviceBytes / GB, data, true);
+    }
+
+    /** Whether {@code p} fits: on a GPU what the update holds, on the host everything at once, in 90 % of the memory. */
+    private static boolean fitsOn(Plan p, boolean gpu, long deviceBytes) {
+        return gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB;
     }
 
     /** MemAvailable of /proc/meminfo in bytes, or −1 where it cannot be read. */

@@ -154,6 +154,39 @@ class PlanTest {
     }
 
     @Test
+    void autoAttentionIsSizedAsAPassOfTheLongestSequenceRunsIt() throws Exception {
+        ModelConfig m = model("qwen2.5");
+        int at = klrl.model.Attention.AUTO_MIN_TOKENS;
+        java.util.function.BiFunction<String, Integer, Double> act = (mode, seq) -> MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math",
+                Map.of("model.attention", mode, "data.max_prompt_tokens", seq / 2, "rollout.max_new_tokens", seq - seq / 2)), m, 8, 80)
+                .partsGb().get("activations");
+        // every pass runs eager: sized as eager
+        assertTrue(act.apply("eager", at - 1) > act.apply("sdpa", at - 1));
+        assertEquals(act.apply("eager", at - 1), act.apply("auto", at - 1));
+        // the longest pass runs sdpa, a pass one position shorter eager: sized for whichever holds more (here the eager
+        // pass of 127 + 128 positions, whose scores outweigh what fused attention saves)
+        double shorter = MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", "eager",
+                "data.max_prompt_tokens", at / 2 - 1, "rollout.max_new_tokens", at - at / 2)), m, 8, 80).partsGb().get("activations");
+        assertEquals(Math.max(act.apply("sdpa", at), shorter), act.apply("auto", at));
+        assertTrue(shorter > act.apply("sdpa", at));
+        // at 4,096 positions the fused pass holds the most
+        assertEquals(act.apply("sdpa", 4096), act.apply("auto", 4096));
+        for (int seq : new int[] {at - 1, 4096}) {
+            String[] args = {"plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8", "--set",
+                "model.attention=auto", "--set", "data.max_prompt_tokens=" + seq / 2, "--set", "rollout.max_new_tokens=" + (seq - seq / 2)};
+            var r = CliTest.run(args);
+            String runs = seq >= at ? "sdpa" : "eager";
+            assertTrue(r.out().contains(String.format(java.util.Locale.ROOT, "attention: auto — sdpa for passes of %,d positions or more,"
+                    + " eager below; the longest, %,d positions", at, seq)) && r.out().contains("), runs " + runs + ": "), r.out());
+            var j = CliTest.run(java.util.stream.Stream.concat(java.util.Arrays.stream(args), java.util.stream.Stream.of("--json"))
+                    .toArray(String[]::new));
+            JsonNode o = Json.MAPPER.readTree(j.out());
+            assertEquals("auto", o.get("attention").asText());
+            assertEquals(runs, o.get("attention_longest_pass").asText());
+        }
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
