@@ -406,9 +406,10 @@ public final class MemoryPlan {
         double need = p.totalGb();
         String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
         throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
-                + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,
+                + " the largest part is %s (%.1f GiB), sized by %s%s (`plan` shows the whole estimate)", need,
                 gpu ? "each of " + devices : "the host", deviceBytes / GB, gpu ? "" : " available",
-                largest, gb.get(largest), KEYS.getOrDefault(largest, largest)));
+                largest, gb.get(largest), KEYS.getOrDefault(largest, largest),
+                largest.equals("activations") ? withSdpa(c, m, devices, data, deviceBytes, p) : ""));
     }
 
     /** The plan the trainer checks: the fullest GPU's against its memory, or the host's against what it has available. */
@@ -420,6 +421,31 @@ public final class MemoryPlan {
     /** Whether {@code p} fits: on a GPU what the update holds, on the host everything at once, in 90 % of the memory. */
     private static boolean fitsOn(Plan p, boolean gpu, long deviceBytes) {
         return gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB;
+    }
+
+    /**
+     * When passes run eager attention (model.attention: eager, or auto below its threshold) and their scores
+     * are most of {@code eager}'s activations, or dropping them would make the run fit: what it needs with model.attention: sdpa, which keeps none;
+     * else nothing.
+     */
+    private static String withSdpa(TrainConfig c, ModelConfig m, List<Device> devices, boolean data, long deviceBytes, Plan eager) {
+        if (c.model().attention().equals("sdpa")) {
+            return "";
+        }
+        TrainConfig.Model o = c.model();
+        TrainConfig fused = new TrainConfig(new TrainConfig.Model(o.path(), o.dtype(), o.device(), o.lora(), o.critic(), "sdpa"),
+                c.data(), c.rollout(), c.algorithm(), c.kl(), c.optim(), c.train(), c.eval(), c.checkpoint(), c.outputDir());
+        Plan p = devicePlan(fused, m, devices, data, deviceBytes);
+        double activations = eager.partsGb().get("activations"), scores = activations - p.partsGb().get("activations");
+        boolean gpu = devices.get(0).isGpu(), fits = fitsOn(p, gpu, deviceBytes);
+        if (!fits && scores <= 0.5 * activations) {
+            return "";
+        }
+        // on a GPU the rollout's KV cache takes whatever the update leaves: what fits is the update's part
+        double need = gpu ? HELD.stream().mapToDouble(p.partsGb()::get).sum() + p.partsGb().get("activations") : p.totalGb();
+        return String.format(java.util.Locale.ROOT, "; eager attention's scores are about %.1f GiB of them (model.attention: %s):"
+                + " with model.attention: sdpa %s about %.1f GiB (%s)", scores, c.model().attention(),
+                gpu ? "the update needs" : "it needs", need, fits ? "fits" : "still too much");
     }
 
     /** MemAvailable of /proc/meminfo in bytes, or −1 where it cannot be read. */

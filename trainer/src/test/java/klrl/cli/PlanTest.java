@@ -187,6 +187,51 @@ class PlanTest {
     }
 
     @Test
+    void aRefusalWhoseActivationsAreMostlyEagerScoresSaysWhatSdpaNeeds() {
+        ModelConfig m = model("qwen2.5");
+        List<ai.djl.Device> gpus = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            gpus.add(ai.djl.Device.gpu(i));
+        }
+        long memory = 80L << 30;
+        // 8k-token responses: eager's scores grow with the square of the sequence, fused attention keeps none
+        Map<String, TrainConfig> c = new LinkedHashMap<>();
+        for (String mode : List.of("eager", "sdpa")) {
+            c.put(mode, ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", mode, "rollout.max_new_tokens", 8192,
+                    "train.micro_batch_size", 2)));
+        }
+        MemoryPlan.Plan eager = MemoryPlan.plan(c.get("eager"), m, 8, 80), fused = MemoryPlan.plan(c.get("sdpa"), m, 8, 80);
+        assertTrue(!eager.fits() && fused.fits(), eager.totalGb() + " " + fused.totalGb());
+        // one layer's scores and probabilities at a time (the others are recomputed): 5·a·s² per row, 16-bit, less the K and V
+        // fused attention repeats to the query heads instead (2·s·h)
+        double s = 1024 + 8192, scores = 2 * s * m.hiddenSize() * (5.0 * m.numHeads() * s / m.hiddenSize() - 4) * 2 / 2;
+        assertEquals(scores / MemoryPlan.GB, eager.partsGb().get("activations") - fused.partsGb().get("activations"), 1e-9);
+        UserError e = assertThrows(UserError.class, () -> MemoryPlan.preflight(c.get("eager"), m, gpus, false, memory, 1L << 40));
+        assertTrue(e.getMessage().contains("this run needs about") && e.getMessage().contains("the largest part is activations")
+                && e.getMessage().contains(String.format(java.util.Locale.ROOT, "eager attention's scores are about %.1f GiB of them"
+                + " (model.attention: eager): with model.attention: sdpa the update needs about %.1f GiB (fits)", scores / MemoryPlan.GB,
+                MemoryPlan.HELD.stream().mapToDouble(fused.partsGb()::get).sum() + fused.partsGb().get("activations"))), e.getMessage());
+        MemoryPlan.preflight(c.get("sdpa"), m, gpus, false, memory, 1L << 40);
+        // on the host everything one step holds at once counts
+        ModelConfig tiny = klrl.run.TinyDefault.shape();
+        Map<String, TrainConfig> cpu = new LinkedHashMap<>();
+        for (String mode : List.of("eager", "sdpa")) {
+            cpu.put(mode, ConfigLoader.load("tiny-cpu", Map.of("model.attention", mode, "data.max_prompt_tokens", 1024,
+                    "rollout.max_new_tokens", 1024)));
+        }
+        double hostGb = MemoryPlan.hostPlan(cpu.get("sdpa"), tiny, 1, 1e6).totalGb() / 0.9 * 1.5;
+        MemoryPlan.Plan onHost = MemoryPlan.hostPlan(cpu.get("sdpa"), tiny, 1, hostGb);
+        UserError h = assertThrows(UserError.class, () -> MemoryPlan.preflight(cpu.get("eager"), tiny, List.of(ai.djl.Device.cpu()),
+                false, (long) (hostGb * MemoryPlan.GB), 1L << 40));
+        assertTrue(h.getMessage().contains("on the host") && h.getMessage().contains(String.format(java.util.Locale.ROOT,
+                "with model.attention: sdpa it needs about %.1f GiB (fits)", onHost.totalGb())), h.getMessage());
+        // a refusal for something else says nothing of attention: full fine-tuning on one GPU
+        TrainConfig one = ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", "eager"));
+        UserError w = assertThrows(UserError.class, () -> MemoryPlan.preflight(one, m, gpus.subList(0, 1), true, memory, 1L << 40));
+        assertFalse(w.getMessage().contains("with model.attention: sdpa"), w.getMessage());
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");
