@@ -40,7 +40,7 @@ import picocli.CommandLine.Option;
         description = "Speed benchmarks (JSON): rollout decode, policy update, verifier, one RL step of the CPU default, and it data parallel on two CPU devices.")
 public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
-            + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 1k–16k tokens,"
+            + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 64–16k tokens,"
             + " eager vs sdpa attention) and layers-pipeline (layers over 2 and 4 CPU devices: sequential vs pipelined) run only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
@@ -460,16 +460,17 @@ public final class BenchCommand implements Callable<Integer> {
     }
 
     /**
-     * One row of 1k–16k tokens through a reference pass and an update's forward and backward, with eager
+     * One row of 64–16k tokens through a reference pass and an update's forward and backward, with eager
      * and fused attention, on a Qwen2-shaped model (GQA, 21 M parameters): seconds and the process's peak
      * resident memory (its high-water mark reset before each row). Eager runs up to 4k: its scores at 8k
-     * already take 2 GiB a layer, kept for the backward.
+     * already take 2 GiB a layer, kept for the backward. The rows under 1k locate where the two cross
+     * (model.attention: auto's threshold, klrl.model.Attention.AUTO_MIN_TOKENS).
      */
     void attentionLong(ObjectNode o) throws Exception {
         TinyModel.Spec spec = new TinyModel.Spec("qwen2", 256, 6, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 32000);
         o.put("setting", "qwen2-shaped 256 hidden, 6 layers, 8 heads / 2 kv heads, vocab 32000 (random weights), fp32; one row,"
                 + " half prompt half response: a no-grad forward, then forward + backward; each mode in a fresh process of its own,"
-                + " rows in ascending length; peak RSS above the process's before the first row");
+                + " rows in ascending length (under 1k tokens the median of --repeats); peak RSS above the process's before the first row");
         if (attentionMode != null) {
             attentionRows(spec, attentionMode, o.putObject(attentionMode));
             return;
@@ -479,7 +480,7 @@ public final class BenchCommand implements Callable<Integer> {
         List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
         jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
         jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "attention-long",
-                "--device", device, "--attention-mode"));
+                "--device", device, "--repeats", String.valueOf(repeats), "--attention-mode"));
         for (String mode : new String[] {"eager", "sdpa"}) {
             List<String> cmd = new ArrayList<>(jvm);
             cmd.add(mode);
@@ -492,7 +493,10 @@ public final class BenchCommand implements Callable<Integer> {
         }
     }
 
-    /** Rows of 1k–16k tokens with {@code mode} attention; eager stops at 4k (its scores at 8k take 2 GiB a layer, kept for the backward). */
+    /**
+     * Rows of 64–16k tokens with {@code mode} attention; eager stops at 4k (its scores at 8k take 2 GiB a layer, kept for
+     * the backward). A row under 1k takes milliseconds: its seconds are the median of --repeats runs.
+     */
     void attentionRows(TinyModel.Spec spec, String mode, ObjectNode m) throws Exception {
         Path dir = Files.createTempDirectory("klrl-bench-attn");
         TinyModel.write(dir, spec);
@@ -502,13 +506,18 @@ public final class BenchCommand implements Callable<Integer> {
             m.put("model_parameters", model.config.parameterCount());
             klrl.check.AttentionCheck.rowSeconds(model, 256, 1, root); // warm-up
             long start = peakRssBytes();
-            for (int tokens : new int[] {1024, 2048, 4096, 8192, 16384}) {
+            for (int tokens : new int[] {64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {
                 if (mode.equals("eager") && tokens > 4096) {
                     m.put(tokens + "_tokens", "not run: the scores alone would take " + (2L * 4 * tokens * (long) tokens * 4
                             * spec.layers() >> 30) + " GiB, kept for the backward");
                     continue;
                 }
-                double secs = klrl.check.AttentionCheck.rowSeconds(model, tokens, tokens, root);
+                double[] runs = new double[tokens < 1024 ? Math.max(1, repeats) : 1];
+                for (int i = 0; i < runs.length; i++) {
+                    runs[i] = klrl.check.AttentionCheck.rowSeconds(model, tokens, tokens, root);
+                }
+                java.util.Arrays.sort(runs);
+                double secs = runs[runs.length / 2];
                 ObjectNode r = m.putObject(tokens + "_tokens");
                 r.put("seconds", secs);
                 r.put("ms_per_token", secs * 1000 / tokens);

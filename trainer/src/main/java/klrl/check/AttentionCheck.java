@@ -36,7 +36,7 @@ public final class AttentionCheck {
             prompts.add(rnd.longs(p, 3, vocab).toArray());
             responses.add(rnd.longs(len - p, 3, vocab).toArray());
         }
-        String was = model.fusedAttention() ? "sdpa" : "eager";
+        String was = model.attentionMode();
         for (NDArray p : model.parameters().values()) {
             p.setRequiresGradient(true);
         }

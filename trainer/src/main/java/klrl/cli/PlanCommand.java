@@ -53,43 +53,57 @@ public final class PlanCommand implements Callable<Integer> {
         int devices = cpus > 0 ? cpus : gpus == null ? 1 : gpus;
         double memoryGb = cpus > 0 ? hostMemoryGb() : gpuMemoryGb == null ? DEFAULT_GPU_MEMORY_GB : gpuMemoryGb;
         MemoryPlan.Plan p = cpus > 0 ? MemoryPlan.hostPlan(c, m, devices, memoryGb) : MemoryPlan.plan(c, m, devices, memoryGb);
+        if (json) {
+            System.out.println(Json.write(json(c, p, devices, memoryGb)));
+        } else {
+            text(c, p, devices, memoryGb);
+        }
+        return 0;
+    }
+
+    /** The plan as one JSON object: the parts and total in GB, how the total is formed, the rollout chunk as a count. */
+    private static ObjectNode json(TrainConfig c, MemoryPlan.Plan p, int devices, double memoryGb) {
         String micro = c.train().maxTokensPerMicroBatch() > 0 ? c.train().maxTokensPerMicroBatch() + " tokens"
                 : c.train().microBatchSize() + " rows";
-        if (json) {
-            ObjectNode o = Json.MAPPER.createObjectNode();
-            o.put("parameters", p.parameters());
-            o.put("trainable_parameters", p.trainable());
-            o.put("device", p.host() ? "cpu" : "gpu");
-            o.put(p.host() ? "cpu_devices" : "gpus", devices);
-            o.put("parallel", p.parallel());
-            o.put("attention", c.model().attention());
-            o.put(p.host() ? "host_memory_gb" : "gpu_memory_gb", memoryGb);
-            o.put("micro_batch", micro);
-            o.put("micro_batches_per_mini_batch", p.microBatches());
-            if (!Double.isNaN(p.pipelineBusy())) {
-                o.put("pipeline_busy", p.pipelineBusy());
-                o.put("micro_batches_for_busy_0_9", MemoryPlan.microBatchesFor(p.layersPerDevice().length, 0.9));
-            }
-            var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
-            for (int layers : p.layersPerDevice()) {
-                lp.add(layers);
-            }
-            // GB only: the parts (one replica's, with several on the host) and the total
-            ObjectNode g = o.putObject(p.host() ? "host_gb" : "per_gpu_gb");
-            p.partsGb().forEach(g::put);
-            g.put("total", p.totalGb());
-            o.put("total_formula", p.formula());
-            ObjectNode terms = o.putObject("total_terms");
-            MemoryPlan.HELD.forEach(terms.putArray("sum")::add);
-            var max = terms.putArray("plus_max_of");
-            MemoryPlan.UPDATE.forEach(max.addArray()::add);
-            MemoryPlan.ROLLOUT.forEach(max.addArray()::add);
-            terms.put("times", p.replicas());
-            o.put("rollout_chunk_sequences", p.rolloutChunk());
-            o.put("fits", p.fits());
-            System.out.println(Json.write(o));
-            return 0;
+        ObjectNode o = Json.MAPPER.createObjectNode();
+        o.put("parameters", p.parameters());
+        o.put("trainable_parameters", p.trainable());
+        o.put("device", p.host() ? "cpu" : "gpu");
+        o.put(p.host() ? "cpu_devices" : "gpus", devices);
+        o.put("parallel", p.parallel());
+        o.put("attention", c.model().attention());
+        // what a pass as long as the longest sequence (prompt + response) runs
+        o.put("attention_longest_pass", klrl.model.Attention.of(c.model().attention(), MemoryPlan.sequence(c)));
+        o.put(p.host() ? "host_memory_gb" : "gpu_memory_gb", memoryGb);
+        o.put("micro_batch", micro);
+        o.put("micro_batches_per_mini_batch", p.microBatches());
+        if (!Double.isNaN(p.pipelineBusy())) {
+            o.put("pipeline_busy", p.pipelineBusy());
+            o.put("micro_batches_for_busy_0_9", MemoryPlan.microBatchesFor(p.layersPerDevice().length, 0.9));
+            o.put("micro_batches_in_flight", p.inFlight());
         }
+        var lp = o.putArray(p.host() ? "layers_per_device" : "layers_per_gpu");
+        for (int layers : p.layersPerDevice()) {
+            lp.add(layers);
+        }
+        // GB only: the parts (one replica's, with several on the host) and the total
+        ObjectNode g = o.putObject(p.host() ? "host_gb" : "per_gpu_gb");
+        p.partsGb().forEach(g::put);
+        g.put("total", p.totalGb());
+        o.put("total_formula", p.formula());
+        ObjectNode terms = o.putObject("total_terms");
+        MemoryPlan.HELD.forEach(terms.putArray("sum")::add);
+        var max = terms.putArray("plus_max_of");
+        MemoryPlan.UPDATE.forEach(max.addArray()::add);
+        MemoryPlan.ROLLOUT.forEach(max.addArray()::add);
+        terms.put("times", p.replicas());
+        o.put("rollout_chunk_sequences", p.rolloutChunk());
+        o.put("fits", p.fits());
+        return o;
+    }
+
+    /** The plan as text: the devices and how they are used, the attention, the parts and how the total is formed. */
+    private void text(TrainConfig c, MemoryPlan.Plan p, int devices, double memoryGb) {
         if (p.host()) {
             System.out.printf("parameters %,d (trainable %,d), %d CPU device%s, host memory %.1f GB%s%n", p.parameters(), p.trainable(),
                     devices, devices == 1 ? "" : "s", memoryGb, gpuMemoryGb == null ? " available" : " (--gpu-memory-gb)");
@@ -110,10 +124,10 @@ public final class PlanCommand implements Callable<Integer> {
         if (p.parallel().equals("layers")) {
             pipelineLines(c, p).forEach(System.out::println);
         }
-        System.out.println(c.model().attention().equals("sdpa")
-                ? "attention: sdpa — fused, activations linear in the sequence length"
-                : "attention: eager — the scores are materialised: activations grow with the square of the sequence length"
-                        + " (model.attention: sdpa makes them linear)");
+        long seq = MemoryPlan.sequence(c);
+        int eager = klrl.model.Attention.AUTO_MIN_TOKENS - 1;
+        System.out.println(klrl.model.Attention.describe(c.model().attention(), seq) + (c.model().attention().equals("auto") && seq > eager
+                ? "; the activations are sized for the larger of that pass and an eager one of " + eager + " positions" : ""));
         System.out.println(!p.host() ? "per GPU (the fullest):" : p.replicas() > 1 ? "per replica (" + p.replicas() + " in the host's memory):"
                 : "host memory:");
         p.partsGb().forEach((k, v) -> System.out.printf("  %-12s %8.2f GB%s%n", k, v,
@@ -127,7 +141,6 @@ public final class PlanCommand implements Callable<Integer> {
         System.out.println("    = " + p.formula(k -> String.format(java.util.Locale.ROOT, "%.2f", p.partsGb().get(k))));
         // the parts listed above add up to more than the total: say why
         System.out.println("    (update and rollout are not held at once: memory is freed between them, so the larger counts)");
-        return 0;
     }
 
     /**
@@ -143,6 +156,12 @@ public final class PlanCommand implements Callable<Integer> {
             out.add(String.format(java.util.Locale.ROOT, "pipeline: %d stages, %s micro-batches per mini-batch → expected busy %s%.2f"
                     + " in the update (M / (M + S − 1); the reference pass cuts the whole step's rows, so more)", stages, how,
                     budget ? "up to " : "", p.pipelineBusy()));
+            if (c.kl().parsedEstimator().needsFullLogits()) {
+                // the update's loss runs the reference's forward for the exact KL, in the head's thread: the last stage's
+                out.add("  kl.estimator: full: the last stage also runs the reference's forward over each micro-batch inside the"
+                        + " update (the exact KL needs the reference's logits), so it is busier than the others and this estimate"
+                        + " is optimistic");
+            }
             if (p.pipelineBusy() < 0.9 || budget) {
                 long rows = (long) c.train().miniBatchSize() * c.rollout().n();
                 long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
@@ -152,12 +171,23 @@ public final class PlanCommand implements Callable<Integer> {
                                 + seq + " tokens (" + rows + " rows per mini-batch; shorter rows pack more: check pipeline_busy)"
                         : ": train.micro_batch_size ≤ " + rows / enough + " (" + rows + " rows per mini-batch)"));
             }
+            if (c.train().checkpointLayers() == 0) {
+                out.add(inFlightLine(p));
+            }
         }
         if (c.rollout().engine().equals("local")) {
             out.add("generation: local decoding over placed layers runs one device at a time; for full fine-tuning generate"
                     + " with SGLang or vLLM servers (rollout.engine: sglang | vllm, src/site/markdown/rollout-servers.md)");
         }
         return out;
+    }
+
+    /** Without activation checkpointing a pipeline's stage keeps the whole graphs of its micro-batches in flight: say how many. */
+    static String inFlightLine(MemoryPlan.Plan p) {
+        return "activations: " + (p.host() ? "stage 0" : "the fullest GPU") + " holds " + p.inFlight() + " micro-batch"
+                + (p.inFlight() == 1 ? "'s" : "es'") + " whole activations (every layer's, not only its input: stage s keeps"
+                + " min(S − s, M) micro-batches in flight) because activation checkpointing is off (train.checkpoint_layers: 0);"
+                + " train.checkpoint_layers: 1 keeps only each layer's input and recomputes the layer in the backward, which lowers it";
     }
 
     /** CPU "devices" of model.device (cpu, or cpu,cpu,… for several replicas in the host's memory); 0 when it names GPUs. */

@@ -62,18 +62,21 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      */
     /**
      * @param attention sdpa (libtorch's fused scaled_dot_product_attention in every full pass over packed
-     *                  rows: memory linear in the sequence) or eager (matmul, softmax, matmul: the scores
-     *                  materialised); a left-padded prefill runs fused with its mask, decoding against
-     *                  the KV cache stays eager
+     *                  rows: memory linear in the sequence), eager (matmul, softmax, matmul: the scores
+     *                  materialised) or auto (the default: sdpa for passes of at least
+     *                  {@link klrl.model.Attention#AUTO_MIN_TOKENS} positions, eager below, chosen per pass
+     *                  from its padded length); a left-padded prefill runs fused with its mask when its
+     *                  pass does, decoding against the KV cache stays eager
      */
     public record Model(String path, String dtype, String device, Lora lora, String critic, String attention) {
         public static Model defaults() {
-            return new Model(null, "float32", "cpu", Lora.defaults(), "head", "eager");
+            return new Model(null, "float32", "cpu", Lora.defaults(), "head", "auto");
         }
 
         public Model {
-            attention = attention == null ? "eager" : attention;
-            require(List.of("sdpa", "eager").contains(attention), "model.attention must be sdpa or eager, got '" + attention + "'");
+            attention = attention == null ? "auto" : attention;
+            require(klrl.model.Attention.MODES.contains(attention), "model.attention must be sdpa, eager or auto, got '"
+                    + attention + "'");
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
             require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");

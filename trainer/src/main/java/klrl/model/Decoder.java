@@ -223,7 +223,7 @@ public final class Decoder implements AutoCloseable {
                 to[j].lora = l == null ? null : new Lora(copy(l.a, m), copy(l.b, m), l.scale, l.dropout);
             }
         }
-        return r.attention(sdpa != null ? "sdpa" : "eager");
+        return r.attention(mode);
     }
 
     private static Proj[] projections(Layer L) {
@@ -383,24 +383,38 @@ public final class Decoder implements AutoCloseable {
      */
     public Pass causalPass(NDArray ids, NDArray positions) {
         if (sdpa == null) {
-            throw new IllegalStateException("a causal pass needs model.attention: sdpa");
+            throw new IllegalStateException("a causal pass needs fused attention (model.attention: sdpa, or auto)");
         }
         Pass p = pass(ids, positions, null, null, 0);
         return new Pass(p.b(), p.t(), p.cos(), p.sin(), p.rot(), p.scale(), p.eps(), p.width(), null, null, 0, p.copies(), true);
     }
 
-    /** libtorch's fused attention for causal passes ({@code model.attention: sdpa}), or null: the matmul/softmax path. */
+    /** libtorch's fused attention for the passes {@link #mode} runs fused, or null (eager): the matmul/softmax path. */
     private Sdpa sdpa;
+    /** model.attention: which full passes run fused ({@link Attention#fused}). */
+    private String mode = "eager";
 
-    /** model.attention: "sdpa" (fused, memory linear in the sequence) or "eager" (materialised scores). */
+    /**
+     * model.attention: "sdpa" (fused, memory linear in the sequence), "eager" (materialised scores) or
+     * "auto" (fused for passes of at least {@link Attention#AUTO_MIN_TOKENS} positions, eager below).
+     */
     public Decoder attention(String mode) {
-        if (mode.equals("sdpa") && sdpa == null) {
+        if (!Attention.MODES.contains(mode)) {
+            throw new IllegalArgumentException("attention mode " + mode + ", not one of " + Attention.MODES);
+        }
+        if (!mode.equals("eager") && sdpa == null) {
             sdpa = new Sdpa((ai.djl.pytorch.engine.PtNDManager) manager);
         } else if (mode.equals("eager") && sdpa != null) {
             sdpa.close();
             sdpa = null;
         }
+        this.mode = mode;
         return this;
+    }
+
+    /** The model.attention mode this decoder runs. */
+    public String attentionMode() {
+        return mode;
     }
 
     /** Fused attention calls made in this process (every decoder): what a check reads to see that the fused path ran. */
@@ -408,9 +422,12 @@ public final class Decoder implements AutoCloseable {
         return Sdpa.CALLS.get();
     }
 
-    /** Whether full passes over right-padded rows use fused attention. */
-    public boolean fusedAttention() {
-        return sdpa != null;
+    /**
+     * Whether a full pass of {@code t} positions (its padded length) uses fused attention: over
+     * right-padded rows a causal pass, in a prefill the left padding's mask.
+     */
+    public boolean fusedAttention(long t) {
+        return sdpa != null && Attention.fused(mode, t);
     }
 
     /**
@@ -530,7 +547,7 @@ public final class Decoder implements AutoCloseable {
         NDArray kt;                                                                             // [B,K,D,S]
         if (p.cache() != null) {
             p.cache().write(li, p.start(), kk, v);
-            if (sdpa != null && p.start() == 0 && t > 1 && p.mask() != null) {
+            if (p.start() == 0 && t > 1 && p.mask() != null && fusedAttention(t)) {
                 // a prefill attends over its own keys alone: fused, with the left padding's mask
                 return afterFused(x, sdpa.masked(q, repeatKv(kk, b, t, g), repeatKv(v, b, t, g), p.mask().reshape(b, 1, t, t)), L, p);
             }

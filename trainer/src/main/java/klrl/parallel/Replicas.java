@@ -79,6 +79,7 @@ public final class Replicas implements AutoCloseable {
         try {
             klrl.util.Runtime.noGradOutsideCollectors();
             logDevices(placement, dtype, log);
+            log.accept(klrl.model.Attention.describe(cfg.model().attention(), MemoryPlan.sequence(cfg)));
             Policies nets = Policies.load(cfg, modelDir, root, dtype, placement);
             Function<Policies, RolloutEngine> engines = n -> Evaluator.rolloutEngine(n.policy, tok, cfg);
             ToIntFunction<Replica> kvRows = r -> MemoryPlan.kvRows(cfg, r.nets().policy);

@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import klrl.config.TrainConfig;
+import klrl.model.Attention;
 import klrl.model.Decoder;
 import klrl.model.ModelConfig;
 import klrl.model.Placement;
@@ -47,10 +48,12 @@ public final class MemoryPlan {
      * @param host           true for a run on CPU: the memory is the host's
      * @param microBatches   micro-batches per mini-batch
      * @param pipelineBusy   with layers pipelined (train.pipeline), the stages' expected busy fraction, else NaN
+     * @param inFlight       micro-batches whose activations the fullest device holds at once in the update: 1, or
+     *                       in a pipeline its stage's min(S − s, M) (on the host, the most any stage holds: stage 0's)
      */
     public record Plan(long parameters, long trainable, Map<String, Double> partsGb, long rolloutChunk, int replicas,
                        double totalGb, boolean fits, int[] layersPerDevice, String parallel, boolean host, int microBatches,
-                       double pipelineBusy) {
+                       double pipelineBusy, int inFlight) {
         /** How the total is formed from the parts, by name, e.g. "weights + … + max(activations, kv_cache + prefill)". */
         public String formula() {
             return formula(k -> k);
@@ -119,77 +122,145 @@ public final class MemoryPlan {
             throw new UserError("--gpus must be ≥ 1");
         }
         int groups = data ? 1 : gpus; // devices the decoder's layers are spread over
-        long p = m.parameterCount();
-        int bytes = c.model().dtype().equals("float16") ? 2 : 4;
-        int r = c.model().lora().rank();
-        long trainable = r > 0 ? loraParameters(c, m) : p;
         // the fullest GPU of the trainer's own placement bounds what fits
         List<Device> devs = new ArrayList<>();
         for (int i = 0; i < groups; i++) {
             devs.add(Device.gpu(i));
         }
         Placement place = Placement.balanced(devs, m);
-        long[] load = new long[groups];
-        m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
-        // on the host every group's share is in the one memory: the whole model counts
-        long devParams = host ? p : java.util.Arrays.stream(load).max().orElse(p);
-        int devLayers = host ? m.numLayers() : java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
-        long devTrainable = r > 0 ? trainable / m.numLayers() * devLayers : devParams;
-        double weights = (double) devParams * bytes;
-        double reference = r > 0 ? 0 : weights;                       // LoRA: the base with adapters off
-        // fp16 training keeps fp32 master weights beside the fp16 copy
-        double master = bytes == 2 ? 4.0 * devTrainable : 0;
-        double grads = 4.0 * devTrainable;
-        double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
-        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
-        // a pipeline's stage s holds the layer inputs of up to S−s micro-batches at once (1F1B): the fullest
-        // device's held inputs in layers' worth, and the busy fraction its bubble leaves
-        // (on the host all stages' inputs add up, and every stage computes a layer at once)
         int micro = microBatches(c);
         boolean pipelined = !data && groups > 1 && c.train().pipeline();
-        int heldLayers = devLayers;
-        if (pipelined) {
-            int[] counts = place.layerCounts();
-            int sum = 0;
-            for (int s = 0; s < groups; s++) {
-                int held = counts[s] * Math.min(groups - s, micro);
-                heldLayers = Math.max(heldLayers, held);
-                sum += held;
-            }
-            heldLayers = host ? sum : heldLayers;
-        }
-        double act = activations(c, m, bytes, heldLayers, pipelined && host ? groups : 1);
-        if (pipelined && m.tieWordEmbeddings() && r == 0) {
-            grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
-        }
-        double stat = weights + master + reference + grads + optimizer;
-        // The KV cache is sized from what is left after the prefill's activation budget: rollouts run in
-        // chunks of as many sequences as fit.
+        Held held = Held.of(c, m, place, host, pipelined);
+        double act = updateActivations(c, m, place, held.bytes(), micro, pipelined, host);
         double prefill = c.rollout().prefillBytes();
-        double kvPerRow = 2.0 * devLayers * m.numKvHeads() * m.headDim() * seq * bytes;
-        // a replica rolls out its share of the prompts
-        long rows = (long) (data ? (c.train().batchSize() + gpus - 1) / gpus : c.train().batchSize()) * c.rollout().n();
-        long chunk = host ? (c.rollout().kvCacheGb() > 0 ? Math.min(rows, (long) Math.floor(c.rollout().kvCacheBytes() / kvPerRow)) : rows)
-                : Math.max(0, Math.min(rows, (long) Math.floor((0.9 * gpuMemoryGb * GB - stat - prefill) / kvPerRow)));
-        double kv = chunk * kvPerRow;
+        double kvPerRow = 2.0 * held.layers() * m.numKvHeads() * m.headDim() * sequence(c) * held.bytes();
+        long chunk = rolloutChunk(c, gpus, data, host, kvPerRow, 0.9 * gpuMemoryGb * GB - held.sum() - prefill);
         Map<String, Double> g = new java.util.LinkedHashMap<>();
-        g.put("weights", (weights + master) / GB);
-        g.put("reference", reference / GB);
-        g.put("gradients", grads / GB);
-        g.put("optimizer", optimizer / GB);
+        g.put("weights", (held.weights() + held.master()) / GB);
+        g.put("reference", held.reference() / GB);
+        g.put("gradients", held.grads() / GB);
+        g.put("optimizer", held.optimizer() / GB);
         g.put("activations", act / GB);
-        g.put("kv_cache", kv / GB);
+        g.put("kv_cache", chunk * kvPerRow / GB);
         g.put("prefill", prefill / GB);
         int replicas = host && data ? gpus : 1;
         double total = Plan.total(g, replicas);
         // a GPU's rollout takes what the update leaves (chunked to fit); the host must hold everything at once
-        boolean fits = chunk >= 1 && (host ? total : (stat + act) / GB) <= 0.9 * gpuMemoryGb;
+        boolean fits = chunk >= 1 && (host ? total : (held.sum() + act) / GB) <= 0.9 * gpuMemoryGb;
         int[] layers = data ? new int[gpus] : place.layerCounts();
         if (data) {
             java.util.Arrays.fill(layers, m.numLayers());
         }
-        return new Plan(p, trainable, g, chunk, replicas, total, fits, layers, gpus == 1 ? "single" : data ? "data" : "layers", host,
-                micro, pipelined ? busy(groups, micro) : Double.NaN);
+        int[] flight = inFlight(place, micro, pipelined);
+        return new Plan(m.parameterCount(), trainable(c, m), g, chunk, replicas, total, fits, layers,
+                gpus == 1 ? "single" : data ? "data" : "layers", host, micro, pipelined ? busy(groups, micro) : Double.NaN,
+                flight[host ? 0 : fullestStage(place, flight)]);
+    }
+
+    /** Positions of the longest sequence: data.max_prompt_tokens + rollout.max_new_tokens. */
+    public static long sequence(TrainConfig c) {
+        return c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+    }
+
+    /** Parameters the optimizer updates: LoRA's adapters, or all of them. */
+    static long trainable(TrainConfig c, ModelConfig m) {
+        return c.model().lora().rank() > 0 ? loraParameters(c, m) : m.parameterCount();
+    }
+
+    /**
+     * The parts one device holds throughout a step, in bytes, and what sizes them: {@code params}
+     * parameters over {@code layers} decoder layers, {@code bytes} per weight.
+     */
+    record Held(int bytes, long params, int layers, double weights, double master, double reference, double grads,
+                double optimizer) {
+        double sum() {
+            return weights + master + reference + grads + optimizer;
+        }
+
+        /**
+         * The fullest device of {@code place}'s; on the host every group's share is in the one memory, so
+         * the whole model counts.
+         */
+        static Held of(TrainConfig c, ModelConfig m, Placement place, boolean host, boolean pipelined) {
+            long p = m.parameterCount();
+            int bytes = c.model().dtype().equals("float16") ? 2 : 4;
+            boolean lora = c.model().lora().rank() > 0;
+            List<Device> devs = place.devices();
+            long[] load = new long[devs.size()];
+            m.expectedTensors().forEach((name, shape) -> load[devs.indexOf(Decoder.deviceOf(name, place))] += count(shape));
+            long devParams = host ? p : java.util.Arrays.stream(load).max().orElse(p);
+            int devLayers = host ? m.numLayers() : java.util.Arrays.stream(place.layerCounts()).max().orElse(m.numLayers());
+            long devTrainable = lora ? trainable(c, m) / m.numLayers() * devLayers : devParams;
+            double weights = (double) devParams * bytes;
+            double reference = lora ? 0 : weights;                        // LoRA: the base with adapters off
+            // fp16 training keeps fp32 master weights beside the fp16 copy
+            double master = bytes == 2 ? 4.0 * devTrainable : 0;
+            double grads = 4.0 * devTrainable;
+            if (pipelined && m.tieWordEmbeddings() && !lora) {
+                grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
+            }
+            double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
+            return new Held(bytes, devParams, devLayers, weights, master, reference, grads, optimizer);
+        }
+    }
+
+    /**
+     * Micro-batches whose activations each device (stage) holds at once in the update: 1 one group at a
+     * time; in a pipeline (1F1B) stage s of S runs S−1−s forwards ahead, so it holds min(S−s, M).
+     */
+    static int[] inFlight(Placement place, int micro, boolean pipelined) {
+        int stages = place.stages();
+        int[] f = new int[stages];
+        for (int s = 0; s < stages; s++) {
+            f[s] = pipelined ? Math.min(stages - s, micro) : 1;
+        }
+        return f;
+    }
+
+    /**
+     * The device the update's activations fill most: the stage whose layers times micro-batches in
+     * flight is the largest.
+     */
+    static int fullestStage(Placement place, int[] inFlight) {
+        int[] counts = place.layerCounts();
+        int at = 0;
+        for (int s = 1; s < counts.length; s++) {
+            at = counts[s] * inFlight[s] > counts[at] * inFlight[at] ? s : at;
+        }
+        return at;
+    }
+
+    /**
+     * The update's activation bytes on the fullest device: its layers' worth for each micro-batch in
+     * flight (of layer inputs with checkpointing, of whole layers without). On the host all stages'
+     * add up, and every stage computes a layer at once.
+     */
+    static double updateActivations(TrainConfig c, ModelConfig m, Placement place, int bytes, int micro, boolean pipelined,
+                                    boolean host) {
+        int[] counts = place.layerCounts(), f = inFlight(place, micro, pipelined);
+        int heldLayers = host ? m.numLayers() : java.util.Arrays.stream(counts).max().orElse(m.numLayers());
+        if (pipelined) {
+            int sum = 0;
+            for (int s = 0; s < counts.length; s++) {
+                heldLayers = Math.max(heldLayers, counts[s] * f[s]);
+                sum += counts[s] * f[s];
+            }
+            heldLayers = host ? sum : heldLayers;
+        }
+        return activations(c, m, bytes, heldLayers, pipelined && host ? counts.length : 1);
+    }
+
+    /**
+     * Sequences decoded at once, {@code kvPerRow} bytes of KV cache each: a replica rolls out its share
+     * of the prompts; on a GPU as many as fit in {@code free} bytes (what is left beside the held parts
+     * and the prefill), on the host all of them unless rollout.kv_cache_gb caps it.
+     */
+    static long rolloutChunk(TrainConfig c, int gpus, boolean data, boolean host, double kvPerRow, double free) {
+        long rows = (long) (data ? (c.train().batchSize() + gpus - 1) / gpus : c.train().batchSize()) * c.rollout().n();
+        if (!host) {
+            return Math.max(0, Math.min(rows, (long) Math.floor(free / kvPerRow)));
+        }
+        return c.rollout().kvCacheGb() > 0 ? Math.min(rows, (long) Math.floor(c.rollout().kvCacheBytes() / kvPerRow)) : rows;
     }
 
     /**
@@ -200,7 +271,7 @@ public final class MemoryPlan {
         long rows = (long) c.train().miniBatchSize() * c.rollout().n();
         long budget = c.train().maxTokensPerMicroBatch();
         if (budget > 0) {
-            long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+            long seq = sequence(c);
             long perMicro = Math.max(1, budget / seq);
             return (int) ((rows + perMicro - 1) / perMicro);
         }
@@ -222,27 +293,42 @@ public final class MemoryPlan {
     }
 
     /**
-     * Activation bytes on the fullest device, with activation checkpointing per decoder layer: each
-     * device keeps its layers' inputs ({@code devLayers} of them: a pipeline's stage keeps those of
-     * several micro-batches), plus one layer's full activations ({@code computing} of them when pipeline
-     * stages share the one memory) while it
-     * is recomputed (Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes in 16-bit), plus the last stage's
-     * logits, log-softmax and their gradient in fp32. The 5·a·s/h term is eager attention's scores and
-     * probabilities, quadratic in the sequence; fused attention (model.attention: sdpa) keeps none of
-     * them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     * Activation bytes on the fullest device, whose layers hold {@code heldLayers} layers' worth of
+     * micro-batches at once (a pipeline's stage, several micro-batches'), for the pass that needs the
+     * most: the longest sequence's; under model.attention: auto also the longest that runs eager (just
+     * under {@link Attention#AUTO_MIN_TOKENS} positions), whose scores may outweigh it.
      */
-    static double activations(TrainConfig c, ModelConfig m, int bytes, int devLayers, int computing) {
-        long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing) {
+        String mode = c.model().attention();
+        long seq = sequence(c), eager = Math.min(seq, Attention.AUTO_MIN_TOKENS - 1);
+        double longest = activations(c, m, bytes, heldLayers, computing, seq, Attention.fused(mode, seq));
+        return mode.equals("auto") && eager < seq
+                ? Math.max(longest, activations(c, m, bytes, heldLayers, computing, eager, false)) : longest;
+    }
+
+    /**
+     * The same for passes of {@code t} positions a row, with fused attention or eager. With activation
+     * checkpointing (train.checkpoint_layers) each held layer's worth is a layer's input, plus one
+     * layer's full activations ({@code computing} of them when pipeline stages share the one memory)
+     * while it is recomputed; without, each is a layer's full activations, its whole graph kept for the
+     * backward. A layer's full activations are s·b·h·(34 + 5·a·s/h) bytes in 16-bit (Korthikanti et
+     * al.); plus the last stage's logits, log-softmax and their gradient in fp32. The 5·a·s/h term is
+     * eager attention's scores and probabilities, quadratic in the sequence; fused attention keeps none
+     * of them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     */
+    static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing, long t, boolean fused) {
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
-        // needs its own length), else micro_batch_size rows of the longest sequence
-        long budget = c.train().maxTokensPerMicroBatch();
-        double positions = budget > 0 ? Math.max(budget, seq) : (double) c.train().microBatchSize() * seq;
-        double responses = budget > 0 ? Math.max(budget, c.rollout().maxNewTokens())
-                : (double) c.train().microBatchSize() * c.rollout().maxNewTokens();
-        double boundaries = positions * m.hiddenSize() * bytes * devLayers;
-        double attention = c.model().attention().equals("sdpa") ? 4.0 : 5.0 * m.numHeads() * seq / m.hiddenSize();
+        // needs its own length), else micro_batch_size rows of t positions
+        long budget = c.train().maxTokensPerMicroBatch(), response = Math.min(t, c.rollout().maxNewTokens());
+        double positions = budget > 0 ? Math.max(budget, t) : (double) c.train().microBatchSize() * t;
+        double responses = budget > 0 ? Math.max(budget, response) : (double) c.train().microBatchSize() * response;
+        double attention = fused ? 4.0 : 5.0 * m.numHeads() * t / m.hiddenSize();
         double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
         double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
+        if (c.train().checkpointLayers() == 0) {
+            return heldLayers * oneLayer + logits;
+        }
+        double boundaries = positions * m.hiddenSize() * bytes * heldLayers;
         return boundaries + computing * oneLayer + logits;
     }
 
@@ -272,13 +358,14 @@ public final class MemoryPlan {
         return n;
     }
 
-    /** The config keys that size each component of {@link Plan#perGpuGb}. */
+    /** The config keys that size each component of {@link Plan#partsGb}. */
     private static final Map<String, String> KEYS = Map.of(
             "weights", "model.path, model.dtype",
             "reference", "model.lora.rank (LoRA reads the reference from the base weights)",
             "gradients", "model.lora.rank",
             "optimizer", "model.lora.rank",
-            "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens",
+            "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens,"
+                    + " model.attention",
             "kv_cache", "rollout.n × train.batch_size, rollout.max_new_tokens, data.max_prompt_tokens, rollout.kv_cache_gb",
             "prefill", "rollout.prefill_gb");
 
@@ -310,18 +397,55 @@ public final class MemoryPlan {
             return;
         }
         boolean gpu = devices.get(0).isGpu();
-        Plan p = gpu ? plan(c, m, devices.size(), deviceBytes / GB, data) : plan(c, m, devices.size(), deviceBytes / GB, data, true);
+        Plan p = devicePlan(c, m, devices, data, deviceBytes);
         // on CPU a KV cache too small for one sequence is the rollout's own error (it names rollout.kv_cache_gb)
-        if (gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB) {
+        if (fitsOn(p, gpu, deviceBytes)) {
             return;
         }
         Map<String, Double> gb = p.partsGb();
         double need = p.totalGb();
         String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
         throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
-                + " the largest part is %s (%.1f GiB), sized by %s (`plan` shows the whole estimate)", need,
+                + " the largest part is %s (%.1f GiB), sized by %s%s (`plan` shows the whole estimate)", need,
                 gpu ? "each of " + devices : "the host", deviceBytes / GB, gpu ? "" : " available",
-                largest, gb.get(largest), KEYS.getOrDefault(largest, largest)));
+                largest, gb.get(largest), KEYS.getOrDefault(largest, largest),
+                largest.equals("activations") ? withSdpa(c, m, devices, data, deviceBytes, p) : ""));
+    }
+
+    /** The plan the trainer checks: the fullest GPU's against its memory, or the host's against what it has available. */
+    private static Plan devicePlan(TrainConfig c, ModelConfig m, List<Device> devices, boolean data, long deviceBytes) {
+        boolean gpu = devices.get(0).isGpu();
+        return gpu ? plan(c, m, devices.size(), deviceBytes / GB, data) : plan(c, m, devices.size(), deviceBytes / GB, data, true);
+    }
+
+    /** Whether {@code p} fits: on a GPU what the update holds, on the host everything at once, in 90 % of the memory. */
+    private static boolean fitsOn(Plan p, boolean gpu, long deviceBytes) {
+        return gpu ? p.fits() : p.totalGb() <= 0.9 * deviceBytes / GB;
+    }
+
+    /**
+     * When passes run eager attention (model.attention: eager, or auto below its threshold) and their scores
+     * are most of {@code eager}'s activations, or dropping them would make the run fit: what it needs with model.attention: sdpa, which keeps none;
+     * else nothing.
+     */
+    private static String withSdpa(TrainConfig c, ModelConfig m, List<Device> devices, boolean data, long deviceBytes, Plan eager) {
+        if (c.model().attention().equals("sdpa")) {
+            return "";
+        }
+        TrainConfig.Model o = c.model();
+        TrainConfig fused = new TrainConfig(new TrainConfig.Model(o.path(), o.dtype(), o.device(), o.lora(), o.critic(), "sdpa"),
+                c.data(), c.rollout(), c.algorithm(), c.kl(), c.optim(), c.train(), c.eval(), c.checkpoint(), c.outputDir());
+        Plan p = devicePlan(fused, m, devices, data, deviceBytes);
+        double activations = eager.partsGb().get("activations"), scores = activations - p.partsGb().get("activations");
+        boolean gpu = devices.get(0).isGpu(), fits = fitsOn(p, gpu, deviceBytes);
+        if (!fits && scores <= 0.5 * activations) {
+            return "";
+        }
+        // on a GPU the rollout's KV cache takes whatever the update leaves: what fits is the update's part
+        double need = gpu ? HELD.stream().mapToDouble(p.partsGb()::get).sum() + p.partsGb().get("activations") : p.totalGb();
+        return String.format(java.util.Locale.ROOT, "; eager attention's scores are about %.1f GiB of them (model.attention: %s):"
+                + " with model.attention: sdpa %s about %.1f GiB (%s)", scores, c.model().attention(),
+                gpu ? "the update needs" : "it needs", need, fits ? "fits" : "still too much");
     }
 
     /** MemAvailable of /proc/meminfo in bytes, or −1 where it cannot be read. */

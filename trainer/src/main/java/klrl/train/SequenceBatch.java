@@ -150,7 +150,8 @@ public record SequenceBatch(long[] tokens, long[] valid, float[] responseMask, l
     public Decoder.Pass pass(Decoder model, NDArray tokens, NDManager m) {
         NDArray valid = valid(m);
         NDArray positions = valid.cumSum(1).sub(1).maximum(0);
-        if (starts != null && model.fusedAttention()) { // packed rows are right-padded: causal attention is exact, no mask
+        // packed rows are right-padded: causal attention is exact, no mask; the pass's padded length picks the attention
+        if (starts != null && model.fusedAttention(p + r)) {
             return model.causalPass(tokens, positions);
         }
         return model.pass(tokens, positions, model.attentionMask(valid, 0, p + r), null, 0);

@@ -99,6 +99,139 @@ class PlanTest {
     }
 
     @Test
+    void withoutCheckpointingAStageHoldsTheWholeActivationsOfItsMicroBatchesInFlight() {
+        ModelConfig m = model("qwen2.5");
+        for (boolean pipeline : new boolean[] {true, false}) {
+            for (int stages : new int[] {2, 8}) {
+                TrainConfig on = ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 1, "train.pipeline", pipeline));
+                TrainConfig off = ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 0, "train.pipeline", pipeline));
+                MemoryPlan.Plan kept = MemoryPlan.plan(on, m, stages, 80, false), whole = MemoryPlan.plan(off, m, stages, 80, false);
+                // stage s holds min(S − s, M) micro-batches in flight (one at a time without the pipeline); the fullest
+                // holds the most layers' worth
+                int[] layers = whole.layersPerDevice();
+                int held = 0, inFlight = 0;
+                for (int s = 0; s < stages; s++) {
+                    int f = pipeline ? Math.min(stages - s, whole.microBatches()) : 1;
+                    if (layers[s] * f > held) {
+                        held = layers[s] * f;
+                        inFlight = f;
+                    }
+                }
+                assertEquals(inFlight, whole.inFlight());
+                // a micro-batch: 4 rows of 1,024 + 3,072 positions, fp16, fused attention; a layer's input is [positions, h]
+                // and its whole graph 34 + 4 (K and V repeated to the query heads) such tensors (Korthikanti et al.)
+                double positions = 4.0 * (1024 + 3072), input = positions * m.hiddenSize() * 2, layer = positions * m.hiddenSize() * 38;
+                // checkpointed: the held layers' inputs and one layer recomputed; else every held layer's whole graph
+                double expected = held * layer - (held * input + layer);
+                double diff = (whole.partsGb().get("activations") - kept.partsGb().get("activations")) * MemoryPlan.GB;
+                assertEquals(expected, diff, 1e-9 * expected, "pipeline " + pipeline + ", " + stages + " stages");
+            }
+        }
+        var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                "--set", "train.checkpoint_layers=0");
+        int inFlight = MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math", Map.of("train.checkpoint_layers", 0)), m, 8, 80).inFlight();
+        assertTrue(inFlight > 1 && off.out().contains("the fullest GPU holds " + inFlight + " micro-batches' whole activations")
+                && off.out().contains("because activation checkpointing is off") && off.out().contains("train.checkpoint_layers: 1"),
+                off.out());
+        var on = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8");
+        assertFalse(on.out().contains("whole activations"), on.out());
+    }
+
+    @Test
+    void theBusyEstimateSaysTheFullEstimatorsReferencePassMakesTheLastStageBusier() {
+        String note = "the last stage also runs the reference's forward over each micro-batch inside the update";
+        for (String[] kl : new String[][] {{"full", "loss"}, {"full", "loss-unbiased"}, {"k3", "loss"}, {"k1", "reward"}}) {
+            var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                    "--set", "kl.estimator=" + kl[0], "--set", "kl.placement=" + kl[1]);
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().contains("expected busy"), r.out());
+            assertEquals(kl[0].equals("full"), r.out().contains(note) && r.out().contains("this estimate is optimistic"), r.out());
+        }
+        // one group at a time there is no busy estimate to qualify
+        var off = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8",
+                "--set", "kl.estimator=full", "--set", "kl.placement=loss", "--set", "train.pipeline=false");
+        assertFalse(off.out().contains(note), off.out());
+    }
+
+    @Test
+    void autoAttentionIsSizedAsAPassOfTheLongestSequenceRunsIt() throws Exception {
+        ModelConfig m = model("qwen2.5");
+        int at = klrl.model.Attention.AUTO_MIN_TOKENS;
+        java.util.function.BiFunction<String, Integer, Double> act = (mode, seq) -> MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math",
+                Map.of("model.attention", mode, "data.max_prompt_tokens", seq / 2, "rollout.max_new_tokens", seq - seq / 2)), m, 8, 80)
+                .partsGb().get("activations");
+        // every pass runs eager: sized as eager
+        assertTrue(act.apply("eager", at - 1) > act.apply("sdpa", at - 1));
+        assertEquals(act.apply("eager", at - 1), act.apply("auto", at - 1));
+        // the longest pass runs sdpa, a pass one position shorter eager: sized for whichever holds more (here the eager
+        // pass of 127 + 128 positions, whose scores outweigh what fused attention saves)
+        double shorter = MemoryPlan.plan(ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", "eager",
+                "data.max_prompt_tokens", at / 2 - 1, "rollout.max_new_tokens", at - at / 2)), m, 8, 80).partsGb().get("activations");
+        assertEquals(Math.max(act.apply("sdpa", at), shorter), act.apply("auto", at));
+        assertTrue(shorter > act.apply("sdpa", at));
+        // at 4,096 positions the fused pass holds the most
+        assertEquals(act.apply("sdpa", 4096), act.apply("auto", 4096));
+        for (int seq : new int[] {at - 1, 4096}) {
+            String[] args = {"plan", "--config", "qwen2.5-7b-math", "--model-config", qwenConfig(), "--gpus", "8", "--set",
+                "model.attention=auto", "--set", "data.max_prompt_tokens=" + seq / 2, "--set", "rollout.max_new_tokens=" + (seq - seq / 2)};
+            var r = CliTest.run(args);
+            String runs = seq >= at ? "sdpa" : "eager";
+            assertTrue(r.out().contains(String.format(java.util.Locale.ROOT, "attention: auto — sdpa for passes of %,d positions or more,"
+                    + " eager below; the longest, %,d positions", at, seq)) && r.out().contains("), runs " + runs + ": "), r.out());
+            var j = CliTest.run(java.util.stream.Stream.concat(java.util.Arrays.stream(args), java.util.stream.Stream.of("--json"))
+                    .toArray(String[]::new));
+            JsonNode o = Json.MAPPER.readTree(j.out());
+            assertEquals("auto", o.get("attention").asText());
+            assertEquals(runs, o.get("attention_longest_pass").asText());
+        }
+    }
+
+    @Test
+    void aRefusalWhoseActivationsAreMostlyEagerScoresSaysWhatSdpaNeeds() {
+        ModelConfig m = model("qwen2.5");
+        List<ai.djl.Device> gpus = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            gpus.add(ai.djl.Device.gpu(i));
+        }
+        long memory = 80L << 30;
+        // 8k-token responses: eager's scores grow with the square of the sequence, fused attention keeps none
+        Map<String, TrainConfig> c = new LinkedHashMap<>();
+        for (String mode : List.of("eager", "sdpa")) {
+            c.put(mode, ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", mode, "rollout.max_new_tokens", 8192,
+                    "train.micro_batch_size", 2)));
+        }
+        MemoryPlan.Plan eager = MemoryPlan.plan(c.get("eager"), m, 8, 80), fused = MemoryPlan.plan(c.get("sdpa"), m, 8, 80);
+        assertTrue(!eager.fits() && fused.fits(), eager.totalGb() + " " + fused.totalGb());
+        // one layer's scores and probabilities at a time (the others are recomputed): 5·a·s² per row, 16-bit, less the K and V
+        // fused attention repeats to the query heads instead (2·s·h)
+        double s = 1024 + 8192, scores = 2 * s * m.hiddenSize() * (5.0 * m.numHeads() * s / m.hiddenSize() - 4) * 2 / 2;
+        assertEquals(scores / MemoryPlan.GB, eager.partsGb().get("activations") - fused.partsGb().get("activations"), 1e-9);
+        UserError e = assertThrows(UserError.class, () -> MemoryPlan.preflight(c.get("eager"), m, gpus, false, memory, 1L << 40));
+        assertTrue(e.getMessage().contains("this run needs about") && e.getMessage().contains("the largest part is activations")
+                && e.getMessage().contains(String.format(java.util.Locale.ROOT, "eager attention's scores are about %.1f GiB of them"
+                + " (model.attention: eager): with model.attention: sdpa the update needs about %.1f GiB (fits)", scores / MemoryPlan.GB,
+                MemoryPlan.HELD.stream().mapToDouble(fused.partsGb()::get).sum() + fused.partsGb().get("activations"))), e.getMessage());
+        MemoryPlan.preflight(c.get("sdpa"), m, gpus, false, memory, 1L << 40);
+        // on the host everything one step holds at once counts
+        ModelConfig tiny = klrl.run.TinyDefault.shape();
+        Map<String, TrainConfig> cpu = new LinkedHashMap<>();
+        for (String mode : List.of("eager", "sdpa")) {
+            cpu.put(mode, ConfigLoader.load("tiny-cpu", Map.of("model.attention", mode, "data.max_prompt_tokens", 1024,
+                    "rollout.max_new_tokens", 1024)));
+        }
+        double hostGb = MemoryPlan.hostPlan(cpu.get("sdpa"), tiny, 1, 1e6).totalGb() / 0.9 * 1.5;
+        MemoryPlan.Plan onHost = MemoryPlan.hostPlan(cpu.get("sdpa"), tiny, 1, hostGb);
+        UserError h = assertThrows(UserError.class, () -> MemoryPlan.preflight(cpu.get("eager"), tiny, List.of(ai.djl.Device.cpu()),
+                false, (long) (hostGb * MemoryPlan.GB), 1L << 40));
+        assertTrue(h.getMessage().contains("on the host") && h.getMessage().contains(String.format(java.util.Locale.ROOT,
+                "with model.attention: sdpa it needs about %.1f GiB (fits)", onHost.totalGb())), h.getMessage());
+        // a refusal for something else says nothing of attention: full fine-tuning on one GPU
+        TrainConfig one = ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", "eager"));
+        UserError w = assertThrows(UserError.class, () -> MemoryPlan.preflight(one, m, gpus.subList(0, 1), true, memory, 1L << 40));
+        assertFalse(w.getMessage().contains("with model.attention: sdpa"), w.getMessage());
+    }
+
+    @Test
     void commandPrintsJson() {
         var r = CliTest.run("plan", "--config", "qwen2.5-7b-math", "--model-config",
                 TestPaths.model("qwen2.5").resolve("config.json").toString(), "--gpus", "8", "--json");

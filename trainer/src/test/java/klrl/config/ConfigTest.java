@@ -100,6 +100,24 @@ class ConfigTest {
     }
 
     @Test
+    void attentionIsAutoUnlessSetAndTheGpuPresetsRunSdpa() throws Exception {
+        assertEquals("auto", TrainConfig.defaults().model().attention());
+        assertEquals("auto", ConfigLoader.load("tiny-cpu", Map.of()).model().attention());
+        Path f = tmp.resolve("c.yaml");
+        Files.writeString(f, "model:\n  dtype: float32\n");
+        assertEquals("auto", ConfigLoader.load(f.toString(), Map.of()).model().attention());
+        for (String p : List.of("qwen2.5-7b-math", "llama3.1-8b-math")) {
+            assertEquals("sdpa", ConfigLoader.load(p, Map.of()).model().attention(), p);
+        }
+        for (String mode : List.of("sdpa", "eager", "auto")) {
+            assertEquals(mode, ConfigLoader.load(null, Map.of(), List.of("model.attention=" + mode)).model().attention());
+        }
+        Files.writeString(f, "model:\n  attention: flash\n");
+        UserError e = assertThrows(UserError.class, () -> ConfigLoader.load(f.toString(), Map.of()));
+        assertTrue(e.getMessage().contains("model.attention must be sdpa, eager or auto, got 'flash'"), e.getMessage());
+    }
+
+    @Test
     void overridesWinOverTheFile() {
         TrainConfig c = ConfigLoader.load("grid-k3-loss", Map.of("kl.estimator", "k1", "kl.placement", "reward", "kl.coef", 0.5));
         assertEquals("k1", c.kl().estimator());

@@ -100,6 +100,61 @@ class AttentionTest {
         }
     }
 
+    @org.junit.jupiter.api.Test
+    void autoRunsEachPassFusedFromItsPaddedLengthOn() throws Exception {
+        TinyModel.write(tmp, new TinyModel.Spec("qwen2", 64, 2, 4, 2, 160, 3, "F32", Long.MAX_VALUE, false, 0.3, 0));
+        klrl.util.Runtime.noGradOutsideCollectors();
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Decoder model = Decoder.load(tmp, root, DataType.FLOAT32)) {
+            for (NDArray p : model.parameters().values()) {
+                p.setRequiresGradient(true);
+            }
+            SplittableRandom rnd = new SplittableRandom(11);
+            int at = Attention.AUTO_MIN_TOKENS;
+            // rows padded to just under the threshold, and to just over it (the longest row sets the pass's length)
+            for (int width : new int[] {at - 1, at + 1}) {
+                List<long[]> prompts = new ArrayList<>(), responses = new ArrayList<>();
+                for (int i = 0; i < 3; i++) {
+                    int len = i == 0 ? width : 8 + rnd.nextInt(width / 2);
+                    prompts.add(rnd.longs(len / 2, 3, 200).toArray());
+                    responses.add(rnd.longs(len - len / 2, 3, 200).toArray());
+                }
+                Result eager = run(model.attention("eager"), prompts, responses, root);
+                Result fused = run(model.attention("sdpa"), prompts, responses, root);
+                long before = Sdpa.CALLS.get();
+                Result auto = run(model.attention("auto"), prompts, responses, root);
+                boolean long_ = width >= at;
+                assertTrue(Sdpa.CALLS.get() - before == (long_ ? 2 : 0), width + " positions: " + (Sdpa.CALLS.get() - before)
+                        + " fused calls");
+                // either way the log-probs of both modes (fp32: their summation orders' rounding)
+                for (Result other : List.of(eager, fused)) {
+                    for (int i = 0; i < auto.logp.length; i++) {
+                        assertTrue(Math.abs(other.logp[i] - auto.logp[i]) <= 1e-5, width + " positions, token " + i);
+                    }
+                }
+            }
+            for (NDArray p : model.parameters().values()) {
+                p.setRequiresGradient(false);
+            }
+            // a prefill's length is its longest prompt's: fused (with the left padding's mask) from the threshold on
+            var params = new klrl.rollout.SamplingParams(4, 1f, 1, 0, 3, List.of(), 4);
+            var engine = new klrl.rollout.RolloutEngine(model, List.of(0L), ids -> "");
+            for (int width : new int[] {at - 1, at}) {
+                List<long[]> prompts = List.of(rnd.longs(width, 3, 200).toArray(), rnd.longs(20, 3, 200).toArray());
+                model.attention("eager");
+                List<klrl.rollout.Sample> eager = engine.generate(prompts, params, root);
+                model.attention("auto");
+                long before = Sdpa.CALLS.get();
+                List<klrl.rollout.Sample> auto = engine.generate(prompts, params, root);
+                assertTrue(Sdpa.CALLS.get() - before == (width >= at ? 2 : 0), "prefill of " + width + " positions: "
+                        + (Sdpa.CALLS.get() - before) + " fused calls (decoding stays eager)");
+                for (int i = 0; i < eager.size(); i++) {
+                    org.junit.jupiter.api.Assertions.assertArrayEquals(eager.get(i).responseIds(), auto.get(i).responseIds());
+                }
+            }
+        }
+    }
+
     record Result(float[] logp, Map<String, float[]> grads) {}
 
     /** Log-probs of every response token of the packed rows, and the gradient of their sum. */
