@@ -52,6 +52,7 @@ public final class BenchCommand implements Callable<Integer> {
 
     /** A measurement in a process of its own (attention-long's modes) starts here, without the CLI around it. */
     public static void main(String[] args) {
+        klrl.util.Processes.endWithStarter(System.getenv());
         System.setProperty("ai.djl.offline", "true");
         System.exit(new picocli.CommandLine(new BenchCommand()).execute(args));
     }
@@ -484,7 +485,9 @@ public final class BenchCommand implements Callable<Integer> {
         for (String mode : new String[] {"eager", "sdpa"}) {
             List<String> cmd = new ArrayList<>(jvm);
             cmd.add(mode);
-            Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
+            ProcessBuilder pb = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD);
+            klrl.util.Processes.endWithThisProcess(pb); // a bench killed outright takes its measuring process along
+            Process p = pb.start();
             String json = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
             if (p.waitFor() != 0) {
                 throw new IllegalStateException("attention-long " + mode + " exited " + p.exitValue());

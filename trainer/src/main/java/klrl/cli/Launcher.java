@@ -24,7 +24,6 @@ final class Launcher {
     private Launcher() {}
 
     static final String MARK = "KLRL_LAUNCHED";
-    /** How often the child looks at its parent: a read of /proc, nothing beside a step, and the end follows within a second. */
     static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_MAX_", "0",
             "MALLOC_TRIM_THRESHOLD_", "100000000000");
     static final List<String> JVM_DEFAULTS = List.of("-Xmn32m", "-XX:+UseSerialGC");
@@ -125,7 +124,6 @@ final class Launcher {
             return 130;
         }
     }
-
 
     private static Path runningJar() {
         try {

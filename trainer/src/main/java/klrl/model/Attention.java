@@ -16,10 +16,10 @@ public final class Attention {
     public static final List<String> MODES = List.of("sdpa", "eager", "auto");
 
     /**
-     * auto's threshold: passes of this many positions or more run fused. benchmarks.md, "Fused
-     * attention for long rows" (scripts/bench --only attention-long): eager ran 2–6 % faster on rows of
-     * about 20 tokens, sdpa 1.7× faster at 1k tokens and 3.1× at 2k. Where between they cross is what
-     * that benchmark's 64–512-token rows measure; this value sits between the measured points.
+     * auto's threshold: passes of this many positions or more run fused. Measured with
+     * {@code scripts/bench --only attention-long} (benchmarks.md, "Fused attention for long rows"): on
+     * CPU sdpa and eager are even up to 128 positions and eager faster on the default run's ~20-token
+     * rows; from 256 on sdpa is faster in every run, and its lead grows with the length.
      */
     public static final int AUTO_MIN_TOKENS = 256;
 
@@ -47,7 +47,8 @@ public final class Attention {
         return switch (mode) {
             case "sdpa" -> "attention: sdpa — " + linear;
             case "auto" -> String.format(java.util.Locale.ROOT, "attention: auto — sdpa for passes of %,d positions or more,"
-                    + " eager below; the longest, %,d positions (data.max_prompt_tokens + rollout.max_new_tokens), runs %s",
+                    + " eager below; a pass of the configured maximum, %,d positions (data.max_prompt_tokens + rollout.max_new_tokens),"
+                    + " would run %s",
                     AUTO_MIN_TOKENS, longest, fused(mode, longest) ? "sdpa: " + linear : "eager: " + square);
             default -> "attention: eager — " + square + " (model.attention: sdpa makes them linear)";
         };

@@ -389,8 +389,11 @@ public final class Decoder implements AutoCloseable {
         return new Pass(p.b(), p.t(), p.cos(), p.sin(), p.rot(), p.scale(), p.eps(), p.width(), null, null, 0, p.copies(), true);
     }
 
-    /** libtorch's fused attention for the passes {@link #mode} runs fused, or null (eager): the matmul/softmax path. */
-    private Sdpa sdpa;
+    /**
+     * libtorch's fused attention for the passes {@link #mode} runs fused, or null until one does (auto
+     * over short rows never loads it): the matmul/softmax path.
+     */
+    private volatile Sdpa sdpa;
     /** model.attention: which full passes run fused ({@link Attention#fused}). */
     private String mode = "eager";
 
@@ -402,8 +405,8 @@ public final class Decoder implements AutoCloseable {
         if (!Attention.MODES.contains(mode)) {
             throw new IllegalArgumentException("attention mode " + mode + ", not one of " + Attention.MODES);
         }
-        if (!mode.equals("eager") && sdpa == null) {
-            sdpa = new Sdpa((ai.djl.pytorch.engine.PtNDManager) manager);
+        if (mode.equals("sdpa")) {
+            fused();
         } else if (mode.equals("eager") && sdpa != null) {
             sdpa.close();
             sdpa = null;
@@ -427,7 +430,19 @@ public final class Decoder implements AutoCloseable {
      * right-padded rows a causal pass, in a prefill the left padding's mask.
      */
     public boolean fusedAttention(long t) {
-        return sdpa != null && Attention.fused(mode, t);
+        if (!Attention.fused(mode, t)) {
+            return false;
+        }
+        fused();
+        return true;
+    }
+
+    /** The fused-attention modules, loaded by the first pass that runs them (pipeline stages may ask at once). */
+    private synchronized Sdpa fused() {
+        if (sdpa == null) {
+            sdpa = new Sdpa((ai.djl.pytorch.engine.PtNDManager) manager);
+        }
+        return sdpa;
     }
 
     /**

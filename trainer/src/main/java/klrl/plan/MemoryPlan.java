@@ -168,10 +168,10 @@ public final class MemoryPlan {
     }
 
     /**
-     * The parts one device holds throughout a step, in bytes, and what sizes them: {@code params}
-     * parameters over {@code layers} decoder layers, {@code bytes} per weight.
+     * The parts one device holds throughout a step, in bytes, and what sizes them: {@code layers}
+     * decoder layers, {@code bytes} per weight.
      */
-    record Held(int bytes, long params, int layers, double weights, double master, double reference, double grads,
+    record Held(int bytes, int layers, double weights, double master, double reference, double grads,
                 double optimizer) {
         double sum() {
             return weights + master + reference + grads + optimizer;
@@ -200,7 +200,7 @@ public final class MemoryPlan {
                 grads += (double) m.vocabSize() * m.hiddenSize() * bytes; // a tied embedding's lookup gradient apart (Pipeline)
             }
             double optimizer = 8.0 * devTrainable;                        // AdamW m and v, fp32
-            return new Held(bytes, devParams, devLayers, weights, master, reference, grads, optimizer);
+            return new Held(bytes, devLayers, weights, master, reference, grads, optimizer);
         }
     }
 
@@ -406,7 +406,7 @@ public final class MemoryPlan {
         double need = p.totalGb();
         String largest = gb.entrySet().stream().max(Map.Entry.comparingByValue()).orElseThrow().getKey();
         throw new UserError(String.format(java.util.Locale.ROOT, "this run needs about %.1f GiB on %s, which has %.1f GiB%s;"
-                + " the largest part is %s (%.1f GiB), sized by %s%s (`plan` shows the whole estimate)", need,
+                + " the largest part is %s (%.1f GiB), sized by %s%s; `plan` shows the whole estimate", need,
                 gpu ? "each of " + devices : "the host", deviceBytes / GB, gpu ? "" : " available",
                 largest, gb.get(largest), KEYS.getOrDefault(largest, largest),
                 largest.equals("activations") ? withSdpa(c, m, devices, data, deviceBytes, p) : ""));

@@ -50,15 +50,40 @@ public final class RunFolder {
     private static final int LISTED = 6;
 
     /**
-     * Checks {@code out} (already locked by this trainer) before anything else is written to it, and
-     * marks it as this run's.
+     * Refuses {@code out} (already locked by this trainer) when this run may not start there, removing
+     * nothing: called first, so a refusal comes before the model loads.
      *
      * @param resumed   the run folder being continued, or null for a new run
-     * @param overwrite replace a run found in {@code out} (its files are removed now)
+     * @param overwrite replace a run found in {@code out} (its files are removed by {@link #claim})
+     */
+    public static void check(Path out, Path resumed, boolean overwrite) throws IOException {
+        refuse(out, resumed, overwrite);
+    }
+
+    /**
+     * Checks {@code out} again, removes the run it holds when {@code overwrite} says so, and marks it as
+     * this run's: called once every check that can refuse the run passed (data, prompts, devices,
+     * memory), before anything else is written to it.
      */
     public static void claim(Path out, Path resumed, boolean overwrite) throws IOException {
-        if (resumed != null && sameFolder(out, resumed)) {
+        Found f = refuse(out, resumed, overwrite);
+        if (f == null) {
             return; // the same run goes on under its run.json (a run from before run.json has none, and resumes too)
+        }
+        for (Path p : f.own()) {
+            Checkpoints.deleteTree(p);
+        }
+        Path ckpts = out.resolve(CHECKPOINTS);
+        if (Files.isDirectory(ckpts, LinkOption.NOFOLLOW_LINKS) && isEmpty(ckpts)) {
+            Files.delete(ckpts);
+        }
+        mark(out);
+    }
+
+    /** What {@code out} holds when this run may start there (null: the resumed run's own folder); else a refusal. */
+    private static Found refuse(Path out, Path resumed, boolean overwrite) throws IOException {
+        if (resumed != null && sameFolder(out, resumed)) {
+            return null;
         }
         Found f = scan(out);
         if (!f.marked() && !f.foreign().isEmpty()) {
@@ -82,15 +107,8 @@ public final class RunFolder {
                 throw new UserError(l + " is a symbolic link (to " + Files.readSymbolicLink(l) + "): --overwrite removes a run's"
                         + " files only inside " + out + ", never through a link; remove the link, or give another --output-dir");
             }
-            for (Path p : f.own()) {
-                Checkpoints.deleteTree(p);
-            }
-            Path ckpts = out.resolve(CHECKPOINTS);
-            if (Files.isDirectory(ckpts, LinkOption.NOFOLLOW_LINKS) && isEmpty(ckpts)) {
-                Files.delete(ckpts);
-            }
         }
-        mark(out);
+        return f;
     }
 
     /**

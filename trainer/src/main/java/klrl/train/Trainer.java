@@ -84,14 +84,15 @@ public final class Trainer implements AutoCloseable {
         Rollouts madeRollouts = null;
         try {
             RunData data = new RunData(cfg); // data first: a bad file or field fails before any model loads (or any file goes)
+            RunFolder.check(out, resume, overwrite); // one run per folder: refused before the model loads
             this.modelDir = cfg.model().path() != null ? Path.of(cfg.model().path()) : TinyDefault.ensure(log);
             this.tok = Tokenizer.load(modelDir); // closed with the trainer; on a failed start left to the collector
             this.prompts = new Prompts(tok, cfg.data().promptFormat());
             data.render(prompts).forEach(log); // what was read and what the model will see, before the weights load
-            RunFolder.claim(out, resume, overwrite); // one run per folder; after the prompts' checks: a bad one removes nothing
             evalSets.putAll(data.evalSets());
             // The networks on model.device: one replica, layers placed over several devices, or a replica per device.
             made = Replicas.open(cfg, modelDir, tok, log);
+            RunFolder.claim(out, resume, overwrite); // after every check that can refuse the run: a refused one removes nothing
             this.replicas = made;
             this.nets = replicas.master().nets();
             this.root = replicas.master().root();

@@ -8,6 +8,7 @@ public final class Processes {
 
     /** The pid of the process that started this one, for it to watch (see {@link #endWithStarter}). */
     public static final String STARTER_PID = "KLRL_LAUNCHER_PID";
+    /** How often a child looks at its parent: a read of /proc, nothing beside a step, and the end follows within a second. */
     private static final long WATCH_MILLIS = 250;
 
     /**
@@ -50,7 +51,7 @@ public final class Processes {
             return;
         }
         ProcessHandle self = ProcessHandle.current();
-        if (parent(self) != starter) {
+        if (gone(self, starter)) {
             // a process that inherited the variable from further up (a build tool's child, say) watches nothing
             for (var p = self.parent(); p.isPresent(); p = p.get().parent()) {
                 if (p.get().pid() == starter) {
@@ -60,7 +61,7 @@ public final class Processes {
             starterEnded(starter); // gone before this JVM got here
         }
         Thread watch = new Thread(() -> {
-            while (parent(self) == starter) {
+            while (!gone(self, starter)) {
                 try {
                     Thread.sleep(WATCH_MILLIS);
                 } catch (InterruptedException e) {
@@ -73,8 +74,12 @@ public final class Processes {
         watch.start();
     }
 
-    private static long parent(ProcessHandle p) {
-        return p.parent().map(ProcessHandle::pid).orElse(-1L);
+    /**
+     * Whether the starter is gone: this process's parent is another one, or, when the parent cannot be
+     * read (a passing failure to read /proc), no process has the starter's pid. One failed read stops no one.
+     */
+    private static boolean gone(ProcessHandle self, long starter) {
+        return self.parent().map(p -> p.pid() != starter).orElseGet(() -> ProcessHandle.of(starter).isEmpty());
     }
 
     private static void starterEnded(long starter) {

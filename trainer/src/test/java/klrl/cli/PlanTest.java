@@ -177,7 +177,8 @@ class PlanTest {
             var r = CliTest.run(args);
             String runs = seq >= at ? "sdpa" : "eager";
             assertTrue(r.out().contains(String.format(java.util.Locale.ROOT, "attention: auto — sdpa for passes of %,d positions or more,"
-                    + " eager below; the longest, %,d positions", at, seq)) && r.out().contains("), runs " + runs + ": "), r.out());
+                    + " eager below; a pass of the configured maximum, %,d positions", at, seq)) && r.out().contains("), would run " + runs
+                    + ": "), r.out());
             var j = CliTest.run(java.util.stream.Stream.concat(java.util.Arrays.stream(args), java.util.stream.Stream.of("--json"))
                     .toArray(String[]::new));
             JsonNode o = Json.MAPPER.readTree(j.out());
