@@ -27,7 +27,7 @@ import klrl.train.Sft;
 public final class TinyDefault {
     private TinyDefault() {}
 
-    public static final String VERSION = "tiny-sft-v3";
+    public static final String VERSION = "tiny-sft-v4"; // v4: the v3 recipe on two threads everywhere (WARM_UP_THREADS)
     public static final TinyModel.Spec SPEC = new TinyModel.Spec("qwen2", 128, 3, 4, 2, 384, 7, "F32", Long.MAX_VALUE, false, 0.02, 0);
     public static final int SFT_STEPS = 800, SFT_BATCH = 32;
     public static final double SFT_LR = 1e-3;
