@@ -164,7 +164,7 @@ public final class PlanCommand implements Callable<Integer> {
             }
             if (p.pipelineBusy() < 0.9 || budget) {
                 long rows = (long) c.train().miniBatchSize() * c.rollout().n();
-                long seq = c.data().maxPromptTokens() + c.rollout().maxNewTokens();
+                long seq = MemoryPlan.sequence(c);
                 out.add("  0.9 takes " + enough + " micro-batches per mini-batch" + (rows < enough
                         ? ": more rows per mini-batch (train.mini_batch_size × rollout.n = " + rows + ")"
                         : budget ? ": train.max_tokens_per_micro_batch ≤ " + rows / enough * seq + " when every row is as long as "
