@@ -1,11 +1,9 @@
 package klrl.bench;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-import ai.djl.training.GradientCollector;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -311,8 +309,8 @@ public final class BenchCommand implements Callable<Integer> {
         try (AdamW opt = new AdamW(model.parameters(), Map.of(), new AdamW.Hyper(0.9, 0.999, 1e-8, 0.01), root)) {
             double s = time(() -> {
                 try (NDManager m = root.newSubManager();
-                     GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                    PolicyForward.Out out = PolicyForward.run(model, b, m, 1f, false);
+                     klrl.util.Grad gc = klrl.util.Grad.record()) {
+                    PolicyForward.Out out = PolicyForward.run(model, b, m, 1f);
                     NDArray loss = out.logp().mul(b.tensor(m, adv)).mul(b.mask(m)).mean().neg();
                     gc.backward(loss);
                 }

@@ -1,10 +1,8 @@
 package klrl.check;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.training.GradientCollector;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -62,8 +60,8 @@ public final class AttentionCheck {
         try (NDManager m = root.newSubManager()) {
             SequenceBatch packed = packed(prompts, responses);
             float[] logp;
-            try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                NDArray lp = PolicyForward.run(model, packed, m, 1f, false).logp().mul(packed.mask(m));
+            try (klrl.util.Grad gc = klrl.util.Grad.record()) {
+                NDArray lp = PolicyForward.run(model, packed, m, 1f).logp().mul(packed.mask(m));
                 logp = lp.toFloatArray();
                 gc.backward(lp.sum());
             }
@@ -98,9 +96,9 @@ public final class AttentionCheck {
         }
         long t0 = System.nanoTime();
         try (NDManager m = root.newSubManager()) {
-            PolicyForward.run(model, packed, m, 1f, false).logp().toFloatArray(); // the reference pass
-            try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                gc.backward(PolicyForward.run(model, packed, m, 1f, false).logp().mul(packed.mask(m)).sum());
+            PolicyForward.run(model, packed, m, 1f).logp().toFloatArray(); // the reference pass
+            try (klrl.util.Grad gc = klrl.util.Grad.record()) {
+                gc.backward(PolicyForward.run(model, packed, m, 1f).logp().mul(packed.mask(m)).sum());
             }
         } finally {
             for (NDArray p : model.parameters().values()) {

@@ -40,7 +40,7 @@ public final class PipelineCheck {
                 try {
                     pipe.update(model, batches, root, checkpointLayers, (k, h, mm) -> {
                         SequenceBatch b = batches.get(k);
-                        NDArray loss = PolicyForward.head(model, b, mm, h, 1f, false, false).logp().mul(b.mask(mm)).sum();
+                        NDArray loss = PolicyForward.head(model, b, mm, h, 1f, null, false).logp().mul(b.mask(mm)).sum();
                         return new Pipeline.Loss<>(loss, () -> null);
                     });
                 } finally {
@@ -52,10 +52,10 @@ public final class PipelineCheck {
                         NDArray mask = b.mask(m);
                         if (p.stages() == 1 && checkpointLayers == 0) { // one device: the plain end-to-end backward
                             try (Grad gc = Grad.record()) {
-                                gc.backward(PolicyForward.run(model, b, m, 1f, false, false).logp().mul(mask).sum());
+                                gc.backward(PolicyForward.run(model, b, m, 1f, null, false).logp().mul(mask).sum());
                             }
                         } else {
-                            StagedBackward.run(model, b, m, checkpointLayers, h -> PolicyForward.head(model, b, m, h, 1f, false, false),
+                            StagedBackward.run(model, b, m, checkpointLayers, h -> PolicyForward.head(model, b, m, h, 1f, null, false),
                                     o -> o.logp().mul(mask).sum());
                         }
                     }

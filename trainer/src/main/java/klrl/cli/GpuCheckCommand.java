@@ -238,7 +238,7 @@ public final class GpuCheckCommand implements Callable<Integer> {
                     for (int row = k; row < rows; row += reps.size()) {
                         SequenceBatch b = batch.slice(row, row + 1);
                         try (NDManager m = roots.get(k).newSubManager(); klrl.util.Grad g = klrl.util.Grad.record()) {
-                            g.backward(PolicyForward.run(reps.get(k), b, m, 1f, false, false).logp().mul(b.mask(m)).sum());
+                            g.backward(PolicyForward.run(reps.get(k), b, m, 1f, null, false).logp().mul(b.mask(m)).sum());
                         }
                     }
                     return null;

@@ -125,7 +125,7 @@ public final class RolloutServerCheckCommand implements Callable<Integer> {
             SequenceBatch b = SequenceBatch.of(ids, samples.stream().map(Dialect.ServerSample::tokens).toList(), 0);
             float[] mine;
             try (NDManager mm = root.newSubManager()) {
-                mine = PolicyForward.run(m, b, mm, 1f, false, false).logp().toFloatArray();
+                mine = PolicyForward.run(m, b, mm, 1f, null, false).logp().toFloatArray();
             }
             for (int i = 0; i < samples.size(); i++) {
                 float[] theirs = samples.get(i).logprobs();

@@ -67,10 +67,20 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                  {@link klrl.model.Attention#AUTO_MIN_TOKENS} positions, eager below, chosen per pass
      *                  from its padded length); a left-padded prefill runs fused with its mask when its
      *                  pass does, decoding against the KV cache stays eager
+     * @param headChunkTokens the output head of every full pass (update, reference, recomputed
+     *                  log-probs, warm-up) over this many response tokens at a time, so no [tokens,
+     *                  vocabulary] tensor of a whole micro-batch exists; its backward recomputes each
+     *                  chunk's logits; 0 = the whole micro-batch at once
      */
-    public record Model(String path, String dtype, String device, Lora lora, String critic, String attention) {
+    public record Model(String path, String dtype, String device, Lora lora, String critic, String attention,
+                        int headChunkTokens) {
         public static Model defaults() {
-            return new Model(null, "float32", "cpu", Lora.defaults(), "head", "auto");
+            return new Model(null, "float32", "cpu", Lora.defaults(), "head", "auto", klrl.model.Decoder.DEFAULT_HEAD_CHUNK);
+        }
+
+        /** As the canonical constructor, the output head chunked by default. */
+        public Model(String path, String dtype, String device, Lora lora, String critic, String attention) {
+            this(path, dtype, device, lora, critic, attention, klrl.model.Decoder.DEFAULT_HEAD_CHUNK);
         }
 
         public Model {
@@ -80,6 +90,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
             require(List.of("float32", "float16").contains(dtype), "model.dtype must be float32 or float16, got '" + dtype + "'");
             require(device != null, "model.device must be set (cpu, cuda, cuda:N or auto)");
             require(List.of("head", "separate").contains(critic), "model.critic must be head or separate, got '" + critic + "'");
+            require(headChunkTokens >= 0, "model.head_chunk_tokens must be ≥ 0 (0 = the whole micro-batch at once), got "
+                    + headChunkTokens);
         }
     }
 

@@ -223,7 +223,7 @@ public final class Decoder implements AutoCloseable {
                 to[j].lora = l == null ? null : new Lora(copy(l.a, m), copy(l.b, m), l.scale, l.dropout);
             }
         }
-        return r.attention(mode);
+        return r.attention(mode).headChunk(headChunk);
     }
 
     private static Proj[] projections(Layer L) {
@@ -413,6 +413,31 @@ public final class Decoder implements AutoCloseable {
         }
         this.mode = mode;
         return this;
+    }
+
+    /** model.head_chunk_tokens: full passes compute the output head this many response tokens at a time (0: all at once). */
+    private int headChunk = DEFAULT_HEAD_CHUNK;
+
+    /** The chunk a full pass's output head takes when the config says nothing (model.head_chunk_tokens). */
+    public static final int DEFAULT_HEAD_CHUNK = 1024;
+
+    /** Sets model.head_chunk_tokens: response tokens per chunk of the output head, 0 for the whole micro-batch at once. */
+    public Decoder headChunk(int tokens) {
+        if (tokens < 0) {
+            throw new IllegalArgumentException("head chunk of " + tokens + " tokens");
+        }
+        this.headChunk = tokens;
+        return this;
+    }
+
+    /** Response tokens per chunk of the output head in a full pass (0: all at once). */
+    public int headChunkTokens() {
+        return headChunk;
+    }
+
+    /** Whether lm_head (or the tied embedding it reads) records gradients. */
+    public boolean headTrains() {
+        return lmHead.hasGradient();
     }
 
     /** The model.attention mode this decoder runs. */

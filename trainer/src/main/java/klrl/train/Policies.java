@@ -45,16 +45,16 @@ public final class Policies {
 
     public static Policies load(TrainConfig cfg, Path modelDir, NDManager root, DataType dtype, Placement placement) throws IOException {
         String attention = cfg.model().attention();
-        Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(attention);
+        Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(attention).headChunk(cfg.model().headChunkTokens());
         var l = cfg.model().lora();
         boolean lora = l.rank() > 0;
         Map<String, Lora> adapters = lora
                 ? policy.addAdapters(l.targetModules(), l.rank(), l.alpha(), l.dropout(), cfg.train().seed()) : Map.of();
-        Decoder reference = lora ? policy : Decoder.load(modelDir, root, dtype, placement).attention(attention);
+        Decoder reference = lora ? policy : Decoder.load(modelDir, root, dtype, placement).attention(attention).headChunk(cfg.model().headChunkTokens());
         boolean ppo = cfg.algorithm().name().equals("ppo");
         ValueHead head = ppo ? new ValueHead(root, policy.config.hiddenSize(), cfg.train().seed()) : null;
         Decoder critic = ppo && cfg.model().critic().equals("separate")
-                ? Decoder.load(modelDir, root, dtype, placement).attention(attention) : policy;
+                ? Decoder.load(modelDir, root, dtype, placement).attention(attention).headChunk(cfg.model().headChunkTokens()) : policy;
         return new Policies(policy, reference, critic, head, adapters).withTrainable(cfg.algorithm().valueLr() / cfg.optim().lr());
     }
 

@@ -175,7 +175,8 @@ final class PolicyUpdate {
             return pipe.update(nets.policy, mbs.stream().map(MicroBatch::batch).toList(), reps.master().root(), checkpointLayers,
                     (k, h, mm) -> {
                         MicroBatch mb = mbs.get(k);
-                        PolicyForward.Out cur = PolicyForward.head(nets.policy, mb.batch(), mm, h, in.temperature(), full, true);
+                        PolicyForward.Out cur = PolicyForward.head(nets.policy, mb.batch(), mm, h, in.temperature(),
+                                ref(nets, mb.batch(), mm, full), true);
                         LossTerm.Out o = loss(nets, in, lc, mb, cur, mb.gather(w), mm);
                         return new Pipeline.Loss<>(scaled(o.loss()), () -> micro(o, cur, mb, mm, mb.responseTokens() / responseTokens));
                     });
@@ -241,18 +242,23 @@ final class PolicyUpdate {
             LossTerm.Out o;
             if (staged) {
                 o = StagedBackward.run(nets.policy, b, mm, checkpointLayers, h -> {
-                    cur[0] = PolicyForward.head(nets.policy, b, mm, h, in.temperature(), full, true);
+                    cur[0] = PolicyForward.head(nets.policy, b, mm, h, in.temperature(), ref(nets, b, mm, full), true);
                     return loss(nets, in, lc, mb, cur[0], weights, mm);
                 }, x -> scaled(x.loss()));
             } else {
                 try (klrl.util.Grad gc = klrl.util.Grad.record()) {
-                    cur[0] = PolicyForward.run(nets.policy, b, mm, in.temperature(), full);
+                    cur[0] = PolicyForward.run(nets.policy, b, mm, in.temperature(), ref(nets, b, mm, full), true);
                     o = loss(nets, in, lc, mb, cur[0], weights, mm);
                     gc.backward(scaled(o.loss()));
                 }
             }
             return micro(o, cur[0], mb, mm, share);
         }
+    }
+
+    /** The reference's hidden states over the micro-batch when the exact KL needs them, else null. */
+    private static PolicyForward.Ref ref(Policies nets, SequenceBatch b, NDManager mm, boolean full) {
+        return full ? PolicyForward.reference(nets.reference, b, mm) : null;
     }
 
     /** A micro-batch's metrics once its gradient is taken: loss_* as they are, the others by {@code share}; its entropy sum. */
@@ -266,19 +272,11 @@ final class PolicyUpdate {
     private LossTerm.Out loss(Policies nets, Inputs in, LossConfig lc, MicroBatch mb, PolicyForward.Out cur,
                               float[] weights, NDManager mm) {
         SequenceBatch b = mb.batch();
-        NDArray fullKl = null;
-        if (lc.klEstimator().needsFullLogits()) {
-            PolicyForward.Out ref;
-            try (var off = nets.reference.adaptersOff()) {
-                ref = PolicyForward.run(nets.reference, b, mm, in.temperature(), true);
-            }
-            fullKl = PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax().stopGradient());
-        }
         boolean ppo = nets.ppo();
         NDArray values = !ppo ? null : nets.valueHead.apply(nets.critic == nets.policy ? cur.hidden()
-                : PolicyForward.run(nets.critic, b, mm, in.temperature(), false).hidden());
+                : PolicyForward.states(b, mm, PolicyForward.hidden(nets.critic, b, mm)));
         TokenBatch tb = new TokenBatch(cur.logp(), b.tensor(mm, mb.gather(in.oldLogp())), b.tensor(mm, mb.gather(in.refLogp())),
-                b.tensor(mm, mb.gather(in.advantages())), b.mask(mm), cur.entropy(), fullKl, values,
+                b.tensor(mm, mb.gather(in.advantages())), b.mask(mm), cur.entropy(), cur.fullKl(), values,
                 ppo ? b.tensor(mm, mb.gather(in.oldValues())) : null, ppo ? b.tensor(mm, mb.gather(in.returns())) : null,
                 b.tensor(mm, weights));
         return LossTerm.total(terms, tb, lc);

@@ -55,15 +55,15 @@ final class ReferencePass {
         };
         overMicroBatches(reps, all, micro, "pipeline_busy_reference", nets, (p, mb, mm, hidden) -> {
             SequenceBatch b = mb.batch();
-            PolicyForward.Out ref = PolicyForward.head(p.reference, b, mm, hidden.get(0), temperature, exactKl, false);
+            PolicyForward.Out ref = PolicyForward.head(p.reference, b, mm, hidden.get(0), temperature, null, false);
             mb.scatter(ref.logp().toFloatArray(), refLogp);
             if (exactKl) {
-                PolicyForward.Out cur = PolicyForward.head(p.policy, b, mm, hidden.get(1), temperature, true, false);
-                mb.scatter(PolicyForward.fullKl(cur.logSoftmax(), ref.logSoftmax()).toFloatArray(), kl);
+                PolicyForward.Out cur = PolicyForward.head(p.policy, b, mm, hidden.get(1), temperature,
+                        new PolicyForward.Ref(p.reference, hidden.get(0)), false);
+                mb.scatter(cur.fullKl().toFloatArray(), kl);
             }
             if (oldValues != null) {
-                PolicyForward.Out cur = PolicyForward.head(p.critic, b, mm, hidden.get(hidden.size() - 1), temperature, false, false);
-                mb.scatter(p.valueHead.apply(cur.hidden()).toFloatArray(), oldValues);
+                mb.scatter(p.valueHead.apply(PolicyForward.states(b, mm, hidden.get(hidden.size() - 1))).toFloatArray(), oldValues);
             }
         });
         return new Out(refLogp, kl, oldValues);
@@ -77,7 +77,7 @@ final class ReferencePass {
         float[] logp = new float[all.rows() * all.r()];
         overMicroBatches(reps, all, micro, "pipeline_busy_logprobs", p -> List.of(new Pipeline.Net(p.policy, false)),
                 (p, mb, mm, hidden) -> {
-                    PolicyForward.Out cur = PolicyForward.head(p.policy, mb.batch(), mm, hidden.get(0), temperature, false, false);
+                    PolicyForward.Out cur = PolicyForward.head(p.policy, mb.batch(), mm, hidden.get(0), temperature, null, false);
                     mb.scatter(cur.logp().toFloatArray(), logp);
                 });
         return logp;

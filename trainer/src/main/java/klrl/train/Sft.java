@@ -1,9 +1,7 @@
 package klrl.train;
 
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.training.GradientCollector;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -41,8 +39,8 @@ public final class Sft {
                 }
                 SequenceBatch b = SequenceBatch.of(ps, rs, (int) tok.padId());
                 try (NDManager m = root.newSubManager()) {
-                    try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                        PolicyForward.Out out = PolicyForward.run(model, b, m, 1f, false);
+                    try (klrl.util.Grad gc = klrl.util.Grad.record()) {
+                        PolicyForward.Out out = PolicyForward.run(model, b, m, 1f);
                         NDArray mask = b.mask(m);
                         NDArray loss = out.logp().mul(mask).sum().div(mask.sum()).neg();
                         last = loss.getFloat();

@@ -50,7 +50,7 @@ class PipelineTest {
                         // the earlier micro-batches' head tensors ([T,V] logits, log-softmax, gradients) are gone
                         long heads = root.getManagedArrays().stream().filter(a -> isHeadTensor(a, vocab)).count();
                         assertEquals(0, heads, "head tensors alive at micro-batch " + k);
-                        NDArray loss = StagedBackwardTest.loss(PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, false, true),
+                        NDArray loss = StagedBackwardTest.loss(PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, null, true),
                                 BATCHES.get(k).mask(mm));
                         return new Pipeline.Loss<>(loss, loss::getFloat);
                     }));
@@ -70,7 +70,7 @@ class PipelineTest {
                     try (NDManager m = root.newSubManager()) {
                         NDArray mask = b.mask(m);
                         losses.add(StagedBackward.run(model, b, m, stageLayers,
-                                h -> StagedBackwardTest.loss(PolicyForward.head(model, b, m, h, 0.8f, false, true), mask), x -> x).getFloat());
+                                h -> StagedBackwardTest.loss(PolicyForward.head(model, b, m, h, 0.8f, null, true), mask), x -> x).getFloat());
                     }
                 }
                 ai.djl.pytorch.jni.JniUtils.setNumThreads(threads);

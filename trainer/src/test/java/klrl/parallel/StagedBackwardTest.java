@@ -46,11 +46,11 @@ class StagedBackwardTest {
                 NDArray mask = BATCH.mask(m);
                 if (stageLayers == 0 && devices == 1) {
                     try (GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                        gc.backward(loss(PolicyForward.run(model, BATCH, m, 0.8f, false), mask));
+                        gc.backward(loss(PolicyForward.run(model, BATCH, m, 0.8f), mask));
                     }
                 } else {
                     StagedBackward.run(model, BATCH, m, stageLayers,
-                            h -> PolicyForward.head(model, BATCH, m, h, 0.8f, false, true), o -> loss(o, mask));
+                            h -> PolicyForward.head(model, BATCH, m, h, 0.8f, null, true), o -> loss(o, mask));
                 }
             }
             Map<String, float[]> g = new LinkedHashMap<>();
@@ -102,7 +102,7 @@ class StagedBackwardTest {
             model.parameters().values().forEach(p -> p.setRequiresGradient(true));
             try (NDManager m = root.newSubManager();
                  GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                assertThrows(IllegalStateException.class, () -> PolicyForward.run(model, BATCH, m, 1f, false));
+                assertThrows(IllegalStateException.class, () -> PolicyForward.run(model, BATCH, m, 1f));
             }
         }
     }

@@ -33,7 +33,7 @@ class GcSafetyTest {
                     List.of(new long[] {64, 100}, new long[] {2, 250, 9}), 0);
             try (NDManager m = root.newSubManager();
                  GradientCollector gc = Engine.getEngine("PyTorch").newGradientCollector()) {
-                PolicyForward.Out out = PolicyForward.run(model, b, m, 0.7f, false);
+                PolicyForward.Out out = PolicyForward.run(model, b, m, 0.7f);
                 NDArray loss = out.logp().mul(b.mask(m)).sum().add(out.entropy().sum());
                 if (churn) {
                     for (int i = 0; i < 20; i++) {

@@ -36,7 +36,7 @@ class PolicyForwardTest {
                 SequenceBatch b = SequenceBatch.of(samples.stream().map(Sample::promptIds).toList(),
                         samples.stream().map(Sample::responseIds).toList(), (int) tok.padId());
                 try (NDManager m = root.newSubManager()) {
-                    float[] lp = PolicyForward.run(model, b, m, temp, false).logp().toFloatArray();
+                    float[] lp = PolicyForward.run(model, b, m, temp).logp().toFloatArray();
                     double worst = 0;
                     for (int i = 0; i < samples.size(); i++) {
                         float[] s = samples.get(i).logprobs();
@@ -54,7 +54,7 @@ class PolicyForwardTest {
                     }
                     assertEquals(longest, packed.p() + packed.r());
                     assertTrue(longest < b.p() + b.r() || b.p() == packed.starts()[0], "packing saved nothing: " + longest);
-                    float[] plp = PolicyForward.run(model, packed, m, temp, false).logp().toFloatArray();
+                    float[] plp = PolicyForward.run(model, packed, m, temp).logp().toFloatArray();
                     double worstPacked = 0;
                     for (int k = 0; k < idx.length; k++) {
                         assertEquals(samples.get(idx[k]).promptIds().length, packed.starts()[k]);

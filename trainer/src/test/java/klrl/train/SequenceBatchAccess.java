@@ -17,6 +17,6 @@ public final class SequenceBatchAccess {
             idx[i] = i;
         }
         SequenceBatch packed = all.rows(idx);
-        return PolicyForward.run(model, packed, m, 1f, false).logp().mul(packed.mask(m));
+        return PolicyForward.run(model, packed, m, 1f).logp().mul(packed.mask(m));
     }
 }
