@@ -37,8 +37,13 @@ class PipelineTest {
     /** What one update left: each parameter's gradient and each micro-batch's loss. */
     record Result(Map<String, float[]> grads, List<Float> losses) {}
 
-    static Result update(String fixture, int devices, int stageLayers, boolean pipelined) {
-        try (NDManager root = NDManager.newBaseManager("PyTorch"); Decoder model = StagedBackwardTest.placed(root, fixture, devices)) {
+    /** The micro-batches' head in chunks of 2 response tokens: most of them span several, one partial. */
+    static final int CHUNK = 2;
+
+    /** @param headChunk the output head's chunk (0: whole) */
+    static Result update(String fixture, int devices, int stageLayers, boolean pipelined, int headChunk) {
+        try (NDManager root = NDManager.newBaseManager("PyTorch");
+             Decoder model = StagedBackwardTest.placed(root, fixture, devices).headChunk(headChunk)) {
             klrl.util.Runtime.noGradOutsideCollectors();
             model.parameters().values().forEach(p -> p.setRequiresGradient(true));
             List<Float> losses = new ArrayList<>();
@@ -48,10 +53,19 @@ class PipelineTest {
                     long vocab = model.config.vocabSize();
                     losses.addAll(p.update(model, BATCHES, root, stageLayers, (k, h, mm) -> {
                         // the earlier micro-batches' head tensors ([T,V] logits, log-softmax, gradients) are gone
-                        long heads = root.getManagedArrays().stream().filter(a -> isHeadTensor(a, vocab)).count();
-                        assertEquals(0, heads, "head tensors alive at micro-batch " + k);
-                        NDArray loss = StagedBackwardTest.loss(PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, null, true),
-                                BATCHES.get(k).mask(mm));
+                        assertEquals(0, headTensors(root, vocab), "head tensors alive at micro-batch " + k);
+                        PolicyForward.Out out = PolicyForward.head(model, BATCHES.get(k), mm, h, 0.8f, null, true);
+                        // the head's own: kept for the backward when whole; in chunks none outlives its chunk
+                        long kept = headTensors(root, vocab), tokens = 0;
+                        for (float x : BATCHES.get(k).responseMask()) {
+                            tokens += x > 0 ? 1 : 0;
+                        }
+                        if (headChunk == 0 || tokens <= headChunk) {
+                            assertTrue(kept > 0, "no head tensor kept at micro-batch " + k);
+                        } else {
+                            assertEquals(0, kept, "head tensors kept at micro-batch " + k);
+                        }
+                        NDArray loss = StagedBackwardTest.loss(out, BATCHES.get(k).mask(mm));
                         return new Pipeline.Loss<>(loss, loss::getFloat);
                     }));
                     for (int s = 0; s < devices; s++) { // 1F1B: stage s holds at most S − s micro-batches
@@ -94,6 +108,11 @@ class PipelineTest {
         }
     }
 
+    /** Live per-token [T,V] tensors (logits, log-softmax, their gradients) under {@code root}. */
+    private static long headTensors(NDManager root, long vocab) {
+        return root.getManagedArrays().stream().filter(a -> isHeadTensor(a, vocab)).count();
+    }
+
     /** A per-token [T,V] tensor (logits, log-softmax, their gradients); false for one other stages free meanwhile. */
     private static boolean isHeadTensor(NDArray a, long vocab) {
         try {
@@ -109,11 +128,13 @@ class PipelineTest {
     void untiedEmbeddingsGetTheSequentialGradientsExactly(String fixture) {
         for (int devices : new int[] {2, 3}) {
             for (int stageLayers : new int[] {0, 1}) {
-                Result seq = update(fixture, devices, stageLayers, false), pipe = update(fixture, devices, stageLayers, true);
-                assertEquals(seq.losses(), pipe.losses(), fixture + " " + devices + " devices, stages of " + stageLayers);
-                for (var e : seq.grads().entrySet()) {
-                    assertArrayEquals(e.getValue(), pipe.grads().get(e.getKey()),
-                            fixture + " " + devices + " devices, stages of " + stageLayers + ": " + e.getKey());
+                for (int chunk : new int[] {0, CHUNK}) {
+                    Result seq = update(fixture, devices, stageLayers, false, chunk), pipe = update(fixture, devices, stageLayers, true, chunk);
+                    String what = fixture + " " + devices + " devices, stages of " + stageLayers + ", head chunk " + chunk;
+                    assertEquals(seq.losses(), pipe.losses(), what);
+                    for (var e : seq.grads().entrySet()) {
+                        assertArrayEquals(e.getValue(), pipe.grads().get(e.getKey()), what + ": " + e.getKey());
+                    }
                 }
             }
         }
@@ -124,18 +145,20 @@ class PipelineTest {
         // lm_head's gradients (last stage) and the lookup's (first stage) add into one tensor: their sum
         // is formed as (Σ head) + (Σ lookup), deterministic and within rounding of the interleaved sum
         for (int devices : new int[] {2, 3}) {
-            Result seq = update("qwen2-f16-tied", devices, 0, false), pipe = update("qwen2-f16-tied", devices, 0, true),
-                    again = update("qwen2-f16-tied", devices, 0, true);
-            assertEquals(seq.losses(), pipe.losses());
-            for (var e : seq.grads().entrySet()) {
-                float[] a = e.getValue(), b = pipe.grads().get(e.getKey());
-                double worst = 0, scale = 0;
-                for (int i = 0; i < a.length; i++) {
-                    worst = Math.max(worst, Math.abs(a[i] - b[i]));
-                    scale = Math.max(scale, Math.abs(a[i]));
+            for (int chunk : new int[] {0, CHUNK}) { // in chunks, lm_head's part itself is a sum over the chunks
+                Result seq = update("qwen2-f16-tied", devices, 0, false, chunk), pipe = update("qwen2-f16-tied", devices, 0, true, chunk),
+                        again = update("qwen2-f16-tied", devices, 0, true, chunk);
+                assertEquals(seq.losses(), pipe.losses());
+                for (var e : seq.grads().entrySet()) {
+                    float[] a = e.getValue(), b = pipe.grads().get(e.getKey());
+                    double worst = 0, scale = 0;
+                    for (int i = 0; i < a.length; i++) {
+                        worst = Math.max(worst, Math.abs(a[i] - b[i]));
+                        scale = Math.max(scale, Math.abs(a[i]));
+                    }
+                    assertTrue(scale > 0 && worst <= 1e-6 * scale, e.getKey() + ": " + worst + " of " + scale);
+                    assertArrayEquals(b, again.grads().get(e.getKey()), "thread timing changed " + e.getKey());
                 }
-                assertTrue(scale > 0 && worst <= 1e-6 * scale, e.getKey() + ": " + worst + " of " + scale);
-                assertArrayEquals(b, again.grads().get(e.getKey()), "thread timing changed " + e.getKey());
             }
         }
     }

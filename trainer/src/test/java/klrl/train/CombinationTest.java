@@ -62,7 +62,9 @@ class CombinationTest {
             new Factor("dtype", values("fp32", Map.of(), "fp16", Map.of("model.dtype", "float16"))),
             new Factor("checkpointing", values("off", Map.of(), "every-layer", Map.of("train.checkpoint_layers", 1))),
             new Factor("lag", values("0", Map.of(), "1", Map.of("algorithm.off_policy_lag", 1),
-                    "1-overlapped", Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", true))));
+                    "1-overlapped", Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", true))),
+            // the output head whole, or in chunks of 4 response tokens (every micro-batch spans several)
+            new Factor("head", values("whole", Map.of("model.head_chunk_tokens", 0), "chunked", Map.of("model.head_chunk_tokens", 4))));
 
     /** Pairs the config refuses at start: (factor=value, factor=value). */
     static final List<String[]> REFUSED = List.<String[]>of(new String[] {"algorithm=ppo-separate-critic", "parallel=layers"});
