@@ -3,7 +3,6 @@ package klrl.cli;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -24,6 +23,9 @@ public final class LogprobsCommand implements Callable<Integer> {
     @Mixin ModelOptions opts;
     @Option(names = "--input-ids", required = true, description = "comma-separated token ids") String inputIds;
     @Option(names = "--logits-out", description = "write float32 logits [len(ids), vocab] as .npy") Path logitsOut;
+    @Option(names = "--head-chunk-tokens", description = "the output head over this many positions at a time (0: all at once;"
+            + " default ${DEFAULT-VALUE}): no [len(ids), vocab] tensor is held, the .npy is written chunk by chunk")
+    int headChunk = Decoder.DEFAULT_HEAD_CHUNK;
 
     @Override
     public Integer call() throws Exception {
@@ -31,27 +33,45 @@ public final class LogprobsCommand implements Callable<Integer> {
              Decoder model = Decoder.load(opts.model, root, Runtime.dtype(opts.dtype))) {
             long[] ids = Ids.parse(inputIds, "--input-ids", model.config.vocabSize());
             int t = ids.length;
-            try (NDManager m = root.newSubManager()) {
-                NDArray logits = model.logits(m, ids);
-                NDArray logp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32);
-                float[] lp = logp.toFloatArray();
-                ObjectNode outJson = Json.MAPPER.createObjectNode();
-                ArrayNode idsNode = outJson.putArray("token_ids");
-                ArrayNode lps = outJson.putArray("logprobs");
-                int v = model.config.vocabSize();
-                for (int i = 0; i < t; i++) {
-                    idsNode.add(ids[i]);
-                    if (i == 0) {
-                        lps.addNull();
-                    } else {
-                        lps.add(lp[(i - 1) * v + (int) ids[i]]);
+            if (headChunk < 0) {
+                throw new klrl.util.UserError("--head-chunk-tokens must be ≥ 0 (0 = all positions at once), got " + headChunk);
+            }
+            int v = model.config.vocabSize(), c = headChunk == 0 ? t : headChunk;
+            float[] lp = new float[t];
+            try (NDManager m = root.newSubManager();
+                 Npy.Writer npy = logitsOut == null ? null : new Npy.Writer(logitsOut, t, v)) {
+                NDArray h = model.hidden(m, ids);                                                  // [T,E]
+                for (int from = 0; from < t; from += c) { // position i's logits predict token i + 1
+                    int to = Math.min(t, from + c);
+                    try (NDManager cm = m.newSubManager()) {
+                        NDArray hc = JniUtils.slice((PtNDArray) h, 0, from, to, 1);
+                        hc.attach(cm);
+                        NDArray logits = model.logits(hc);                                         // [C,V]
+                        float[] logp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32).toFloatArray();
+                        for (int i = from; i < to && i + 1 < t; i++) {
+                            lp[i + 1] = logp[(i - from) * v + (int) ids[i + 1]];
+                        }
+                        if (npy != null) {
+                            npy.write(logits.toDevice(ai.djl.Device.cpu(), false).toFloatArray());
+                        }
                     }
                 }
-                if (logitsOut != null) {
-                    Npy.writeFloat32(logitsOut, logits.toDevice(ai.djl.Device.cpu(), false).toFloatArray(), t, v);
+                if (npy != null) {
+                    npy.commit();
                 }
-                System.out.println(Json.write(outJson));
             }
+            ObjectNode outJson = Json.MAPPER.createObjectNode();
+            ArrayNode idsNode = outJson.putArray("token_ids");
+            ArrayNode lps = outJson.putArray("logprobs");
+            for (int i = 0; i < t; i++) {
+                idsNode.add(ids[i]);
+                if (i == 0) {
+                    lps.addNull();
+                } else {
+                    lps.add(lp[i]);
+                }
+            }
+            System.out.println(Json.write(outJson));
         }
         return 0;
     }

@@ -656,11 +656,15 @@ public final class Decoder implements AutoCloseable {
 
     /** Logits [T,V] (fp32) of one unpadded sequence, every position: the plain full forward. */
     public NDArray logits(NDManager m, long[] ids) {
+        return logits(hidden(m, ids)).reshape(ids.length, config.vocabSize());
+    }
+
+    /** Final hidden states [T,E] of one unpadded sequence, every position. */
+    public NDArray hidden(NDManager m, long[] ids) {
         int t = ids.length;
         NDArray valid = m.ones(new Shape(1, t), DataType.INT64);
-        NDArray h = hidden(m.create(ids, new Shape(1, t)), m.arange(0, t, 1, DataType.INT64).reshape(1, t),
-                attentionMask(valid, 0, t), null, 0);
-        return logits(h).reshape(t, config.vocabSize());
+        return hidden(m.create(ids, new Shape(1, t)), m.arange(0, t, 1, DataType.INT64).reshape(1, t),
+                attentionMask(valid, 0, t), null, 0).reshape(t, config.hiddenSize());
     }
 
     /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */

@@ -1,6 +1,7 @@
 package klrl.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -71,6 +72,31 @@ class CliTest {
             z += Math.exp(f - max);
         }
         assertEquals(lp1, row[17] - max - Math.log(z), 1e-4);
+        // the head in chunks of 2 positions (the last one partial): the same log-probs and the same .npy, written chunk by chunk
+        Path chunked = tmp.resolve("c.npy");
+        String ids = "5,17,33,2,9";
+        Result whole = run("logprobs", "--model", model.toString(), "--input-ids", ids, "--logits-out", npy.toString(),
+                "--head-chunk-tokens", "0");
+        Result parts = run("logprobs", "--model", model.toString(), "--input-ids", ids, "--logits-out", chunked.toString(),
+                "--head-chunk-tokens", "2");
+        assertEquals(0, parts.code(), parts.err());
+        JsonNode a = Json.MAPPER.readTree(whole.out()).get("logprobs"), c = Json.MAPPER.readTree(parts.out()).get("logprobs");
+        assertEquals(5, c.size());
+        for (int i = 1; i < 5; i++) {
+            assertEquals(a.get(i).asDouble(), c.get(i).asDouble(), 1e-6 * Math.abs(a.get(i).asDouble()), "position " + i);
+        }
+        byte[] wb = Files.readAllBytes(npy), cb = Files.readAllBytes(chunked);
+        assertEquals(wb.length, cb.length);
+        ByteBuffer wf = ByteBuffer.wrap(wb, 10 + hlen, wb.length - 10 - hlen).order(ByteOrder.LITTLE_ENDIAN),
+                cf = ByteBuffer.wrap(cb, 10 + hlen, cb.length - 10 - hlen).order(ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < 5 * vocab; i++) {
+            float x = wf.getFloat(), y = cf.getFloat();
+            assertEquals(x, y, 1e-5 * Math.max(1, Math.abs(x)), "logit " + i);
+        }
+        assertFalse(Files.exists(tmp.resolve("c.npy.tmp")));
+        Result bad = run("logprobs", "--model", model.toString(), "--input-ids", ids, "--head-chunk-tokens", "-1");
+        assertEquals(1, bad.err().strip().lines().count(), bad.err());
+        assertTrue(bad.code() != 0 && bad.err().contains("--head-chunk-tokens"), bad.err());
     }
 
     @Test
