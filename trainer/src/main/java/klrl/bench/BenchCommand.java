@@ -39,16 +39,23 @@ import picocli.CommandLine.Option;
 public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
             + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 64–16k tokens,"
-            + " eager vs sdpa attention) and layers-pipeline (layers over 2 and 4 CPU devices: sequential vs pipelined) run only when named")
+            + " eager vs sdpa attention) and layers-pipeline (layers over 2 and 4 CPU devices: sequential vs pipelined) and head-long"
+            + " (minutes: one response of 1k–16k tokens through a 151,936-token vocabulary, the output head whole vs in chunks) run only when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
     @Option(names = "--attention-mode", hidden = true, description = "attention-long: measure this mode only, in this process")
     String attentionMode;
+    @Option(names = "--head-tokens", hidden = true, split = ",", description = "head-long: only these response lengths (default: 1024–16384)")
+    int[] headTokens;
+    @Option(names = "--head-model", hidden = true, description = "head-long: the model folder a measuring process loads")
+    Path headModel;
+    @Option(names = "--head-row", hidden = true, description = "head-long: measure TOKENS:CHUNK only, in this process")
+    String headRow;
     @Option(names = "--device", defaultValue = "cpu") String device;
 
     static final TinyModel.Spec BENCH = new TinyModel.Spec("qwen2", 256, 4, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 8192);
 
-    /** A measurement in a process of its own (attention-long's modes) starts here, without the CLI around it. */
+    /** A measurement in a process of its own (attention-long's modes, head-long's rows) starts here, without the CLI around it. */
     public static void main(String[] args) {
         klrl.util.Processes.endWithStarter(System.getenv());
         System.setProperty("ai.djl.offline", "true");
@@ -62,6 +69,18 @@ public final class BenchCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         ObjectNode out = Json.MAPPER.createObjectNode();
+        if (headRow != null) { // nothing else in this process: its peak memory is the row's
+            String[] tc = headRow.split(":");
+            if (headModel == null || tc.length != 2 || !tc[0].matches("[0-9]+") || !tc[1].matches("[0-9]+") || Integer.parseInt(tc[0]) < 1) {
+                throw new klrl.util.UserError("--head-row: expected TOKENS:CHUNK (TOKENS ≥ 1, CHUNK ≥ 0) with --head-model, got '" + headRow + "'");
+            }
+            out.set("head_long", HeadBench.row(headModel, Integer.parseInt(tc[0]), Integer.parseInt(tc[1]), device, repeats));
+            System.out.println(Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(out));
+            return 0;
+        }
+        if (headTokens != null && Arrays.stream(headTokens).anyMatch(t -> t < 1)) {
+            throw new klrl.util.UserError("--head-tokens: expected response lengths of at least 1 token, got " + Arrays.toString(headTokens));
+        }
         ObjectNode env = out.putObject("environment");
         env.put("cores", java.lang.Runtime.getRuntime().availableProcessors());
         env.put("torch_threads", System.getProperty("ai.djl.pytorch.num_threads", "default"));
@@ -103,6 +122,13 @@ public final class BenchCommand implements Callable<Integer> {
         }
         if (only != null && only.contains("layers-pipeline")) {
             PipelineBench.run(out.putObject("layers_pipeline"));
+        }
+        if (only != null && only.contains("head-long")) {
+            List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+            jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+            jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "head-long",
+                    "--device", device, "--repeats", String.valueOf(repeats)));
+            HeadBench.run(out.putObject("head_long"), jvm, headTokens != null ? headTokens : HeadBench.TOKENS, repeats);
         }
         if (only != null && only.contains("update-varlen")) {
             VarlenBench.run(out.putObject("update_varlen"), 64, 8, 8192);
