@@ -312,9 +312,9 @@ public final class MemoryPlan {
      * layer's full activations ({@code computing} of them when pipeline stages share the one memory)
      * while it is recomputed; without, each is a layer's full activations, its whole graph kept for the
      * backward. A layer's full activations are s·b·h·(34 + 5·a·s/h) bytes in 16-bit (Korthikanti et
-     * al.); plus the last stage's logits, log-softmax and their gradient in fp32. The 5·a·s/h term is
-     * eager attention's scores and probabilities, quadratic in the sequence; fused attention keeps none
-     * of them, only the keys and values repeated to the query heads (2·s·b·h more): linear.
+     * al.); plus the last stage's output head ({@link #head}). The 5·a·s/h term is eager attention's
+     * scores and probabilities, quadratic in the sequence; fused attention keeps none of them, only the
+     * keys and values repeated to the query heads (2·s·b·h more): linear.
      */
     static double activations(TrainConfig c, ModelConfig m, int bytes, int heldLayers, int computing, long t, boolean fused) {
         // positions one micro-batch computes: the token budget bounds them when set (a longer row alone still
@@ -324,12 +324,44 @@ public final class MemoryPlan {
         double responses = budget > 0 ? Math.max(budget, response) : (double) c.train().microBatchSize() * response;
         double attention = fused ? 4.0 : 5.0 * m.numHeads() * t / m.hiddenSize();
         double oneLayer = positions * m.hiddenSize() * (34.0 + attention) * bytes / 2;
-        double logits = Math.min(positions, responses) * m.vocabSize() * 4 * 3;
+        double head = head(c, m, bytes, positions, responses);
         if (c.train().checkpointLayers() == 0) {
-            return heldLayers * oneLayer + logits;
+            return heldLayers * oneLayer + head;
         }
         double boundaries = positions * m.hiddenSize() * bytes * heldLayers;
-        return boundaries + computing * oneLayer + logits;
+        return boundaries + computing * oneLayer + head;
+    }
+
+    /** The output head's peak over a piece of C response tokens, in fp32 [C, vocabulary] tensors ({@link #head} counts them). */
+    static final double HEAD_TENSORS = 7;
+    /** What the exact KL (kl.estimator: full) adds to {@link #HEAD_TENSORS}. */
+    static final double EXACT_KL_TENSORS = 5;
+
+    /**
+     * The output head's bytes in a micro-batch of {@code responses} response tokens T among {@code
+     * positions}. It runs over C = model.head_chunk_tokens response tokens at a time (one piece when T ≤ C
+     * or C = 0), so what depends on the vocabulary V is one piece's: min(T, C) · V · 4 · k bytes, k
+     * counted in fp32 [C, V] tensors from what the trainer computes. A chunk's scope keeps every tensor it
+     * makes until it closes: the logits (½ in fp16, whose fp32 cast inside the log-softmax lives for
+     * that op), their log-softmax, its exp, and the entropy's product of the two — 4; the backward of a
+     * piece (with its graph, one chunk at a time when chunked) makes their gradients, about 3 live at
+     * once: k = 7. The exact KL (kl.estimator: full) adds the reference's logits and log-softmax, a
+     * second exp, the difference of the log-softmaxes and its product with the exp: 5 more. A sampling
+     * temperature ≠ 1 divides each network's logits: one more logits-sized tensor each.
+     *
+     * <p>Beside that, [T, E] tensors in the model's dtype: the response tokens' hidden states, and their
+     * gradient — autograd's in one piece; chunked, the chunks' gradients and the whole they are joined
+     * into (the forward keeps only these states and [T] values, no graph); with the exact KL the
+     * reference's final hidden states over all {@code positions} and their response rows.
+     */
+    static double head(TrainConfig c, ModelConfig m, int bytes, double positions, double responses) {
+        int chunk = c.model().headChunkTokens();
+        boolean whole = chunk == 0 || responses <= chunk, exactKl = c.kl().parsedEstimator().needsFullLogits();
+        double scaled = c.rollout().temperature() != 1 ? bytes / 4.0 : 0;
+        double k = HEAD_TENSORS + scaled + (exactKl ? EXACT_KL_TENSORS + scaled : 0);
+        double vocab = (whole ? responses : chunk) * m.vocabSize() * 4.0 * k;
+        double states = (whole ? 2 : 3) * responses + (exactKl ? positions + responses : 0);
+        return vocab + states * m.hiddenSize() * bytes;
     }
 
     /** LoRA's A and B over every target module of every layer. */
@@ -365,7 +397,7 @@ public final class MemoryPlan {
             "gradients", "model.lora.rank",
             "optimizer", "model.lora.rank",
             "activations", "train.micro_batch_size, train.checkpoint_layers, train.pipeline, rollout.max_new_tokens, data.max_prompt_tokens,"
-                    + " model.attention",
+                    + " model.attention, model.head_chunk_tokens",
             "kv_cache", "rollout.n × train.batch_size, rollout.max_new_tokens, data.max_prompt_tokens, rollout.kv_cache_gb",
             "prefill", "rollout.prefill_gb");
 

@@ -188,6 +188,33 @@ class PlanTest {
     }
 
     @Test
+    void theChunkedOutputHeadDoesNotGrowWithTheResponseLengthTheWholeOneDoes() {
+        ModelConfig m = model("qwen2.5"); // Qwen2.5-7B: 152,064 logits a token
+        // one row a micro-batch with fused attention: a longer response adds its positions' layer activations and the head's
+        java.util.function.BiFunction<Integer, Integer, Double> act = (chunk, response) -> MemoryPlan.plan(ConfigLoader.load(
+                "qwen2.5-7b-math", Map.of("model.head_chunk_tokens", chunk, "rollout.max_new_tokens", response,
+                        "train.micro_batch_size", 1)), m, 8, 80).partsGb().get("activations") * MemoryPlan.GB;
+        int[] lengths = {8192, 16384, 20480};
+        for (int i = 1; i < lengths.length; i++) {
+            int from = lengths[i - 1], to = lengths[i];
+            double vocabRows = (to - from) * (double) m.vocabSize() * 4; // one fp32 [ΔT, vocabulary] tensor
+            double chunked = act.apply(1024, to) - act.apply(1024, from), whole = act.apply(0, to) - act.apply(0, from);
+            // chunked: the head's [.,V] tensors are one chunk's at any length; what grows is [T, hidden]-sized
+            assertTrue(chunked > 0 && chunked < vocabRows, from + " → " + to + " tokens: chunked grows by " + chunked
+                    + " bytes, one fp32 [ΔT, V] tensor is " + vocabRows);
+            // whole: at least the logits, their log-softmax and gradient over the ΔT more tokens
+            assertTrue(whole - chunked >= 3 * vocabRows, from + " → " + to + " tokens: whole grows by " + whole + ", chunked by " + chunked);
+        }
+        // up to one chunk the head is one piece either way
+        assertEquals(act.apply(0, 1024), act.apply(1024, 1024));
+        // the DAPO preset's 20,480-token responses fit 8×80 GB by their chunks; the whole head would not
+        TrainConfig dapo = ConfigLoader.load("dapo-qwen2.5-7b", Map.of());
+        assertEquals(20480, dapo.rollout().maxNewTokens());
+        assertTrue(MemoryPlan.plan(dapo, m, 8, 80).fits());
+        assertFalse(MemoryPlan.plan(ConfigLoader.load("dapo-qwen2.5-7b", Map.of("model.head_chunk_tokens", 0)), m, 8, 80).fits());
+    }
+
+    @Test
     void aRefusalWhoseActivationsAreMostlyEagerScoresSaysWhatSdpaNeeds() {
         ModelConfig m = model("qwen2.5");
         List<ai.djl.Device> gpus = new ArrayList<>();
@@ -195,17 +222,17 @@ class PlanTest {
             gpus.add(ai.djl.Device.gpu(i));
         }
         long memory = 80L << 30;
-        // 8k-token responses: eager's scores grow with the square of the sequence, fused attention keeps none
+        // 12k-token responses: eager's scores grow with the square of the sequence, fused attention keeps none
         Map<String, TrainConfig> c = new LinkedHashMap<>();
         for (String mode : List.of("eager", "sdpa")) {
-            c.put(mode, ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", mode, "rollout.max_new_tokens", 8192,
+            c.put(mode, ConfigLoader.load("qwen2.5-7b-math", Map.of("model.attention", mode, "rollout.max_new_tokens", 12288,
                     "train.micro_batch_size", 2)));
         }
         MemoryPlan.Plan eager = MemoryPlan.plan(c.get("eager"), m, 8, 80), fused = MemoryPlan.plan(c.get("sdpa"), m, 8, 80);
         assertTrue(!eager.fits() && fused.fits(), eager.totalGb() + " " + fused.totalGb());
         // one layer's scores and probabilities at a time (the others are recomputed): 5·a·s² per row, 16-bit, less the K and V
         // fused attention repeats to the query heads instead (2·s·h)
-        double s = 1024 + 8192, scores = 2 * s * m.hiddenSize() * (5.0 * m.numHeads() * s / m.hiddenSize() - 4) * 2 / 2;
+        double s = 1024 + 12288, scores = 2 * s * m.hiddenSize() * (5.0 * m.numHeads() * s / m.hiddenSize() - 4) * 2 / 2;
         assertEquals(scores / MemoryPlan.GB, eager.partsGb().get("activations") - fused.partsGb().get("activations"), 1e-9);
         UserError e = assertThrows(UserError.class, () -> MemoryPlan.preflight(c.get("eager"), m, gpus, false, memory, 1L << 40));
         assertTrue(e.getMessage().contains("this run needs about") && e.getMessage().contains("the largest part is activations")
@@ -248,7 +275,8 @@ class PlanTest {
     @Test
     void theShippedPresetsAndTheTinyDefaultPlanWithNoModelOnDisk() throws Exception {
         // the presets point at /models/…, which this machine does not have: the published shapes are bundled
-        for (String[] p : new String[][] {{"qwen2.5-7b-math", "7615616512"}, {"llama3.1-8b-math", "8030261248"}}) {
+        for (String[] p : new String[][] {{"qwen2.5-7b-math", "7615616512"}, {"llama3.1-8b-math", "8030261248"},
+                {"dapo-qwen2.5-7b", "7615616512"}, {"gspo-qwen2.5-7b", "7615616512"}}) {
             var r = CliTest.run("plan", "--config", p[0], "--gpus", "8", "--json");
             assertEquals(0, r.code(), r.err());
             assertTrue(r.out().contains("\"parameters\":" + p[1]) && r.out().contains("\"fits\":true"), r.out());
