@@ -1,8 +1,10 @@
-# Process-start settings for libtorch on the JVM, measured by scripts/bench (see DJL-NOTES):
-# glibc's default malloc re-faults big tensors from the OS every step (~2x slower); one arena,
-# no mmap and no trimming keep them in the heap.
+# Process-start settings for libtorch on the JVM, measured by scripts/bench (benchmarks.md):
+# glibc's default malloc re-faults a step's tensors from the OS every step (~2x slower); one arena,
+# no trimming and a fixed 32 MiB mmap threshold (glibc's largest) keep them in the heap. Blocks of
+# 32 MiB and more (the output head's [chunk, vocabulary] tensors) are mapped and given back when
+# freed: kept in one heap they fragment it (a chunked head over 4,096 tokens grew past 21 GB).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}"
-export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}"
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-100000000000}"
 # A small fixed young generation: G1 otherwise grows eden to hundreds of MB, and every decode step's
 # small Java objects then land on fresh, uncached memory (measured: batch-1 decoding ~1.4x faster).

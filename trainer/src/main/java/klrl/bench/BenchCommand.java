@@ -172,9 +172,13 @@ public final class BenchCommand implements Callable<Integer> {
         if (pre != null && pre.contains("tcmalloc")) {
             return "tcmalloc (gperftools)";
         }
-        String arena = System.getenv("MALLOC_ARENA_MAX"), mmap = System.getenv("MALLOC_MMAP_MAX_");
-        return arena != null || mmap != null ? "glibc (MALLOC_ARENA_MAX=" + arena + ", MALLOC_MMAP_MAX_=" + mmap
-                + ", MALLOC_TRIM_THRESHOLD_=" + System.getenv("MALLOC_TRIM_THRESHOLD_") + ")" : "glibc default";
+        StringBuilder set = new StringBuilder();
+        for (String k : new String[] {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"}) {
+            if (System.getenv(k) != null) {
+                set.append(set.length() == 0 ? "" : ", ").append(k).append('=').append(System.getenv(k));
+            }
+        }
+        return set.length() > 0 ? "glibc (" + set + ")" : "glibc default";
     }
 
     static double median(List<Double> v) {

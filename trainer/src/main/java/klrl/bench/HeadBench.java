@@ -60,8 +60,8 @@ final class HeadBench {
                 + "·entropy) + backward (klrl.util.Grad); head_chunk_tokens 0 = the whole response at once (at or below one chunk the"
                 + " head is one piece either way); seconds = median of " + repeats + " runs after one warm-up run; each configuration in"
                 + " a fresh process of its own, peak_rss_mb = its VmHWM at the end, peak_rss_above_start_mb = above its VmHWM once the model"
-                + " was loaded (both with the process's malloc: under the launch scripts' no-mmap, no-trim settings they include freed"
-                + " blocks it kept; BENCH_ALLOCATOR=default measures closer to the live tensors); a whole head is skipped where about"
+                + " was loaded (both with the process's malloc: under the launch scripts' settings blocks under 32 MiB freed"
+                + " stay counted, the head's [chunk, vocabulary] blocks are mapped and returned); a whole head is skipped where about"
                 + " tokens × vocab × 4 bytes × 8 tensors exceeds " + Math.round(100 * WHOLE_MEMORY_SHARE) + " % of MemAvailable, and a"
                 + " process is stopped (failed) past " + Math.round(100 * MEMORY_GUARD_SHARE) + " % of the memory available at its start";
     }
@@ -204,8 +204,8 @@ final class HeadBench {
     /**
      * Ends this process (exit 3, one line on stderr) once its resident memory passes {@code limit} bytes:
      * the machine is shared, and a row that outgrows it would otherwise have the kernel's out-of-memory
-     * killer pick among everyone's processes. With the launch scripts' malloc settings (no mmap, no
-     * trimming) freed [chunk, vocabulary] blocks are not always reused, so even a chunked head can grow.
+     * killer pick among everyone's processes (a whole head past the estimate, or an allocator that
+     * keeps freed [chunk, vocabulary] blocks in a fragmenting heap, as glibc with no mmap does).
      */
     private static void guard(double limit) {
         if (limit <= 0) {

@@ -16,7 +16,7 @@ import java.util.Set;
  * are worth up to 2× on CPU, see the README): when the process lacks them, it starts the same command
  * once more in a child JVM that has them and passes its exit code on. Only Linux and only the commands
  * that run the model; {@code KLRL_RELAUNCH=0} turns it off. The settings, as in scripts/env.sh:
- * glibc malloc with one arena, no mmap and no trimming; {@code KLRL_JAVA_OPTS} or else
+ * glibc malloc with one arena, blocks under 32 MiB kept in the heap untrimmed and larger ones mapped; {@code KLRL_JAVA_OPTS} or else
  * {@code -Xmn32m -XX:+UseSerialGC}; and on AMD CPUs with AVX-512 the one-line mkl-on-amd.c, compiled
  * with {@code cc} into ~/.cache/klrl/native and preloaded ({@code KLRL_MKL_ON_AMD=0} skips it).
  */
@@ -24,7 +24,7 @@ final class Launcher {
     private Launcher() {}
 
     static final String MARK = "KLRL_LAUNCHED";
-    static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_MAX_", "0",
+    static final Map<String, String> MALLOC = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_THRESHOLD_", "33554432",
             "MALLOC_TRIM_THRESHOLD_", "100000000000");
     static final List<String> JVM_DEFAULTS = List.of("-Xmn32m", "-XX:+UseSerialGC");
     /** Commands that run the model: the others start faster than a relaunch would save. */

@@ -332,21 +332,30 @@ public final class MemoryPlan {
         return boundaries + computing * oneLayer + head;
     }
 
-    /** The output head's peak over a piece of C response tokens, in fp32 [C, vocabulary] tensors ({@link #head} counts them). */
+    /** The output head's peak over one piece of T ≤ C response tokens (or C = 0), in fp32 [T, vocabulary] tensors ({@link #head} counts them). */
     static final double HEAD_TENSORS = 7;
     /** What the exact KL (kl.estimator: full) adds to {@link #HEAD_TENSORS}. */
     static final double EXACT_KL_TENSORS = 5;
+    /** The chunked head's peak over one chunk of C tokens, in fp32 [C, vocabulary] tensors. */
+    static final double CHUNK_TENSORS = 3;
+    /** What the exact KL adds to {@link #CHUNK_TENSORS}: the reference's logits and log-softmax. */
+    static final double CHUNK_KL_TENSORS = 2;
 
     /**
      * The output head's bytes in a micro-batch of {@code responses} response tokens T among {@code
      * positions}. It runs over C = model.head_chunk_tokens response tokens at a time (one piece when T ≤ C
      * or C = 0), so what depends on the vocabulary V is one piece's: min(T, C) · V · 4 · k bytes, k
-     * counted in fp32 [C, V] tensors from what the trainer computes. A chunk's scope keeps every tensor it
-     * makes until it closes: the logits (½ in fp16, whose fp32 cast inside the log-softmax lives for
-     * that op), their log-softmax, its exp, and the entropy's product of the two — 4; the backward of a
-     * piece (with its graph, one chunk at a time when chunked) makes their gradients, about 3 live at
-     * once: k = 7. The exact KL (kl.estimator: full) adds the reference's logits and log-softmax, a
-     * second exp, the difference of the log-softmaxes and its product with the exp: 5 more. A sampling
+     * counted in fp32 [piece, V] tensors from what the trainer computes.
+     *
+     * <p>One piece keeps autograd's graph: the logits (½ in fp16, whose fp32 cast inside the log-softmax
+     * lives for that op), their log-softmax, its exp, and the entropy's product of the two — 4; its
+     * backward makes their gradients, about 3 live at once: k = 7. The exact KL (kl.estimator: full) adds
+     * the reference's logits and log-softmax, a second exp, the difference of the log-softmaxes and its
+     * product with the exp: 5 more. Chunked, each [C, V] tensor is freed once used and the backward
+     * builds the logits' gradient in place: the logits with their graph, the log-softmax turned into the
+     * gradient, and its exp — k = 3 (measured: 935 MB more peak per 512 tokens of chunk at V = 151,936,
+     * 3.0 tensors), ½ more in fp16 for the lm_head's own output, which stays until the chunk ends; the
+     * exact KL adds the reference's logits and log-softmax: 2 more. A sampling
      * temperature ≠ 1 divides each network's logits: one more logits-sized tensor each.
      *
      * <p>Beside that, [T, E] tensors in the model's dtype: the response tokens' hidden states, and their
@@ -358,7 +367,8 @@ public final class MemoryPlan {
         int chunk = c.model().headChunkTokens();
         boolean whole = chunk == 0 || responses <= chunk, exactKl = c.kl().parsedEstimator().needsFullLogits();
         double scaled = c.rollout().temperature() != 1 ? bytes / 4.0 : 0;
-        double k = HEAD_TENSORS + scaled + (exactKl ? EXACT_KL_TENSORS + scaled : 0);
+        double k = whole ? HEAD_TENSORS + scaled + (exactKl ? EXACT_KL_TENSORS + scaled : 0)
+                : CHUNK_TENSORS + (4.0 - bytes) / 4 + scaled + (exactKl ? CHUNK_KL_TENSORS + scaled : 0);
         double vocab = (whole ? responses : chunk) * m.vocabSize() * 4.0 * k;
         double states = (whole ? 2 : 3) * responses + (exactKl ? positions + responses : 0);
         return vocab + states * m.hiddenSize() * bytes;

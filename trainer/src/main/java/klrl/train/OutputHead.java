@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import klrl.model.Decoder;
 import klrl.util.Grad;
+import klrl.util.Nd;
 
 /**
  * The output head over T response tokens, {@code model.head_chunk_tokens} (C) at a time: per token the
@@ -17,13 +18,15 @@ import klrl.util.Grad;
  * fp32. A [T, vocabulary] tensor never exists, only [C, vocabulary] ones, one chunk at a time.
  *
  * <p>When T ≤ C (or C = 0) the head is one piece whose graph autograd keeps, as before chunking. Above,
- * the forward keeps no graph: its values become leaves the loss reads, and the backward is staged (as
- * {@link klrl.parallel.StagedBackward} stages layers): once the loss's backward has left gradients on
- * those leaves, each chunk's logits are recomputed from its hidden states with a graph and
- * back-propagated, accumulating into lm_head (a tied embedding's matrix adds both of its uses) and
- * into the chunk's hidden states; the gradient of all T hidden states then continues into the
- * decoder. That second backward runs from the recording's {@link Grad#backward}
- * ({@link Grad#after}), so every caller that differentiates a loss gets it.
+ * the forward keeps no graph and frees each [C,V] tensor once used: its values become leaves the loss
+ * reads, and the backward is staged (as {@link klrl.parallel.StagedBackward} stages layers): once the
+ * loss's backward has left gradients on those leaves, each chunk's logits are recomputed from its
+ * hidden states with a graph, their gradient is built in place from the softmax's closed forms (as
+ * verl's fused kernels and Liger's fused linear losses do) and back-propagated through lm_head alone,
+ * accumulating into its weight (a tied embedding's matrix adds both of its uses) and into the chunk's
+ * hidden states; the gradient of all T hidden states then continues into the decoder. That second
+ * backward runs from the recording's {@link Grad#backward} ({@link Grad#after}), so every caller that
+ * differentiates a loss gets it.
  */
 final class OutputHead {
     private final Decoder model, ref;
@@ -51,7 +54,7 @@ final class OutputHead {
     Result apply(NDArray hT, NDArray ids, NDArray refT, NDManager m) {
         int t = (int) hT.getShape().get(0), c = model.headChunkTokens();
         if (c == 0 || t <= c) { // one piece: autograd keeps its graph when recording
-            Result v = values(hT, ids, refT, entropy, ref != null);
+            Result v = JniUtils.isGradMode() ? values(hT, ids, refT, entropy, ref != null) : valuesFreeing(hT, ids, refT, entropy, ref != null);
             return new Result(v.logp, v.entropy, v.kl, hT);
         }
         boolean grad = JniUtils.isGradMode();
@@ -65,7 +68,7 @@ final class OutputHead {
             for (int from = 0; from < t; from += c) {
                 int to = Math.min(t, from + c);
                 try (NDManager cm = m.newSubManager(hT.getDevice())) {
-                    Result v = values(piece(hD, from, to, cm), piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm),
+                    Result v = valuesFreeing(piece(hD, from, to, cm), piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm),
                             entropy, ref != null);
                     keep(v.logp, lp, m);
                     keep(v.entropy, en, m);
@@ -79,16 +82,17 @@ final class OutputHead {
         }
         // 2. The loss reads leaves; their gradients drive the recomputing backward below, after the loss's own.
         Result leaves = new Result(leaf(all.logp), leaf(all.entropy), leaf(all.kl), leaf(hT));
-        Grad.after(() -> backward(hT, ids, refT, leaves, m));
+        Grad.after(() -> backward(hT, ids, refT, all, leaves, m));
         return leaves;
     }
 
     /**
      * 3. The staged backward: per chunk, its logits recomputed from a leaf of its hidden states with a
-     * graph, and back-propagated with the gradients the loss left on the values' leaves; then the
-     * hidden states' gradient (with a value head's, read from the same states) into the decoder.
+     * graph, and back-propagated with the gradient the loss's gradients on the values' leaves give them
+     * analytically (below); then the hidden states' gradient (with a value head's, read from the same
+     * states) into the decoder.
      */
-    private void backward(NDArray hT, NDArray ids, NDArray refT, Result leaves, NDManager m) {
+    private void backward(NDArray hT, NDArray ids, NDArray refT, Result all, Result leaves, NDManager m) {
         NDArray gl = grad(leaves.logp), ge = grad(leaves.entropy), gk = grad(leaves.kl), gs = grad(leaves.states);
         int t = (int) hT.getShape().get(0), c = model.headChunkTokens();
         NDArray hD = hT.stopGradient();
@@ -97,14 +101,15 @@ final class OutputHead {
             int to = Math.min(t, from + c);
             try (NDManager cm = m.newSubManager(hT.getDevice())) {
                 NDArray hc = leaf(piece(hD, from, to, cm));
-                Result v = values(hc, piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm), ge != null, gk != null);
-                // Σ_t g_t · value_t: its backward hands each value its gradient g_t, as autograd would have
-                NDArray s = null;
-                s = plus(s, v.logp, gl, from, to, cm);
-                s = plus(s, v.entropy, ge, from, to, cm);
-                s = plus(s, v.kl, gk, from, to, cm);
-                if (s != null) {
-                    JniUtils.backward((PtNDArray) s, (PtNDArray) s.onesLike(), false, false);
+                if (gl != null || ge != null || gk != null) {
+                    NDArray z = model.logits(hc); // [C,V] fp32, with a graph into lm_head and hc
+                    NDArray dz;
+                    try (Grad paused = Grad.paused()) {
+                        dz = logitGrad(z.stopGradient(), piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm),
+                                piece(gl, from, to, cm), piece(ge, from, to, cm), piece(gk, from, to, cm),
+                                piece(all.entropy, from, to, cm), piece(all.kl, from, to, cm));
+                    }
+                    JniUtils.backward((PtNDArray) z, (PtNDArray) dz, false, false);
                 }
                 NDArray g = hc.getGradient(); // zeros when nothing reached it
                 g.attach(m);
@@ -118,7 +123,44 @@ final class OutputHead {
         JniUtils.backward((PtNDArray) hT, (PtNDArray) g, false, false); // (DJL's requiresGrad reads false on an op's result)
     }
 
-    /** The values of tokens {@code ids} [C,1] predicted by hidden states {@code h} [C,E]: from the log-softmax of the logits over the vocabulary, in fp32. */
+    /**
+     * The gradient of Σ_t gl_t·log p(y_t) + ge_t·H_t + gk_t·KL_t with respect to one chunk's logits z
+     * [C,V], with p = softmax(z/τ), r the reference's distribution, H and KL the forward's values:
+     * d log p(y)/dz = (onehot(y) − p)/τ, dH/dz = −p(log p + H)/τ, dKL/dz = p(log p − log r − KL)/τ, so
+     * dz = (p ⊙ [(gk − ge)·log p − gk·log r − gl − ge·H − gk·KL] + gl·onehot(y)) / τ.
+     * Built in place on the log-softmax: at most four [C,V] tensors beside z with a KL (the reference's
+     * logits and log-softmax among them), two without.
+     */
+    private NDArray logitGrad(NDArray z, NDArray ids, NDArray refH, NDArray gl, NDArray ge, NDArray gk, NDArray h, NDArray kl) {
+        NDArray lsm = logSoftmax(z, false);                                                       // [C,V]
+        NDArray p = lsm.exp();                                                                    // [C,V]
+        NDArray zero = Nd.scalar(lsm, 0);
+        NDArray row = gl == null ? zero : gl.neg();                                               // [C,1]: −gl − ge·H − gk·KL
+        if (ge != null) {
+            row = row.sub(ge.mul(h));
+        }
+        if (gk != null) {
+            row = row.sub(gk.mul(kl));
+        }
+        lsm.muli(gk == null ? (ge == null ? zero : ge.neg()) : ge == null ? gk : gk.sub(ge)); // (gk − ge)·log p
+        if (gk != null) {
+            NDArray r = logSoftmax(ref.logits(refH), true);                                      // [C,V] log r
+            lsm.subi(r.muli(gk));
+            r.close();
+        }
+        lsm.addi(row).muli(p);
+        p.close();
+        if (gl != null) { // + gl at each row's token, in place
+            NDArray rows = lsm.getManager().arange(0, (int) lsm.getShape().get(0), 1, DataType.INT64), cols = ids.squeeze(1);
+            lsm.set(new ai.djl.ndarray.index.NDIndex("{}, {}", rows, cols), lsm.gather(ids, 1).add(gl).squeeze(1));
+        }
+        if (temperature != 1f) {
+            lsm.divi(Nd.scalar(lsm, temperature));
+        }
+        return lsm;
+    }
+
+    /** The values of tokens {@code ids} [C,1] predicted by hidden states {@code h} [C,E], with a graph when recording: from the log-softmax of the logits over the vocabulary, in fp32. */
     private Result values(NDArray h, NDArray ids, NDArray refH, boolean withEntropy, boolean withKl) {
         NDArray logsm = logSoftmax(model, h);                                                    // [C,V]
         NDArray logp = logsm.gather(ids, 1);                                                      // [C,1]
@@ -126,6 +168,33 @@ final class OutputHead {
         NDArray ent = withEntropy ? logsm.exp().mul(logsm).sum(new int[] {1}, true).neg() : null;
         // KL(π‖π_ref) = Σ_v π (log π − log π_ref), the reference's side constant
         NDArray kl = withKl ? logsm.exp().mul(logsm.sub(logSoftmax(ref, refH).stopGradient())).sum(new int[] {1}, true) : null;
+        return new Result(logp, ent, kl, h);
+    }
+
+    /**
+     * The values without a graph, each [C,V] intermediate freed as soon as it is used: at most four at
+     * once with a KL (the log-softmax, p, the reference's logits and log-softmax), two without.
+     * The same operations as {@link #values}, so the same numbers.
+     */
+    private Result valuesFreeing(NDArray h, NDArray ids, NDArray refH, boolean withEntropy, boolean withKl) {
+        NDArray logsm = logSoftmax(model.logits(h), true);                                       // [C,V]
+        NDArray logp = logsm.gather(ids, 1);                                                      // [C,1]
+        NDArray ent = null, kl = null;
+        if (withEntropy || withKl) {
+            NDArray p = logsm.exp();                                                              // [C,V]
+            if (withEntropy) {
+                NDArray pl = p.mul(logsm);
+                ent = pl.sum(new int[] {1}, true).neg();
+                pl.close();
+            }
+            if (withKl) {
+                NDArray d = logSoftmax(ref.logits(refH), true).negi().addi(logsm).muli(p);        // π (log π − log π_ref)
+                kl = d.sum(new int[] {1}, true);
+                d.close();
+            }
+            p.close();
+        }
+        logsm.close();
         return new Result(logp, ent, kl, h);
     }
 
@@ -138,20 +207,27 @@ final class OutputHead {
         return JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32);
     }
 
+    /** log softmax(logits / T) in fp32 without a graph; {@code free}: the logits (and their scaled copy) are closed once read. */
+    private NDArray logSoftmax(NDArray logits, boolean free) {
+        NDArray x = temperature != 1f ? Nd.div(logits, temperature) : logits;
+        NDArray out = JniUtils.logSoftmax((PtNDArray) x, 1, DataType.FLOAT32);
+        if (x != logits) {
+            x.close();
+        }
+        if (free) {
+            logits.close();
+        }
+        return out;
+    }
+
     /** Rows [from, to) of x, owned by {@code cm} (so what is computed from them is too). */
     private static NDArray piece(NDArray x, int from, int to, NDManager cm) {
+        if (x == null) {
+            return null;
+        }
         NDArray p = JniUtils.slice((PtNDArray) x, 0, from, to, 1);
         p.attach(cm);
         return p;
-    }
-
-    /** s + Σ g[from, to) · v (v's gradient is then g there), or s unchanged when the loss left no gradient. */
-    private static NDArray plus(NDArray s, NDArray v, NDArray g, int from, int to, NDManager cm) {
-        if (g == null) {
-            return s;
-        }
-        NDArray term = v.mul(piece(g, from, to, cm)).sum();
-        return s == null ? term : s.add(term);
     }
 
     private static void keep(NDArray v, List<NDArray> to, NDManager m) {

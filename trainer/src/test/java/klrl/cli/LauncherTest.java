@@ -20,7 +20,7 @@ class LauncherTest {
         assertEquals(List.of("/jdk/bin/java", "-Dfoo=1", "-Xmn32m", "-XX:+UseSerialGC", "-cp", JAR.toString(), "klrl.cli.Main",
                 "--kl", "k1", "--kl-in-reward"), p.command());
         assertEquals("1", p.env().get("MALLOC_ARENA_MAX"));
-        assertEquals("0", p.env().get("MALLOC_MMAP_MAX_"));
+        assertEquals("33554432", p.env().get("MALLOC_MMAP_THRESHOLD_"));
         assertEquals("100000000000", p.env().get("MALLOC_TRIM_THRESHOLD_"));
         assertEquals(MKL.toString(), p.env().get("LD_PRELOAD"));
         assertEquals("1", p.env().get(Launcher.MARK));
@@ -28,7 +28,7 @@ class LauncherTest {
 
     @Test
     void whatScriptsTrainerSetsIsEnoughAndTheUsersChoicesStay() {
-        Map<String, String> scripts = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_MAX_", "0", "MALLOC_TRIM_THRESHOLD_", "100000000000",
+        Map<String, String> scripts = Map.of("MALLOC_ARENA_MAX", "1", "MALLOC_MMAP_THRESHOLD_", "33554432", "MALLOC_TRIM_THRESHOLD_", "100000000000",
                 "LD_PRELOAD", "/repo/trainer/target/native/libmkl-on-amd.so");
         assertNull(Launcher.plan(scripts, List.of("-Xmn32m", "-XX:+UseSerialGC"), JAR, "java", "train", ARGS, () -> MKL));
         // a user's own allocator value and heap flags are kept; only what is missing is added

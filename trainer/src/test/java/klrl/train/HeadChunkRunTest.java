@@ -19,9 +19,12 @@ import org.junit.jupiter.api.io.TempDir;
  * sampling does not run the training head, so no sampled token hangs on rounding — with a chunk of 3
  * response tokens (every micro-batch then spans many chunks, one of them partial). Compared: every
  * metric of the step, the saved weights (‖chunked − whole‖ / ‖whole‖) and the updates they carry
- * (‖Δchunked − Δwhole‖ / ‖Δwhole‖). On an AVX2 CPU, fp32: metrics within 5e-6, weights within 8e-7 and
- * updates within 7e-5 (the bounds leave room for other CPUs' rounding); fp16 within its rounding: metrics
- * 1.4e-4, weights 1.1e-5.
+ * (‖Δchunked − Δwhole‖ / ‖Δwhole‖). The chunked backward applies the head's gradient analytically where
+ * the whole head runs autograd's operations, so single gradients agree to rounding (~1e-6, see
+ * OutputHeadTest) and AdamW, which scales each coordinate by its own magnitude, carries that rounding
+ * through four updates. On an AVX2 CPU, fp32: metrics within 2.6e-5 (ppo_kl, a difference of close
+ * log-probs; the losses within 4e-6), weights within 4.7e-6 and updates within 3.6e-4; fp16 within its
+ * rounding: metrics 1.2e-3, weights 3.2e-5, updates 3.7e-3. The bounds leave room for other CPUs' rounding.
  */
 @Tag("e2e")
 class HeadChunkRunTest {
@@ -100,23 +103,23 @@ class HeadChunkRunTest {
 
     @Test
     void fullFineTuningInFp32() throws Exception {
-        assertChunkedTrainsLikeWhole("full", Map.of(), 2e-5, 1e-5, 1e-3);
+        assertChunkedTrainsLikeWhole("full", Map.of(), 5e-5, 1e-5, 1e-3);
     }
 
     @Test
     void loraWithPposValueHeadOnTheSameStates() throws Exception {
-        assertChunkedTrainsLikeWhole("lora-ppo", Map.of("model.lora.rank", 4, "algorithm.name", "ppo"), 2e-5, 1e-5, 1e-3);
+        assertChunkedTrainsLikeWhole("lora-ppo", Map.of("model.lora.rank", 4, "algorithm.name", "ppo"), 5e-5, 1e-5, 1e-3);
     }
 
     @Test
     void layersOverTwoDevicesWithCheckpointing() throws Exception {
         assertChunkedTrainsLikeWhole("layers", Map.of("model.device", "cpu,cpu", "train.parallel", "layers",
-                "train.checkpoint_layers", 1), 2e-5, 1e-5, 1e-3);
+                "train.checkpoint_layers", 1), 5e-5, 1e-5, 1e-3);
     }
 
     @Test
     void dataParallelInFp16() throws Exception {
         assertChunkedTrainsLikeWhole("fp16-data", Map.of("model.device", "cpu,cpu", "train.parallel", "data",
-                "model.dtype", "float16"), 1e-3, 1e-4, 1e-2);
+                "model.dtype", "float16"), 3e-3, 1e-4, 1e-2);
     }
 }
