@@ -2,7 +2,7 @@
 # glibc's default malloc re-faults a step's tensors from the OS every step (~2x slower); one arena,
 # no trimming and a fixed 32 MiB mmap threshold (glibc's largest) keep them in the heap. Blocks of
 # 32 MiB and more (the output head's [chunk, vocabulary] tensors) are mapped and given back when
-# freed: kept in one heap they fragment it (a chunked head over 4,096 tokens grew past 21 GB).
+# freed: kept in one heap, blocks that size fragment it (benchmarks.md: Launch settings).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-100000000000}"

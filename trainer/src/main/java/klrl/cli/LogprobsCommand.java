@@ -47,12 +47,22 @@ public final class LogprobsCommand implements Callable<Integer> {
                         NDArray hc = JniUtils.slice((PtNDArray) h, 0, from, to, 1);
                         hc.attach(cm);
                         NDArray logits = model.logits(hc);                                         // [C,V]
-                        float[] logp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32).toFloatArray();
+                        long[] next = new long[to - from]; // the token each position predicts (the last predicts none: 0, unread)
                         for (int i = from; i < to && i + 1 < t; i++) {
-                            lp[i + 1] = logp[(i - from) * v + (int) ids[i + 1]];
+                            next[i - from] = ids[i + 1];
                         }
-                        if (npy != null) {
-                            npy.write(logits.toDevice(ai.djl.Device.cpu(), false).toFloatArray());
+                        float[] logp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32)
+                                .gather(cm.create(next, new ai.djl.ndarray.types.Shape(to - from, 1)), 1).toFloatArray();
+                        for (int i = from; i < to && i + 1 < t; i++) {
+                            lp[i + 1] = logp[i - from];
+                        }
+                        if (npy != null) { // in row blocks of at most 2^26 values: a Java array holds fewer than 2^31
+                            int rows = Math.max(1, (1 << 26) / v);
+                            for (int r = 0; r < to - from; r += rows) {
+                                NDArray part = JniUtils.slice((PtNDArray) logits, 0, r, Math.min(to - from, r + rows), 1);
+                                part.attach(cm);
+                                npy.write(part.toDevice(ai.djl.Device.cpu(), false).toFloatArray());
+                            }
                         }
                     }
                 }

@@ -435,11 +435,6 @@ public final class Decoder implements AutoCloseable {
         return headChunk;
     }
 
-    /** Whether lm_head (or the tied embedding it reads) records gradients. */
-    public boolean headTrains() {
-        return lmHead.hasGradient();
-    }
-
     /** The model.attention mode this decoder runs. */
     public String attentionMode() {
         return mode;
@@ -670,6 +665,20 @@ public final class Decoder implements AutoCloseable {
     /** Logits [B,T,V] in fp32 from hidden states (HF casts lm_head's output to fp32 too). */
     public NDArray logits(NDArray hidden) {
         return Casts.to(linear(hidden, lmHead, null), DataType.FLOAT32);
+    }
+
+    /**
+     * Logits in fp32 without a graph, the model's own lm_head output (fp16) freed once cast: for passes
+     * that keep no graph ({@link #logits} keeps the cast autograd can follow, and with it both tensors).
+     */
+    public NDArray logitsNoGraph(NDArray hidden) {
+        NDArray raw = linear(hidden, lmHead, null);
+        if (raw.getDataType() == DataType.FLOAT32) {
+            return raw;
+        }
+        NDArray out = raw.toType(DataType.FLOAT32, false);
+        raw.close();
+        return out;
     }
 
     /** Rows [B·T,N·D] → [B,N,T,D]. */

@@ -347,16 +347,15 @@ public final class MemoryPlan {
      * or C = 0), so what depends on the vocabulary V is one piece's: min(T, C) · V · 4 · k bytes, k
      * counted in fp32 [piece, V] tensors from what the trainer computes.
      *
-     * <p>One piece keeps autograd's graph: the logits (½ in fp16, whose fp32 cast inside the log-softmax
-     * lives for that op), their log-softmax, its exp, and the entropy's product of the two — 4; its
-     * backward makes their gradients, about 3 live at once: k = 7. The exact KL (kl.estimator: full) adds
-     * the reference's logits and log-softmax, a second exp, the difference of the log-softmaxes and its
-     * product with the exp: 5 more. Chunked, each [C, V] tensor is freed once used and the backward
-     * builds the logits' gradient in place: the logits with their graph, the log-softmax turned into the
-     * gradient, and its exp — k = 3 (measured: 935 MB more peak per 512 tokens of chunk at V = 151,936,
-     * 3.0 tensors), ½ more in fp16 for the lm_head's own output, which stays until the chunk ends; the
-     * exact KL adds the reference's logits and log-softmax: 2 more. A sampling
-     * temperature ≠ 1 divides each network's logits: one more logits-sized tensor each.
+     * <p>One piece keeps autograd's graph: the logits, their log-softmax, its exp, and the entropy's
+     * product of the two — 4; its backward makes their gradients, about 3 live at once: k = 7. The exact
+     * KL (kl.estimator: full) adds the reference's logits and log-softmax, a second exp, the difference
+     * of the log-softmaxes and its product with the exp: 5 more. Chunked, each [C, V] tensor is freed
+     * once used and the backward builds the logits' gradient in place: the logits with their graph, the
+     * log-softmax turned into the gradient, and its exp — k = 3 (measured in fp32: 935 MB more peak per
+     * 512 tokens of chunk at V = 151,936, 3.0 tensors); the exact KL adds the reference's logits and
+     * log-softmax: 2 more (counted from the code). In fp16 the lm_head's own output, which the graph's
+     * cast keeps, adds ½; a sampling temperature ≠ 1 divides each network's fp32 logits into one more.
      *
      * <p>Beside that, [T, E] tensors in the model's dtype: the response tokens' hidden states, and their
      * gradient — autograd's in one piece; chunked, the chunks' gradients and the whole they are joined
@@ -366,9 +365,9 @@ public final class MemoryPlan {
     static double head(TrainConfig c, ModelConfig m, int bytes, double positions, double responses) {
         int chunk = c.model().headChunkTokens();
         boolean whole = chunk == 0 || responses <= chunk, exactKl = c.kl().parsedEstimator().needsFullLogits();
-        double scaled = c.rollout().temperature() != 1 ? bytes / 4.0 : 0;
-        double k = whole ? HEAD_TENSORS + scaled + (exactKl ? EXACT_KL_TENSORS + scaled : 0)
-                : CHUNK_TENSORS + (4.0 - bytes) / 4 + scaled + (exactKl ? CHUNK_KL_TENSORS + scaled : 0);
+        double scaled = c.rollout().temperature() != 1 ? 1 : 0, half = (4.0 - bytes) / 4;
+        double k = (whole ? HEAD_TENSORS : CHUNK_TENSORS) + half + scaled
+                + (exactKl ? (whole ? EXACT_KL_TENSORS : CHUNK_KL_TENSORS) + scaled : 0);
         double vocab = (whole ? responses : chunk) * m.vocabSize() * 4.0 * k;
         double states = (whole ? 2 : 3) * responses + (exactKl ? positions + responses : 0);
         return vocab + states * m.hiddenSize() * bytes;

@@ -17,7 +17,7 @@ import klrl.util.Nd;
  * taken token's log-prob, the entropy and the exact KL against a reference, each chunk's softmax in
  * fp32. A [T, vocabulary] tensor never exists, only [C, vocabulary] ones, one chunk at a time.
  *
- * <p>When T ≤ C (or C = 0) the head is one piece whose graph autograd keeps, as before chunking. Above,
+ * <p>When T ≤ C (or C = 0) the head is one piece whose graph autograd keeps. Above,
  * the forward keeps no graph and frees each [C,V] tensor once used: its values become leaves the loss
  * reads, and the backward is staged (as {@link klrl.parallel.StagedBackward} stages layers): once the
  * loss's backward has left gradients on those leaves, each chunk's logits are recomputed from its
@@ -82,7 +82,7 @@ final class OutputHead {
         }
         // 2. The loss reads leaves; their gradients drive the recomputing backward below, after the loss's own.
         Result leaves = new Result(leaf(all.logp), leaf(all.entropy), leaf(all.kl), leaf(hT));
-        Grad.after(() -> backward(hT, ids, refT, all, leaves, m));
+        Grad.after(() -> backward(hT, ids, refT, all, leaves, c, m));
         return leaves;
     }
 
@@ -92,33 +92,40 @@ final class OutputHead {
      * analytically (below); then the hidden states' gradient (with a value head's, read from the same
      * states) into the decoder.
      */
-    private void backward(NDArray hT, NDArray ids, NDArray refT, Result all, Result leaves, NDManager m) {
+    private void backward(NDArray hT, NDArray ids, NDArray refT, Result all, Result leaves, int c, NDManager m) {
         NDArray gl = grad(leaves.logp), ge = grad(leaves.entropy), gk = grad(leaves.kl), gs = grad(leaves.states);
-        int t = (int) hT.getShape().get(0), c = model.headChunkTokens();
-        NDArray hD = hT.stopGradient();
-        List<NDArray> gh = new ArrayList<>();
-        for (int from = 0; from < t; from += c) {
-            int to = Math.min(t, from + c);
-            try (NDManager cm = m.newSubManager(hT.getDevice())) {
-                NDArray hc = leaf(piece(hD, from, to, cm));
-                if (gl != null || ge != null || gk != null) {
+        NDArray g;
+        if (gl == null && ge == null && gk == null) { // the loss read no value of the head: only the states, if anything
+            if (gs == null) {
+                return;
+            }
+            g = gs.toType(hT.getDataType(), false);
+        } else {
+            int t = (int) hT.getShape().get(0);
+            NDArray hD = hT.stopGradient();
+            List<NDArray> gh = new ArrayList<>();
+            for (int from = 0; from < t; from += c) {
+                int to = Math.min(t, from + c);
+                try (NDManager cm = m.newSubManager(hT.getDevice())) {
+                    NDArray hc = leaf(piece(hD, from, to, cm));
                     NDArray z = model.logits(hc); // [C,V] fp32, with a graph into lm_head and hc
                     NDArray dz;
                     try (Grad paused = Grad.paused()) {
-                        dz = logitGrad(z.stopGradient(), piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm),
+                        dz = logitGrad(z.stopGradient(), piece(ids, from, to, cm), piece(refT, from, to, cm),
                                 piece(gl, from, to, cm), piece(ge, from, to, cm), piece(gk, from, to, cm),
                                 piece(all.entropy, from, to, cm), piece(all.kl, from, to, cm));
                     }
                     JniUtils.backward((PtNDArray) z, (PtNDArray) dz, false, false);
+                    NDArray gc = hc.getGradient();
+                    gc.attach(m);
+                    gh.add(gc);
                 }
-                NDArray g = hc.getGradient(); // zeros when nothing reached it
-                g.attach(m);
-                gh.add(g);
             }
-        }
-        NDArray g = NDArrays.concat(new ai.djl.ndarray.NDList(gh), 0);
-        if (gs != null) {
-            g = g.add(gs.toType(g.getDataType(), false));
+            g = NDArrays.concat(new ai.djl.ndarray.NDList(gh), 0);
+            gh.forEach(NDArray::close);
+            if (gs != null) {
+                g = g.add(gs.toType(g.getDataType(), false));
+            }
         }
         JniUtils.backward((PtNDArray) hT, (PtNDArray) g, false, false); // (DJL's requiresGrad reads false on an op's result)
     }
@@ -144,7 +151,7 @@ final class OutputHead {
         }
         lsm.muli(gk == null ? (ge == null ? zero : ge.neg()) : ge == null ? gk : gk.sub(ge)); // (gk − ge)·log p
         if (gk != null) {
-            NDArray r = logSoftmax(ref.logits(refH), true);                                      // [C,V] log r
+            NDArray r = logSoftmax(ref.logitsNoGraph(refH), true);                                      // [C,V] log r
             lsm.subi(r.muli(gk));
             r.close();
         }
@@ -173,11 +180,12 @@ final class OutputHead {
 
     /**
      * The values without a graph, each [C,V] intermediate freed as soon as it is used: at most four at
-     * once with a KL (the log-softmax, p, the reference's logits and log-softmax), two without.
+     * once with a KL (the log-softmax, p, the reference's logits and log-softmax), three with the
+     * entropy (the log-softmax, p and their product), one for log-probs alone.
      * The same operations as {@link #values}, so the same numbers.
      */
     private Result valuesFreeing(NDArray h, NDArray ids, NDArray refH, boolean withEntropy, boolean withKl) {
-        NDArray logsm = logSoftmax(model.logits(h), true);                                       // [C,V]
+        NDArray logsm = logSoftmax(model.logitsNoGraph(h), true);                                       // [C,V]
         NDArray logp = logsm.gather(ids, 1);                                                      // [C,1]
         NDArray ent = null, kl = null;
         if (withEntropy || withKl) {
@@ -188,7 +196,7 @@ final class OutputHead {
                 pl.close();
             }
             if (withKl) {
-                NDArray d = logSoftmax(ref.logits(refH), true).negi().addi(logsm).muli(p);        // π (log π − log π_ref)
+                NDArray d = logSoftmax(ref.logitsNoGraph(refH), true).negi().addi(logsm).muli(p);        // π (log π − log π_ref)
                 kl = d.sum(new int[] {1}, true);
                 d.close();
             }
