@@ -152,8 +152,9 @@ final class HeadBench {
             }
             SplittableRandom rnd = new SplittableRandom(tokens);
             int vocab = model.config.vocabSize();
+            // packed as the trainer's micro-batches are (SequenceBatch.rows): a packed pass is the one that runs fused attention
             SequenceBatch b = SequenceBatch.of(List.of(rnd.longs(PROMPT, 3, vocab).toArray()),
-                    List.of(rnd.longs(tokens, 3, vocab).toArray()), 0);
+                    List.of(rnd.longs(tokens, 3, vocab).toArray()), 0).rows(new int[] {0});
             float[] adv = new float[tokens];
             for (int i = 0; i < tokens; i++) {
                 adv[i] = (float) rnd.nextDouble(-1, 1);
@@ -176,6 +177,7 @@ final class HeadBench {
             r.put("peak_rss_mb", peak / 1e6);
             r.put("peak_rss_above_start_mb", (peak - start) / 1e6);
             r.put("runs", secs.length);
+            r.put("attention", Decoder.fusedAttentionCalls() > 0 ? "sdpa" : "eager"); // what the passes ran, not what was asked
             r.put("model_parameters", model.config.parameterCount());
         }
         return r;
