@@ -419,7 +419,7 @@ public final class Decoder implements AutoCloseable {
     private int headChunk = DEFAULT_HEAD_CHUNK;
 
     /** The chunk a full pass's output head takes when the config says nothing (model.head_chunk_tokens). */
-    public static final int DEFAULT_HEAD_CHUNK = 1024;
+    public static final int DEFAULT_HEAD_CHUNK = 512;
 
     /** Sets model.head_chunk_tokens: response tokens per chunk of the output head, 0 for the whole micro-batch at once. */
     public Decoder headChunk(int tokens) {
