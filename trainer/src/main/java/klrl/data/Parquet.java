@@ -35,6 +35,7 @@ final class Parquet {
 
     /** Every row of one file, in order. */
     static List<JsonNode> rows(Path file) {
+        checkShape(file);
         List<JsonNode> out = new ArrayList<>();
         try (ParquetFileReader r = ParquetFileReader.open(new LocalInputFile(file))) {
             MessageType schema = r.getFooter().getFileMetaData().getSchema();
@@ -49,8 +50,10 @@ final class Parquet {
         } catch (UserError e) {
             throw e;
         } catch (Exception | LinkageError e) {
-            throw new UserError(file + ": not a readable parquet file (" + (e.getMessage() != null ? Json.firstLine(e.getMessage())
-                    : e.getClass().getSimpleName()) + ")");
+            // parquet-mr names the file by its reader object (LocalInputFile@3383649e): say the path instead
+            String why = e.getMessage() != null ? Json.firstLine(e.getMessage()).replaceAll("\\S*InputFile@[0-9a-f]+", "the file")
+                    : e.getClass().getSimpleName();
+            throw new UserError(file + ": not a readable parquet file (" + why + ")");
         } catch (OutOfMemoryError e) {
             // a damaged footer can declare lists far larger than the file; a large valid file can outgrow the heap
             out.clear();
@@ -58,6 +61,39 @@ final class Parquet {
                     + " -Xmx allows: give the JVM more, e.g. KLRL_JAVA_OPTS=-Xmx16g)");
         }
         return out;
+    }
+
+    /** The 4-byte mark a parquet file starts and ends with. */
+    private static final byte[] MAGIC = {'P', 'A', 'R', '1'};
+
+    /**
+     * Refuses, in the user's words, a file that cannot be parquet at all: empty, shorter than its two
+     * marks and footer length, or without the "PAR1" marks at both ends (a truncated download keeps the
+     * first, another format saved as .parquet has neither).
+     */
+    static void checkShape(Path file) {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(file)) {
+            long size = ch.size();
+            if (size == 0) {
+                throw new UserError(file + ": empty file, expected parquet");
+            }
+            if (size < 12) {
+                throw new UserError(file + ": " + size + " bytes, too short to be a parquet file (at least 12: \"PAR1\", a footer length, \"PAR1\")");
+            }
+            java.nio.ByteBuffer head = java.nio.ByteBuffer.allocate(4), tail = java.nio.ByteBuffer.allocate(4);
+            ch.read(head, 0);
+            ch.read(tail, size - 4);
+            boolean starts = java.util.Arrays.equals(head.array(), MAGIC), ends = java.util.Arrays.equals(tail.array(), MAGIC);
+            if (!starts) {
+                throw new UserError(file + ": not a parquet file (it does not begin with \"PAR1\"; another format saved as .parquet?)");
+            }
+            if (!ends) {
+                throw new UserError(file + ": truncated parquet file (it begins with \"PAR1\" but does not end with it: an interrupted"
+                        + " download or copy?)");
+            }
+        } catch (java.io.IOException e) {
+            throw new UserError(file + ": cannot be read (" + e.getMessage() + ")");
+        }
     }
 
     /** A struct: each field by name, absent optional fields as null. */

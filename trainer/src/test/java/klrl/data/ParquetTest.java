@@ -64,7 +64,31 @@ class ParquetTest {
         Path bad = tmp.resolve("bad.parquet");
         Files.writeString(bad, "{\"question\":\"1+1\",\"answer\":\"2\"}\n");
         UserError e = assertThrows(UserError.class, () -> Dataset.load(bad.toString(), null, null));
-        assertTrue(e.getMessage().startsWith(bad + ": not a readable parquet file"), e.getMessage());
+        assertTrue(e.getMessage().startsWith(bad + ": not a parquet file (it does not begin with \"PAR1\""), e.getMessage());
         assertEquals(1, e.getMessage().lines().count());
+    }
+
+    @Test
+    void anEmptyOrTruncatedFileIsNamedInTheUsersWords() throws Exception {
+        byte[] real = Files.readAllBytes(Path.of("src/test/resources/parquet/alltypes_plain.snappy.parquet"));
+        Path truncated = tmp.resolve("truncated.parquet"), empty = tmp.resolve("empty.parquet"), tiny = tmp.resolve("tiny.parquet"),
+                footer = tmp.resolve("footer.parquet");
+        Files.write(truncated, java.util.Arrays.copyOf(real, real.length / 2));
+        Files.write(empty, new byte[0]);
+        Files.write(tiny, "PAR1".getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        // both marks intact, the footer's bytes damaged: parquet-mr's own message, with the path, never its reader object
+        byte[] damaged = real.clone();
+        for (int i = damaged.length - 60; i < damaged.length - 8; i++) {
+            damaged[i] = (byte) 0xff;
+        }
+        Files.write(footer, damaged);
+        String[][] cases = {{truncated.toString(), ": truncated parquet file (it begins with \"PAR1\" but does not end with it"},
+            {empty.toString(), ": empty file, expected parquet"}, {tiny.toString(), ": 4 bytes, too short to be a parquet file"},
+            {footer.toString(), ": not a readable parquet file ("}};
+        for (String[] c : cases) {
+            UserError e = assertThrows(UserError.class, () -> Dataset.load(c[0], null, null));
+            assertTrue(e.getMessage().startsWith(c[0] + c[1]), e.getMessage());
+            assertTrue(!e.getMessage().contains("InputFile@") && e.getMessage().lines().count() == 1, e.getMessage());
+        }
     }
 }
