@@ -68,7 +68,7 @@ final class OutputHead {
             for (int from = 0; from < t; from += c) {
                 int to = Math.min(t, from + c);
                 try (NDManager cm = m.newSubManager(hT.getDevice())) {
-                    Result v = valuesFreeing(piece(hD, from, to, cm), piece(ids, from, to, cm), refT == null ? null : piece(refT, from, to, cm),
+                    Result v = valuesFreeing(piece(hD, from, to, cm), piece(ids, from, to, cm), piece(refT, from, to, cm),
                             entropy, ref != null);
                     keep(v.logp, lp, m);
                     keep(v.entropy, en, m);
@@ -228,7 +228,7 @@ final class OutputHead {
         return out;
     }
 
-    /** Rows [from, to) of x, owned by {@code cm} (so what is computed from them is too). */
+    /** Rows [from, to) of x, owned by {@code cm} (so what is computed from them is too), or null for no x. */
     private static NDArray piece(NDArray x, int from, int to, NDManager cm) {
         if (x == null) {
             return null;
