@@ -44,7 +44,20 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * rollout.recompute_logprobs says.
      */
     public boolean recomputesLogprobs() {
-        return rollout.recomputeLogprobs() || !rollout.engine().equals("local") || algorithm.policyLoss().equals("gspo");
+        return rollout.recomputeLogprobs() || !rollout.engine().equals("local") || algorithm.policyLoss().equals("gspo")
+                || rolloutCorrection().active() || rollout.samplerTemperature() != null;
+    }
+
+    /**
+     * The rollout correction in effect: as algorithm.rollout_correction says, its {@code is} unset
+     * resolved by where the samples come from — token-level weights truncated at is_threshold with
+     * SGLang/vLLM (TRL's default), none with local rollouts (the sampler is the trainer's own policy).
+     */
+    public klrl.loss.RolloutWeights rolloutCorrection() {
+        var c = algorithm.rolloutCorrection();
+        String is = c.is() != null ? c.is() : rollout.remote() ? "token" : "none";
+        return new klrl.loss.RolloutWeights(klrl.loss.RolloutWeights.mode(is), c.isThreshold(), klrl.loss.RolloutWeights.reject(c.rs()),
+                c.rsThresholdLower() != null ? c.rsThresholdLower() : 1 / c.rsThreshold(), c.rsThreshold());
     }
 
     static void require(boolean ok, String message) {
@@ -157,16 +170,26 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     public record Rollout(int n, int maxNewTokens, double temperature, double topP, int topK, List<String> stop,
                           double kvCacheGb, double gpuMemoryUtilization, double prefillGb, String engine, List<String> urls,
                           String weightsDir, double requestTimeoutS, int maxRetries, int maxInflight, boolean recomputeLogprobs,
-                          String devices, boolean overlap) {
+                          String devices, boolean overlap, Double samplerTemperature) {
         public static Rollout defaults() {
             return new Rollout(8, 12, 1.0, 1.0, 0, List.of(), 0, 0.9, klrl.rollout.RolloutEngine.DEFAULT_PREFILL_GB,
-                    "local", List.of(), null, 600, 5, 64, false, null, false);
+                    "local", List.of(), null, 600, 5, 64, false, null, false, null);
+        }
+
+        /**
+         * The temperature the sampler draws at: sampler_temperature when set — a sampler that is knowingly
+         * not the trainer's policy, for studying the rollout correction (the trainer's log-probs stay at
+         * rollout.temperature and are recomputed) — else rollout.temperature.
+         */
+        public double samplingTemperature() {
+            return samplerTemperature != null ? samplerTemperature : temperature;
         }
 
         public Rollout {
             require(n >= 1, "rollout.n must be ≥ 1");
             require(maxNewTokens >= 1, "rollout.max_new_tokens must be ≥ 1");
             require(temperature > 0, "rollout.temperature must be > 0 for RL (the log-probs are of softmax(logits/T))");
+            require(samplerTemperature == null || samplerTemperature > 0, "rollout.sampler_temperature must be > 0 (or unset: rollout.temperature)");
             require(topP > 0 && topP <= 1, "rollout.top_p must be in (0, 1]");
             require(topK >= 0, "rollout.top_k must be ≥ 0");
             require(kvCacheGb >= 0, "rollout.kv_cache_gb must be ≥ 0 (0 = from free GPU memory, no limit on CPU)");
@@ -221,12 +244,13 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * @param overlongBuffer DAPO's overlong shaping; len 0 = off
      * @param maskTruncated responses cut at max_new_tokens leave the loss (TRL's mask_truncated_completions)
      * @param filterGroups  DAPO's dynamic sampling
+     * @param rolloutCorrection importance weights π_old/μ for tokens the sampler drew from another distribution
      */
     public record Algorithm(String name, String advantage, boolean normAdvByStd, double gamma, double lambda, int ppoEpochs,
                             double clipRatioLow, double clipRatioHigh, Double clipRatioC, String lossAggMode,
                             double entropyCoef, Double valueClip, double valueCoef, double valueLr, int offPolicyLag,
                             String scaleRewards, String policyLoss, OverlongBuffer overlongBuffer, boolean maskTruncated,
-                            FilterGroups filterGroups) {
+                            FilterGroups filterGroups, RolloutCorrection rolloutCorrection) {
         static String defaultAdvantage(String algo) {
             return algo.equals("ppo") ? "gae" : algo;
         }
@@ -238,7 +262,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
         public static Algorithm defaults() {
             return new Algorithm("grpo", null, true, 1.0, 1.0, 1, 0.2, 0.2, null, "token-mean", 0.0, 0.5, 0.5, 1e-3, 0,
-                    null, "vanilla", OverlongBuffer.defaults(), false, FilterGroups.defaults());
+                    null, "vanilla", OverlongBuffer.defaults(), false, FilterGroups.defaults(), RolloutCorrection.defaults());
         }
 
         /** GRPO's advantage scale: scale_rewards when set, else from norm_adv_by_std. */
@@ -265,6 +289,33 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
                     + " with algorithm.policy_loss: gspo leave it unset");
             overlongBuffer = overlongBuffer == null ? OverlongBuffer.defaults() : overlongBuffer;
             filterGroups = filterGroups == null ? FilterGroups.defaults() : filterGroups;
+            rolloutCorrection = rolloutCorrection == null ? RolloutCorrection.defaults() : rolloutCorrection;
+        }
+    }
+
+    /**
+     * algorithm.rollout_correction (verl's rollout_correction; TRL's vllm_importance_sampling_correction):
+     * weights ρ = π_old/μ on each token's loss terms when the sampler μ is not the trainer's π_old.
+     *
+     * @param is               none, token (each token its own ρ_t) or sequence (each token its sequence's Π_t ρ_t);
+     *                         null = token with SGLang/vLLM rollouts, none with local ones
+     * @param isThreshold      weights above it are truncated to it (> 1)
+     * @param rs               rejection: none, token, sequence or geometric (the per-token geometric mean of a
+     *                         sequence's ratios) — outside [rs_threshold_lower, rs_threshold] the token or the
+     *                         whole sequence gets weight 0
+     * @param rsThresholdLower null = 1 / rs_threshold
+     */
+    public record RolloutCorrection(String is, double isThreshold, String rs, double rsThreshold, Double rsThresholdLower) {
+        public static RolloutCorrection defaults() {
+            return new RolloutCorrection(null, 2.0, "none", 2.0, null);
+        }
+
+        public RolloutCorrection {
+            rs = rs == null ? "none" : rs;
+            // parsed once here so a wrong key is named at load time; the thresholds validate in RolloutWeights
+            new klrl.loss.RolloutWeights(is == null ? klrl.loss.RolloutWeights.Mode.NONE : klrl.loss.RolloutWeights.mode(is),
+                    isThreshold, klrl.loss.RolloutWeights.reject(rs),
+                    rsThresholdLower != null ? rsThresholdLower : 1 / rsThreshold, rsThreshold);
         }
     }
 

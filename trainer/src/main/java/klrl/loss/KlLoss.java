@@ -14,7 +14,7 @@ public final class KlLoss {
 
     public static LossTerm.Out apply(TokenBatch b, LossConfig c) {
         NDArray k = c.klEstimator().perToken(b.logp(), b.refLogp(), b.fullKl(), c.klSafeguards());
-        NDArray loss = c.klPlacement().loss(k, b.logp(), b.mask(), b.weights(c.aggregation()), c.klCoef());
+        NDArray loss = c.klPlacement().loss(k, b.logp(), b.mask(), b.weights(c.aggregation()), b.isWeights(), c.klCoef());
         // The run's KL metrics come from the rollout (behaviour vs reference, before any update);
         // this term reports only its own loss.
         Map<String, Double> m = new LinkedHashMap<>();

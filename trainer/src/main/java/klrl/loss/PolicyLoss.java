@@ -51,7 +51,7 @@ public final class PolicyLoss {
             pg = neg.mul(clipped.minimum(pg3)).add(neg.neg().add(1f).mul(clipped));
             m.put("clip_fraction_lower", LossTerm.maskedMean(clipped.gt(pg3).toType(a.getDataType(), false).mul(neg), mask));
         }
-        NDArray loss = b.aggregate(pg, c.aggregation());
+        NDArray loss = b.aggregate(b.corrected(pg), c.aggregation()); // verl's place for the rollout weights: after the clip
         m.put("loss_policy", loss.toType(ai.djl.ndarray.types.DataType.FLOAT64, false).getDouble());
         m.put("clip_fraction", LossTerm.maskedMean(pg2.gt(pg1).toType(a.getDataType(), false), mask));
         m.put("ppo_kl", LossTerm.maskedMean(logRatio.neg(), mask));
@@ -74,7 +74,7 @@ public final class PolicyLoss {
         NDArray s = logS.exp();
         NDArray pg1 = a.neg().mul(s);
         NDArray pg2 = a.neg().mul(s.clip(1 - c.clipLow(), 1 + c.clipHigh()));
-        NDArray loss = b.aggregate(pg1.maximum(pg2), c.aggregation());
+        NDArray loss = b.aggregate(b.corrected(pg1.maximum(pg2)), c.aggregation());
         Map<String, Double> m = new LinkedHashMap<>();
         m.put("loss_policy", loss.toType(ai.djl.ndarray.types.DataType.FLOAT64, false).getDouble());
         m.put("clip_fraction", LossTerm.maskedMean(pg2.gt(pg1).toType(a.getDataType(), false), mask));

@@ -19,14 +19,22 @@ import ai.djl.ndarray.NDArray;
  * @param weights    aggregation weights [B,T] precomputed over a whole mini-batch and sliced for this
  *                   micro-batch, so accumulated micro-batch losses equal the mini-batch loss; null =
  *                   computed from this batch's mask
+ * @param isWeights  the rollout correction's per-token weights [B,T], detached (algorithm.rollout_correction:
+ *                   truncated π_old/μ, token or sequence, 0 where rejected); they multiply each token's
+ *                   policy-gradient term and the KL term of the loss; null = none
  */
 public record TokenBatch(NDArray logp, NDArray oldLogp, NDArray refLogp, NDArray advantages, NDArray mask,
                          NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns,
-                         NDArray weights) {
+                         NDArray weights, NDArray isWeights) {
 
     public TokenBatch(NDArray logp, NDArray oldLogp, NDArray refLogp, NDArray advantages, NDArray mask,
                       NDArray entropy, NDArray fullKl, NDArray values, NDArray oldValues, NDArray returns) {
-        this(logp, oldLogp, refLogp, advantages, mask, entropy, fullKl, values, oldValues, returns, null);
+        this(logp, oldLogp, refLogp, advantages, mask, entropy, fullKl, values, oldValues, returns, null, null);
+    }
+
+    /** The per-token terms times the rollout correction's weights (unchanged without a correction). */
+    public NDArray corrected(NDArray perToken) {
+        return isWeights == null ? perToken : perToken.mul(isWeights);
     }
 
     public NDArray weights(Aggregation a) {

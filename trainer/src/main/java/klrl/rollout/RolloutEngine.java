@@ -125,7 +125,7 @@ public final class RolloutEngine {
             int off = firstPrompt + i;
             for (Sample s : generateChunk(prompts.subList(i, Math.min(prompts.size(), i + perChunk)), padTo, p, parent,
                     streamSeed(p.seed(), (long) off * p.n()))) {
-                all.add(off == 0 ? s : new Sample(s.promptIndex() + off, s.promptIds(), s.responseIds(), s.logprobs(), s.finishReason()));
+                all.add(off == 0 ? s : s.withPromptIndex(s.promptIndex() + off));
             }
         }
         return all;
@@ -183,6 +183,8 @@ public final class RolloutEngine {
         final boolean padded;
         final long[][] out;
         final float[][] lps;
+        /** Log-probs under the truncated distribution each token was drawn from (top-k/top-p), or null without truncation. */
+        final float[][] mus;
         final int[] len;
         final String[] reason;
         final SplittableRandom[] rngs;
@@ -191,7 +193,7 @@ public final class RolloutEngine {
         final long[] nextPos;
         int[] rows;
         long[] tok;
-        float[] lp;
+        float[] lp, mu;
         int active;
         KvCache cache;
         NDArray keyValid, decodeMask;
@@ -209,6 +211,7 @@ public final class RolloutEngine {
             padded = prompts.stream().anyMatch(a -> a.length != maxPrompt);
             out = new long[size][p.maxNewTokens()];
             lps = new float[size][p.maxNewTokens()];
+            mus = p.truncates() ? new float[size][p.maxNewTokens()] : null;
             len = new int[size];
             reason = new String[size];
             rngs = new SplittableRandom[size];
@@ -231,6 +234,7 @@ public final class RolloutEngine {
             }
             tok = new long[size];
             lp = new float[size];
+            mu = new float[size];
             active = size;
         }
 
@@ -247,7 +251,7 @@ public final class RolloutEngine {
             List<Sample> samples = new ArrayList<>(size);
             for (int r = 0; r < size; r++) {
                 samples.add(new Sample(r / n, prompts.get(r / n), Arrays.copyOf(out[r], len[r]),
-                        Arrays.copyOf(lps[r], len[r]), reason[r]));
+                        Arrays.copyOf(lps[r], len[r]), reason[r], mus == null ? null : Arrays.copyOf(mus[r], len[r])));
             }
             return samples;
         }
@@ -276,6 +280,9 @@ public final class RolloutEngine {
                 NDArray[] sm = sampler.sample(perSample, Arrays.copyOfRange(b.rows, p0 * n, p1 * n), b.rngs);
                 System.arraycopy(sm[0].toLongArray(), 0, b.tok, p0 * n, (p1 - p0) * n);
                 System.arraycopy(sm[1].toFloatArray(), 0, b.lp, p0 * n, (p1 - p0) * n);
+                if (sm[2] != null) {
+                    System.arraycopy(sm[2].toFloatArray(), 0, b.mu, p0 * n, (p1 - p0) * n);
+                }
             }
         }
         if (n > 1) {
@@ -299,6 +306,9 @@ public final class RolloutEngine {
             }
             b.out[r][b.len[r]] = b.tok[a];
             b.lps[r][b.len[r]] = b.lp[a];
+            if (b.mus != null) {
+                b.mus[r][b.len[r]] = b.mu[a];
+            }
             b.len[r]++;
             b.nextPos[r]++;
             if (eosIds.contains(b.tok[a])) {
@@ -364,6 +374,9 @@ public final class RolloutEngine {
             NDArray[] s = sampler.sample(logits, b.rows, b.rngs);
             b.tok = s[0].toLongArray();
             b.lp = s[1].toFloatArray();
+            if (s[2] != null) {
+                b.mu = s[2].toFloatArray();
+            }
         }
     }
 
@@ -399,7 +412,8 @@ public final class RolloutEngine {
      * Picks one token per row from fp32 logits [B,V]: argmax when greedy, else inverse-CDF sampling
      * of softmax(logits/T) restricted to top-k and then to the top-p nucleus (HF's warper order and
      * rule: drop the least likely tokens whose cumulative mass stays ≤ 1−p). {@link #sample} returns
-     * [tokens, logprobs].
+     * [tokens, logprobs of softmax(logits/T), logprobs of the truncated distribution drawn from] — the
+     * last null when nothing is truncated (then it is the second).
      *
      * <p>Made once per rollout: the scalar operands live on the device for the whole decode loop.
      * DJL turns a Java number operand into a fresh one-element tensor on every call, and an NDIndex
@@ -426,7 +440,7 @@ public final class RolloutEngine {
                 NDArray tok = logits.argMax(1);
                 NDArray lp = JniUtils.logSoftmax((PtNDArray) logits, 1, DataType.FLOAT32)
                         .gather(tok.reshape(b, 1), 1).reshape(b);
-                return new NDArray[] {tok, lp};
+                return new NDArray[] {tok, lp, null};
             }
             NDArray scaled = p.temperature() == 1 ? logits : logits.div(temperature); // x/1 is x exactly
             NDArray logp = JniUtils.logSoftmax((PtNDArray) scaled, 1, DataType.FLOAT32);
@@ -454,7 +468,9 @@ public final class RolloutEngine {
             // The first index whose cdf exceeds the target; it always has non-zero probability.
             NDArray tok = cdf.lte(target).sum(new int[] {1}).minimum(lastIndex);
             NDArray lp = logp.gather(tok.reshape(b, 1), 1).reshape(b);
-            return new NDArray[] {tok, lp};
+            // μ(y) = kept mass of y ÷ the kept total: what the token was really drawn from
+            NDArray mu = !p.truncates() ? null : probs.gather(tok.reshape(b, 1), 1).reshape(b).log().sub(total.reshape(b).log());
+            return new NDArray[] {tok, lp, mu};
         }
     }
 }

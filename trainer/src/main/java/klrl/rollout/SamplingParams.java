@@ -7,7 +7,8 @@ import klrl.util.UserError;
  * How to sample. temperature 0 is greedy. Log-probs returned with each token are
  * log softmax(logits / temperature) over the whole vocabulary (temperature 1 when greedy), before
  * top-k/top-p truncation — the same quantity the trainer recomputes from the same logits (verl and
- * TRL scale logits by the rollout temperature the same way).
+ * TRL scale logits by the rollout temperature the same way); with truncation the engine also
+ * returns each token's log-prob under the truncated, renormalised distribution it was drawn from.
  */
 public record SamplingParams(int maxNewTokens, double temperature, double topP, int topK, int n,
                              List<String> stopStrings, long seed) {
@@ -36,5 +37,10 @@ public record SamplingParams(int maxNewTokens, double temperature, double topP, 
 
     public boolean greedy() {
         return temperature == 0;
+    }
+
+    /** Whether tokens are drawn from a truncated distribution (top-k or top-p), not softmax(logits/T) itself. */
+    public boolean truncates() {
+        return !greedy() && (topP < 1 || topK > 0);
     }
 }

@@ -70,7 +70,7 @@ final class DynamicSampling {
         for (int i = 0; i < b.samples().size(); i++) { // one pass: each sample to its prompt's group, in order
             Sample x = b.samples().get(i);
             Rollouts.Batch g = out.get(x.promptIndex());
-            g.samples().add(new Sample(0, x.promptIds(), x.responseIds(), x.logprobs(), x.finishReason()));
+            g.samples().add(x.withPromptIndex(0));
             g.scores().add(b.scores().get(i));
         }
         return out;
@@ -80,7 +80,7 @@ final class DynamicSampling {
         int index = prompts.size();
         prompts.add(g.prompts().get(0));
         for (Sample x : g.samples()) {
-            samples.add(new Sample(index, x.promptIds(), x.responseIds(), x.logprobs(), x.finishReason()));
+            samples.add(x.withPromptIndex(index));
         }
         scores.addAll(g.scores());
     }

@@ -42,9 +42,12 @@ final class PolicyUpdate {
     /** The master's policy tensors (the critic's excluded): what grad_var measures. */
     private final Map<String, NDArray> policyParams;
 
-    /** Everything the update reads per token ([rows·R] arrays; PPO's two value arrays null otherwise). */
+    /**
+     * Everything the update reads per token ([rows·R] arrays; PPO's two value arrays null otherwise;
+     * the rollout correction's weights null without one).
+     */
     record Inputs(SequenceBatch all, float[] oldLogp, float[] refLogp, float[] advantages, float[] returns,
-                  float[] oldValues, int miniRows, float temperature, long step) {}
+                  float[] oldValues, int miniRows, float temperature, long step, float[] isWeights) {}
 
     /**
      * Loss metrics averaged over the passes, the mean entropy per token, the mean gradient norm over the
@@ -278,7 +281,7 @@ final class PolicyUpdate {
         TokenBatch tb = new TokenBatch(cur.logp(), b.tensor(mm, mb.gather(in.oldLogp())), b.tensor(mm, mb.gather(in.refLogp())),
                 b.tensor(mm, mb.gather(in.advantages())), b.mask(mm), cur.entropy(), cur.fullKl(), values,
                 ppo ? b.tensor(mm, mb.gather(in.oldValues())) : null, ppo ? b.tensor(mm, mb.gather(in.returns())) : null,
-                b.tensor(mm, weights));
+                b.tensor(mm, weights), in.isWeights() == null ? null : b.tensor(mm, mb.gather(in.isWeights())));
         return LossTerm.total(terms, tb, lc);
     }
 

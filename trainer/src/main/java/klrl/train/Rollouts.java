@@ -112,9 +112,32 @@ final class Rollouts implements AutoCloseable {
             log.accept("rollouts " + (cfg.rollout().overlap() ? "overlapped with training, " : "") + "on a copy of the policy on "
                     + cfg.rollout().devices() + (cfg.rollout().remote() ? " (the servers' behaviour log-probs)" : ""));
         }
+        log.accept("rollout correction: " + correctionLine(cfg));
         this.background = cfg.rollout().overlap() ? Replicas.worker("rollout") : null;
         // after the copy: the thread count it divides is the one the replicas and the copy left this thread
         this.share = klrl.util.CpuShare.start(TinyDefault.cacheDir().resolve("running"), !replicas.placement().output().isGpu());
+    }
+
+    /** What the start-up line says of algorithm.rollout_correction: what it does and why it is the default or near 1. */
+    static String correctionLine(TrainConfig cfg) {
+        var c = cfg.rolloutCorrection();
+        var rc = cfg.rollout();
+        boolean asked = cfg.algorithm().rolloutCorrection().is() != null || c.rs() != klrl.loss.RolloutWeights.Reject.NONE;
+        String what = c.describe();
+        if (rc.remote()) {
+            return what + (asked ? "" : " (the default with " + rc.engine() + ": its sampler is not the trainer's policy;"
+                    + " algorithm.rollout_correction.is: none turns it off)");
+        }
+        boolean differs = rc.samplerTemperature() != null && rc.samplerTemperature() != rc.temperature();
+        boolean truncates = rc.topP() < 1 || rc.topK() > 0;
+        if (!c.active()) {
+            return what + " (the default with local rollouts: the sampler is the trainer's own policy"
+                    + (differs ? "; rollout.sampler_temperature " + rc.samplerTemperature() + " makes it another, uncorrected" : "")
+                    + (truncates ? "; top-p/top-k truncation is not corrected" : "") + ")";
+        }
+        return what + (differs || truncates ? " (local rollouts from " + (differs ? "rollout.sampler_temperature " + rc.samplerTemperature()
+                : "a top-p/top-k truncated distribution") + ")"
+                : " (local rollouts: the sampler is the trainer's own policy, so the weights are near 1)");
     }
 
     /**
@@ -191,7 +214,7 @@ final class Rollouts implements AutoCloseable {
     private List<Sample> generate(List<Example> exs, long step, int k, boolean progress) {
         var rc = cfg.rollout();
         List<long[]> ids = exs.stream().map(prompts::ids).toList();
-        SamplingParams sp = new SamplingParams(rc.maxNewTokens(), rc.temperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(),
+        SamplingParams sp = new SamplingParams(rc.maxNewTokens(), rc.samplingTemperature(), rc.topP(), rc.topK(), rc.n(), rc.stop(),
                 schedule.rolloutSeed(step, k));
         // an overlapped rollout draws no bar: the training step's own would be drawn over
         try (Progress p = progress ? Progress.start("rollout", (long) exs.size() * rc.n(), "seq") : null) {
@@ -210,9 +233,10 @@ final class Rollouts implements AutoCloseable {
 
     /**
      * The samples with the behaviour log-probs recomputed by the weights they were sampled with (the
-     * copy on rollout.devices, else the trainer's policy), as verl does; how far the sampler's own are
-     * from them goes to the metrics — the signal that sampler and trainer disagree (dtype, kernels,
-     * stale weights).
+     * copy on rollout.devices, else the trainer's policy), as verl does, the sampler's kept beside; how
+     * far the sampler's are from them goes to the metrics — the signal that sampler and trainer disagree
+     * (dtype, kernels, truncation, stale weights): the mean and largest |log π_old − log μ| and
+     * KL(μ‖π_old) estimated on the samples (rollout_mismatch_kl_k1, _k3).
      */
     private List<Sample> recomputeLogprobs(List<Sample> samples, Map<String, Object> metrics) {
         SequenceBatch all = SequenceBatch.of(samples, (int) tok.padId());
@@ -225,15 +249,17 @@ final class Rollouts implements AutoCloseable {
             Sample s = samples.get(i);
             float[] lp = Arrays.copyOfRange(mine, i * all.r(), i * all.r() + s.responseIds().length);
             for (int t = 0; t < lp.length; t++) {
-                double d = Math.abs(lp[t] - s.logprobs()[t]);
+                double d = Math.abs(lp[t] - s.samplerLogprobs()[t]);
                 sum += d;
                 max = Math.max(max, d);
             }
             tokens += lp.length;
-            out.add(new Sample(s.promptIndex(), s.promptIds(), s.responseIds(), lp, s.finishReason()));
+            out.add(s.withLogprobs(lp));
         }
         metrics.put("rollout_logprob_diff_mean", sum / Math.max(1, tokens));
         metrics.put("rollout_logprob_diff_max", max);
+        metrics.putAll(klrl.loss.RolloutWeights.mismatch(all.perToken(out.stream().map(Sample::logprobs).toList()),
+                all.perToken(out.stream().map(Sample::samplerLogprobs).toList()), all.responseMask()));
         return out;
     }
 

@@ -24,6 +24,21 @@ final class Shaping {
     record Out(float[] advantages, float[] returns, double meanKl, Map<String, Double> klMetrics) {}
 
     /**
+     * The rollout correction's per-token weights [rows·R] from π_old ({@code oldLogp}) and the log-probs
+     * of what each sample was drawn from, its metrics into {@code m}; null when no correction is asked.
+     */
+    static float[] rolloutWeights(SequenceBatch all, float[] oldLogp, java.util.List<klrl.rollout.Sample> samples,
+                                  klrl.loss.RolloutWeights correction, StepMetrics m) {
+        if (!correction.active()) {
+            return null;
+        }
+        float[] mu = all.perToken(samples.stream().map(klrl.rollout.Sample::samplerLogprobs).toList());
+        klrl.loss.RolloutWeights.Out w = correction.apply(oldLogp, mu, all.responseMask(), all.rows(), all.r());
+        m.putAll(w.metrics());
+        return w.weights();
+    }
+
+    /**
      * @param oldLogp    behaviour log-probs per token
      * @param ref        the reference pass (its exact KL is read when the estimator needs full logits)
      * @param scores     the outcome reward of each row

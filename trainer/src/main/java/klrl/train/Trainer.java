@@ -177,7 +177,7 @@ public final class Trainer implements AutoCloseable {
         long t0 = System.nanoTime();
         StepMetrics m = new StepMetrics(step + 1);
         // 1. Rollout of this step: n samples per prompt from the policy as it is now (version max(0, t − K)),
-        //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–6 do.
+        //    behaviour log-probs, the verifier's scores. With rollout.overlap it runs while 2–7 do.
         Rollouts.Pending next = startRollout(step);
         // 2. Off-policy lag K: train on the rollout of step t − K (none while the first K fill the queue).
         Rollouts.Generated ro = lag.take(next);
@@ -186,7 +186,7 @@ public final class Trainer implements AutoCloseable {
         } else {
             m.put("kl_k1", 0.0).put("kl_k3", 0.0).put("kl_forward", 0.0).put("kl_coef", kl.value()).put("lr", lr.at((int) opt.steps()));
         }
-        // 7. This step's rollout, waited for (overlapped: only what generation took beyond the update), into the queue.
+        // 8. This step's rollout, waited for (overlapped: only what generation took beyond the update), into the queue.
         long tw = System.nanoTime();
         Rollouts.Generated g = awaitRollout(next, step);
         m.put("time_overlap_wait", seconds(tw) + (cfg.rollout().overlap() ? 0 : (double) g.metrics().get("time_rollout")
@@ -200,7 +200,7 @@ public final class Trainer implements AutoCloseable {
                 .memory();
     }
 
-    /** Steps 3–6 on rollout {@code ro}: reference pass, shaping, the policy update, their metrics into {@code m}. */
+    /** Steps 3–7 on rollout {@code ro}: reference pass, shaping, rollout correction, the policy update, their metrics into {@code m}. */
     private void train(Rollouts.Generated ro, long step, StepMetrics m) {
         m.put("rollout_policy_version", ro.policyVersion()).put("policy_version_lag", lag.versionAt(step) - ro.policyVersion());
         SequenceBatch all = SequenceBatch.of(ro.samples(), (int) tok.padId());
@@ -216,14 +216,16 @@ public final class Trainer implements AutoCloseable {
                 ro.samples().stream().mapToInt(Sample::promptIndex).toArray(), lossCfg.withKlCoef(kl.value()), advantage, advCfg, root);
         m.putAll(shaped.klMetrics());
         kl.update(shaped.meanKl(), all.rows());
-        // 5. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
+        // 5. Rollout correction: weights π_old/μ when the sampler μ that drew the tokens is not π_old (null without one).
+        float[] isWeights = Shaping.rolloutWeights(all, oldLogp, ro.samples(), cfg.rolloutCorrection(), m);
+        // 6. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
         long tu = System.nanoTime();
         SequenceBatch trained = cfg.algorithm().maskTruncated() ? Shaping.maskTruncated(all, ro.samples()) : all;
         PolicyUpdate.Out upd = update.run(new PolicyUpdate.Inputs(trained, oldLogp, ref.refLogp(), shaped.advantages(),
-                shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step()),
-                lossCfg.withKlCoef(kl.value()));
+                shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step(),
+                isWeights), lossCfg.withKlCoef(kl.value()));
         releaseCachedGpuMemory();
-        // 6. Metrics: the update's, timings (gradient reduce and weight copies inside time_update with several replicas;
+        // 7. Metrics: the update's, timings (gradient reduce and weight copies inside time_update with several replicas;
         //    how busy a pipeline's stages were).
         m.update(upd, cfg.train().gradVar(), kl.value(), opt.lossScale()).put("lr", lr.at((int) opt.steps() - 1));
         m.put("time_update", seconds(tu));

@@ -60,7 +60,7 @@ public final class VarlenUpdate {
                 Map<String, float[]> before = weights ? floats(nets) : Map.of();
                 long t1 = System.nanoTime();
                 PolicyUpdate.Out out = upd.run(new PolicyUpdate.Inputs(all, old, ref.refLogp(), adv, adv, ref.oldValues(),
-                        miniRows, 1f, 0), lc);
+                        miniRows, 1f, 0, null), lc);
                 double secUpd = (System.nanoTime() - t1) / 1e9;
                 busy.putAll(reps.takeTimes());
                 return new Result(out.lossMetrics(), out.gradNorm(), before, weights ? floats(nets) : Map.of(), out.paddingFraction(),
