@@ -2,6 +2,7 @@ package klrl.rollout;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -142,6 +143,38 @@ class RolloutEngineTest {
         }
         assertEquals(topk, seenK, "top-k samples exactly the k most likely tokens");
         assertEquals(nucleus, seenP, "top-p samples exactly the nucleus");
+    }
+
+    @Test
+    void theSamplerLogprobIsOfTheTruncatedDistributionTheTokenWasDrawnFrom() {
+        double[] lp = nextLogprobs(PROMPT, 1.0)[PROMPT.length - 1];
+        Integer[] order = new Integer[lp.length];
+        for (int i = 0; i < order.length; i++) {
+            order[i] = i;
+        }
+        Arrays.sort(order, (a, b) -> Double.compare(lp[b], lp[a]));
+        double topKMass = 0, nucleusMass = 0;
+        for (int i = 0; i < 5; i++) {
+            topKMass += Math.exp(lp[order[i]]);
+        }
+        for (int i = 0; nucleusMass < 0.3; i++) {
+            nucleusMass += Math.exp(lp[order[i]]);
+        }
+        double[][] cases = {{5, 1.0, topKMass}, {0, 0.3, nucleusMass}, {0, 1.0, 1.0}};
+        for (double[] c : cases) {
+            SamplingParams p = new SamplingParams(1, 1.0, c[1], (int) c[0], 50, List.of(), 9);
+            for (Sample x : engine(List.of()).generate(List.of(PROMPT), p, root)) {
+                int tok = (int) x.responseIds()[0];
+                String what = "top_k " + c[0] + ", top_p " + c[1] + ", token " + tok;
+                assertEquals(lp[tok], x.logprobs()[0], 1e-4, what + ": the behaviour log-prob is softmax(logits/T)'s");
+                // μ(y) = π(y) ÷ the kept mass
+                assertEquals(lp[tok] - Math.log(c[2]), x.samplerLogprobs()[0], 1e-4, what + ": the sampler's is the truncated one's");
+            }
+            if (!p.truncates()) {
+                Sample x = engine(List.of()).generate(List.of(PROMPT), p, root).get(0);
+                assertSame(x.logprobs(), x.samplerLogprobs(), "untruncated: one distribution");
+            }
+        }
     }
 
     @Test

@@ -74,6 +74,14 @@ public final class StandInServer implements AutoCloseable {
     public volatile boolean ignoreLoads;
     /** Generate requests answered. */
     public final AtomicInteger generated = new AtomicInteger();
+    /**
+     * Nats added to each reported log-prob, cycling over the response's positions (null: the log-probs of
+     * the distribution the stand-in drew from). A real server's reports differ from what the trainer
+     * computes (bf16 kernels, vLLM's raw_logprobs before temperature); the stand-in samples with this
+     * project's own engine, so this is how a test gets weights π_old/μ away from 1, above a truncation
+     * threshold or outside a rejection band.
+     */
+    public volatile double[] logprobShift;
 
     private final Kind kind;
     private final HttpServer http;
@@ -234,7 +242,7 @@ public final class StandInServer implements AutoCloseable {
                 ArrayNode lps = meta.putArray("output_token_logprobs");
                 for (int i = 0; i < r.length; i++) {
                     oids.add(r[i]);
-                    lps.addArray().add(g.sample.logprobs()[i]).add(r[i]).addNull();
+                    lps.addArray().add(reported(g, i)).add(r[i]).addNull();
                 }
                 meta.put("weight_version", version);
                 return ok(out);
@@ -327,9 +335,9 @@ public final class StandInServer implements AutoCloseable {
                 ArrayNode tids = c.putArray("token_ids");
                 for (int i = 0; i < r.length; i++) {
                     off.add(i);
-                    tl.add(g.sample.logprobs()[i]);
+                    tl.add(reported(g, i));
                     toks.add(tok.decode(new long[] {r[i]}));
-                    top.addObject().put(tok.decode(new long[] {r[i]}), g.sample.logprobs()[i]);
+                    top.addObject().put(tok.decode(new long[] {r[i]}), reported(g, i));
                     tids.add(r[i]);
                 }
                 switch (g.sample.finishReason()) {
@@ -415,6 +423,12 @@ public final class StandInServer implements AutoCloseable {
     }
 
     private record Generated(long[] prompt, Sample sample, String stopString) {}
+
+    /** The log-prob reported for response token i: the drawn distribution's, shifted by {@link #logprobShift}. */
+    private float reported(Generated g, int i) {
+        double[] shift = logprobShift;
+        return (float) (g.sample.logprobs()[i] + (shift == null ? 0 : shift[i % shift.length]));
+    }
 
     /** One sample, its stream seeded with {@code seed}; null when the named adapter is not loaded. */
     private synchronized Generated generate(long[] prompt, int maxNew, double temperature, double topP, int topK,
