@@ -64,7 +64,14 @@ class CombinationTest {
             new Factor("lag", values("0", Map.of(), "1", Map.of("algorithm.off_policy_lag", 1),
                     "1-overlapped", Map.of("algorithm.off_policy_lag", 1, "rollout.devices", "cpu", "rollout.overlap", true))),
             // the output head whole, or in chunks of 4 response tokens (every micro-batch spans several)
-            new Factor("head", values("whole", Map.of("model.head_chunk_tokens", 0), "chunked", Map.of("model.head_chunk_tokens", 4))));
+            new Factor("head", values("whole", Map.of("model.head_chunk_tokens", 0), "chunked", Map.of("model.head_chunk_tokens", 4))),
+            // the rollout correction: the engine's default (none locally, token weights with servers), token weights and
+            // rejection against a hotter sampler (weights far from 1), sequence weights with geometric rejection
+            new Factor("correction", values("default", Map.of(),
+                    "token-hot-sampler", Map.of("algorithm.rollout_correction.is", "token", "algorithm.rollout_correction.rs", "token",
+                            "rollout.sampler_temperature", 1.3),
+                    "sequence", Map.of("algorithm.rollout_correction.is", "sequence", "algorithm.rollout_correction.rs", "geometric",
+                            "algorithm.rollout_correction.rs_threshold", 1.5))));
 
     /** Pairs the config refuses at start: (factor=value, factor=value). */
     static final List<String[]> REFUSED = List.<String[]>of(new String[] {"algorithm=ppo-separate-critic", "parallel=layers"});
