@@ -87,6 +87,9 @@ public final class KlToy {
             }
             double[][] t = new double[a.size()][];
             for (int i = 0; i < t.length; i++) {
+                if (!a.get(i).isArray()) {
+                    throw new UserError(file + ": field '" + field + "' row " + i + " must be a list of logits, got " + a.get(i));
+                }
                 t[i] = new double[a.get(i).size()];
                 for (int j = 0; j < t[i].length; j++) {
                     JsonNode x = a.get(i).get(j);

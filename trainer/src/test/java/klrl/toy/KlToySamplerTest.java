@@ -340,6 +340,15 @@ class KlToySamplerTest {
         assertEquals(2, r.code());
         assertTrue(r.err().contains("'sampler'") && r.err().contains("2 logits"), r.err());
 
+        Path notATable = tmp.resolve("word.json");
+        var word = (com.fasterxml.jackson.databind.node.ObjectNode) Json.MAPPER.readTree(Files.readString(withSampler));
+        word.put("sampler", "hot");
+        Files.writeString(notATable, word.toString());
+        r = cli("kl-toy", "--spec", notATable.toString());
+        assertEquals(2, r.code());
+        assertEquals(1, r.err().strip().lines().count(), r.err());
+        assertTrue(r.err().contains("'sampler'") && r.err().contains("list of rows"), r.err());
+
         r = cli("kl-toy", "--vocab", "2", "--length", "2", "--sampler-temperature", "0");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("--sampler-temperature"), r.err());
