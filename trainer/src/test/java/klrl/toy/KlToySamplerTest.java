@@ -7,16 +7,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.ndarray.NDManager;
 import com.fasterxml.jackson.databind.JsonNode;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
-import klrl.cli.Main;
+import klrl.cli.InProcess;
 import klrl.model.TinyModel;
 import klrl.util.Json;
 import org.junit.jupiter.api.AfterAll;
@@ -253,20 +250,8 @@ class KlToySamplerTest {
         }
     }
 
-    record Run(int code, String out, String err) {}
-
-    static synchronized Run cli(String... args) {
-        PrintStream oldOut = System.out, oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
-            int code = Main.run(args);
-            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
+    static InProcess.Result cli(String... args) {
+        return InProcess.run(args);
     }
 
     static Path writeSpec(Path f, KlToy.Spec s, double[][] sampler) throws Exception {
@@ -284,7 +269,7 @@ class KlToySamplerTest {
 
     @Test
     void samplerTemperatureIsThePolicyOverT(@TempDir Path tmp) throws Exception {
-        Run hot = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--sampler-temperature", "2", "--json");
+        InProcess.Result hot = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--sampler-temperature", "2", "--json");
         assertEquals(0, hot.code(), hot.err());
         JsonNode h = Json.MAPPER.readTree(hot.out());
         assertEquals("temperature 2", h.get("sampler").asText());
@@ -296,7 +281,7 @@ class KlToySamplerTest {
                 row[j] /= 2;
             }
         }
-        Run file = cli("kl-toy", "--spec", writeSpec(tmp.resolve("s.json"), drawn, half).toString(), "--json");
+        InProcess.Result file = cli("kl-toy", "--spec", writeSpec(tmp.resolve("s.json"), drawn, half).toString(), "--json");
         assertEquals(0, file.code(), file.err());
         JsonNode f = Json.MAPPER.readTree(file.out());
         assertEquals("spec", f.get("sampler").asText());
@@ -307,12 +292,12 @@ class KlToySamplerTest {
             assertEquals(b.get("relative_bias").asDouble(), a.get("relative_bias").asDouble(), 1e-12, a.toString());
         }
         // without a sampler: no such fields
-        Run plain = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--json");
+        InProcess.Result plain = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--json");
         JsonNode p = Json.MAPPER.readTree(plain.out());
         assertFalse(p.has("sampler"));
         assertFalse(p.get("rows").get(0).has("correction"));
         // the table: a correction column and the rows that stay unbiased
-        Run table = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--sampler-temperature", "2");
+        InProcess.Result table = cli("kl-toy", "--vocab", "2", "--length", "2", "--seed", "3", "--sampler-temperature", "2");
         assertEquals(0, table.code(), table.err());
         assertTrue(table.out().lines().anyMatch(l -> l.startsWith("loss") && l.contains("correction")), table.out());
         String footer = table.out().lines().filter(l -> l.startsWith("unbiased under the sampler")).findFirst().orElse("");
@@ -323,7 +308,7 @@ class KlToySamplerTest {
     void aSpecWithASamplerRefusesSamplerTemperatureAndAWrongShape(@TempDir Path tmp) throws Exception {
         KlToy.Spec drawn = KlToy.Spec.random(2, 2, 3);
         Path withSampler = writeSpec(tmp.resolve("s.json"), drawn, drawn.policy());
-        Run r = cli("kl-toy", "--spec", withSampler.toString(), "--sampler-temperature", "1.5");
+        InProcess.Result r = cli("kl-toy", "--spec", withSampler.toString(), "--sampler-temperature", "1.5");
         assertEquals(2, r.code());
         assertEquals("", r.out());
         assertEquals(1, r.err().strip().lines().count(), r.err());
