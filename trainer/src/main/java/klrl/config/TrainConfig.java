@@ -51,11 +51,12 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
     /**
      * The rollout correction in effect: as algorithm.rollout_correction says, its {@code is} unset
      * resolved by where the samples come from — token-level weights truncated at is_threshold with
-     * SGLang/vLLM (TRL's default), none with local rollouts (the sampler is the trainer's own policy).
+     * SGLang/vLLM (sequence-level with GSPO), none with local rollouts (the sampler is the trainer's own policy).
      */
     public klrl.loss.RolloutWeights rolloutCorrection() {
         var c = algorithm.rolloutCorrection();
-        String is = c.is() != null ? c.is() : rollout.remote() ? "token" : "none";
+        // GSPO's ratio is of the whole sequence: its correction is too (the exact toy certifies sequence weights for it)
+        String is = c.is() != null ? c.is() : !rollout.remote() ? "none" : algorithm.policyLoss().equals("gspo") ? "sequence" : "token";
         return new klrl.loss.RolloutWeights(klrl.loss.RolloutWeights.mode(is), c.isThreshold(), klrl.loss.RolloutWeights.reject(c.rs()),
                 c.rsThresholdLower() != null ? c.rsThresholdLower() : 1 / c.rsThreshold(), c.rsThreshold());
     }
@@ -298,7 +299,7 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      * weights ρ = π_old/μ on each token's loss terms when the sampler μ is not the trainer's π_old.
      *
      * @param is               none, token (each token its own ρ_t) or sequence (each token its sequence's Π_t ρ_t);
-     *                         null = token with SGLang/vLLM rollouts, none with local ones
+     *                         null = token with SGLang/vLLM rollouts (sequence with GSPO), none with local ones
      * @param isThreshold      weights above it are truncated to it (> 1)
      * @param rs               rejection: none, token, sequence or geometric (the per-token geometric mean of a
      *                         sequence's ratios) — outside [rs_threshold_lower, rs_threshold] the token or the
@@ -312,6 +313,8 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
         public RolloutCorrection {
             rs = rs == null ? "none" : rs;
+            require(rsThresholdLower != null || rsThreshold > 1, "algorithm.rollout_correction.rs_threshold must be > 1 (the band is"
+                    + " [1/rs_threshold, rs_threshold] unless rs_threshold_lower is set), got " + rsThreshold);
             // parsed once here so a wrong key is named at load time; the thresholds validate in RolloutWeights
             new klrl.loss.RolloutWeights(is == null ? klrl.loss.RolloutWeights.Mode.NONE : klrl.loss.RolloutWeights.mode(is),
                     isThreshold, klrl.loss.RolloutWeights.reject(rs),

@@ -86,16 +86,22 @@ public record RolloutWeights(Mode is, double isThreshold, Reject rs, double rsLo
         for (int i = 0; i < old.length; i++) {
             logRho[i] = mask[i] > 0 ? (double) old[i] - mu[i] : 0;
         }
-        double[] w = weights(logRho, mask, rows, r);
+        boolean[] rejected = new boolean[logRho.length];
+        double[] w = weights(logRho, mask, rows, r, rejected);
         float[] out = new float[w.length];
         for (int i = 0; i < w.length; i++) {
             out[i] = (float) w[i];
         }
-        return new Out(out, metrics(logRho, w, mask, rows, r));
+        return new Out(out, metrics(logRho, w, rejected, mask, rows, r));
     }
 
     /** The weights from per-token log ratios log ρ [rows·r] (the exact toy calls this in float64). */
     public double[] weights(double[] logRho, float[] mask, int rows, int r) {
+        return weights(logRho, mask, rows, r, new boolean[logRho.length]);
+    }
+
+    /** As above, marking in {@code rejected} the tokens rejection zeroed (a weight can also underflow to 0). */
+    private double[] weights(double[] logRho, float[] mask, int rows, int r, boolean[] rejected) {
         double[] w = new double[logRho.length];
         for (int i = 0; i < rows; i++) {
             double seq = 0;
@@ -121,8 +127,8 @@ public record RolloutWeights(Mode is, double isThreshold, Reject rs, double rsLo
                     case TOKEN -> Math.min(Math.exp(logRho[k]), isThreshold);
                     case SEQUENCE -> Math.min(Math.exp(seq), isThreshold);
                 };
-                boolean reject = rejectRow || (rs == Reject.TOKEN && outside(logRho[k]));
-                w[k] = reject ? 0 : v;
+                rejected[k] = rejectRow || (rs == Reject.TOKEN && outside(logRho[k]));
+                w[k] = rejected[k] ? 0 : v;
             }
         }
         return w;
@@ -137,7 +143,7 @@ public record RolloutWeights(Mode is, double isThreshold, Reject rs, double rsLo
      * with sequence weights; rejected ones left out), rollout_is_clipped_fraction (the share truncated),
      * rollout_rs_masked_fraction (the share of response tokens rejected).
      */
-    private Map<String, Double> metrics(double[] logRho, double[] w, float[] mask, int rows, int r) {
+    private Map<String, Double> metrics(double[] logRho, double[] w, boolean[] rejectedToken, float[] mask, int rows, int r) {
         Map<String, Double> m = new LinkedHashMap<>();
         double sum = 0, min = Double.POSITIVE_INFINITY, max = Double.NEGATIVE_INFINITY;
         long units = 0, clipped = 0, tokens = 0, rejected = 0;
@@ -152,7 +158,7 @@ public record RolloutWeights(Mode is, double isThreshold, Reject rs, double rsLo
                 tokens++;
                 seq += logRho[k];
                 any = true;
-                if (w[k] == 0) {
+                if (rejectedToken[k]) {
                     rejected++;
                     continue;
                 }

@@ -68,9 +68,12 @@ final class LagQueue {
 
     /**
      * Refills the queue from a checkpoint taken after {@code steps} steps: it must hold the rollouts of
-     * steps max(0, steps − K) … steps − 1, else one line says what it holds and what K needs.
+     * steps max(0, steps − K) … steps − 1, else one line says what it holds and what K needs. Returns
+     * whether its samples carry the sampler's log-probs (a queue written before they were kept has
+     * only π_old's: a rollout correction then sees weights of 1 on those rollouts).
      */
-    void restore(Path ckpt, long steps) {
+    boolean restore(Path ckpt, long steps) {
+        boolean withSampler = true;
         queue.clear();
         Path f = ckpt.resolve(FILE);
         List<Saved> saved = new ArrayList<>();
@@ -79,6 +82,9 @@ final class LagQueue {
             try {
                 for (JsonNode n : arr) {
                     saved.add(Json.MAPPER.treeToValue(n, Saved.class));
+                    for (JsonNode x : n.path("samples")) {
+                        withSampler &= x.has("samplerLogprobs");
+                    }
                 }
             } catch (java.io.IOException | IllegalArgumentException e) {
                 throw new UserError(f + ": not a rollout queue this trainer wrote (" + Json.firstLine(String.valueOf(e.getMessage())) + ")");
@@ -103,5 +109,6 @@ final class LagQueue {
         for (Saved s : saved) {
             queue.addLast(new Rollouts.Generated(s.step(), s.policyVersion(), List.of(), s.samples(), s.scores(), java.util.Map.of()));
         }
+        return withSampler;
     }
 }

@@ -118,26 +118,34 @@ final class Rollouts implements AutoCloseable {
         this.share = klrl.util.CpuShare.start(TinyDefault.cacheDir().resolve("running"), !replicas.placement().output().isGpu());
     }
 
-    /** What the start-up line says of algorithm.rollout_correction: what it does and why it is the default or near 1. */
+    /** What the start-up line says of algorithm.rollout_correction: what it does, and why it is the default or near 1. */
     static String correctionLine(TrainConfig cfg) {
         var c = cfg.rolloutCorrection();
         var rc = cfg.rollout();
-        boolean asked = cfg.algorithm().rolloutCorrection().is() != null || c.rs() != klrl.loss.RolloutWeights.Reject.NONE;
-        String what = c.describe();
-        if (rc.remote()) {
-            return what + (asked ? "" : " (the default with " + rc.engine() + ": its sampler is not the trainer's policy;"
-                    + " algorithm.rollout_correction.is: none turns it off)");
-        }
-        boolean differs = rc.samplerTemperature() != null && rc.samplerTemperature() != rc.temperature();
+        boolean defaulted = cfg.algorithm().rolloutCorrection().is() == null;
         boolean truncates = rc.topP() < 1 || rc.topK() > 0;
-        if (!c.active()) {
-            return what + " (the default with local rollouts: the sampler is the trainer's own policy"
-                    + (differs ? "; rollout.sampler_temperature " + rc.samplerTemperature() + " makes it another, uncorrected" : "")
-                    + (truncates ? "; top-p/top-k truncation is not corrected" : "") + ")";
+        String line = c.describe();
+        if (rc.remote()) {
+            if (defaulted) {
+                line += " (the default with " + rc.engine() + ": its sampler is not the trainer's policy;"
+                        + " algorithm.rollout_correction.is: none turns it off)";
+            }
+            if (rc.engine().equals("vllm")) {
+                line += "; the vLLM servers must run with --logprobs-mode processed_logprobs, else their log-probs are of the"
+                        + " logits before temperature and truncation";
+            } else if (truncates) {
+                line += "; SGLang reports log-probs before top-p/top-k truncation, which is then not corrected";
+            }
+            return line;
         }
-        return what + (differs || truncates ? " (local rollouts from " + (differs ? "rollout.sampler_temperature " + rc.samplerTemperature()
-                : "a top-p/top-k truncated distribution") + ")"
-                : " (local rollouts: the sampler is the trainer's own policy, so the weights are near 1)");
+        boolean hot = rc.samplerTemperature() != null && rc.samplerTemperature() != rc.temperature();
+        String other = hot ? "rollout.sampler_temperature " + rc.samplerTemperature() : truncates ? "top-p/top-k truncation" : null;
+        if (!c.active()) {
+            return line + (defaulted ? " (the default with local rollouts: the sampler is the trainer's own policy"
+                    + (other != null ? ", but " + other + " makes it another, uncorrected)" : ")") : "");
+        }
+        return line + (other != null ? " (local rollouts drawn with " + other + ")"
+                : " (local rollouts: the sampler is the trainer's own policy, the weights within about 1e-5 of 1)");
     }
 
     /**
@@ -160,6 +168,9 @@ final class Rollouts implements AutoCloseable {
             if (cfg.algorithm().filterGroups().enable()) {
                 b = DynamicSampling.fill(b, cfg.train().batchSize(), cfg.algorithm().filterGroups(),
                         k -> generateAndScore(schedule.extraBatch(step, k), step, k, metrics), metrics, step, log);
+            }
+            if (cfg.recomputesLogprobs()) { // of the batch that trains (dynamic sampling may have generated several)
+                metrics.putAll(samplerMetrics(b.samples()));
             }
             metrics.put("time_rollout", (System.nanoTime() - t0) / 1e9 - (double) metrics.get("time_reward"));
             if (cfg.algorithm().overlongBuffer().len() > 0) { // the mean over the batch that trains
@@ -194,7 +205,7 @@ final class Rollouts implements AutoCloseable {
     private Batch generateAndScore(List<Example> exs, long step, int k, Map<String, Object> metrics) {
         List<Sample> samples = generate(exs, step, k, background == null);
         if (cfg.recomputesLogprobs()) {
-            samples = recomputeLogprobs(samples, metrics);
+            samples = recomputeLogprobs(samples);
         }
         long tw = System.nanoTime();
         List<RewardPool.Scored> scores = Shaping.overlong(scorer.score(exs, samples), samples, cfg);
@@ -233,34 +244,47 @@ final class Rollouts implements AutoCloseable {
 
     /**
      * The samples with the behaviour log-probs recomputed by the weights they were sampled with (the
-     * copy on rollout.devices, else the trainer's policy), as verl does, the sampler's kept beside; how
-     * far the sampler's are from them goes to the metrics — the signal that sampler and trainer disagree
-     * (dtype, kernels, truncation, stale weights): the mean and largest |log π_old − log μ| and
-     * KL(μ‖π_old) estimated on the samples (rollout_mismatch_kl_k1, _k3).
+     * copy on rollout.devices, else the trainer's policy), as verl does, the sampler's kept beside.
      */
-    private List<Sample> recomputeLogprobs(List<Sample> samples, Map<String, Object> metrics) {
+    private List<Sample> recomputeLogprobs(List<Sample> samples) {
         SequenceBatch all = SequenceBatch.of(samples, (int) tok.padId());
         float[] mine = ReferencePass.policyLogp(generators != null ? generators : replicas, all, ReferencePass.Sizes.of(cfg),
                 (float) cfg.rollout().temperature());
-        double sum = 0, max = 0;
-        long tokens = 0;
         List<Sample> out = new ArrayList<>(samples.size());
         for (int i = 0; i < samples.size(); i++) {
             Sample s = samples.get(i);
-            float[] lp = Arrays.copyOfRange(mine, i * all.r(), i * all.r() + s.responseIds().length);
-            for (int t = 0; t < lp.length; t++) {
-                double d = Math.abs(lp[t] - s.samplerLogprobs()[t]);
-                sum += d;
-                max = Math.max(max, d);
-            }
-            tokens += lp.length;
-            out.add(s.withLogprobs(lp));
+            out.add(s.withLogprobs(Arrays.copyOfRange(mine, i * all.r(), i * all.r() + s.responseIds().length)));
         }
-        metrics.put("rollout_logprob_diff_mean", sum / Math.max(1, tokens));
-        metrics.put("rollout_logprob_diff_max", max);
-        metrics.putAll(klrl.loss.RolloutWeights.mismatch(all.perToken(out.stream().map(Sample::logprobs).toList()),
-                all.perToken(out.stream().map(Sample::samplerLogprobs).toList()), all.responseMask()));
         return out;
+    }
+
+    /**
+     * How far the sampler's log-probs (μ) are from the recomputed ones (π_old) over a batch's response
+     * tokens — the signal that sampler and trainer disagree (dtype, kernels, truncation, a temperature
+     * convention, stale weights): the mean and largest |log π_old − log μ| and KL(μ‖π_old) estimated on
+     * the samples (rollout_mismatch_kl_k1, _k3).
+     */
+    static Map<String, Double> samplerMetrics(List<Sample> samples) {
+        int n = samples.stream().mapToInt(s -> s.responseIds().length).sum();
+        float[] old = new float[n], mu = new float[n], mask = new float[n];
+        int k = 0;
+        for (Sample s : samples) {
+            System.arraycopy(s.logprobs(), 0, old, k, s.responseIds().length);
+            System.arraycopy(s.samplerLogprobs(), 0, mu, k, s.responseIds().length);
+            k += s.responseIds().length;
+        }
+        java.util.Arrays.fill(mask, 1f);
+        double sum = 0, max = 0;
+        for (int i = 0; i < n; i++) {
+            double d = Math.abs((double) old[i] - mu[i]);
+            sum += d;
+            max = Math.max(max, d);
+        }
+        Map<String, Double> m = new LinkedHashMap<>();
+        m.put("rollout_logprob_diff_mean", sum / Math.max(1, n));
+        m.put("rollout_logprob_diff_max", max);
+        m.putAll(klrl.loss.RolloutWeights.mismatch(old, mu, mask));
+        return m;
     }
 
     /** Arrays the copy on rollout.devices holds (0 without one): the leak watch counts them beside the trainer's. */

@@ -117,7 +117,7 @@ public final class Trainer implements AutoCloseable {
             this.rollouts = madeRollouts;
             this.lag = new LagQueue(a.offPolicyLag());
             if (resume != null) {
-                restore(Checkpoints.resolve(resume, log));
+                restore(Checkpoints.resolve(resume, log), log);
             }
             // paths absolute: --resume RUN reads the same files from any working folder
             Json.writeAtomically(out.resolve("config.yaml"), ConfigLoader.toYaml(ConfigLoader.absolutePaths(cfg)));
@@ -216,11 +216,11 @@ public final class Trainer implements AutoCloseable {
                 ro.samples().stream().mapToInt(Sample::promptIndex).toArray(), lossCfg.withKlCoef(kl.value()), advantage, advCfg, root);
         m.putAll(shaped.klMetrics());
         kl.update(shaped.meanKl(), all.rows());
+        SequenceBatch trained = cfg.algorithm().maskTruncated() ? Shaping.maskTruncated(all, ro.samples()) : all;
         // 5. Rollout correction: weights π_old/μ when the sampler μ that drew the tokens is not π_old (null without one).
-        float[] isWeights = Shaping.rolloutWeights(all, oldLogp, ro.samples(), cfg.rolloutCorrection(), m);
+        float[] isWeights = Shaping.rolloutWeights(trained, oldLogp, ro.samples(), cfg.rolloutCorrection(), m);
         // 6. Policy update: ppo_epochs × mini-batches (whole prompts) × micro-batches, backward, clip, optimizer.
         long tu = System.nanoTime();
-        SequenceBatch trained = cfg.algorithm().maskTruncated() ? Shaping.maskTruncated(all, ro.samples()) : all;
         PolicyUpdate.Out upd = update.run(new PolicyUpdate.Inputs(trained, oldLogp, ref.refLogp(), shaped.advantages(),
                 shaped.returns(), ref.oldValues(), cfg.train().miniBatchSize() * cfg.rollout().n(), temperature, ro.step(),
                 isWeights), lossCfg.withKlCoef(kl.value()));
@@ -295,7 +295,7 @@ public final class Trainer implements AutoCloseable {
                 nets.ppo() ? nets.criticState() : null, opt.stateTensors(), Map.of(LagQueue.FILE, lag.state())), cfg.checkpoint().keep());
     }
 
-    private void restore(Path ckpt) {
+    private void restore(Path ckpt, Consumer<String> log) {
         var st = Checkpoints.state(ckpt);
         try (NDManager m = root.newSubManager()) {
             nets.restore(ckpt, m);
@@ -305,7 +305,11 @@ public final class Trainer implements AutoCloseable {
         replicas.broadcast(); // the replicas continue from the restored weights too
         kl.restore(st.get("kl_coef").asDouble());
         startStep = st.get("step").asLong();
-        lag.restore(ckpt, startStep); // the queued rollouts: the resumed run trains on what the uninterrupted one would
+        // the queued rollouts: the resumed run trains on what the uninterrupted one would
+        if (!lag.restore(ckpt, startStep) && cfg.rolloutCorrection().active()) {
+            log.accept("rollout correction: the queued rollouts of " + ckpt + " were saved without the sampler's log-probs;"
+                    + " they train with weights of 1");
+        }
     }
 
     @Override

@@ -239,6 +239,20 @@ class CombinationTest {
             }
         }
         assertTrue(applied > 0, name + ": no update applied");
+        // the correction reached the trained steps: weights (or rejection) logged wherever one is in effect
+        int corr = FACTORS.indexOf(FACTORS.stream().filter(f -> f.name().equals("correction")).findFirst().orElseThrow());
+        boolean corrected = !c[corr].equals("default") || !c[4].equals("local");
+        for (JsonNode s : steps) {
+            if (s.has("loss_total")) {
+                assertEquals(corrected, s.has("rollout_is_mean"), name + ": " + s);
+                assertEquals(!c[corr].equals("default"), s.has("rollout_rs_masked_fraction"), name + ": " + s);
+            }
+        }
+        if (c[corr].equals("token-hot-sampler")) { // a sampler at 1.3 against a trainer at 1.0: weights away from 1
+            JsonNode s = steps.get(steps.size() - 1);
+            assertTrue(s.get("rollout_mismatch_kl_k1").asDouble() > 1e-3 && s.get("rollout_is_min").asDouble() < 0.99
+                    && s.get("rollout_is_max").asDouble() > 1.01, name + ": " + s);
+        }
         // a lag of 1 trains from its second step on
         assertTrue(steps.get(1).has("loss_total"), name + ": " + steps.get(1));
         assertTrue(Files.isDirectory(run.resolve("checkpoints/step-000003")), name);

@@ -52,10 +52,15 @@ class RemoteRolloutTest {
         return remote(engine, servers, 20);
     }
 
+    /**
+     * A run on the servers, its trajectory compared with a local one: without the rollout correction the
+     * servers' default turns on (RolloutCorrectionTest), whose weights — 1 within the rounding of one
+     * sequence at a time against the local engine's batches — would carry that rounding into the update.
+     */
     Map<String, Object> remote(String engine, List<StandInServer> servers, double timeoutS) {
         return Map.of("rollout.engine", engine, "rollout.urls", servers.stream().map(StandInServer::url).toList(),
                 "rollout.weights_dir", tmp.resolve("weights-" + engine).toString(), "rollout.request_timeout_s", timeoutS,
-                "rollout.max_retries", 4);
+                "rollout.max_retries", 4, "algorithm.rollout_correction.is", "none");
     }
 
     static List<JsonNode> steps(Path run) throws Exception {

@@ -107,5 +107,27 @@ class RolloutCorrectionTest {
             assertEquals(x, y, "step " + (i + 1));
         }
         assertTrue(a.get(3).has("rollout_is_mean") && a.get(3).has("rollout_rs_masked_fraction"), a.get(3).toString());
+        assertTrue(java.nio.file.Files.readString(cut.resolve("checkpoints/step-000004/rollout_queue.json")).contains("\"samplerLogprobs\""),
+                "the queued rollout keeps the server's log-probs");
+    }
+
+    @Test
+    void gspoWithDynamicSamplingOnAServerGetsSequenceWeightsOfTheTrainedBatch() throws Exception {
+        Path run = tmp.resolve("gspo");
+        List<String> log;
+        try (StandInServer s = new StandInServer(StandInServer.Kind.SGLANG, TrainerTest.base)) {
+            s.logprobShift = SHIFT;
+            log = train(run, onServer(s, run, "algorithm.policy_loss", "gspo", "algorithm.loss_agg_mode", "seq-mean-token-mean",
+                    "algorithm.clip_ratio_low", 3e-4, "algorithm.clip_ratio_high", 4e-4, "algorithm.filter_groups.enable", true,
+                    "algorithm.filter_groups.max_gen_batches", 3), null);
+        }
+        assertTrue(log.stream().anyMatch(l -> l.startsWith("rollout correction: sequence-level importance weights π_old/μ truncated"
+                + " at 2.0 (the default with sglang")), String.join("\n", log));
+        for (JsonNode st : TrainerTest.stepLines(run)) {
+            // every sequence of 3+ tokens carries e·e^½ = 4.5 or more before truncation: the regrouped batch kept μ
+            assertTrue(st.get("rollout_is_clipped_fraction").asDouble() > 0.5, st.toString());
+            assertEquals(2.0, st.get("rollout_is_max").asDouble(), 1e-6, st.toString());
+            assertTrue(st.get("gen_batches").asInt() >= 1, st.toString());
+        }
     }
 }

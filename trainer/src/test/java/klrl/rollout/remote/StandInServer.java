@@ -75,8 +75,8 @@ public final class StandInServer implements AutoCloseable {
     /** Generate requests answered. */
     public final AtomicInteger generated = new AtomicInteger();
     /**
-     * Nats added to each reported log-prob, cycling over the response's positions (null: the log-probs of
-     * the distribution the stand-in drew from). A real server's reports differ from what the trainer
+     * Nats added to each reported log-prob, cycling over the response's positions (null: log softmax(logits/T)
+     * of the stand-in's engine, before any top-p/top-k truncation, as SGLang reports). A real server's reports differ from what the trainer
      * computes (bf16 kernels, vLLM's raw_logprobs before temperature); the stand-in samples with this
      * project's own engine, so this is how a test gets weights π_old/μ away from 1, above a truncation
      * threshold or outside a rejection band.
