@@ -210,7 +210,7 @@ class KlToySamplerTest {
         assertEquals(6, unbiased, "k1-reward, k1 and k3 loss-unbiased, under vanilla and GSPO");
     }
 
-    /** The example (V = 3, T = 4): token weights undo part of the bias of k1 in the reward, sequence weights all. */
+    /** A sampler like another engine's (V = 3, T = 4): token weights undo part of the bias of k1 in the reward, sequence weights all. */
     @Test
     void tokenWeightsLieBetweenNoneAndSequenceForK1InTheReward() {
         KlToy.Spec sp = mismatched(3, 4, 2);
