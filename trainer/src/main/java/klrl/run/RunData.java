@@ -60,7 +60,7 @@ public final class RunData {
 
     private static String base(String spec) {
         Path p = Path.of(spec.replace("bundled:", "")).getFileName();
-        return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|parquet)$", "");
+        return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|json|parquet)$", "");
     }
 
     public Map<String, List<Example>> evalSets() {

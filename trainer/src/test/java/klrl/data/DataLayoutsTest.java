@@ -126,9 +126,9 @@ class DataLayoutsTest {
         assertProblems(Dataset.load(f("shards/train-*-of-00002.parquet"), null, null), null, "42,21,74");
         // the dataset's root holds its shards in a subfolder: named, not mixed in
         UserError e = assertThrows(UserError.class, () -> Dataset.load(f("generate"), null, null));
-        assertEquals(f("generate") + ": no *.parquet or *.jsonl files in this folder", e.getMessage());
+        assertEquals(f("generate") + ": no *.parquet, *.jsonl or *.json data files in this folder", e.getMessage());
         UserError none = assertThrows(UserError.class, () -> Dataset.load(f("shards/test-*.parquet"), null, null));
-        assertEquals(f("shards/test-*.parquet") + ": no *.parquet or *.jsonl file matches", none.getMessage());
+        assertEquals(f("shards/test-*.parquet") + ": no *.parquet, *.jsonl or *.json data file matches", none.getMessage());
     }
 
     @Test
@@ -209,10 +209,10 @@ class DataLayoutsTest {
         Path bom = tmp.resolve("bom.jsonl");
         Files.writeString(bom, "\uFEFF" + Files.readString(DIR.resolve("gsm8k.jsonl")));
         assertEquals(3, Dataset.load(bom.toString(), null, null).size());
-        Path arr = tmp.resolve("arr.json");
+        Path arr = tmp.resolve("arr.jsonl");
         Files.writeString(arr, "[{\"question\": \"1+1\", \"answer\": \"2\"}]\n");
-        assertEquals(arr + ":1: expected a JSON object per line, found an array (a JSONL file holds one JSON object per line, not"
-                + " one array)",
+        assertEquals(arr + ":1: expected a JSON object per line, found an array (a .jsonl file holds one JSON object per line;"
+                + " a file holding one array of rows is read as such when its name ends in .json)",
                 error(arr.toString(), null, null));
     }
 

@@ -14,5 +14,6 @@ class RunDataTest {
         assertEquals("math/test", RunData.name(verl.get(1), verl));
         assertEquals("arith-test", RunData.name(verl.get(2), verl));
         assertEquals("aime24", RunData.name(verl.get(3), verl));
+        assertEquals("deepscaler", RunData.name("/d/deepscaler.json", List.of("/d/deepscaler.json")));
     }
 }
