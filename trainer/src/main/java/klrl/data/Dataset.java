@@ -92,7 +92,8 @@ public final class Dataset {
         if (rows.isEmpty()) {
             throw new UserError(spec + ": no rows");
         }
-        Fields.Mapping m = Fields.detect(rows.get(0).value(), promptField, answerField, promptKey, answerKey, rows.get(0).where());
+        List<JsonNode> head = rows.subList(0, Math.min(rows.size(), Fields.DETECT_ROWS)).stream().map(Row::value).toList();
+        Fields.Mapping m = Fields.detect(head, promptField, answerField, promptKey, answerKey, rows.get(0).where());
         List<Example> out = new ArrayList<>(rows.size());
         for (Row r : rows) {
             out.add(m.example(r.value(), r.where()));
