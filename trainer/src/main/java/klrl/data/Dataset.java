@@ -35,7 +35,7 @@ public final class Dataset {
     public record Loaded(String spec, List<Example> examples, int files, String mapping) {
         /** One line: rows, files, the mapping. */
         public String describe() {
-            return examples.size() + " rows" + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
+            return examples.size() + (examples.size() == 1 ? " row" : " rows") + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
         }
     }
 
