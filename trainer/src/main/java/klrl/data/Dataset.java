@@ -151,8 +151,10 @@ public final class Dataset {
             throw new UserError(f + ": the file ends " + (whole ? "after row " + n + " before the array closes" : "inside row " + n)
                     + " (a truncated file?)");
         } catch (JsonProcessingException e) {
-            throw new UserError(f + ":" + Math.max(n, 1) + ": not valid JSON (line " + e.getLocation().getLineNr() + ", column "
-                    + e.getLocation().getColumnNr() + ": " + Json.firstLine(e.getOriginalMessage()) + ")");
+            var at = e.getLocation();
+            throw new UserError(f + ":" + Math.max(n, 1) + ": not valid JSON (" + (at == null ? "" : "line " + at.getLineNr()
+                    + ", column " + at.getColumnNr() + ": ") + Json.firstLine(e.getOriginalMessage())
+                    .replaceFirst(" \\(for (Object|Array) starting at \\[Source: .*", "") + ")"); // Jackson's source note says nothing to a user
         } catch (IOException e) {
             throw new UserError(f + ": cannot read (" + e.getMessage() + ")");
         }
