@@ -34,8 +34,7 @@ public final class EvalCommand implements Callable<Integer> {
         var examples = klrl.run.RunData.readEval(tc, data).examples();
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("data", data);
-        r.putAll(Evaluator.evaluateModel(tc, Path.of(model),
-                examples.subList(0, Math.min(maxExamples, examples.size())), 0));
+        r.putAll(Evaluator.evaluateModel(tc, Path.of(model), examples, maxExamples, 0));
         System.out.println(Json.write(r));
         return 0;
     }

@@ -131,11 +131,19 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      *                       (reward_model.ground_truth, answer, solution, gold)
      * @param template       user message of a plain-text prompt, {question} replaced by the row's question
      *                       (a message-list prompt is rendered as it is)
+     * @param overlongPrompts a prompt over max_prompt_tokens, in the training or a held-out set: "error" refuses
+     *                       the run naming its row, "filter" drops the row and says how many it dropped per file
+     *                       (verl's filter_overlong_prompts, for train and validation sets alike)
      */
     public record Data(String train, String eval, String promptField, String answerField, String template,
-                       String systemPrompt, boolean chatTemplate, int maxPromptTokens) {
+                       String systemPrompt, boolean chatTemplate, int maxPromptTokens, String overlongPrompts) {
         public static Data defaults() {
-            return new Data(null, null, null, null, "{question}", null, true, 256);
+            return new Data(null, null, null, null, "{question}", null, true, 256, "error");
+        }
+
+        /** Whether rows with a prompt over max_prompt_tokens are dropped (else the run is refused). */
+        public boolean filterOverlong() {
+            return overlongPrompts.equals("filter");
         }
 
         public klrl.data.Prompts.Format promptFormat() {
@@ -145,6 +153,9 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
         public Data {
             require(template != null && template.contains("{question}"), "data.template must contain {question}");
             require(maxPromptTokens > 0, "data.max_prompt_tokens must be > 0");
+            require(List.of("error", "filter").contains(String.valueOf(overlongPrompts)),
+                    "data.overlong_prompts must be error (refuse a prompt over data.max_prompt_tokens) or filter (drop its row),"
+                    + " got '" + overlongPrompts + "'");
         }
     }
 

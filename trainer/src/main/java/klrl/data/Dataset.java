@@ -1,5 +1,8 @@
 package klrl.data;
 
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -17,8 +20,8 @@ import klrl.util.Json;
 import klrl.util.UserError;
 
 /**
- * Problem sets: a JSONL or parquet file, a folder of them (a dataset's shards), a glob, or a bundled
- * set. Every row of either format becomes one JSON row; {@link Fields} then maps every row the same
+ * Problem sets: a JSONL, JSON or parquet file, a folder of them (a dataset's shards), a glob, or a
+ * bundled set. Every row of any format becomes one JSON row; {@link Fields} then maps every row the same
  * way (dotted field paths, message-list prompts, the known layouts detected).
  */
 public final class Dataset {
@@ -32,7 +35,7 @@ public final class Dataset {
     public record Loaded(String spec, List<Example> examples, int files, String mapping) {
         /** One line: rows, files, the mapping. */
         public String describe() {
-            return examples.size() + " rows" + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
+            return examples.size() + (examples.size() == 1 ? " row" : " rows") + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
         }
     }
 
@@ -64,11 +67,17 @@ public final class Dataset {
         }
         for (Path f : files) {
             int before = rows.size();
-            if (f.getFileName().toString().endsWith(".parquet")) {
+            String name = f.getFileName().toString();
+            Shape shape = name.endsWith(".json") ? shape(f) : Shape.LINES;
+            if (name.endsWith(".parquet")) {
                 List<JsonNode> pq = Parquet.rows(f);
                 for (int i = 0; i < pq.size(); i++) {
                     rows.add(new Row(pq.get(i), f + ":" + (i + 1)));
                 }
+            } else if (shape == Shape.ARRAY) {
+                array(f, rows);
+            } else if (shape != Shape.LINES && shape != Shape.EMPTY) {
+                throw new UserError(f + ": holds " + shape.what + ", not rows (" + JSON_FILE + ")");
             } else {
                 try (InputStream in = Files.newInputStream(f)) {
                     jsonl(in, f.toString(), rows);
@@ -83,7 +92,8 @@ public final class Dataset {
         if (rows.isEmpty()) {
             throw new UserError(spec + ": no rows");
         }
-        Fields.Mapping m = Fields.detect(rows.get(0).value(), promptField, answerField, promptKey, answerKey, rows.get(0).where());
+        List<JsonNode> head = rows.subList(0, Math.min(rows.size(), Fields.DETECT_ROWS)).stream().map(Row::value).toList();
+        Fields.Mapping m = Fields.detect(head, promptField, answerField, promptKey, answerKey, rows.get(0).where());
         List<Example> out = new ArrayList<>(rows.size());
         for (Row r : rows) {
             out.add(m.example(r.value(), r.where()));
@@ -112,6 +122,123 @@ public final class Dataset {
     /** One row and where it is ("file:N", N counted from 1: a JSONL line, or a parquet row). */
     record Row(JsonNode value, String where) {}
 
+    /**
+     * A .json file holding one array of row objects ({@code datasets}' JSON layout, DeepScaleR's
+     * {@code deepscaler.json}): streamed element by element, so a large file is never one tree in memory.
+     * Row N is the array's N-th element.
+     */
+    private static void array(Path f, List<Row> rows) {
+        int n = 0;
+        boolean whole = true; // row n read to its end
+        try (InputStream in = Files.newInputStream(f); JsonParser p = Json.MAPPER.createParser(in)) {
+            p.nextToken(); // the array's start, seen by shape()
+            JsonToken t;
+            while ((t = p.nextToken()) != JsonToken.END_ARRAY) {
+                n++;
+                if (t != JsonToken.START_OBJECT) {
+                    throw new UserError(f + ":" + n + ": element " + n + " of the array is " + kind(t) + ", not a JSON object ("
+                            + JSON_FILE + ")");
+                }
+                whole = false;
+                rows.add(new Row(Json.MAPPER.readTree(p), f + ":" + n));
+                whole = true;
+            }
+            if (p.nextToken() != null) {
+                throw new UserError(f + ": more after the array ends (line " + p.currentLocation().getLineNr()
+                        + "); a .json data file holds one array of row objects");
+            }
+        } catch (com.fasterxml.jackson.core.io.JsonEOFException e) {
+            throw new UserError(f + ": the file ends " + (whole ? "after row " + n + " before the array closes" : "inside row " + n)
+                    + " (a truncated file?)");
+        } catch (JsonProcessingException e) {
+            var at = e.getLocation();
+            throw new UserError(f + ":" + Math.max(n, 1) + ": not valid JSON (" + (at == null ? "" : "line " + at.getLineNr()
+                    + ", column " + at.getColumnNr() + ": ") + Json.firstLine(e.getOriginalMessage())
+                    .replaceFirst(" \\(for (Object|Array) starting at \\[Source: .*", "") + ")"); // Jackson's source note says nothing to a user
+        } catch (IOException e) {
+            throw new UserError(f + ": cannot read (" + e.getMessage() + ")");
+        }
+    }
+
+    private static String kind(JsonToken t) {
+        return switch (t) {
+            case START_ARRAY -> "a list";
+            case VALUE_STRING -> "a string";
+            case VALUE_NUMBER_INT, VALUE_NUMBER_FLOAT -> "a number";
+            case VALUE_TRUE, VALUE_FALSE -> "a boolean";
+            case VALUE_NULL -> "null";
+            default -> t.asString() == null ? t.name() : t.asString();
+        };
+    }
+
+    private static final String ONE_ARRAY = "a .jsonl file holds one JSON object per line; a file holding one array of rows"
+            + " is read as such when its name ends in .json";
+    static final String JSON_FILE = "a .json data file holds one array of row objects, or one JSON object per line";
+
+    /** What a .json file holds, told from its first value. */
+    enum Shape {
+        ARRAY("an array"), LINES("JSON lines"), OBJECT("one JSON object"), EMPTY("nothing"), STRING("a string"),
+        NUMBER("a number"), BOOLEAN("a boolean"), NULL("null");
+
+        final String what;
+
+        Shape(String what) {
+            this.what = what;
+        }
+    }
+
+    /**
+     * The shape of a .json file: an array of rows, JSON lines (its first line is a whole object), one object
+     * over several lines (a metadata file such as package.json or state.json), a scalar, or nothing. Only the
+     * first line is read, unless it opens an object it does not close.
+     */
+    static Shape shape(Path f) {
+        String first;
+        try (BufferedReader r = Files.newBufferedReader(f, StandardCharsets.UTF_8)) {
+            do {
+                first = r.readLine();
+            } while (first != null && first.replace("\uFEFF", "").isBlank());
+        } catch (IOException e) { // not UTF-8 text, or unreadable: read as lines, which says what is wrong
+            return Shape.LINES;
+        }
+        if (first == null) {
+            return Shape.EMPTY;
+        }
+        first = first.replace("\uFEFF", "").strip();
+        switch (first.charAt(0)) {
+            case '[':
+                return Shape.ARRAY;
+            case '"':
+                return Shape.STRING;
+            case 't': case 'f':
+                return Shape.BOOLEAN;
+            case 'n':
+                return Shape.NULL;
+            case '{':
+                break;
+            default:
+                if (first.charAt(0) == '-' || Character.isDigit(first.charAt(0))) {
+                    return Shape.NUMBER;
+                }
+                return Shape.LINES; // not JSON: read as lines, which says where
+
+        }
+        try {
+            if (Json.MAPPER.readTree(first).isObject()) {
+                return Shape.LINES;
+            }
+        } catch (IOException e) {
+            // an object continued on the next lines, or a broken line: the whole file tells
+        }
+        try (InputStream in = Files.newInputStream(f); JsonParser p = Json.MAPPER.createParser(in)) {
+            p.nextToken();
+            p.skipChildren();
+            return p.nextToken() == null ? Shape.OBJECT : Shape.LINES;
+        } catch (IOException e) { // not one valid object: read as lines, which says where it is not JSON
+            return Shape.LINES;
+        }
+    }
+
     private static void jsonl(InputStream in, String where, List<Row> rows) throws IOException {
         BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
         String line;
@@ -125,24 +252,26 @@ public final class Dataset {
             if (n == 1 && line.startsWith("\uFEFF")) {
                 line = line.substring(1); // a byte-order mark some editors write
             }
+            boolean json = where.endsWith(".json");
             try {
                 row = Json.MAPPER.readTree(line);
             } catch (IOException e) {
-                throw new UserError(where + ":" + n + ": not valid JSON" + (n == 1 && line.strip().startsWith("[")
-                        ? " lines (a JSONL file holds one JSON object per line, not one array)" : ""));
+                throw new UserError(where + ":" + n + ": not valid JSON" + (json ? " (" + JSON_FILE + ")"
+                        : n == 1 && line.strip().startsWith("[") ? " lines (" + ONE_ARRAY + ")" : ""));
             }
             if (row == null || !row.isObject()) {
-                throw new UserError(where + ":" + n + ": expected a JSON object per line" + (row != null && row.isArray()
-                        ? ", found an array (a JSONL file holds one JSON object per line, not one array)" : ""));
+                throw new UserError(where + ":" + n + ": expected a JSON object per line" + (json ? " (" + JSON_FILE + ")"
+                        : row != null && row.isArray() ? ", found an array (" + ONE_ARRAY + ")" : ""));
             }
             rows.add(new Row(row, where + ":" + n));
         }
     }
 
     /**
-     * The files a data path names: the file itself (parquet when it ends in .parquet, else JSONL), every
-     * {@code *.parquet} / {@code *.jsonl} directly in a folder (sorted by name, as a dataset's shards
-     * {@code train-00000-of-00002.parquet} are), or the files a glob matches (sorted).
+     * The files a data path names: the file itself (parquet when it ends in .parquet; a .json file holds one
+     * array of rows or JSON lines; else JSONL), every {@code *.parquet} / {@code *.jsonl} / {@code *.json}
+     * data file directly in a folder (sorted by name, as a dataset's shards
+     * {@code train-00000-of-00002.parquet} are), or the data files a glob matches (sorted).
      */
     static List<Path> files(String spec) {
         if (spec.isBlank()) {
@@ -175,7 +304,7 @@ public final class Dataset {
             } catch (IOException e) {
                 throw new UserError(spec + ": cannot list the folder (" + e.getMessage() + ")");
             }
-            throw new UserError(spec + ": no *.parquet or *.jsonl files in this folder"
+            throw new UserError(spec + ": no *.parquet, *.jsonl or *.json data files in this folder"
                     + (sub.isEmpty() ? "" : "; its subfolders " + sub + " have some: name one of them"));
         }
         // a dataset's folder often holds every split (train-…, test-…): one set must not mix them
@@ -197,15 +326,27 @@ public final class Dataset {
 
     private static List<Path> dataFiles(Path dir) {
         try (Stream<Path> s = Files.list(dir)) {
-            return s.filter(Files::isRegularFile).filter(f -> dataName(f.getFileName().toString())).sorted().toList();
+            return s.filter(Files::isRegularFile).filter(Dataset::dataFile).sorted().toList();
         } catch (IOException e) {
             return List.of();
         }
     }
 
-    private static boolean dataName(String name) {
-        return name.endsWith(".parquet") || name.endsWith(".jsonl");
+    /**
+     * Whether a file in a folder or a glob's matches is data: parquet, JSONL, or a .json file of rows. The
+     * metadata Hugging Face {@code datasets} writes beside its data, and any .json file holding one object
+     * over several lines (package.json, state.json), are not rows.
+     */
+    private static boolean dataFile(Path f) {
+        String name = f.getFileName().toString();
+        if (name.endsWith(".parquet") || name.endsWith(".jsonl")) {
+            return true;
+        }
+        return name.endsWith(".json") && !METADATA.contains(name) && shape(f) != Shape.OBJECT;
     }
+
+    private static final java.util.Set<String> METADATA = java.util.Set.of("dataset_info.json", "dataset_infos.json",
+            "dataset_dict.json", "state.json");
 
     private static List<Path> glob(String spec) {
         // the folder before the first wildcard is walked, no deeper than the pattern reaches (any depth with **)
@@ -236,7 +377,7 @@ public final class Dataset {
                     new java.nio.file.SimpleFileVisitor<>() {
                         @Override
                         public java.nio.file.FileVisitResult visitFile(Path f, java.nio.file.attribute.BasicFileAttributes a) {
-                            if (a.isRegularFile() && m.matches(relativeToDot ? base.relativize(f) : f) && dataName(f.getFileName().toString())) {
+                            if (a.isRegularFile() && m.matches(relativeToDot ? base.relativize(f) : f) && dataFile(f)) {
                                 out.add(f);
                             }
                             return java.nio.file.FileVisitResult.CONTINUE;
@@ -251,7 +392,7 @@ public final class Dataset {
             throw new UserError(spec + ": cannot list " + base + " (" + e.getMessage() + ")");
         }
         if (out.isEmpty()) {
-            throw new UserError(spec + ": no *.parquet or *.jsonl file matches");
+            throw new UserError(spec + ": no *.parquet, *.jsonl or *.json data file matches");
         }
         out.sort(null);
         return out;

@@ -9,7 +9,7 @@ import klrl.util.UserError;
 /**
  * Which field of a row is the prompt and which the gold answer. Paths are dotted
  * ({@code reward_model.ground_truth}, {@code extra_info.answer}; a number indexes a list). With no
- * setting the layout is detected from the first row — verl ({@code prompt} message list +
+ * setting the layout is detected over the first rows ({@link #DETECT_ROWS}) — verl ({@code prompt} message list +
  * {@code reward_model.ground_truth}), TRL ({@code prompt} text or message list + {@code solution}),
  * {@code messages} lists, MATH ({@code problem}/{@code solution} or {@code answer}), GSM8K
  * ({@code question}/{@code answer}) — and the same paths then apply to every row. A value that is not
@@ -71,41 +71,61 @@ final class Fields {
         }
     }
 
+    /** How many rows, from the first, the layout is decided over (all of a smaller set). */
+    static final int DETECT_ROWS = 1000;
+
     /**
-     * The mapping for a data set whose first row is {@code first}; a null setting is detected.
-     * {@code promptKey} / {@code answerKey} name the settings in messages (data.prompt_field, eval.answer_field).
+     * The mapping for a data set whose first rows (up to {@link #DETECT_ROWS}) are {@code head}; a null setting
+     * is detected: the first path of {@link #PROMPTS} / {@link #ANSWERS} that any of these rows holds (not
+     * null). A null in one row so never chooses another field for every row: that row is refused later, by
+     * its file and row, as not holding the chosen field. {@code promptKey} / {@code answerKey} name the
+     * settings in messages (data.prompt_field, eval.answer_field); {@code where} is the first row's place.
      */
-    static Mapping detect(JsonNode first, String promptField, String answerField, String promptKey, String answerKey, String where) {
-        String p = promptField != null ? promptField : firstPresent(first, PROMPTS);
+    static Mapping detect(List<JsonNode> head, String promptField, String answerField, String promptKey, String answerKey,
+                          String where) {
+        JsonNode first = head.get(0);
+        String p = promptField != null ? promptField : firstPresent(head, PROMPTS);
         if (p == null) {
             throw new UserError(where + ": no prompt field; expected one of " + PROMPTS + " (the row has "
                     + keys(first) + "; set " + promptKey + ", a dotted path such as extra_info.question)");
         }
-        String a = answerField != null ? answerField : firstPresent(first, ANSWERS);
-        JsonNode pv = at(first, p);
+        String a = answerField != null ? answerField : firstPresent(head, ANSWERS);
+        JsonNode pv = firstValue(head, p);
         boolean msgs = pv != null && pv.isArray();
         boolean replyIsGold = msgs && pv.size() > 1 && "assistant".equals(pv.get(pv.size() - 1).path("role").asText());
         if (a == null && !replyIsGold) {
             throw new UserError(where + ": no answer field; expected one of " + ANSWERS + " (the row has "
                     + keys(first) + "; set " + answerKey + ", a dotted path such as reward_model.ground_truth)");
         }
+        JsonNode av = a == null ? null : firstValue(head, a);
         String layout = promptField != null && answerField != null ? "fields as set"
                 : promptField != null || answerField != null ? "fields as set or detected"
                 : p.equals("prompt") && "reward_model.ground_truth".equals(a) && msgs ? "verl layout"
                 : p.equals("prompt") && "solution".equals(a) ? (msgs ? "TRL conversational layout" : "TRL standard layout")
                 : a == null ? "messages layout"
                 : p.equals("problem") && ("solution".equals(a) || "answer".equals(a)) ? "MATH layout"
-                : p.equals("question") && "answer".equals(a) && at(first, a) != null && at(first, a).asText().contains("####")
+                : p.equals("question") && "answer".equals(a) && av != null && av.asText().contains("####")
                 ? "GSM8K layout" : "fields detected";
         return new Mapping(p, a, promptField != null ? promptKey : null, answerField != null ? answerKey : null, promptKey, answerKey,
                 layout);
     }
 
-    private static String firstPresent(JsonNode row, List<String> paths) {
+    /** The first of {@code paths} that any of {@code rows} holds, not null. */
+    private static String firstPresent(List<JsonNode> rows, List<String> paths) {
         for (String f : paths) {
-            JsonNode v = at(row, f);
-            if (v != null && !v.isNull()) {
+            if (firstValue(rows, f) != null) {
                 return f;
+            }
+        }
+        return null;
+    }
+
+    /** The first value at {@code path} among {@code rows} that is not null. */
+    private static JsonNode firstValue(List<JsonNode> rows, String path) {
+        for (JsonNode row : rows) {
+            JsonNode v = at(row, path);
+            if (v != null && !v.isNull()) {
+                return v;
             }
         }
         return null;

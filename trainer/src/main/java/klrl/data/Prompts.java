@@ -51,15 +51,27 @@ public final class Prompts {
         return tok.applyChatTemplate(msgs, true);
     }
 
+    /** The prompt's token ids; one over data.max_prompt_tokens is refused naming its row. */
     public long[] ids(Example e) {
-        long[] ids = tok.encode(text(e));
+        long[] ids = encode(e);
         if (ids.length > cfg.maxPromptTokens()) {
             throw new UserError(e.source() + ": prompt has " + ids.length + " tokens, more than data.max_prompt_tokens="
                     + cfg.maxPromptTokens());
         }
+        return ids;
+    }
+
+    /** The prompt's token ids, however many (data.overlong_prompts: filter measures them to drop the long ones). */
+    public long[] encode(Example e) {
+        long[] ids = tok.encode(text(e));
         if (ids.length == 0) {
             throw new UserError(e.source() + ": empty prompt");
         }
         return ids;
+    }
+
+    /** The longest prompt allowed, data.max_prompt_tokens. */
+    public int maxTokens() {
+        return cfg.maxPromptTokens();
     }
 }

@@ -9,6 +9,7 @@ import klrl.config.TrainConfig;
 import klrl.data.Dataset;
 import klrl.data.Example;
 import klrl.data.Prompts;
+import klrl.util.UserError;
 
 /**
  * A run's data: the training set and the held-out sets, read and checked before any model loads
@@ -16,25 +17,39 @@ import klrl.data.Prompts;
  * one line per set saying what was read and what the model will see.
  */
 public final class RunData {
-    public final Dataset.Loaded train;
+    /**
+     * The training set; with data.overlong_prompts: filter, the rows whose prompts fit once {@link #render}
+     * has measured them (the tokenizer is needed for that, and comes after the data is read).
+     */
+    public Dataset.Loaded train;
     /** Held-out sets by name (the file's name without its extension), at most eval.max_examples rows each. */
     final Map<String, Dataset.Loaded> eval = new LinkedHashMap<>();
+    /** The held-out sets whole, as read: with filter, eval.max_examples rows are taken among those that fit. */
+    private final Map<String, Dataset.Loaded> evalRead = new LinkedHashMap<>();
+    private final boolean filter;
+    private final int maxExamples;
 
     /** Reads every set; fields follow data.* (eval files: eval.* when set), bundled sets their own. */
     public RunData(TrainConfig cfg) {
         var d = cfg.data();
         var e = cfg.eval();
+        this.filter = d.filterOverlong();
+        this.maxExamples = e.maxExamples();
         this.train = Dataset.read(d.train() != null ? d.train() : Dataset.BUNDLED_TRAIN, d.promptField(), d.answerField());
         List<String> specs = Dataset.specs(d.eval() != null ? d.eval() : Dataset.BUNDLED_TEST);
         for (String spec : specs) {
             Dataset.Loaded l = readEval(cfg, spec);
             String name = name(spec, specs);
             if (eval.containsKey(name)) {
-                throw new klrl.util.UserError("data.eval names two sets " + name + "; give them files or folders of different names");
+                throw new UserError("data.eval names two sets " + name + "; give them files or folders of different names");
             }
-            eval.put(name, new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(), e.maxExamples())),
-                    l.files(), l.mapping()));
+            evalRead.put(name, l);
+            eval.put(name, first(l, e.maxExamples()));
         }
+    }
+
+    private static Dataset.Loaded first(Dataset.Loaded l, int rows) {
+        return new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(), rows)), l.files(), l.mapping());
     }
 
     /** A held-out set: each field by eval.* when set, else by data.*'s (errors name the setting used). */
@@ -60,7 +75,7 @@ public final class RunData {
 
     private static String base(String spec) {
         Path p = Path.of(spec.replace("bundled:", "")).getFileName();
-        return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|parquet)$", "");
+        return p == null ? spec : p.toString().replaceFirst("\\.(jsonl|json|parquet)$", "");
     }
 
     public Map<String, List<Example>> evalSets() {
@@ -71,20 +86,72 @@ public final class RunData {
 
     /**
      * Renders every prompt (so a prompt over data.max_prompt_tokens, or one the chat template refuses, fails
-     * now, before the run folder is claimed and --overwrite removes anything) and returns one line per set:
-     * rows, the field mapping, the first prompt as the model sees it and its gold answer.
+     * now, before the run folder is claimed and --overwrite removes anything; with data.overlong_prompts:
+     * filter, a prompt over it drops its row instead) and returns one line per set: rows, the field mapping,
+     * the rows dropped per file, the first prompt as the model sees it and its gold answer.
      */
     public List<String> render(Prompts prompts) {
         List<String> lines = new ArrayList<>();
-        lines.add(line("train", train, prompts));
-        eval.forEach((name, l) -> lines.add(line("eval " + name, l, prompts)));
+        Fitted t = fit("train", train, Integer.MAX_VALUE, prompts);
+        train = t.set();
+        lines.add(line("train", t, prompts));
+        for (var e : evalRead.entrySet()) {
+            Fitted f = filter ? fit("eval " + e.getKey(), e.getValue(), maxExamples, prompts)
+                    : fit("eval " + e.getKey(), eval.get(e.getKey()), Integer.MAX_VALUE, prompts);
+            eval.put(e.getKey(), f.set());
+            lines.add(line("eval " + e.getKey(), f, prompts));
+        }
         return lines;
     }
 
-    private static String line(String what, Dataset.Loaded l, Prompts prompts) {
-        l.examples().forEach(prompts::ids);
+    /** A set with the rows whose prompts fit, and what was dropped ("" when nothing was). */
+    private record Fitted(Dataset.Loaded set, String dropped) {}
+
+    /**
+     * The first {@code limit} rows of {@code l} whose prompts fit data.max_prompt_tokens. Without filter every
+     * row must fit; with it the others are dropped, counted per file (a row's source is "file:row").
+     */
+    private Fitted fit(String what, Dataset.Loaded l, int limit, Prompts prompts) {
+        if (!filter) {
+            l.examples().forEach(prompts::ids);
+            return new Fitted(l, "");
+        }
+        List<Example> kept = new ArrayList<>();
+        Map<String, Integer> perFile = new LinkedHashMap<>();
+        int dropped = 0, shortest = Integer.MAX_VALUE;
+        for (Example e : l.examples()) {
+            if (kept.size() == limit) {
+                break;
+            }
+            int n = prompts.encode(e).length;
+            if (n <= prompts.maxTokens()) {
+                kept.add(e);
+            } else {
+                dropped++;
+                shortest = Math.min(shortest, n);
+                perFile.merge(e.source().substring(0, e.source().lastIndexOf(':')), 1, Integer::sum);
+            }
+        }
+        if (kept.isEmpty()) {
+            throw new UserError("data " + what + ": " + l.spec() + ": every prompt is over data.max_prompt_tokens=" + prompts.maxTokens()
+                    + " (" + rows(dropped) + ", the shortest " + shortest + " tokens), so data.overlong_prompts: filter leaves"
+                    + " none; raise data.max_prompt_tokens or give shorter prompts");
+        }
+        List<String> files = new ArrayList<>();
+        perFile.forEach((f, n) -> files.add(f + ": " + n));
+        return new Fitted(new Dataset.Loaded(l.spec(), kept, l.files(), l.mapping()), dropped == 0 ? ""
+                : "; dropped " + rows(dropped) + " with a prompt over data.max_prompt_tokens=" + prompts.maxTokens()
+                + " (" + String.join(", ", files) + ")");
+    }
+
+    private static String rows(int n) {
+        return n + (n == 1 ? " row" : " rows");
+    }
+
+    private static String line(String what, Fitted f, Prompts prompts) {
+        Dataset.Loaded l = f.set();
         Example first = l.examples().get(0);
-        return "data " + what + ": " + l.spec() + ": " + l.describe() + "; first prompt \"" + shorten(prompts.text(first))
+        return "data " + what + ": " + l.spec() + ": " + l.describe() + f.dropped() + "; first prompt \"" + shorten(prompts.text(first))
                 + "\", gold \"" + shorten(first.goldAnswer()) + "\"";
     }
 

@@ -44,8 +44,8 @@ public final class Evaluator {
      * Evaluates a model folder on its own: the policy, its tokenizer and the verifier; no reference
      * copy, optimizer or training set is loaded.
      */
-    public static Map<String, Object> evaluateModel(TrainConfig cfg, java.nio.file.Path modelDir, List<Example> exs, long seed)
-            throws java.io.IOException {
+    public static Map<String, Object> evaluateModel(TrainConfig cfg, java.nio.file.Path modelDir, List<Example> rows, int maxExamples,
+                                                    long seed) throws java.io.IOException {
         var dtype = klrl.util.Runtime.dtype(cfg.model().dtype());
         var placement = klrl.model.Placement.balanced(
                 klrl.model.Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device), klrl.model.ModelConfig.load(modelDir));
@@ -55,6 +55,13 @@ public final class Evaluator {
             klrl.util.Runtime.noGradOutsideCollectors();
             Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(cfg.model().attention());
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
+            // the first max_examples rows (with data.overlong_prompts: filter, of those whose prompts fit)
+            List<Example> exs = (cfg.data().filterOverlong() ? rows.stream().filter(e -> prompts.encode(e).length <= prompts.maxTokens())
+                    : rows.stream()).limit(maxExamples).toList();
+            if (exs.isEmpty() && !rows.isEmpty() && cfg.data().filterOverlong()) {
+                throw new klrl.util.UserError("every prompt is over data.max_prompt_tokens=" + prompts.maxTokens()
+                        + ", so data.overlong_prompts: filter leaves none to evaluate; raise data.max_prompt_tokens");
+            }
             exs.forEach(prompts::ids); // a bad row fails before any generation
             RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));
             return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed);

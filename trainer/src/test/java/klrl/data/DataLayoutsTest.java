@@ -126,9 +126,9 @@ class DataLayoutsTest {
         assertProblems(Dataset.load(f("shards/train-*-of-00002.parquet"), null, null), null, "42,21,74");
         // the dataset's root holds its shards in a subfolder: named, not mixed in
         UserError e = assertThrows(UserError.class, () -> Dataset.load(f("generate"), null, null));
-        assertEquals(f("generate") + ": no *.parquet or *.jsonl files in this folder", e.getMessage());
+        assertEquals(f("generate") + ": no *.parquet, *.jsonl or *.json data files in this folder", e.getMessage());
         UserError none = assertThrows(UserError.class, () -> Dataset.load(f("shards/test-*.parquet"), null, null));
-        assertEquals(f("shards/test-*.parquet") + ": no *.parquet or *.jsonl file matches", none.getMessage());
+        assertEquals(f("shards/test-*.parquet") + ": no *.parquet, *.jsonl or *.json data file matches", none.getMessage());
     }
 
     @Test
@@ -177,6 +177,36 @@ class DataLayoutsTest {
     }
 
     @Test
+    void theLayoutIsDecidedOverManyRowsAndANullInRowOneIsRefusedNotTakenFromAnotherField(@org.junit.jupiter.api.io.TempDir Path tmp)
+            throws Exception {
+        // MATH-500 / AIME rows {problem, solution, answer} whose first answer is null: the gold is answer, never solution
+        Path f = tmp.resolve("math.jsonl");
+        String rows = "{\"problem\": \"What is 17 + 25?\", \"solution\": \"So $\\\\boxed{40 + 2}$.\", \"answer\": null}\n"
+                + "{\"problem\": \"What is 8 + 13?\", \"solution\": \"So $\\\\boxed{20 + 1}$.\", \"answer\": \"21\"}\n"
+                + "{\"problem\": \"What is 30 + 44?\", \"solution\": \"So $\\\\boxed{70 + 4}$.\", \"answer\": \"74\"}\n";
+        Files.writeString(f, rows);
+        assertEquals(f + ":1: field 'answer' is null (expected the gold answer)", error(f.toString(), null, null));
+        // the key missing from row 1 is refused the same way
+        Path missing = tmp.resolve("missing.jsonl");
+        Files.writeString(missing, rows.replace(", \"answer\": null", ""));
+        assertEquals(missing + ":1: field 'answer' not found (expected the gold answer; the row has {problem, solution})",
+                error(missing.toString(), null, null));
+        // without row 1 the set reads, every gold from answer; and the other field only when it is asked for
+        Files.writeString(f, rows.substring(rows.indexOf('\n') + 1));
+        Dataset.Loaded l = Dataset.read(f.toString(), null, null);
+        assertEquals("MATH layout: prompt ← problem, gold ← answer", l.mapping());
+        assertEquals(List.of("21", "74"), l.examples().stream().map(Example::gold).toList());
+        assertEquals(List.of("20 + 1", "70 + 4"), Dataset.load(missing.toString(), null, "solution").stream().skip(1)
+                .map(Example::goldAnswer).toList());
+        // a prompt field first seen past row 1 is the prompt of every row, and row 1 is refused for lacking it
+        Path q = tmp.resolve("q.jsonl");
+        Files.writeString(q, "{\"question\": \"What is 1 + 1?\", \"answer\": \"2\"}\n{\"problem\": \"What is 2 + 2?\","
+                + " \"question\": \"ignored\", \"answer\": \"4\"}\n");
+        assertEquals(q + ":1: field 'problem' not found (expected the prompt; the row has {question, answer})",
+                error(q.toString(), null, null));
+    }
+
+    @Test
     void sftConversationsBesideAProblemAreNotPromptsAndRepliesAreNeverShown(@org.junit.jupiter.api.io.TempDir Path tmp)
             throws Exception {
         // NuminaMath's layout: problem, solution, and the same as an SFT conversation
@@ -209,10 +239,10 @@ class DataLayoutsTest {
         Path bom = tmp.resolve("bom.jsonl");
         Files.writeString(bom, "\uFEFF" + Files.readString(DIR.resolve("gsm8k.jsonl")));
         assertEquals(3, Dataset.load(bom.toString(), null, null).size());
-        Path arr = tmp.resolve("arr.json");
+        Path arr = tmp.resolve("arr.jsonl");
         Files.writeString(arr, "[{\"question\": \"1+1\", \"answer\": \"2\"}]\n");
-        assertEquals(arr + ":1: expected a JSON object per line, found an array (a JSONL file holds one JSON object per line, not"
-                + " one array)",
+        assertEquals(arr + ":1: expected a JSON object per line, found an array (a .jsonl file holds one JSON object per line;"
+                + " a file holding one array of rows is read as such when its name ends in .json)",
                 error(arr.toString(), null, null));
     }
 

@@ -98,6 +98,48 @@ class DataRunTest {
     }
 
     @Test
+    void aTwelveThousandTokenPromptIsDroppedWithFilterAndTheRunTrainsOnTheRest() throws Exception {
+        // the bundled sums as a JSONL file, with one long text as its row 3
+        List<String> rows = new ArrayList<>();
+        try (var in = DataRunTest.class.getResourceAsStream("/data/arith-train.jsonl")) {
+            new String(in.readAllBytes(), StandardCharsets.UTF_8).lines().limit(8).forEach(rows::add);
+        }
+        String text = "12+34 is asked after a long story. ".repeat(600);
+        rows.add(2, Json.MAPPER.createObjectNode().put("question", text + "17+25").put("answer", "42").toString());
+        Path data = tmp.resolve("long.jsonl");
+        Files.write(data, rows);
+        // error, the default: refused naming the row before any model loads, as before
+        var error = TrainerTest.small(tmp.resolve("refused"), Map.of("data.train", data.toString()));
+        UserError e = assertThrows(UserError.class, () -> new Trainer(error, null, s -> { }).close());
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(data + ":3: prompt has ") + "(\\d+)"
+                + java.util.regex.Pattern.quote(" tokens, more than data.max_prompt_tokens=256")).matcher(e.getMessage());
+        assertTrue(m.matches(), e.getMessage());
+        assertTrue(Integer.parseInt(m.group(1)) > 12_000, m.group(1));
+        assertFalse(Files.exists(tmp.resolve("refused/metrics.jsonl")));
+        // filter: the row dropped from the training and the held-out set, said in their lines; two steps train
+        Path out = tmp.resolve("run");
+        List<String> log = new ArrayList<>();
+        var cfg = TrainerTest.small(out, Map.of("data.train", data.toString(), "data.eval", data.toString(), "data.overlong_prompts",
+                "filter", "train.max_steps", 2, "train.batch_size", 3, "train.mini_batch_size", 3, "train.samples_every", 1,
+                "train.samples_prompts", 3, "eval.before_start", true));
+        try (Trainer t = new Trainer(cfg, null, log::add)) {
+            t.run(s -> { });
+        }
+        String dropped = ": 8 rows, fields detected: prompt ← question, gold ← answer; dropped 1 row with a prompt over"
+                + " data.max_prompt_tokens=256 (" + data + ": 1); first prompt ";
+        assertTrue(log.stream().anyMatch(l -> l.startsWith("data train: " + data + dropped)), log.toString());
+        assertTrue(log.stream().anyMatch(l -> l.startsWith("data eval long: " + data + dropped)), log.toString());
+        List<JsonNode> metrics = TrainerTest.metrics(out);
+        assertEquals(2, metrics.stream().filter(n -> n.has("reward_mean")).count());
+        assertTrue(metrics.stream().anyMatch(n -> "long".equals(n.path("eval_set").asText())), metrics.toString());
+        for (String l : Files.readAllLines(out.resolve("samples.jsonl"))) {
+            assertFalse(Json.MAPPER.readTree(l).get("prompt").asText().contains("long story"), l);
+        }
+        // the saved config keeps the setting, so a resumed run drops the same rows
+        assertEquals("filter", ConfigLoader.YAML.readTree(out.resolve("config.yaml").toFile()).get("data").get("overlong_prompts").asText());
+    }
+
+    @Test
     void badDataFailsBeforeAnyModelLoads() {
         // the model folder does not exist: had it been opened first, the error would name it
         var cfg = TrainerTest.small(tmp.resolve("run"), Map.of("model.path", tmp.resolve("no-model").toString(),
