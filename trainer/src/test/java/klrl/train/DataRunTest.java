@@ -137,6 +137,11 @@ class DataRunTest {
         }
         // the saved config keeps the setting, so a resumed run drops the same rows
         assertEquals("filter", ConfigLoader.YAML.readTree(out.resolve("config.yaml").toFile()).get("data").get("overlong_prompts").asText());
+        // and `eval` on the checkpoint, which reads the run's config, evaluates the rows that fit
+        var ev = klrl.cli.InProcess.run("eval", "--model", out.resolve("checkpoints/step-000002").toString(), "--data", data.toString(),
+                "--k", "1");
+        assertEquals(0, ev.code(), ev.err());
+        assertEquals(8, Json.MAPPER.readTree(ev.out()).get("eval_examples").asInt(), ev.out());
     }
 
     @Test
