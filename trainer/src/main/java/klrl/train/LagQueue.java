@@ -68,11 +68,11 @@ final class LagQueue {
 
     /**
      * Refills the queue from a checkpoint taken after {@code steps} steps: it must hold the rollouts of
-     * steps max(0, steps − K) … steps − 1, else one line says what it holds and what K needs. Returns
-     * whether its samples carry the sampler's log-probs (a queue written before they were kept has
-     * only π_old's: a rollout correction then sees weights of 1 on those rollouts).
+     * steps max(0, steps − K) … steps − 1, else one line says what it holds and what K needs. A queue
+     * written before samples kept the sampler's log-probs has only π_old's: with a rollout correction
+     * ({@code corrected}) a line says those rollouts train with weights of 1.
      */
-    boolean restore(Path ckpt, long steps) {
+    void restore(Path ckpt, long steps, boolean corrected, java.util.function.Consumer<String> log) {
         boolean withSampler = true;
         queue.clear();
         Path f = ckpt.resolve(FILE);
@@ -109,6 +109,9 @@ final class LagQueue {
         for (Saved s : saved) {
             queue.addLast(new Rollouts.Generated(s.step(), s.policyVersion(), List.of(), s.samples(), s.scores(), java.util.Map.of()));
         }
-        return withSampler;
+        if (!withSampler && corrected) {
+            log.accept("rollout correction: the queued rollouts of " + ckpt + " were saved without the sampler's log-probs;"
+                    + " they train with weights of 1");
+        }
     }
 }

@@ -305,11 +305,7 @@ public final class Trainer implements AutoCloseable {
         replicas.broadcast(); // the replicas continue from the restored weights too
         kl.restore(st.get("kl_coef").asDouble());
         startStep = st.get("step").asLong();
-        // the queued rollouts: the resumed run trains on what the uninterrupted one would
-        if (!lag.restore(ckpt, startStep) && cfg.rolloutCorrection().active()) {
-            log.accept("rollout correction: the queued rollouts of " + ckpt + " were saved without the sampler's log-probs;"
-                    + " they train with weights of 1");
-        }
+        lag.restore(ckpt, startStep, cfg.rolloutCorrection().active(), log); // the resumed run trains on what the uninterrupted one would
     }
 
     @Override
