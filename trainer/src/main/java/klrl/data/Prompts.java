@@ -70,6 +70,36 @@ public final class Prompts {
         return ids;
     }
 
+    /**
+     * How a batch of prompts measured: the token count of each, up to the first that cannot be rendered, whose
+     * error is kept (else null).
+     */
+    public record Measured(int[] tokens, UserError error) {}
+
+    /**
+     * The token counts of these prompts, rendered in order and encoded in one call (the tokenizer's batch
+     * encode, over every core): the same counts as {@link #encode} gives each. The first prompt that cannot be
+     * rendered ends the batch.
+     */
+    public Measured measure(List<Example> batch) {
+        List<String> texts = new ArrayList<>(batch.size());
+        UserError error = null;
+        for (Example e : batch) {
+            try {
+                texts.add(text(e));
+            } catch (UserError u) {
+                error = u;
+                break;
+            }
+        }
+        long[][] ids = tok.encodeBatch(texts);
+        int[] n = new int[ids.length];
+        for (int i = 0; i < n.length; i++) {
+            n[i] = ids[i].length;
+        }
+        return new Measured(n, error);
+    }
+
     /** The longest prompt allowed, data.max_prompt_tokens. */
     public int maxTokens() {
         return cfg.maxPromptTokens();
