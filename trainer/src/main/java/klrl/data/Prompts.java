@@ -77,27 +77,31 @@ public final class Prompts {
     public record Measured(int[] tokens, UserError error) {}
 
     /**
-     * The token counts of these prompts, rendered in order and encoded in one call (the tokenizer's batch
-     * encode, over every core): the same counts as {@link #encode} gives each. The first prompt that cannot be
+     * The token counts of these prompts, rendered and encoded together (the tokenizer's batch encode, over
+     * every core): the same counts as {@link #encode} gives each. The first prompt, in order, that cannot be
      * rendered ends the batch.
      */
     public Measured measure(List<Example> batch) {
-        List<String> texts = new ArrayList<>(batch.size());
-        UserError error = null;
-        for (Example e : batch) {
+        // rendered on every core (the chat template's renderer is shared and thread-safe): the first error in order ends the batch
+        String[] texts = new String[batch.size()];
+        UserError[] errors = new UserError[batch.size()];
+        java.util.stream.IntStream.range(0, batch.size()).parallel().forEach(i -> {
             try {
-                texts.add(text(e));
+                texts[i] = text(batch.get(i));
             } catch (UserError u) {
-                error = u;
-                break;
+                errors[i] = u;
             }
+        });
+        int ok = 0;
+        while (ok < texts.length && errors[ok] == null) {
+            ok++;
         }
-        long[][] ids = tok.encodeBatch(texts);
+        long[][] ids = tok.encodeBatch(java.util.Arrays.asList(texts).subList(0, ok));
         int[] n = new int[ids.length];
         for (int i = 0; i < n.length; i++) {
             n[i] = ids[i].length;
         }
-        return new Measured(n, error);
+        return new Measured(n, ok < texts.length ? errors[ok] : null);
     }
 
     /** The longest prompt allowed, data.max_prompt_tokens. */
