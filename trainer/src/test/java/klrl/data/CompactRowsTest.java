@@ -89,22 +89,29 @@ class CompactRowsTest {
             (i % 3 == 0 ? a : i % 3 == 1 ? b : c).add("{\"data_source\": \"src" + (i % 2) + "\", \"prompt\": [{\"role\": \"user\", \"content\": \""
                     + q + "\"}], \"reward_model\": {\"ground_truth\": \"" + (i % 7 + i % 5) + "\"}}" + (i % 10 == 0 ? "\n" : ""));
         }
+        // the same question as a plain-text prompt, a user turn (one of the sums above) and a user turn after a system turn
+        for (String prompt : new String[] {"\"What is 1 + 1?\"", "[{\"role\": \"user\", \"content\": \"What is 1 + 1?\"}]",
+            "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"What is 1 + 1?\"}]"}) {
+            c.add("{\"prompt\": " + prompt + ", \"reward_model\": {\"ground_truth\": \"2\"}}");
+            c.add("{\"prompt\": " + prompt + ", \"reward_model\": {\"ground_truth\": \"2\"}}");
+        }
         Files.write(dir.resolve("a.jsonl"), a);
         Files.write(dir.resolve("b.jsonl"), b);
         Files.write(dir.resolve("c.jsonl"), c);
         Rows rows = Dataset.read(dir.toString(), null, null).examples();
         assertEquals(oneByOne(dir.toString(), null, null), new ArrayList<>(rows));
-        assertEquals(35, rows.prompts()); // 7 × 5 distinct sums
-        assertEquals(1500, rows.size());
+        assertEquals(35 + 2, rows.prompts()); // 7 × 5 distinct sums, and "What is 1 + 1?" as text and after a system turn
+        assertEquals(1506, rows.size());
         for (int i = 0; i < rows.size(); i++) {
             assertEquals(rows.get(i).source(), rows.where(i));
             assertEquals(rows.get(i).source().substring(0, rows.get(i).source().lastIndexOf(':')), rows.fileOf(i));
-            for (int j : new int[] {0, 35, 1234}) {
-                assertEquals(rows.get(i).messages().equals(rows.get(j).messages()), rows.promptOf(i) == rows.promptOf(j), i + " vs " + j);
+            for (int j : new int[] {0, 35, 1234, 1500, 1502, 1504}) {
+                assertEquals(java.util.Objects.equals(rows.get(i).messages(), rows.get(j).messages())
+                        && rows.get(i).question().equals(rows.get(j).question()), rows.promptOf(i) == rows.promptOf(j), i + " vs " + j);
             }
         }
         // a subset keeps each row's place, across the files
-        int[] pick = {0, 1, 499, 500, 501, 1499};
+        int[] pick = {0, 1, 499, 500, 501, 1499, 1505};
         Rows some = rows.keep(pick);
         for (int k = 0; k < pick.length; k++) {
             assertEquals(rows.get(pick[k]), some.get(k));
