@@ -54,8 +54,11 @@ final class DataLoadBench {
                 + " rows/" + REPEATS + " problems " + REPEATS + " times (row r holds problem r mod problems); JSONL written by this"
                 + " bench, parquet by parquet-mr's example writer (SNAPPY, one file); each set trained by `train` in a process of its"
                 + " own (the built-in model, cached; " + String.join(" ", CHEAP).replace("--set ", "") + ", max_steps 1):"
-                + " seconds from its launch to its `data train:` line (every row read and checked, every distinct prompt measured)"
-                + " and to `step 1/`, peak_rss_mb = its VmHWM at step 1; rows_per_s = rows / seconds to the data line;"
+                + " seconds from its launch to its `data train:` line (every row read and checked, every distinct prompt measured;"
+                + " the model not loaded yet) and to `step 1/`; peak_rss_at_data_line_mb and peak_rss_mb = its VmHWM at those lines"
+                + " (the second holds the step's own peak, which moves with the lengths of the prompts it draws); rows_per_s = rows /"
+                + " the seconds to the data line beyond the 40-row set's (JVM start and the held-out set are the same for both), shown"
+                + " from half a second on;"
                 + " bytes_per_row = the rows as kept (klrl.data.Rows), measured in this process";
     }
 
@@ -105,10 +108,15 @@ final class DataLoadBench {
         Path run = dir.resolve("run-" + set.getFileName());
         Child c = train(jvm, set, run, List.of("--max-steps", "1"), "step 1/");
         r.put("seconds_to_data_line", c.dataLine);
-        r.put("rows_per_s", c.dataLine > 0 ? Math.round(r.get("rows").asLong() / c.dataLine) : 0);
         r.put("seconds_to_step_1", c.step);
+        r.put("peak_rss_at_data_line_mb", c.dataPeakMb);
         r.put("peak_rss_mb", c.peakMb);
         if (base != null) {
+            double beyond = c.dataLine - base.get("seconds_to_data_line").asDouble();
+            if (beyond >= 0.5) { // below, the difference is the noise of two JVM starts
+                r.put("rows_per_s", Math.round(r.get("rows").asLong() / beyond));
+            }
+            r.put("peak_rss_at_data_line_above_small_set_mb", c.dataPeakMb - base.get("peak_rss_at_data_line_mb").asLong());
             r.put("peak_rss_above_small_set_mb", c.peakMb - base.get("peak_rss_mb").asLong());
         }
         if (c.failed != null) {
@@ -140,6 +148,7 @@ final class DataLoadBench {
         Child again = train(jvm, set, run, List.of("--max-steps", "2", "--resume", run.toString()), "step 2/");
         r.put("seconds_to_data_line", again.dataLine);
         r.put("seconds_to_step_2", again.step);
+        r.put("peak_rss_at_data_line_mb", again.dataPeakMb);
         r.put("peak_rss_mb", again.peakMb);
         if (again.failed != null) {
             r.put("failed", again.failed);
@@ -148,7 +157,7 @@ final class DataLoadBench {
     }
 
     /** What a trainer process showed: seconds from launch to its data line and to the awaited step, its peak memory then. */
-    record Child(double dataLine, double step, long peakMb, String failed) {}
+    record Child(double dataLine, double step, long dataPeakMb, long peakMb, String failed) {}
 
     /**
      * Trains {@code set} in a process of its own; with {@code until} ("step 1/") the process is stopped once a
@@ -165,7 +174,7 @@ final class DataLoadBench {
         long t0 = System.nanoTime();
         Process p = pb.start();
         double data = -1, step = -1;
-        long peak = 0;
+        long peak = 0, dataPeak = 0;
         String last = "";
         try (BufferedReader in = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))) {
             for (String l; (l = in.readLine()) != null; ) {
@@ -173,10 +182,11 @@ final class DataLoadBench {
                 if (!l.isBlank()) {
                     last = l.strip();
                 }
+                peak = Math.max(peak, peakMb(p.pid()));
                 if (data < 0 && l.startsWith("data train:")) {
                     data = at;
+                    dataPeak = peak;
                 }
-                peak = Math.max(peak, peakMb(p.pid()));
                 if (until != null && l.startsWith(until)) {
                     step = at;
                     p.destroy();
@@ -189,7 +199,7 @@ final class DataLoadBench {
             p.destroyForcibly().waitFor();
         }
         boolean ok = until != null ? step >= 0 : p.exitValue() == 0;
-        return new Child(data, step, peak, ok ? null : "exited " + p.exitValue() + ": " + last);
+        return new Child(data, step, dataPeak, peak, ok ? null : "exited " + p.exitValue() + ": " + last);
     }
 
     /** The process's peak resident set (VmHWM) in MB, 0 when it is gone. */
