@@ -40,7 +40,9 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--only", split = ",", description = "subset of: rollout, update, verifier, rl-step, rl-step-dp, rl-step-overlap (default: all of these);"
             + " update-varlen (minutes: a 55 M-parameter model on MATH-like lengths) and attention-long (one row of 64–16k tokens,"
             + " eager vs sdpa attention) and layers-pipeline (layers over 2 and 4 CPU devices: sequential vs pipelined) and head-long"
-            + " (minutes: one response of 1k–16k tokens through a 151,936-token vocabulary, the output head whole vs in chunks) run only when named")
+            + " (minutes: one response of 1k–16k tokens through a 151,936-token vocabulary, the output head whole vs in chunks) and data-load"
+            + " (minutes: DAPO-Math-17k-shaped sets of 10k, 100k and 1.79 M rows, JSONL and parquet, trained to their first step) run only"
+            + " when named")
     List<String> only;
     @Option(names = "--repeats", defaultValue = "5") int repeats;
     @Option(names = "--attention-mode", hidden = true, description = "attention-long: measure this mode only, in this process")
@@ -52,6 +54,11 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--head-row", hidden = true, description = "head-long: measure TOKENS:CHUNK only, in this process")
     String headRow;
     @Option(names = "--device", defaultValue = "cpu") String device;
+    @Option(names = "--data-rows", split = ",", description = "data-load: only sets of these sizes (default: 10000,100000,1791700)")
+    int[] dataRows;
+    @Option(names = "--data-parquet", description = "data-load: also this parquet file (in DAPO-Math-17k's layout, say, written by"
+            + " another writer), and the resume on it")
+    Path dataParquet;
 
     static final TinyModel.Spec BENCH = new TinyModel.Spec("qwen2", 256, 4, 8, 2, 704, 1, "F32", Long.MAX_VALUE, false, 0.02, 8192);
 
@@ -129,6 +136,18 @@ public final class BenchCommand implements Callable<Integer> {
             jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "head-long",
                     "--device", device, "--repeats", String.valueOf(repeats)));
             HeadBench.run(out.putObject("head_long"), jvm, headTokens != null ? headTokens : HeadBench.TOKENS, repeats);
+        }
+        if (only != null && only.contains("data-load")) {
+            if (dataRows != null && Arrays.stream(dataRows).anyMatch(n -> n < 1)) {
+                throw new klrl.util.UserError("--data-rows: expected set sizes of at least 1 row, got " + Arrays.toString(dataRows));
+            }
+            if (dataParquet != null && !Files.isRegularFile(dataParquet)) {
+                throw new klrl.util.UserError("--data-parquet: " + dataParquet + ": file not found");
+            }
+            List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+            jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+            jvm.addAll(List.of("-cp", System.getProperty("java.class.path")));
+            DataLoadBench.run(out.putObject("data_load"), jvm, dataRows != null ? dataRows : DataLoadBench.ROWS, dataParquet);
         }
         if (only != null && only.contains("update-varlen")) {
             VarlenBench.run(out.putObject("update_varlen"), 64, 8, 8192);

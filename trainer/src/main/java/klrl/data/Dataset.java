@@ -17,6 +17,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
 import klrl.util.Json;
+import klrl.util.Progress;
 import klrl.util.UserError;
 
 /**
@@ -31,8 +32,8 @@ public final class Dataset {
     public static final String BUNDLED_TRAIN = "bundled:arith-train", BUNDLED_TEST = "bundled:arith-test",
             BUNDLED_WARMUP_FAMILIES = "bundled:warmup-families";
 
-    /** What a data set read: its examples and how its fields were mapped ("verl layout: prompt ← …"). */
-    public record Loaded(String spec, List<Example> examples, int files, String mapping) {
+    /** What a data set read: its rows and how its fields were mapped ("verl layout: prompt ← …"). */
+    public record Loaded(String spec, Rows examples, int files, String mapping) {
         /** One line: rows, files, the mapping. */
         public String describe() {
             return examples.size() + (examples.size() == 1 ? " row" : " rows") + (files > 1 ? " from " + files + " files" : "") + ", " + mapping;
@@ -49,58 +50,201 @@ public final class Dataset {
         return read(spec, promptField, answerField, "data.prompt_field", "data.answer_field");
     }
 
-    /** As {@link #load}; {@code promptKey} / {@code answerKey} name the settings the fields came from, for messages. */
+    /**
+     * As {@link #load}; {@code promptKey} / {@code answerKey} name the settings the fields came from, for messages.
+     * The files are read once, row by row: the first rows ({@link Fields#DETECT_ROWS}) decide the layout, and
+     * every row is then mapped and checked and kept compactly ({@link Rows}); no file is ever whole in memory.
+     */
     public static Loaded read(String spec, String promptField, String answerField, String promptKey, String answerKey) {
-        List<Row> rows = new ArrayList<>();
-        List<Path> files = spec.startsWith("bundled:") ? List.of() : files(spec);
-        if (spec.startsWith("bundled:")) {
+        boolean bundled = spec.startsWith("bundled:");
+        if (bundled) {
             promptField = null; // a bundled set has its own fields, whatever data.*_field says
             answerField = null;
+        }
+        List<Path> files = bundled ? List.of() : files(spec);
+        Mapper m = new Mapper(promptField, answerField, promptKey, answerKey);
+        if (bundled) {
             try (InputStream in = Dataset.class.getResourceAsStream("/data/" + spec.substring(8) + ".jsonl")) {
                 if (in == null) {
                     throw new UserError(spec + ": no such bundled data set");
                 }
-                jsonl(in, spec, rows);
+                jsonl(in, spec, (row, n) -> m.row(row, spec, n));
             } catch (IOException e) {
                 throw new UserError(spec + ": cannot read (" + e.getMessage() + ")");
             }
         }
-        for (Path f : files) {
-            int before = rows.size();
-            String name = f.getFileName().toString();
-            Shape shape = name.endsWith(".json") ? shape(f) : Shape.LINES;
-            if (name.endsWith(".parquet")) {
-                List<JsonNode> pq = Parquet.rows(f);
-                for (int i = 0; i < pq.size(); i++) {
-                    rows.add(new Row(pq.get(i), f + ":" + (i + 1)));
+        // only the columns a mapping can use are read from parquet (all of them with a field set to another column)
+        java.util.Set<String> columns = new java.util.HashSet<>(Fields.LABELS);
+        for (String path : promptField != null ? List.of(promptField) : Fields.PROMPTS) {
+            columns.add(path);
+            columns.add(path.split("\\.")[0]);
+        }
+        for (String path : answerField != null ? List.of(answerField) : Fields.ANSWERS) {
+            columns.add(path);
+            columns.add(path.split("\\.")[0]);
+        }
+        try (Reading progress = Reading.of(files)) {
+            for (Path f : files) {
+                int before = m.builder.size() + m.head.size();
+                String name = f.getFileName().toString(), where = f.toString();
+                Shape shape = name.endsWith(".json") ? shape(f) : Shape.LINES;
+                if (name.endsWith(".parquet")) {
+                    Parquet.read(f, columns, (row, n) -> m.row(row, where, n), progress::rows);
+                } else if (shape == Shape.ARRAY) {
+                    array(f, progress, (row, n) -> m.row(row, where, n));
+                } else if (shape != Shape.LINES && shape != Shape.EMPTY) {
+                    throw new UserError(f + ": holds " + shape.what + ", not rows (" + JSON_FILE + ")");
+                } else {
+                    try (InputStream in = progress.counting(Files.newInputStream(f))) {
+                        jsonl(in, where, (row, n) -> m.row(row, where, n));
+                    } catch (IOException e) {
+                        throw new UserError(f + ": cannot read (" + e.getMessage() + ")");
+                    }
                 }
-            } else if (shape == Shape.ARRAY) {
-                array(f, rows);
-            } else if (shape != Shape.LINES && shape != Shape.EMPTY) {
-                throw new UserError(f + ": holds " + shape.what + ", not rows (" + JSON_FILE + ")");
-            } else {
-                try (InputStream in = Files.newInputStream(f)) {
-                    jsonl(in, f.toString(), rows);
-                } catch (IOException e) {
-                    throw new UserError(f + ": cannot read (" + e.getMessage() + ")");
+                if (m.builder.size() + m.head.size() == before) {
+                    throw new UserError(f + ": no rows");
                 }
-            }
-            if (rows.size() == before) {
-                throw new UserError(f + ": no rows");
+                progress.done(f);
             }
         }
-        if (rows.isEmpty()) {
-            throw new UserError(spec + ": no rows");
-        }
-        List<JsonNode> head = rows.subList(0, Math.min(rows.size(), Fields.DETECT_ROWS)).stream().map(Row::value).toList();
-        Fields.Mapping m = Fields.detect(head, promptField, answerField, promptKey, answerKey, rows.get(0).where());
-        List<Example> out = new ArrayList<>(rows.size());
-        for (Row r : rows) {
-            out.add(m.example(r.value(), r.where()));
-        }
-        return new Loaded(spec, out, Math.max(1, files.size()), m.describe());
+        Fields.Mapping mapping = m.finish(spec);
+        return new Loaded(spec, m.builder.build(), Math.max(1, files.size()), mapping.describe());
     }
 
+    /**
+     * The progress of reading a set's files (klrl.util.Progress: shown once reading takes over two seconds): in
+     * rows when every file is parquet (their footers count them), else in megabytes of the files.
+     */
+    private static final class Reading implements AutoCloseable {
+        private static final long MB = 1 << 20;
+        private final Progress bar;
+        private final boolean inRows;
+
+        private Reading(Progress bar, boolean inRows) {
+            this.bar = bar;
+            this.inRows = inRows;
+        }
+
+        static Reading of(List<Path> files) {
+            if (files.stream().allMatch(f -> f.getFileName().toString().endsWith(".parquet"))) {
+                long rows = 0;
+                for (Path f : files) {
+                    rows += Parquet.rowCount(f);
+                }
+                return new Reading(Progress.start("read", rows, "rows"), true);
+            }
+            long bytes = 0;
+            for (Path f : files) {
+                bytes += size(f);
+            }
+            return new Reading(Progress.start("read", (bytes + MB - 1) / MB, "MB"), false);
+        }
+
+        private static long size(Path f) {
+            try {
+                return Files.size(f);
+            } catch (IOException e) {
+                return 0; // reading it says what is wrong
+            }
+        }
+
+        /** n more parquet rows read. */
+        void rows(long n) {
+            if (inRows) {
+                bar.step(n);
+            }
+        }
+
+        /** File f read to its end: a parquet file in a set measured in megabytes counts now. */
+        void done(Path f) {
+            if (!inRows && f.getFileName().toString().endsWith(".parquet")) {
+                bar.step(size(f) / MB);
+            }
+        }
+
+        /** The stream, counting its megabytes into the progress. */
+        InputStream counting(InputStream in) {
+            return new java.io.FilterInputStream(in) {
+                long read;
+
+                @Override
+                public int read() throws IOException {
+                    int b = super.read();
+                    count(b < 0 ? 0 : 1);
+                    return b;
+                }
+
+                @Override
+                public int read(byte[] b, int off, int len) throws IOException {
+                    int n = super.read(b, off, len);
+                    count(Math.max(n, 0));
+                    return n;
+                }
+
+                private void count(int n) {
+                    long before = read / MB;
+                    read += n;
+                    if (read / MB > before && !inRows) {
+                        bar.step(read / MB - before);
+                    }
+                }
+            };
+        }
+
+        @Override
+        public void close() {
+            bar.close();
+        }
+    }
+
+    /**
+     * Maps rows as they are read: the first {@link Fields#DETECT_ROWS} are held until they decide the layout,
+     * then each row is mapped (and so checked) and added to the rows kept.
+     */
+    private static final class Mapper {
+        final String promptField, answerField, promptKey, answerKey;
+        final Rows.Builder builder = new Rows.Builder();
+        final List<Row> head = new ArrayList<>();
+        Fields.Mapping mapping;
+
+        Mapper(String promptField, String answerField, String promptKey, String answerKey) {
+            this.promptField = promptField;
+            this.answerField = answerField;
+            this.promptKey = promptKey;
+            this.answerKey = answerKey;
+        }
+
+        void row(JsonNode row, String file, int n) {
+            if (mapping != null) {
+                builder.add(mapping.example(row, file + ":" + n), file, n);
+                return;
+            }
+            head.add(new Row(row, file, n));
+            if (head.size() == Fields.DETECT_ROWS) {
+                decide();
+            }
+        }
+
+        /** The layout from the rows held, which are then mapped, each into its file. */
+        private void decide() {
+            mapping = Fields.detect(head.stream().map(Row::value).toList(), promptField, answerField, promptKey, answerKey,
+                    head.get(0).where());
+            for (Row r : head) {
+                builder.add(mapping.example(r.value(), r.where()), r.file(), r.n());
+            }
+            head.clear();
+        }
+
+        Fields.Mapping finish(String spec) {
+            if (mapping == null) {
+                if (head.isEmpty()) {
+                    throw new UserError(spec + ": no rows");
+                }
+                decide();
+            }
+            return mapping;
+        }
+    }
     /** A comma-separated list of data paths, split at the commas outside a glob's {a,b}; blank entries dropped. */
     public static List<String> specs(String list) {
         List<String> out = new ArrayList<>();
@@ -119,18 +263,27 @@ public final class Dataset {
         return out;
     }
 
-    /** One row and where it is ("file:N", N counted from 1: a JSONL line, or a parquet row). */
-    record Row(JsonNode value, String where) {}
+    /** One row and where it is (N counted from 1: a JSONL line, a JSON array's element, a parquet row). */
+    record Row(JsonNode value, String file, int n) {
+        String where() {
+            return file + ":" + n;
+        }
+    }
+
+    /** Receives the rows of a file in order, each with its number N. */
+    interface Sink {
+        void row(JsonNode row, int n);
+    }
 
     /**
      * A .json file holding one array of row objects ({@code datasets}' JSON layout, DeepScaleR's
      * {@code deepscaler.json}): streamed element by element, so a large file is never one tree in memory.
      * Row N is the array's N-th element.
      */
-    private static void array(Path f, List<Row> rows) {
+    private static void array(Path f, Reading progress, Sink rows) {
         int n = 0;
         boolean whole = true; // row n read to its end
-        try (InputStream in = Files.newInputStream(f); JsonParser p = Json.MAPPER.createParser(in)) {
+        try (InputStream in = progress.counting(Files.newInputStream(f)); JsonParser p = Json.MAPPER.createParser(in)) {
             p.nextToken(); // the array's start, seen by shape()
             JsonToken t;
             while ((t = p.nextToken()) != JsonToken.END_ARRAY) {
@@ -140,8 +293,9 @@ public final class Dataset {
                             + JSON_FILE + ")");
                 }
                 whole = false;
-                rows.add(new Row(Json.MAPPER.readTree(p), f + ":" + n));
+                JsonNode row = Json.MAPPER.readTree(p);
                 whole = true;
+                rows.row(row, n);
             }
             if (p.nextToken() != null) {
                 throw new UserError(f + ": more after the array ends (line " + p.currentLocation().getLineNr()
@@ -239,7 +393,7 @@ public final class Dataset {
         }
     }
 
-    private static void jsonl(InputStream in, String where, List<Row> rows) throws IOException {
+    private static void jsonl(InputStream in, String where, Sink rows) throws IOException {
         BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
         String line;
         int n = 0;
@@ -263,7 +417,7 @@ public final class Dataset {
                 throw new UserError(where + ":" + n + ": expected a JSON object per line" + (json ? " (" + JSON_FILE + ")"
                         : row != null && row.isArray() ? ", found an array (" + ONE_ARRAY + ")" : ""));
             }
-            rows.add(new Row(row, where + ":" + n));
+            rows.row(row, n);
         }
     }
 

@@ -44,7 +44,7 @@ final class Fields {
                     messages(p, where, label); // the gold is a reply in a message list: refused as not one
                 }
                 return new Example(text(p, row, where, label, "the prompt"), null,
-                        text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer"), where);
+                        text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer"), where, labels(row));
             }
             List<ChatTemplate.Message> msgs = messages(p, where, label);
             ChatTemplate.Message last = msgs.get(msgs.size() - 1);
@@ -63,12 +63,25 @@ final class Fields {
             } else {
                 gold = text(at(row, answer), row, where, label(answerSetting, answer), "the gold answer");
             }
-            return new Example(lastUser(msgs, where, label), msgs, gold, where);
+            return new Example(lastUser(msgs, where, label), msgs, gold, where, labels(row));
         }
 
         String describe() {
             return layout + ": prompt ← " + prompt + ", gold ← " + (answer == null ? prompt + "'s last assistant turn" : answer);
         }
+    }
+
+    /** The columns results can be broken down by: verl's data_source, MATH's level and type. */
+    static final List<String> LABELS = List.of("data_source", "level", "type");
+
+    /** The row's {@link #LABELS}, each where it is text or a number (else null). */
+    static Example.Labels labels(JsonNode row) {
+        String[] v = new String[LABELS.size()];
+        for (int i = 0; i < v.length; i++) {
+            JsonNode n = row.get(LABELS.get(i));
+            v[i] = n != null && (n.isTextual() || n.isNumber()) ? n.asText() : null;
+        }
+        return v[0] == null && v[1] == null && v[2] == null ? Example.Labels.NONE : new Example.Labels(v[0], v[1], v[2]);
     }
 
     /** How many rows, from the first, the layout is decided over (all of a smaller set). */

@@ -33,34 +33,87 @@ import org.apache.parquet.schema.Type;
 final class Parquet {
     private Parquet() {}
 
+    /** Receives the rows of a file in order, each with its number (from 1). */
+    interface Sink {
+        void row(JsonNode row, int n);
+    }
+
     /** Every row of one file, in order. */
     static List<JsonNode> rows(Path file) {
-        checkShape(file);
         List<JsonNode> out = new ArrayList<>();
+        read(file, null, (row, n) -> out.add(row), n -> { });
+        return out;
+    }
+
+    /** How many rows the file's footer declares. */
+    static long rowCount(Path file) {
+        checkShape(file);
+        try (ParquetFileReader r = ParquetFileReader.open(new LocalInputFile(file))) {
+            return r.getRecordCount();
+        } catch (Exception | LinkageError e) {
+            throw unreadable(file, e);
+        } catch (OutOfMemoryError e) {
+            throw outgrown(file);
+        }
+    }
+
+    /**
+     * Every row of one file, in order, to {@code sink}; {@code progress} hears of every 1,024 rows read. With
+     * {@code columns} (top-level names) only those columns are read (parquet-mr's projection: the other
+     * column chunks are never read from disk nor decoded); each other column is in the row as null, so a
+     * row lists every key its file has. Null reads every column, as does a set naming none of the file's.
+     */
+    static void read(Path file, java.util.Set<String> columns, Sink sink, java.util.function.LongConsumer progress) {
+        checkShape(file);
+        int n = 0;
         try (ParquetFileReader r = ParquetFileReader.open(new LocalInputFile(file))) {
             MessageType schema = r.getFooter().getFileMetaData().getSchema();
-            MessageColumnIO io = new ColumnIOFactory().getColumnIO(schema);
+            List<Type> wanted = columns == null ? List.of() : schema.getFields().stream().filter(f -> columns.contains(f.getName())).toList();
+            MessageType read = wanted.isEmpty() ? schema : new MessageType(schema.getName(), wanted);
+            if (read != schema) {
+                r.setRequestedSchema(read);
+            }
+            MessageColumnIO io = new ColumnIOFactory().getColumnIO(read, schema);
             PageReadStore pages;
             while ((pages = r.readNextRowGroup()) != null) {
-                RecordReader<Group> rr = io.getRecordReader(pages, new GroupRecordConverter(schema));
-                for (long i = 0, n = pages.getRowCount(); i < n; i++) {
-                    out.add(group(rr.read(), schema));
+                RecordReader<Group> rr = io.getRecordReader(pages, new GroupRecordConverter(read));
+                for (long i = 0, rows = pages.getRowCount(); i < rows; i++) {
+                    ObjectNode row = group(rr.read(), read);
+                    if (read != schema) { // every key in the file's order, the unread ones null
+                        ObjectNode all = Json.MAPPER.createObjectNode();
+                        for (Type f : schema.getFields()) {
+                            JsonNode v = row.get(f.getName());
+                            all.set(f.getName(), v != null ? v : Json.MAPPER.nullNode());
+                        }
+                        row = all;
+                    }
+                    sink.row(row, ++n);
+                    if ((n & 1023) == 0) {
+                        progress.accept(1024);
+                    }
                 }
             }
         } catch (UserError e) {
             throw e;
         } catch (Exception | LinkageError e) {
-            // parquet-mr names the file by its reader object (LocalInputFile@3383649e): say the path instead
-            String why = e.getMessage() != null ? Json.firstLine(e.getMessage()).replaceAll("\\S*InputFile@[0-9a-f]+", "the file")
-                    : e.getClass().getSimpleName();
-            throw new UserError(file + ": not a readable parquet file (" + why + ")");
+            throw unreadable(file, e);
         } catch (OutOfMemoryError e) {
-            // a damaged footer can declare lists far larger than the file; a large valid file can outgrow the heap
-            out.clear();
-            throw new UserError(file + ": more than the Java heap holds while reading it (a damaged footer, or a file larger than"
-                    + " -Xmx allows: give the JVM more, e.g. KLRL_JAVA_OPTS=-Xmx16g)");
+            throw outgrown(file);
         }
-        return out;
+        progress.accept(n & 1023);
+    }
+
+    /** A damaged footer can declare lists far larger than the file; a row group of a large valid file can outgrow the heap. */
+    private static UserError outgrown(Path file) {
+        return new UserError(file + ": more than the Java heap holds while reading it (a damaged footer, or a file larger than"
+                + " -Xmx allows: give the JVM more, e.g. KLRL_JAVA_OPTS=-Xmx16g)");
+    }
+
+    private static UserError unreadable(Path file, Throwable e) {
+        // parquet-mr names the file by its reader object (LocalInputFile@3383649e): say the path instead
+        String why = e.getMessage() != null ? Json.firstLine(e.getMessage()).replaceAll("\\S*InputFile@[0-9a-f]+", "the file")
+                : e.getClass().getSimpleName();
+        return new UserError(file + ": not a readable parquet file (" + why + ")");
     }
 
     /** The 4-byte mark a parquet file starts and ends with. */
@@ -207,6 +260,12 @@ final class Parquet {
 
     /** The bytes as UTF-8 text, or null when they are not valid UTF-8. */
     private static String utf8(byte[] b) {
+        // the JDK's own decoding is several times faster than a CharsetDecoder, but replaces what is not UTF-8 with
+        // U+FFFD: text holding U+FFFD is decoded again, strictly, which tells a real U+FFFD from bytes that are not text
+        String s = new String(b, StandardCharsets.UTF_8);
+        if (s.indexOf('\uFFFD') < 0) {
+            return s;
+        }
         try {
             return StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(b)).toString();
         } catch (java.nio.charset.CharacterCodingException e) {

@@ -70,6 +70,40 @@ public final class Prompts {
         return ids;
     }
 
+    /**
+     * How a batch of prompts measured: the token count of each, up to the first that cannot be rendered, whose
+     * error is kept (else null).
+     */
+    public record Measured(int[] tokens, UserError error) {}
+
+    /**
+     * The token counts of these prompts, rendered and encoded together (the tokenizer's batch encode, over
+     * every core): the same counts as {@link #encode} gives each. The first prompt, in order, that cannot be
+     * rendered ends the batch.
+     */
+    public Measured measure(List<Example> batch) {
+        // rendered on every core (the chat template's renderer is shared and thread-safe): the first error in order ends the batch
+        String[] texts = new String[batch.size()];
+        UserError[] errors = new UserError[batch.size()];
+        java.util.stream.IntStream.range(0, batch.size()).parallel().forEach(i -> {
+            try {
+                texts[i] = text(batch.get(i));
+            } catch (UserError u) {
+                errors[i] = u;
+            }
+        });
+        int ok = 0;
+        while (ok < texts.length && errors[ok] == null) {
+            ok++;
+        }
+        long[][] ids = tok.encodeBatch(java.util.Arrays.asList(texts).subList(0, ok));
+        int[] n = new int[ids.length];
+        for (int i = 0; i < n.length; i++) {
+            n[i] = ids[i].length;
+        }
+        return new Measured(n, ok < texts.length ? errors[ok] : null);
+    }
+
     /** The longest prompt allowed, data.max_prompt_tokens. */
     public int maxTokens() {
         return cfg.maxPromptTokens();

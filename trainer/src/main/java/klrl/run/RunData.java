@@ -9,6 +9,8 @@ import klrl.config.TrainConfig;
 import klrl.data.Dataset;
 import klrl.data.Example;
 import klrl.data.Prompts;
+import klrl.data.Rows;
+import klrl.util.Progress;
 import klrl.util.UserError;
 
 /**
@@ -49,7 +51,7 @@ public final class RunData {
     }
 
     private static Dataset.Loaded first(Dataset.Loaded l, int rows) {
-        return new Dataset.Loaded(l.spec(), l.examples().subList(0, Math.min(l.examples().size(), rows)), l.files(), l.mapping());
+        return new Dataset.Loaded(l.spec(), l.examples().head(rows), l.files(), l.mapping());
     }
 
     /** A held-out set: each field by eval.* when set, else by data.*'s (errors name the setting used). */
@@ -107,40 +109,88 @@ public final class RunData {
     /** A set with the rows whose prompts fit, and what was dropped ("" when nothing was). */
     private record Fitted(Dataset.Loaded set, String dropped) {}
 
+    /** How many distinct prompts are rendered and encoded together (the tokenizer's batch encode spreads them over the cores). */
+    static final int BATCH = 1024;
+    private static final int UNMEASURED = -1, PENDING = -2, FAILED = -3;
+
     /**
      * The first {@code limit} rows of {@code l} whose prompts fit data.max_prompt_tokens. Without filter every
-     * row must fit; with it the others are dropped, counted per file (a row's source is "file:row").
+     * row must fit; with it the others are dropped, counted per file. Each distinct prompt is rendered and
+     * measured once, {@link #BATCH} at a time in the order the rows first hold them, and the rows are then
+     * decided in order: the first row that is refused (a prompt that cannot be rendered, an empty or an
+     * overlong one) is the one named, as if every row were taken one by one.
      */
     private Fitted fit(String what, Dataset.Loaded l, int limit, Prompts prompts) {
-        if (!filter) {
-            l.examples().forEach(prompts::ids);
-            return new Fitted(l, "");
-        }
-        List<Example> kept = new ArrayList<>();
+        Rows rows = l.examples();
+        int[] tokens = new int[rows.prompts()];
+        java.util.Arrays.fill(tokens, UNMEASURED);
+        UserError failed = null; // the error of the one prompt marked FAILED
+        int[] kept = new int[Math.min(rows.size(), limit)];
+        int keep = 0, dropped = 0, shortest = Integer.MAX_VALUE;
         Map<String, Integer> perFile = new LinkedHashMap<>();
-        int dropped = 0, shortest = Integer.MAX_VALUE;
-        for (Example e : l.examples()) {
-            if (kept.size() == limit) {
-                break;
-            }
-            int n = prompts.encode(e).length;
-            if (n <= prompts.maxTokens()) {
-                kept.add(e);
-            } else {
-                dropped++;
-                shortest = Math.min(shortest, n);
-                perFile.merge(e.source().substring(0, e.source().lastIndexOf(':')), 1, Integer::sum);
+        java.util.BitSet distinct = new java.util.BitSet(tokens.length);
+        for (int i = 0; i < rows.size(); i++) {
+            distinct.set(rows.promptOf(i));
+        }
+        try (Progress bar = Progress.start("tokenize", distinct.cardinality(), "prompts")) {
+            int i = 0;
+            while (i < rows.size() && keep < limit) {
+                // the next window of rows: up to BATCH prompts not measured yet, each taken from the first row holding it
+                List<Example> batch = new ArrayList<>();
+                List<Integer> ids = new ArrayList<>();
+                int end = i;
+                for (; end < rows.size() && batch.size() < BATCH; end++) {
+                    int p = rows.promptOf(end);
+                    if (tokens[p] == UNMEASURED) {
+                        tokens[p] = PENDING;
+                        batch.add(rows.get(end));
+                        ids.add(p);
+                    }
+                }
+                Prompts.Measured m = prompts.measure(batch);
+                for (int k = 0; k < ids.size(); k++) {
+                    tokens[ids.get(k)] = k < m.tokens().length ? m.tokens()[k] : k == m.tokens().length ? FAILED : UNMEASURED;
+                }
+                if (m.error() != null) {
+                    failed = m.error();
+                }
+                bar.step(m.tokens().length);
+                for (; i < end && keep < limit; i++) {
+                    int n = tokens[rows.promptOf(i)];
+                    if (n == FAILED) { // the first row holding the prompt: the one its error names
+                        throw failed;
+                    }
+                    if (n == UNMEASURED) { // after a prompt that cannot be rendered: the next window measures it
+                        break;
+                    }
+                    if (n == 0) {
+                        throw new UserError(rows.where(i) + ": empty prompt");
+                    }
+                    if (n <= prompts.maxTokens()) {
+                        kept[keep++] = i;
+                    } else if (!filter) {
+                        throw new UserError(rows.where(i) + ": prompt has " + n + " tokens, more than data.max_prompt_tokens="
+                                + prompts.maxTokens());
+                    } else {
+                        dropped++;
+                        shortest = Math.min(shortest, n);
+                        perFile.merge(rows.fileOf(i), 1, Integer::sum);
+                    }
+                }
             }
         }
-        if (kept.isEmpty()) {
+        if (keep == 0) {
             throw new UserError("data " + what + ": " + l.spec() + ": every prompt is over data.max_prompt_tokens=" + prompts.maxTokens()
                     + " (" + rows(dropped) + ", the shortest " + shortest + " tokens), so data.overlong_prompts: filter leaves"
                     + " none; raise data.max_prompt_tokens or give shorter prompts");
         }
+        if (keep == rows.size()) {
+            return new Fitted(l, "");
+        }
         List<String> files = new ArrayList<>();
         perFile.forEach((f, n) -> files.add(f + ": " + n));
-        return new Fitted(new Dataset.Loaded(l.spec(), kept, l.files(), l.mapping()), dropped == 0 ? ""
-                : "; dropped " + rows(dropped) + " with a prompt over data.max_prompt_tokens=" + prompts.maxTokens()
+        return new Fitted(new Dataset.Loaded(l.spec(), rows.keep(java.util.Arrays.copyOf(kept, keep)), l.files(), l.mapping()),
+                dropped == 0 ? "" : "; dropped " + rows(dropped) + " with a prompt over data.max_prompt_tokens=" + prompts.maxTokens()
                 + " (" + String.join(", ", files) + ")");
     }
 

@@ -38,6 +38,26 @@ class TokenizerTest {
         }
     }
 
+    /** Many texts in one call (data sets measure their prompts so): each gets the ids a call of its own gives, unpadded. */
+    @Test
+    void batchEncodingGivesEachTextItsOwnIds() {
+        List<String> texts = new ArrayList<>(List.of(TEXTS));
+        texts.add("x");
+        texts.add("The quick brown fox jumps over the lazy dog. ".repeat(300)); // far longer than the others: nothing padded
+        for (String model : List.of("qwen2.5", "llama3.1")) {
+            try (Tokenizer t = Tokenizer.load(TestPaths.model(model))) {
+                texts.add(t.applyChatTemplate(List.of(new ChatTemplate.Message("user", "What is 2 + 3?")), true));
+                long[][] batch = t.encodeBatch(texts);
+                assertEquals(texts.size(), batch.length);
+                for (int i = 0; i < texts.size(); i++) {
+                    assertArrayEquals(t.encode(texts.get(i)), batch[i], model + ": text " + i);
+                }
+                assertEquals(0, t.encodeBatch(List.of()).length);
+                texts.remove(texts.size() - 1);
+            }
+        }
+    }
+
     @Test
     void llamaKnowsItsSpecialTokensAndStopIds() {
         try (Tokenizer t = Tokenizer.load(TestPaths.model("llama3.1"))) {

@@ -92,4 +92,35 @@ class RunDataTest {
         assertEquals("tiny-cpu: data.overlong_prompts must be error (refuse a prompt over data.max_prompt_tokens) or filter"
                 + " (drop its row), got 'skip'", bad.getMessage());
     }
+
+    /**
+     * Prompts are measured many at a time, each distinct one once, yet the row named is the first refused in
+     * order, whatever refuses it (too long, or a message list with data.chat_template false) and however the
+     * rows repeat their prompts; with filter a prompt that cannot be rendered still refuses the run.
+     */
+    @Test
+    void theFirstRefusedRowIsNamedWhateverRefusesIt() throws Exception {
+        String ok = "{\"prompt\": \"What is 2 + 3?\", \"solution\": \"5\"}", longOne = "{\"prompt\": \"" + LONG + "\", \"solution\": \"2\"}",
+                list = "{\"prompt\": [{\"role\": \"user\", \"content\": \"What is 1 + 1?\"}], \"solution\": \"2\"}";
+        try (Tokenizer qwen = Tokenizer.load(TestPaths.model("qwen2.5"))) {
+            for (String mode : new String[] {"error", "filter"}) {
+                // rows 1–1500 fit (one prompt), then a long one, then a list; and the other way round
+                for (boolean longFirst : new boolean[] {true, false}) {
+                    Path f = tmp.resolve(mode + longFirst + ".jsonl");
+                    List<String> rows = new java.util.ArrayList<>(java.util.Collections.nCopies(1500, ok));
+                    rows.add(longFirst ? longOne : list);
+                    rows.add(ok);
+                    rows.add(longFirst ? list : longOne);
+                    Files.write(f, rows);
+                    TrainConfig cfg = ConfigLoader.load(null, Map.of("data.train", f.toString(), "data.chat_template", false,
+                            "data.overlong_prompts", mode));
+                    Prompts prompts = new Prompts(qwen, cfg.data().promptFormat());
+                    UserError e = assertThrows(UserError.class, () -> new RunData(cfg).render(prompts));
+                    String expected = longFirst && mode.equals("error") ? f + ":1501: prompt has "
+                            : f + ":" + (longFirst ? 1503 : 1501) + ": the prompt is a message list";
+                    assertTrue(e.getMessage().startsWith(expected), mode + " " + longFirst + ": " + e.getMessage());
+                }
+            }
+        }
+    }
 }
