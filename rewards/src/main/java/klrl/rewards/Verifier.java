@@ -74,6 +74,32 @@ public final class Verifier {
     }
 
     /**
+     * Whether two answers, each as extracted from a completion, are equal as the verifier judges a
+     * prediction against a gold ({@code a} in the gold's place): what a majority vote counts as one
+     * answer. Identical text is equal without a check; a check that runs out of time counts as unequal.
+     */
+    public boolean sameAnswer(String a, String b) {
+        if (a == null || b == null || a.isBlank() || b.isBlank()) {
+            return false;
+        }
+        if (a.strip().equals(b.strip())) {
+            return true;
+        }
+        calls.incrementAndGet();
+        Equivalence.ROUNDING.set(floatRounding);
+        try {
+            return equivalent(a, b, new Deadline(timeoutNanos));
+        } catch (Deadline.Expired e) {
+            timeouts.incrementAndGet();
+            return false;
+        } catch (Rational.TooLarge | ArithmeticException e) {
+            return false;
+        } finally {
+            Equivalence.ROUNDING.remove();
+        }
+    }
+
+    /**
      * The same check, told step by step: for each side what was extracted, what it normalises to and
      * how it was read (a parsed expression, printed as written by hand, or text), for the completion
      * which rule found its answer and where, then the verdict and the rule that gave it — what a user

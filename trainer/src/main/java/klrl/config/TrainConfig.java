@@ -453,12 +453,16 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
      */
     public record Eval(int every, int k, double temperature, int maxExamples, boolean beforeStart, String promptField,
                        String answerField) {
+        /** The most samples a prompt an evaluation draws (pass@k curves run to 256 in the literature). */
+        public static final int MAX_EVAL_K = 1_024;
+
         public static Eval defaults() {
             return new Eval(100, 4, 1.0, 200, true, null, null);
         }
 
         public Eval {
             require(every >= 0 && k >= 0 && maxExamples >= 1, "eval.every/k must be ≥ 0 and eval.max_examples ≥ 1");
+            require(k <= MAX_EVAL_K, "eval.k must be at most " + MAX_EVAL_K + " samples a prompt, got " + k);
         }
     }
 

@@ -104,6 +104,30 @@ public final class RewardPool implements AutoCloseable {
         return out;
     }
 
+    /**
+     * For each prompt's answers (as extracted, null where none) the index of each answer's class of
+     * verifier-equal answers ({@link klrl.eval.Majority#classes}), -1 without an answer; prompts in parallel.
+     */
+    public List<int[]> answerClasses(List<List<String>> answers) {
+        Verifier v = math.verifier();
+        List<Future<int[]>> fs = new ArrayList<>();
+        for (List<String> a : answers) {
+            fs.add(pool.submit(() -> klrl.eval.Majority.classes(a, v::sameAnswer)));
+        }
+        List<int[]> out = new ArrayList<>();
+        for (Future<int[]> f : fs) {
+            try {
+                out.add(f.get());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("comparing answers failed", e.getCause());
+            }
+        }
+        return out;
+    }
+
     @Override
     public void close() {
         pool.shutdownNow();

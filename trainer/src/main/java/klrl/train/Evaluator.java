@@ -1,6 +1,7 @@
 package klrl.train;
 
 import ai.djl.ndarray.NDManager;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -8,6 +9,7 @@ import java.util.function.Consumer;
 import klrl.config.TrainConfig;
 import klrl.data.Example;
 import klrl.data.Prompts;
+import klrl.eval.EvalScores;
 import klrl.metrics.MetricsLog;
 import klrl.model.Decoder;
 import klrl.model.Tokenizer;
@@ -17,7 +19,7 @@ import klrl.rollout.RolloutEngine;
 import klrl.rollout.Sample;
 import klrl.rollout.SamplingParams;
 
-/** Greedy accuracy and mean@k of the policy on held-out sets, with the rollout engine and the verifier. */
+/** Greedy accuracy, mean@k, pass@k and maj@k of the policy on held-out sets, with the rollout engine and the verifier. */
 public final class Evaluator {
     private static final int BATCH = 64;
 
@@ -46,6 +48,12 @@ public final class Evaluator {
      */
     public static Map<String, Object> evaluateModel(TrainConfig cfg, java.nio.file.Path modelDir, List<Example> rows, int maxExamples,
                                                     long seed) throws java.io.IOException {
+        return evaluateModel(cfg, modelDir, rows, maxExamples, seed, null);
+    }
+
+    /** As above; {@code samplesOut} receives each prompt's line ({@link #sampleLine}), or is null. */
+    public static Map<String, Object> evaluateModel(TrainConfig cfg, java.nio.file.Path modelDir, List<Example> rows, int maxExamples,
+                                                    long seed, Consumer<Map<String, Object>> samplesOut) throws java.io.IOException {
         var dtype = klrl.util.Runtime.dtype(cfg.model().dtype());
         var placement = klrl.model.Placement.balanced(
                 klrl.model.Placement.parseDevices(cfg.model().device(), klrl.util.Runtime::device), klrl.model.ModelConfig.load(modelDir));
@@ -64,7 +72,7 @@ public final class Evaluator {
             }
             exs.forEach(prompts::ids); // a bad row fails before any generation
             RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));
-            return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed);
+            return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed, samplesOut);
         }
     }
 
@@ -88,42 +96,125 @@ public final class Evaluator {
             line.put("eval_set", e.getKey());
             line.putAll(r);
             metrics.write(line);
-            console.accept(String.format("eval %s @ step %d: greedy accuracy %.3f%s", e.getKey(), step,
-                    (double) r.get("eval_accuracy"), r.containsKey("eval_mean_at_k")
-                            ? String.format(", mean@%d %.3f", cfg.eval().k(), (double) r.get("eval_mean_at_k")) : ""));
+            console.accept("eval " + e.getKey() + " @ step " + step + ": " + summary(r));
         }
     }
 
-    /** eval_accuracy (greedy), eval_mean_at_k and eval_k (with eval.k > 0), eval_examples. */
+    /** "greedy accuracy 0.540, mean@4 0.389, pass@4 0.712, maj@4 0.560": the headline numbers of an evaluation. */
+    static String summary(Map<String, Object> r) {
+        StringBuilder b = new StringBuilder(String.format("greedy accuracy %.3f", (double) r.get("eval_accuracy")));
+        if (r.get("eval_k") instanceof Integer k) {
+            var pass = (Map<?, ?>) r.get("eval_pass_at");
+            b.append(String.format(", mean@%d %.3f, pass@%d %.3f, maj@%d %.3f", k, (double) r.get("eval_mean_at_k"), k,
+                    (double) pass.get(Integer.toString(k)), k, (double) r.get("eval_maj_at_k")));
+        }
+        return b.toString();
+    }
+
+    /** The numbers of {@link EvalScores#summarize}: greedy accuracy, and with eval.k > 0 mean@k, pass@1…k and maj@k. */
     public Map<String, Object> evaluate(List<Example> exs, long seed) {
-        int correct = 0, samplesCorrect = 0, samplesTotal = 0;
+        return evaluate(exs, seed, null);
+    }
+
+    /**
+     * As above; with {@code samplesOut} each prompt's completions, answers, answer classes and verdicts
+     * as one line ({@link #sampleLine}), in the order of the prompts.
+     */
+    public Map<String, Object> evaluate(List<Example> exs, long seed, Consumer<Map<String, Object>> samplesOut) {
+        int k = cfg.eval().k();
         var rc = cfg.rollout();
+        List<EvalScores.Prompt> results = new ArrayList<>();
         try (klrl.util.Progress progress = klrl.util.Progress.start("eval", exs.size(), "prompts")) {
             for (int i = 0; i < exs.size(); i += BATCH) {
                 List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
                 List<long[]> ids = part.stream().map(prompts::ids).toList();
-                correct += correct(part, generator.generate(ids, SamplingParams.greedy(rc.maxNewTokens())));
-                if (cfg.eval().k() > 0) {
-                    List<Sample> s = generator.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
-                            rc.topK(), cfg.eval().k(), rc.stop(), seed + i));
-                    samplesCorrect += correct(part, s);
-                    samplesTotal += s.size();
+                List<Sample> greedy = generator.generate(ids, SamplingParams.greedy(rc.maxNewTokens()));
+                List<RewardPool.Scored> greedyScores = score(part, greedy);
+                List<List<Integer>> byPrompt = new ArrayList<>(); // sample indices of each prompt, in order
+                part.forEach(e -> byPrompt.add(new ArrayList<>()));
+                List<Sample> samples = List.of();
+                List<RewardPool.Scored> scores = List.of();
+                List<int[]> classes = List.of();
+                if (k > 0) {
+                    samples = generator.generate(ids, new SamplingParams(rc.maxNewTokens(), cfg.eval().temperature(), rc.topP(),
+                            rc.topK(), k, rc.stop(), seed + i));
+                    scores = score(part, samples);
+                    for (int j = 0; j < samples.size(); j++) {
+                        byPrompt.get(samples.get(j).promptIndex()).add(j);
+                    }
+                    List<RewardPool.Scored> sc = scores;
+                    classes = rewards.answerClasses(byPrompt.stream().map(js -> js.stream().map(j -> sc.get(j).extracted()).toList()).toList());
+                }
+                for (int p = 0; p < part.size(); p++) {
+                    boolean[] correct = new boolean[byPrompt.get(p).size()];
+                    for (int j = 0; j < correct.length; j++) {
+                        correct[j] = scores.get(byPrompt.get(p).get(j)).correct();
+                    }
+                    int g = greedyIndex(greedy, p);
+                    var prompt = new EvalScores.Prompt(part.get(p), greedyScores.get(g).correct(), correct,
+                            k > 0 ? classes.get(p) : new int[0]);
+                    results.add(prompt);
+                    if (samplesOut != null) {
+                        List<Sample> mine = new ArrayList<>();
+                        List<RewardPool.Scored> mineScores = new ArrayList<>();
+                        for (int j : byPrompt.get(p)) {
+                            mine.add(samples.get(j));
+                            mineScores.add(scores.get(j));
+                        }
+                        samplesOut.accept(sampleLine(prompt, greedy.get(g), greedyScores.get(g), mine, mineScores));
+                    }
                 }
                 progress.step(part.size());
             }
         }
-        Map<String, Object> r = new LinkedHashMap<>();
-        r.put("eval_accuracy", (double) correct / exs.size());
-        if (samplesTotal > 0) {
-            r.put("eval_mean_at_k", (double) samplesCorrect / samplesTotal);
-            r.put("eval_k", cfg.eval().k());
-        }
-        r.put("eval_examples", exs.size());
-        return r;
+        return EvalScores.summarize(results, k, seed);
     }
 
-    private int correct(List<Example> part, List<Sample> samples) {
-        return (int) score(part, samples).stream().filter(RewardPool.Scored::correct).count();
+    private static int greedyIndex(List<Sample> greedy, int prompt) {
+        for (int j = 0; j < greedy.size(); j++) {
+            if (greedy.get(j).promptIndex() == prompt) {
+                return j;
+            }
+        }
+        throw new IllegalStateException("no greedy completion for prompt " + prompt);
+    }
+
+    /**
+     * One prompt of an evaluation as a JSON line: the prompt as rendered, the gold as the verifier reads it
+     * (and as the row holds it), the row's place and labels, the greedy completion with its answer and
+     * verdict, and the sampled completions with their answers (null where none), answer classes (null
+     * where no answer) and verdicts — all mean@k, pass@k and maj@k are computed from.
+     */
+    Map<String, Object> sampleLine(EvalScores.Prompt p, Sample greedy, RewardPool.Scored greedyScore, List<Sample> samples,
+                                   List<RewardPool.Scored> scores) {
+        Example ex = p.example();
+        Map<String, Object> line = new LinkedHashMap<>();
+        line.put("prompt", prompts.text(ex));
+        line.put("gold", ex.goldAnswer());
+        line.put("gold_raw", ex.gold());
+        line.put("source", ex.source());
+        if (ex.labels().dataSource() != null) {
+            line.put("data_source", ex.labels().dataSource());
+        }
+        if (ex.labels().level() != null) {
+            line.put("level", ex.labels().level());
+        }
+        if (ex.labels().type() != null) {
+            line.put("type", ex.labels().type());
+        }
+        line.put("greedy", tok.decodeSkippingSpecial(greedy.responseIds()));
+        line.put("greedy_answer", greedyScore.extracted());
+        line.put("greedy_correct", greedyScore.correct());
+        line.put("completions", samples.stream().map(s -> tok.decodeSkippingSpecial(s.responseIds())).toList());
+        line.put("answers", scores.stream().map(RewardPool.Scored::extracted).toList());
+        List<Integer> classes = new ArrayList<>();
+        for (int c : p.classes()) {
+            classes.add(c < 0 ? null : c);
+        }
+        line.put("answer_classes", classes);
+        line.put("correct", scores.stream().map(RewardPool.Scored::correct).toList());
+        line.put("finish_reasons", samples.stream().map(Sample::finishReason).toList());
+        return line;
     }
 
     /** The verifier's verdict on each sample against its prompt's gold answer. */
