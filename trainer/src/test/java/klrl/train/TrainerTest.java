@@ -248,6 +248,14 @@ class TrainerTest {
         assertTrue(tb.containsKey("eval_accuracy/arith-test"), tb.keySet().toString());
         JsonNode eval = metrics(a).stream().filter(n -> n.has("eval_accuracy")).findFirst().orElseThrow();
         assertTrue(eval.has("eval_set") && eval.has("eval_mean_at_k"));
+        // pass@1…k from the same samples: pass@1 is mean@k, pass@k can only grow with k; maj@k beside them
+        int k = eval.get("eval_k").asInt();
+        assertEquals(k, eval.get("eval_pass_at").size(), eval.toString());
+        assertEquals(eval.get("eval_mean_at_k").asDouble(), eval.get("eval_pass_at").get("1").asDouble(), 1e-12);
+        for (int j = 2; j <= k; j++) {
+            assertTrue(eval.get("eval_pass_at").get(Integer.toString(j)).asDouble() >= eval.get("eval_pass_at").get(Integer.toString(j - 1)).asDouble());
+        }
+        assertTrue(eval.get("eval_maj_at_k").isNumber() && eval.get("eval_se").get("eval_accuracy").isNumber(), eval.toString());
         // on-policy: the update's first forward reproduces the sampler's log-probs
         assertTrue(Math.abs(step.get("ppo_kl").asDouble()) < 1e-3, step.toString());
     }
