@@ -15,6 +15,15 @@ public final class TestPaths {
         return p;
     }
 
+    /** This JVM's class path with every entry absolute, for a child JVM that runs in another folder. */
+    public static String classPath() {
+        java.util.List<String> abs = new java.util.ArrayList<>();
+        for (String e : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
+            abs.add(Path.of(e).toAbsolutePath().toString());
+        }
+        return String.join(java.io.File.pathSeparator, abs);
+    }
+
     /** Real tokenizer and config files of a published model ("qwen2.5", "llama3.1"; no weights). */
     public static Path model(String name) {
         Path p = Path.of("src/test/resources/models").resolve(name).toAbsolutePath();

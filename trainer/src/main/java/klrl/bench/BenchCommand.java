@@ -580,13 +580,18 @@ public final class BenchCommand implements Callable<Integer> {
 
     /** VmHWM of this process in bytes, 0 where /proc has none. */
     static long peakRssBytes() {
+        return peakRssKb("self") * 1024;
+    }
+
+    /** VmHWM of process {@code pid} ("self" for this one) in kB, 0 when it is gone or /proc has none. */
+    static long peakRssKb(String pid) {
         try {
-            for (String l : Files.readAllLines(Path.of("/proc/self/status"))) {
+            for (String l : Files.readAllLines(Path.of("/proc/" + pid + "/status"))) {
                 if (l.startsWith("VmHWM:")) {
-                    return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024;
+                    return Long.parseLong(l.replaceAll("[^0-9]", ""));
                 }
             }
-        } catch (java.io.IOException e) {
+        } catch (java.io.IOException | NumberFormatException e) {
             return 0;
         }
         return 0;

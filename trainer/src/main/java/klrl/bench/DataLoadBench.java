@@ -64,6 +64,9 @@ final class DataLoadBench {
 
     static void run(ObjectNode o, List<String> jvm, int[] rows, Path parquet) throws Exception {
         o.put("setting", setting());
+        if (parquet != null) { // a file the bench cannot read is refused before the generated sets take their minutes
+            Dataset.read(parquet.toString(), null, null);
+        }
         klrl.run.TinyDefault.ensure(s -> { }); // built once, before anything is timed
         Path dir = Files.createTempDirectory("klrl-bench-data");
         try {
@@ -111,7 +114,7 @@ final class DataLoadBench {
         r.put("seconds_to_step_1", c.step);
         r.put("peak_rss_at_data_line_mb", c.dataPeakMb);
         r.put("peak_rss_mb", c.peakMb);
-        if (base != null) {
+        if (base != null && c.failed == null) {
             double beyond = c.dataLine - base.get("seconds_to_data_line").asDouble();
             if (beyond >= 0.5) { // below, the difference is the noise of two JVM starts
                 r.put("rows_per_s", Math.round(r.get("rows").asLong() / beyond));
@@ -173,6 +176,9 @@ final class DataLoadBench {
         klrl.util.Processes.endWithThisProcess(pb);
         long t0 = System.nanoTime();
         Process p = pb.start();
+        // a child that hangs is ended, so the bench reports it instead of waiting for ever
+        java.util.concurrent.CompletableFuture.runAsync(p::destroyForcibly,
+                java.util.concurrent.CompletableFuture.delayedExecutor(30, TimeUnit.MINUTES));
         double data = -1, step = -1;
         long peak = 0, dataPeak = 0;
         String last = "";
@@ -204,16 +210,7 @@ final class DataLoadBench {
 
     /** The process's peak resident set (VmHWM) in MB, 0 when it is gone. */
     static long peakMb(long pid) {
-        try {
-            for (String l : Files.readAllLines(Path.of("/proc/" + pid + "/status"))) {
-                if (l.startsWith("VmHWM:")) {
-                    return Long.parseLong(l.replaceAll("[^0-9]", "")) / 1024;
-                }
-            }
-        } catch (IOException | NumberFormatException e) {
-            // gone, or no /proc
-        }
-        return 0;
+        return BenchCommand.peakRssKb(Long.toString(pid)) / 1024;
     }
 
     /** The problems of a set: seeded text of 60–960 characters with some LaTeX, and integer answers. */

@@ -53,7 +53,8 @@ public final class Dataset {
     /**
      * As {@link #load}; {@code promptKey} / {@code answerKey} name the settings the fields came from, for messages.
      * The files are read once, row by row: the first rows ({@link Fields#DETECT_ROWS}) decide the layout, and
-     * every row is then mapped and checked and kept compactly ({@link Rows}); no file is ever whole in memory.
+     * every row is then mapped and checked and kept compactly ({@link Rows}); no file is ever whole in memory (of a
+     * parquet file, a row group of the columns read at a time).
      */
     public static Loaded read(String spec, String promptField, String answerField, String promptKey, String answerKey) {
         boolean bundled = spec.startsWith("bundled:");
@@ -73,7 +74,8 @@ public final class Dataset {
                 throw new UserError(spec + ": cannot read (" + e.getMessage() + ")");
             }
         }
-        // only the columns a mapping can use are read from parquet (all of them with a field set to another column)
+        // only the columns a mapping can use are read from parquet, the set field's column among them (a file holding none
+        // of these columns is read whole, so its refusal can list what it has)
         java.util.Set<String> columns = new java.util.HashSet<>(Fields.LABELS);
         for (String path : promptField != null ? List.of(promptField) : Fields.PROMPTS) {
             columns.add(path);

@@ -87,7 +87,14 @@ final class Parquet {
                         }
                         row = all;
                     }
-                    sink.row(row, ++n);
+                    try {
+                        sink.row(row, ++n);
+                    } catch (RuntimeException e) {
+                        throw new FromSink(e);
+                    } catch (OutOfMemoryError e) {
+                        throw new UserError(file + ":" + n + ": more rows than the Java heap holds (give the JVM more, e.g."
+                                + " KLRL_JAVA_OPTS=-Xmx16g)");
+                    }
                     if ((n & 1023) == 0) {
                         progress.accept(1024);
                     }
@@ -95,12 +102,21 @@ final class Parquet {
             }
         } catch (UserError e) {
             throw e;
+        } catch (FromSink e) {
+            throw (RuntimeException) e.getCause(); // the row's own failure, not the file's
         } catch (Exception | LinkageError e) {
             throw unreadable(file, e);
         } catch (OutOfMemoryError e) {
             throw outgrown(file);
         }
         progress.accept(n & 1023);
+    }
+
+    /** What the sink threw for a row, carried past the handlers that blame the file. */
+    private static final class FromSink extends RuntimeException {
+        FromSink(RuntimeException cause) {
+            super(cause);
+        }
     }
 
     /** A damaged footer can declare lists far larger than the file; a row group of a large valid file can outgrow the heap. */
@@ -259,7 +275,7 @@ final class Parquet {
     }
 
     /** The bytes as UTF-8 text, or null when they are not valid UTF-8. */
-    private static String utf8(byte[] b) {
+    static String utf8(byte[] b) {
         // the JDK's own decoding is several times faster than a CharsetDecoder, but replaces what is not UTF-8 with
         // U+FFFD: text holding U+FFFD is decoded again, strictly, which tells a real U+FFFD from bytes that are not text
         String s = new String(b, StandardCharsets.UTF_8);

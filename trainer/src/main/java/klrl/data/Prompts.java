@@ -55,8 +55,7 @@ public final class Prompts {
     public long[] ids(Example e) {
         long[] ids = encode(e);
         if (ids.length > cfg.maxPromptTokens()) {
-            throw new UserError(e.source() + ": prompt has " + ids.length + " tokens, more than data.max_prompt_tokens="
-                    + cfg.maxPromptTokens());
+            throw overlong(e.source(), ids.length);
         }
         return ids;
     }
@@ -65,9 +64,19 @@ public final class Prompts {
     public long[] encode(Example e) {
         long[] ids = tok.encode(text(e));
         if (ids.length == 0) {
-            throw new UserError(e.source() + ": empty prompt");
+            throw empty(e.source());
         }
         return ids;
+    }
+
+    /** The refusal of a row whose prompt has {@code n} tokens, over data.max_prompt_tokens. */
+    public UserError overlong(String where, int n) {
+        return new UserError(where + ": prompt has " + n + " tokens, more than data.max_prompt_tokens=" + cfg.maxPromptTokens());
+    }
+
+    /** The refusal of a row whose prompt renders to no tokens. */
+    public static UserError empty(String where) {
+        return new UserError(where + ": empty prompt");
     }
 
     /**

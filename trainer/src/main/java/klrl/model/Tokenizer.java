@@ -25,12 +25,14 @@ public final class Tokenizer implements AutoCloseable {
     private final ChatTemplate template;
     private final List<Long> eosIds;
     private final Long padId;
+    private final boolean bpe;
 
-    private Tokenizer(HuggingFaceTokenizer hf, ChatTemplate template, List<Long> eosIds, Long padId) {
+    private Tokenizer(HuggingFaceTokenizer hf, ChatTemplate template, List<Long> eosIds, Long padId, boolean bpe) {
         this.hf = hf;
         this.template = template;
         this.eosIds = eosIds;
         this.padId = padId;
+        this.bpe = bpe;
     }
 
     public static Tokenizer load(Path dir) {
@@ -78,7 +80,7 @@ public final class Tokenizer implements AutoCloseable {
                 }
             }
         }
-        Tokenizer tmp = new Tokenizer(hf, template, List.of(), null);
+        Tokenizer tmp = new Tokenizer(hf, template, List.of(), null, false);
         String eosText = (String) specials.get("eos_token");
         if (!eosText.isEmpty()) {
             long id = tmp.tokenId(eosText);
@@ -88,7 +90,36 @@ public final class Tokenizer implements AutoCloseable {
         }
         String padText = (String) specials.get("pad_token");
         Long pad = padText.isEmpty() ? null : tmp.tokenId(padText);
-        return new Tokenizer(hf, template, new ArrayList<>(eos), pad);
+        return new Tokenizer(hf, template, new ArrayList<>(eos), pad, "BPE".equals(modelType(tj)));
+    }
+
+    /** tokenizer.json's model.type ("BPE", "WordPiece", "Unigram", …), read without building the tree of the vocabulary. */
+    static String modelType(Path tj) {
+        try (var p = Json.MAPPER.getFactory().createParser(tj.toFile())) {
+            if (p.nextToken() != com.fasterxml.jackson.core.JsonToken.START_OBJECT) {
+                return null;
+            }
+            while (p.nextToken() == com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                String name = p.currentName();
+                p.nextToken();
+                if (!name.equals("model") || !p.isExpectedStartObjectToken()) {
+                    p.skipChildren();
+                    continue;
+                }
+                while (p.nextToken() == com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                    String f = p.currentName();
+                    p.nextToken();
+                    if (f.equals("type")) {
+                        return p.getValueAsString();
+                    }
+                    p.skipChildren();
+                }
+                return null;
+            }
+        } catch (IOException e) {
+            return null; // the binding has read the file already; a type it cannot tell only costs the batch encode
+        }
+        return null;
     }
 
     private static String tokenText(JsonNode n) {
@@ -118,6 +149,17 @@ public final class Tokenizer implements AutoCloseable {
     public long[][] encodeBatch(List<String> texts) {
         if (texts.isEmpty()) {
             return new long[0][];
+        }
+        if (!bpe) {
+            // The binding's batch encode unwraps the tokenizer's result in native code, so a text a
+            // WordPiece, WordLevel or Unigram model cannot encode (no unknown token) would abort the
+            // process there, where one-by-one encode raises an error. A BPE model encodes every text (a
+            // character outside its vocabulary is dropped or becomes its unknown token).
+            long[][] out = new long[texts.size()][];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = encode(texts.get(i));
+            }
+            return out;
         }
         TokenizersLibrary lib = TokenizersLibrary.LIB;
         long[] handles = lib.batchEncode(hf.getHandle(), texts.toArray(String[]::new), false);

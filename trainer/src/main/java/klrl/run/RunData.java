@@ -160,17 +160,16 @@ public final class RunData {
                     if (n == FAILED) { // the first row holding the prompt: the one its error names
                         throw failed;
                     }
-                    if (n == UNMEASURED) { // after a prompt that cannot be rendered: the next window measures it
-                        break;
+                    if (n < 0) { // a prompt left unmeasured has its first row after the failed one's, which threw
+                        throw new IllegalStateException(rows.where(i) + ": prompt not measured");
                     }
                     if (n == 0) {
-                        throw new UserError(rows.where(i) + ": empty prompt");
+                        throw Prompts.empty(rows.where(i));
                     }
                     if (n <= prompts.maxTokens()) {
                         kept[keep++] = i;
                     } else if (!filter) {
-                        throw new UserError(rows.where(i) + ": prompt has " + n + " tokens, more than data.max_prompt_tokens="
-                                + prompts.maxTokens());
+                        throw prompts.overlong(rows.where(i), n);
                     } else {
                         dropped++;
                         shortest = Math.min(shortest, n);

@@ -34,7 +34,7 @@ class CompactRowsTest {
     static final Path DIR = Path.of("src/test/resources/data").toAbsolutePath();
     @TempDir Path tmp;
 
-    /** The rows of a data path as they were read before rows were kept compactly: every row whole, then mapped one by one. */
+    /** The reference: every row of a data path whole, then mapped one by one. */
     static List<Example> oneByOne(String spec, String promptField, String answerField) throws IOException {
         List<Dataset.Row> rows = new ArrayList<>();
         for (Path f : Dataset.files(spec)) {

@@ -34,14 +34,6 @@ class LargeSetMemoryTest {
                 + rows.get(rows.size() - 1).gold());
     }
 
-    /** This JVM's class path, each entry absolute. */
-    static String classPath() {
-        List<String> abs = new ArrayList<>();
-        for (String e : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
-            abs.add(Path.of(e).toAbsolutePath().toString());
-        }
-        return String.join(java.io.File.pathSeparator, abs);
-    }
 
     @Test
     void manyRowsOfFewPromptsAreReadInASmallHeap() throws Exception {
@@ -56,12 +48,23 @@ class LargeSetMemoryTest {
             }
         }
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), HEAP,
-                "-cp", classPath(), LargeSetMemoryTest.class.getName(), f.toString()));
+                "-cp", klrl.TestPaths.classPath(), LargeSetMemoryTest.class.getName(), f.toString()));
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
         pb.environment().put("KLRL_PROGRESS", "0");
         Process p = pb.start();
-        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertTrue(p.waitFor(300, TimeUnit.SECONDS), out);
+        var output = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            } catch (java.io.IOException e) {
+                return e.toString();
+            }
+        });
+        boolean ended = p.waitFor(300, TimeUnit.SECONDS);
+        if (!ended) {
+            p.destroyForcibly().waitFor();
+        }
+        String out = output.get();
+        assertTrue(ended, "the child read the set for over 300 s: " + out);
         assertEquals(0, p.exitValue(), out);
         int last = ROWS - 1;
         assertEquals(ROWS + " " + f + ":1 " + f + ":" + ROWS + " " + ((last % PROBLEMS) * 7919L % 97), out.strip());

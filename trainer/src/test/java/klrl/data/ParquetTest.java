@@ -91,4 +91,29 @@ class ParquetTest {
             assertTrue(!e.getMessage().contains("InputFile@") && e.getMessage().lines().count() == 1, e.getMessage());
         }
     }
+
+    /** Text is decoded as strictly as UTF-8 demands: a real U+FFFD is text, bytes that are not UTF-8 are not. */
+    @Test
+    void textIsUtf8ExactlyWhereTheBytesAreUtf8() throws Exception {
+        var strict = java.nio.charset.StandardCharsets.UTF_8;
+        int[][] cases = {
+            {'a', '+', '1'}, {0xF0, 0x9F, 0x98, 0x80}, {0xEF, 0xBF, 0xBD}, {'x', 0xEF, 0xBF, 0xBD, 'y'}, // text, an emoji, a real U+FFFD
+            {0xFF}, {0xC0, 0xAF}, {0xE2, 0x82}, {0xED, 0xA0, 0x80}, {'a', 0x80}, {0xF4, 0x90, 0x80, 0x80}}; // not UTF-8
+        for (int[] c : cases) {
+            byte[] b = new byte[c.length];
+            for (int i = 0; i < c.length; i++) {
+                b[i] = (byte) c[i];
+            }
+            String expected;
+            try {
+                expected = strict.newDecoder().decode(java.nio.ByteBuffer.wrap(b)).toString();
+            } catch (java.nio.charset.CharacterCodingException e) {
+                expected = null;
+            }
+            assertEquals(expected, Parquet.utf8(b), java.util.Arrays.toString(c));
+        }
+        assertEquals("\uD83D\uDE00", Parquet.utf8(new byte[] {(byte) 0xF0, (byte) 0x9F, (byte) 0x98, (byte) 0x80}));
+        assertEquals("x\uFFFDy", Parquet.utf8(new byte[] {'x', (byte) 0xEF, (byte) 0xBF, (byte) 0xBD, 'y'}));
+        assertEquals(null, Parquet.utf8(new byte[] {(byte) 0xFF}));
+    }
 }

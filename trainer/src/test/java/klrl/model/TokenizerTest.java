@@ -59,6 +59,26 @@ class TokenizerTest {
     }
 
     @Test
+    void aTokenizerOtherThanBpeEncodesABatchOneTextAtATime(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        assertEquals("BPE", Tokenizer.modelType(TestPaths.model("qwen2.5").resolve("tokenizer.json")));
+        // a WordPiece vocabulary of three words: the batch path the binding would unwrap natively is not taken
+        java.nio.file.Files.writeString(dir.resolve("tokenizer.json"), """
+                {"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+                 "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+                 "model":{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##","max_input_chars_per_word":100,
+                          "vocab":{"[UNK]":0,"two":1,"plus":2,"three":3,"##s":4}}}
+                """);
+        assertEquals("WordPiece", Tokenizer.modelType(dir.resolve("tokenizer.json")));
+        try (Tokenizer t = Tokenizer.load(dir)) {
+            List<String> texts = List.of("two plus three", "threes plus two", "four");
+            long[][] batch = t.encodeBatch(texts);
+            assertArrayEquals(new long[] {1, 2, 3}, batch[0]);
+            assertArrayEquals(new long[] {3, 4, 2, 1}, batch[1]);
+            assertArrayEquals(new long[] {0}, batch[2]);
+        }
+    }
+
+    @Test
     void llamaKnowsItsSpecialTokensAndStopIds() {
         try (Tokenizer t = Tokenizer.load(TestPaths.model("llama3.1"))) {
             assertEquals(128000, t.tokenId("<|begin_of_text|>"));

@@ -104,10 +104,15 @@ class RunDataTest {
                 list = "{\"prompt\": [{\"role\": \"user\", \"content\": \"What is 1 + 1?\"}], \"solution\": \"2\"}";
         try (Tokenizer qwen = Tokenizer.load(TestPaths.model("qwen2.5"))) {
             for (String mode : new String[] {"error", "filter"}) {
-                // rows 1–1500 fit (one prompt), then a long one, then a list; and the other way round
+                // rows 1–1500 fit (one prompt, or 1,030 distinct ones: the refused rows then fall in the second
+                // batch of 1,024 prompts), then a long one, then a list; and the other way round
+                for (int distinct : new int[] {1, 1030})
                 for (boolean longFirst : new boolean[] {true, false}) {
-                    Path f = tmp.resolve(mode + longFirst + ".jsonl");
-                    List<String> rows = new java.util.ArrayList<>(java.util.Collections.nCopies(1500, ok));
+                    Path f = tmp.resolve(mode + longFirst + distinct + ".jsonl");
+                    List<String> rows = new java.util.ArrayList<>();
+                    for (int i = 0; i < 1500; i++) {
+                        rows.add(distinct == 1 ? ok : ok.replace("2 + 3", (i % distinct) + " + 3"));
+                    }
                     rows.add(longFirst ? longOne : list);
                     rows.add(ok);
                     rows.add(longFirst ? list : longOne);
@@ -118,7 +123,7 @@ class RunDataTest {
                     UserError e = assertThrows(UserError.class, () -> new RunData(cfg).render(prompts));
                     String expected = longFirst && mode.equals("error") ? f + ":1501: prompt has "
                             : f + ":" + (longFirst ? 1503 : 1501) + ": the prompt is a message list";
-                    assertTrue(e.getMessage().startsWith(expected), mode + " " + longFirst + ": " + e.getMessage());
+                    assertTrue(e.getMessage().startsWith(expected), mode + " " + longFirst + " " + distinct + ": " + e.getMessage());
                 }
             }
         }

@@ -180,7 +180,7 @@ class DataRunTest {
     /** The trainer in a real process whose working folder is {@code dir}; its exit code. */
     static int java(Path dir, String... args) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                classPath(), "klrl.cli.Main"));
+                klrl.TestPaths.classPath(), "klrl.cli.Main"));
         cmd.addAll(List.of(args));
         Process p = new ProcessBuilder(cmd).directory(dir.toFile()).redirectErrorStream(true).start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
@@ -191,12 +191,4 @@ class DataRunTest {
         return p.exitValue();
     }
 
-    /** The test's class path with every entry absolute (the child runs in another folder). */
-    static String classPath() {
-        List<String> abs = new ArrayList<>();
-        for (String e : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
-            abs.add(Path.of(e).toAbsolutePath().toString());
-        }
-        return String.join(java.io.File.pathSeparator, abs);
-    }
 }

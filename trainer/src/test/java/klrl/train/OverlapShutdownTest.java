@@ -87,7 +87,7 @@ class OverlapShutdownTest {
         Path yaml = tmp.resolve("run.yaml");
         Files.writeString(yaml, klrl.config.ConfigLoader.toYaml(TrainerTest.small(tmp.resolve("run"), failing())));
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                DataRunTest.classPath(), "klrl.cli.Main", "train", "--config", yaml.toString()));
+                klrl.TestPaths.classPath(), "klrl.cli.Main", "train", "--config", yaml.toString()));
         Process p = new ProcessBuilder(cmd).directory(tmp.toFile()).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(p.waitFor(300, TimeUnit.SECONDS));

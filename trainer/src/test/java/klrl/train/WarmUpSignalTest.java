@@ -33,7 +33,7 @@ class WarmUpSignalTest {
         Path stale = Files.createDirectories(cache.resolve(TinyDefault.VERSION + ".tmp-" + gone.pid()));
         Files.writeString(stale.resolve("config.json"), "{}");
         ProcessBuilder pb = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                DataRunTest.classPath(), "klrl.cli.Main", "train", "--output-dir", tmp.resolve("run").toString(), "--max-steps", "1")
+                klrl.TestPaths.classPath(), "klrl.cli.Main", "train", "--output-dir", tmp.resolve("run").toString(), "--max-steps", "1")
                 .directory(tmp.toFile()).redirectOutput(ProcessBuilder.Redirect.DISCARD);
         pb.environment().put("KLRL_CACHE", cache.toString());
         pb.environment().put("KLRL_PROGRESS", "0");
