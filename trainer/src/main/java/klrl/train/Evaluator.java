@@ -64,8 +64,8 @@ public final class Evaluator {
             Decoder policy = Decoder.load(modelDir, root, dtype, placement).attention(cfg.model().attention());
             Prompts prompts = new Prompts(tok, cfg.data().promptFormat());
             // the first max_examples rows (with data.overlong_prompts: filter, of those whose prompts fit)
-            List<Example> exs = (cfg.data().filterOverlong() ? rows.stream().filter(e -> prompts.encode(e).length <= prompts.maxTokens())
-                    : rows.stream()).limit(maxExamples).toList();
+            List<Example> exs = cfg.data().filterOverlong() ? fitting(rows, maxExamples, prompts)
+                    : rows.subList(0, Math.min(rows.size(), maxExamples));
             if (exs.isEmpty() && !rows.isEmpty() && cfg.data().filterOverlong()) {
                 throw new klrl.util.UserError("every prompt is over data.max_prompt_tokens=" + prompts.maxTokens()
                         + ", so data.overlong_prompts: filter leaves none to evaluate; raise data.max_prompt_tokens");
@@ -74,6 +74,30 @@ public final class Evaluator {
             RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));
             return new Evaluator((ids, p) -> engine.generate(ids, p, root), prompts, tok, rewards, cfg).evaluate(exs, seed, samplesOut);
         }
+    }
+
+    /**
+     * The first {@code limit} rows whose prompts fit data.max_prompt_tokens, measured 1,024 at a time with the
+     * tokenizer's batch encode; a row before them that cannot be rendered, or renders empty, is refused by name.
+     */
+    static List<Example> fitting(List<Example> rows, int limit, Prompts prompts) {
+        List<Example> out = new ArrayList<>();
+        for (int i = 0; i < rows.size() && out.size() < limit; i += 1_024) {
+            List<Example> part = rows.subList(i, Math.min(rows.size(), i + 1_024));
+            Prompts.Measured m = prompts.measure(part);
+            for (int j = 0; j < m.tokens().length && out.size() < limit; j++) {
+                if (m.tokens()[j] == 0) {
+                    throw Prompts.empty(part.get(j).source());
+                }
+                if (m.tokens()[j] <= prompts.maxTokens()) {
+                    out.add(part.get(j));
+                }
+            }
+            if (m.error() != null && out.size() < limit) {
+                throw m.error();
+            }
+        }
+        return out;
     }
 
     /** The reward the config names (train.reward, its jar, format weight, workers, verifier deadline). */
