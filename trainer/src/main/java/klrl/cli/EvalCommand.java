@@ -6,11 +6,11 @@ import java.io.Writer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import java.util.function.Consumer;
 import klrl.config.ConfigLoader;
 import klrl.data.Dataset;
 import klrl.train.Evaluator;
@@ -39,10 +39,16 @@ public final class EvalCommand implements Callable<Integer> {
         if (k < 0 || k > klrl.config.TrainConfig.Eval.MAX_EVAL_K) {
             throw new UserError("--k: expected 0 (greedy only) to " + klrl.config.TrainConfig.Eval.MAX_EVAL_K + " samples a prompt, got " + k);
         }
+        if (maxExamples < 1) {
+            throw new UserError("--max-examples: expected at least 1 prompt, got " + maxExamples);
+        }
         if (samplesOut != null) {
             Path dir = samplesOut.toAbsolutePath().getParent();
             if (!Files.isDirectory(dir)) {
                 throw new UserError("--samples-out " + samplesOut + ": the folder " + dir + " does not exist");
+            }
+            if (!Files.isWritable(dir)) {
+                throw new UserError("--samples-out " + samplesOut + ": the folder " + dir + " is not writable");
             }
             if (Files.exists(samplesOut)) {
                 throw new UserError("--samples-out " + samplesOut + ": the file exists; name a new one");
@@ -60,25 +66,85 @@ public final class EvalCommand implements Callable<Integer> {
         if (samplesOut == null) {
             r.putAll(Evaluator.evaluateModel(tc, Path.of(model), examples, maxExamples, 0));
         } else {
-            // written beside the file and moved into place once every prompt is in: never half a file
-            Path tmp = samplesOut.resolveSibling(samplesOut.getFileName() + ".part-" + ProcessHandle.current().pid());
-            try (Writer w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8, StandardOpenOption.CREATE_NEW)) {
-                r.putAll(Evaluator.evaluateModel(tc, Path.of(model), examples, maxExamples, 0, line -> {
+            r.putAll(withSamplesFile(samplesOut, sink -> Evaluator.evaluateModel(tc, Path.of(model), examples, maxExamples, 0, sink)));
+            r.put("samples_out", samplesOut.toString());
+        }
+        System.out.println(Json.write(r));
+        return 0;
+    }
+
+    /** An evaluation that writes each prompt's line to a sink. */
+    interface Evaluation {
+        Map<String, Object> run(Consumer<Map<String, Object>> sink) throws IOException;
+    }
+
+    /**
+     * Runs {@code eval} with its lines going to a file beside {@code out}, which becomes {@code out} once every
+     * prompt is in: never half a file under the name asked for, and never over a file that appeared meanwhile
+     * (a hard link cannot replace one). The partial file goes with the process however it ends, short of a kill -9.
+     */
+    static Map<String, Object> withSamplesFile(Path out, Evaluation eval) throws IOException {
+        Path tmp = out.resolveSibling(out.getFileName() + ".part-" + ProcessHandle.current().pid());
+        Writer w;
+        try {
+            w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8, StandardOpenOption.CREATE_NEW);
+        } catch (IOException e) {
+            throw new UserError("--samples-out " + out + ": cannot create " + tmp + " (" + e + ")");
+        }
+        tmp.toFile().deleteOnExit();
+        try {
+            Map<String, Object> r;
+            try {
+                r = eval.run(line -> {
                     try {
                         w.write(Json.write(line));
                         w.write('\n');
                     } catch (IOException e) {
                         throw new UncheckedIOException(e);
                     }
-                }));
-            } catch (IOException | RuntimeException e) {
-                Files.deleteIfExists(tmp);
-                throw e;
+                });
+                try {
+                    w.close(); // the last lines reach the disk here
+                } catch (IOException e) {
+                    throw cannotWrite(out, tmp, e);
+                }
+            } catch (UncheckedIOException e) {
+                throw cannotWrite(out, tmp, e.getCause());
+            } finally {
+                closeQuietly(w);
             }
-            Files.move(tmp, samplesOut, StandardCopyOption.ATOMIC_MOVE);
-            r.put("samples_out", samplesOut.toString());
+            try {
+                Files.createLink(out, tmp);
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                throw appeared(out, tmp);
+            } catch (UnsupportedOperationException | IOException e) { // a file system without hard links
+                if (Files.exists(out)) {
+                    throw appeared(out, tmp);
+                }
+                Files.move(tmp, out);
+            }
+            return r;
+        } finally {
+            Files.deleteIfExists(tmp);
         }
-        System.out.println(Json.write(r));
-        return 0;
+    }
+
+    private static UserError cannotWrite(Path out, Path tmp, IOException e) {
+        return new UserError("--samples-out " + out + ": cannot write " + tmp + " (" + e + ")");
+    }
+
+    private static void closeQuietly(Writer w) {
+        try {
+            w.close();
+        } catch (IOException e) {
+            // closed already, or failing after an error that is being reported
+        }
+    }
+
+    /** A file named {@code out} came while the evaluation ran: it stays, and the samples go under a name of their own. */
+    private static UserError appeared(Path out, Path tmp) throws IOException {
+        Path kept = out.resolveSibling(out.getFileName() + "." + ProcessHandle.current().pid());
+        Files.copy(tmp, kept);
+        return new UserError("--samples-out " + out + ": a file of that name appeared during the evaluation; the samples are in " + kept);
     }
 }

@@ -43,21 +43,31 @@ public final class EvalScores {
      * eval_accuracy, and with samples (k > 0) eval_mean_at_k, eval_k, eval_pass_at (k → value),
      * eval_maj_at_k; eval_examples; eval_se (the standard error of each, over {@link #BOOTSTRAP}
      * resamples of the prompts drawn from {@code seed}); and eval_by_source (label → the same numbers
-     * without standard errors) when the rows carry labels.
+     * with their standard errors) when the rows carry labels.
      */
     public static Map<String, Object> summarize(List<Prompt> prompts, int k, long seed) {
-        Map<String, Object> r = numbers(prompts, k);
-        r.put("eval_se", standardErrors(prompts, k, seed));
+        if (prompts.isEmpty()) {
+            throw new IllegalArgumentException("no prompts to summarize");
+        }
+        double[][] v = perPrompt(prompts, k);
+        Map<String, Object> r = numbers(prompts, v, k);
+        r.put("eval_se", standardErrors(v, k, seed));
         Map<String, Map<String, Object>> by = new LinkedHashMap<>();
-        groups(prompts).forEach((label, members) -> by.put(label, numbers(members, k)));
+        groups(prompts).forEach((label, members) -> {
+            List<Prompt> ps = members.stream().map(prompts::get).toList();
+            double[][] rows = members.stream().map(i -> v[i]).toArray(double[][]::new);
+            Map<String, Object> g = numbers(ps, rows, k);
+            g.put("eval_se", standardErrors(rows, k, seed));
+            by.put(label, g);
+        });
         if (!by.isEmpty()) {
             r.put("eval_by_source", by);
         }
         return r;
     }
 
-    /** The numbers of a set of prompts, in the order metrics.jsonl has always written the first of them. */
-    static Map<String, Object> numbers(List<Prompt> prompts, int k) {
+    /** The numbers of some prompts from their per-prompt values; eval_accuracy, eval_mean_at_k and eval_k first, as report and grid read them. */
+    static Map<String, Object> numbers(List<Prompt> prompts, double[][] v, int k) {
         Map<String, Object> r = new LinkedHashMap<>();
         int greedy = 0;
         long c = 0;
@@ -67,7 +77,6 @@ public final class EvalScores {
         }
         r.put("eval_accuracy", (double) greedy / prompts.size());
         if (k > 0) {
-            double[][] v = perPrompt(prompts, k);
             r.put("eval_mean_at_k", (double) c / ((long) prompts.size() * k));
             r.put("eval_k", k);
             Map<String, Double> pass = new LinkedHashMap<>();
@@ -82,8 +91,8 @@ public final class EvalScores {
     }
 
     /**
-     * Per prompt: [greedy, c/N, pass@1 … pass@N, maj@N] — the values the means are of, and the
-     * bootstrap resamples.
+     * Per prompt: [greedy, c/N, pass@1 … pass@N, maj@N] — the values the means are of, and what the
+     * bootstrap resamples; [greedy] alone without samples.
      */
     static double[][] perPrompt(List<Prompt> prompts, int k) {
         double[][] v = new double[prompts.size()][];
@@ -92,13 +101,16 @@ public final class EvalScores {
             if (p.correct().length != k || p.classes().length != k) {
                 throw new IllegalArgumentException("prompt " + i + " has " + p.correct().length + " samples, expected " + k);
             }
+            if (k == 0) {
+                v[i] = new double[] {p.greedy() ? 1 : 0};
+                continue;
+            }
             double[] row = new double[k + 3];
             int c = p.c();
+            double[] pass = PassAtK.all(k, c);
             row[0] = p.greedy() ? 1 : 0;
             row[1] = (double) c / k;
-            for (int j = 1; j <= k; j++) {
-                row[1 + j] = PassAtK.of(k, c, j);
-            }
+            System.arraycopy(pass, 1, row, 2, k);
             row[2 + k] = Majority.score(p.classes(), p.correct());
             v[i] = row;
         }
@@ -113,10 +125,12 @@ public final class EvalScores {
         return s / v.length;
     }
 
-    /** The bootstrap standard error of each number: the standard deviation of its mean over resampled prompt sets. */
-    static Map<String, Object> standardErrors(List<Prompt> prompts, int k, long seed) {
-        double[][] v = k > 0 ? perPrompt(prompts, k)
-                : prompts.stream().map(p -> new double[] {p.greedy() ? 1 : 0}).toArray(double[][]::new);
+    /**
+     * The bootstrap standard error of each number: the standard deviation of its mean over resampled prompt
+     * sets. Each prompt carries its own sampled verdicts, so the spread holds the sampling of the N
+     * completions as well as the draw of the prompts.
+     */
+    static Map<String, Object> standardErrors(double[][] v, int k, long seed) {
         int cols = v[0].length, n = v.length;
         double[] sum = new double[cols], sq = new double[cols];
         SplittableRandom rng = new SplittableRandom(seed);
@@ -155,18 +169,19 @@ public final class EvalScores {
     }
 
     /**
-     * The prompts by label: "data_source=…", "level=…", "type=…" where rows carry them, "file=…" when
-     * they come from more than one file; labels sorted within each kind.
+     * The prompts (their indices) by label: "data_source=…", "level=…", "type=…" where rows carry them
+     * (a row without one is in no group of that kind), "file=…" when they come from more than one file;
+     * labels sorted within each kind.
      */
-    static Map<String, List<Prompt>> groups(List<Prompt> prompts) {
-        Map<String, List<Prompt>> out = new LinkedHashMap<>();
+    static Map<String, List<Integer>> groups(List<Prompt> prompts) {
+        Map<String, List<Integer>> out = new LinkedHashMap<>();
         String[] kinds = {"data_source", "level", "type", "file"};
         for (int kind = 0; kind < kinds.length; kind++) {
-            TreeMap<String, List<Prompt>> byValue = new TreeMap<>();
-            for (Prompt p : prompts) {
-                String value = label(p.example(), kind);
+            TreeMap<String, List<Integer>> byValue = new TreeMap<>();
+            for (int i = 0; i < prompts.size(); i++) {
+                String value = label(prompts.get(i).example(), kind);
                 if (value != null) {
-                    byValue.computeIfAbsent(value, z -> new ArrayList<>()).add(p);
+                    byValue.computeIfAbsent(value, z -> new ArrayList<>()).add(i);
                 }
             }
             if (kind == 3 && byValue.size() < 2) {

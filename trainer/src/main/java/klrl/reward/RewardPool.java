@@ -122,7 +122,7 @@ public final class RewardPool implements AutoCloseable {
                 Thread.currentThread().interrupt();
                 throw new IllegalStateException(e);
             } catch (ExecutionException e) {
-                throw new IllegalStateException("comparing answers failed", e.getCause());
+                throw new UserError("comparing the answers of a prompt's samples failed: " + e.getCause());
             }
         }
         return out;

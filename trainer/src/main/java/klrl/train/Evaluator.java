@@ -21,7 +21,7 @@ import klrl.rollout.SamplingParams;
 
 /** Greedy accuracy, mean@k, pass@k and maj@k of the policy on held-out sets, with the rollout engine and the verifier. */
 public final class Evaluator {
-    private static final int BATCH = 64;
+    private static final int BATCH = 64, SAMPLES_A_BATCH = 4_096;
 
     /** Samples for prompts: one rollout engine, or the run's replicas sharing the prompts out. */
     interface Generator {
@@ -69,6 +69,9 @@ public final class Evaluator {
             if (exs.isEmpty() && !rows.isEmpty() && cfg.data().filterOverlong()) {
                 throw new klrl.util.UserError("every prompt is over data.max_prompt_tokens=" + prompts.maxTokens()
                         + ", so data.overlong_prompts: filter leaves none to evaluate; raise data.max_prompt_tokens");
+            }
+            if (exs.isEmpty()) {
+                throw new klrl.util.UserError("no rows to evaluate");
             }
             exs.forEach(prompts::ids); // a bad row fails before any generation
             RolloutEngine engine = rolloutEngine(policy, tok, cfg).withMaxRows(MemoryPlan.kvRows(cfg, policy));
@@ -126,10 +129,10 @@ public final class Evaluator {
 
     /** "greedy accuracy 0.540, mean@4 0.389, pass@4 0.712, maj@4 0.560": the headline numbers of an evaluation. */
     static String summary(Map<String, Object> r) {
-        StringBuilder b = new StringBuilder(String.format("greedy accuracy %.3f", (double) r.get("eval_accuracy")));
+        StringBuilder b = new StringBuilder(String.format(java.util.Locale.ROOT, "greedy accuracy %.3f", (double) r.get("eval_accuracy")));
         if (r.get("eval_k") instanceof Integer k) {
             var pass = (Map<?, ?>) r.get("eval_pass_at");
-            b.append(String.format(", mean@%d %.3f, pass@%d %.3f, maj@%d %.3f", k, (double) r.get("eval_mean_at_k"), k,
+            b.append(String.format(java.util.Locale.ROOT, ", mean@%d %.3f, pass@%d %.3f, maj@%d %.3f", k, (double) r.get("eval_mean_at_k"), k,
                     (double) pass.get(Integer.toString(k)), k, (double) r.get("eval_maj_at_k")));
         }
         return b.toString();
@@ -148,9 +151,11 @@ public final class Evaluator {
         int k = cfg.eval().k();
         var rc = cfg.rollout();
         List<EvalScores.Prompt> results = new ArrayList<>();
+        // a generation holds a batch of prompts' k samples each: up to 64 prompts, fewer at large k
+        int batch = Math.max(1, Math.min(BATCH, SAMPLES_A_BATCH / Math.max(1, k)));
         try (klrl.util.Progress progress = klrl.util.Progress.start("eval", exs.size(), "prompts")) {
-            for (int i = 0; i < exs.size(); i += BATCH) {
-                List<Example> part = exs.subList(i, Math.min(exs.size(), i + BATCH));
+            for (int i = 0; i < exs.size(); i += batch) {
+                List<Example> part = exs.subList(i, Math.min(exs.size(), i + batch));
                 List<long[]> ids = part.stream().map(prompts::ids).toList();
                 List<Sample> greedy = generator.generate(ids, SamplingParams.greedy(rc.maxNewTokens()));
                 List<RewardPool.Scored> greedyScores = score(part, greedy);
@@ -194,6 +199,11 @@ public final class Evaluator {
         return EvalScores.summarize(results, k, seed);
     }
 
+    /** The answer extracted, null when there is none (a blank one votes for nothing either). */
+    private static String answer(RewardPool.Scored s) {
+        return s.extracted() == null || s.extracted().isBlank() ? null : s.extracted();
+    }
+
     private static int greedyIndex(List<Sample> greedy, int prompt) {
         for (int j = 0; j < greedy.size(); j++) {
             if (greedy.get(j).promptIndex() == prompt) {
@@ -227,10 +237,10 @@ public final class Evaluator {
             line.put("type", ex.labels().type());
         }
         line.put("greedy", tok.decodeSkippingSpecial(greedy.responseIds()));
-        line.put("greedy_answer", greedyScore.extracted());
+        line.put("greedy_answer", answer(greedyScore));
         line.put("greedy_correct", greedyScore.correct());
         line.put("completions", samples.stream().map(s -> tok.decodeSkippingSpecial(s.responseIds())).toList());
-        line.put("answers", scores.stream().map(RewardPool.Scored::extracted).toList());
+        line.put("answers", scores.stream().map(Evaluator::answer).toList());
         List<Integer> classes = new ArrayList<>();
         for (int c : p.classes()) {
             classes.add(c < 0 ? null : c);

@@ -153,6 +153,27 @@ class EvalSamplesTest {
             }
         }
         assertTrue(shared > 0, "eight samples at temperature 1 repeat some answers");
+        assertEquals(List.of("samples.jsonl", "sums.jsonl"), listing());
+        // greedy only: the file holds the greedy completions and empty sample lists
+        Path greedyOut = tmp.resolve("greedy.jsonl");
+        Result g = InProcess.run("eval", "--model", model.toString(), "--data", file.toString(), "--max-examples", "3",
+                "--samples-out", greedyOut.toString());
+        assertEquals(0, g.code(), g.err());
+        List<String> gl = Files.readAllLines(greedyOut);
+        assertEquals(3, gl.size());
+        for (String l : gl) {
+            JsonNode n = Json.MAPPER.readTree(l);
+            assertEquals(0, n.get("completions").size());
+            assertTrue(n.get("greedy").isTextual() && n.get("greedy_correct").isBoolean(), l);
+        }
+        assertFalse(Json.MAPPER.readTree(g.out()).has("eval_pass_at"));
+    }
+
+    /** The files in the test's folder, sorted: no partial samples file is ever left. */
+    List<String> listing() throws java.io.IOException {
+        try (var s = Files.list(tmp)) {
+            return s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
     }
 
     @Test
@@ -169,6 +190,16 @@ class EvalSamplesTest {
             assertTrue(r.err().contains(args[0]), r.err());
         }
         assertEquals("mine\n", Files.readString(tmp.resolve("taken.jsonl")));
+        // a run that fails after the samples file was opened leaves nothing behind
+        Path noWeights = Files.createDirectory(tmp.resolve("no-model"));
+        Result bad = InProcess.run("eval", "--model", noWeights.toString(), "--samples-out", tmp.resolve("s.jsonl").toString());
+        assertEquals(2, bad.code(), bad.err());
+        assertTrue(bad.err().contains("config.json"), bad.err());
+        Files.delete(noWeights);
+        Result none = InProcess.run("eval", "--model", model.toString(), "--max-examples", "0");
+        assertEquals(2, none.code(), none.err());
+        assertTrue(none.err().contains("--max-examples"), none.err());
+        assertEquals(List.of("taken.jsonl"), listing());
         Result cfg = InProcess.run("train", "--set", "eval.k=2000", "--max-steps", "1");
         assertEquals(2, cfg.code(), cfg.err());
         assertTrue(cfg.err().contains("eval.k must be at most 1024"), cfg.err());

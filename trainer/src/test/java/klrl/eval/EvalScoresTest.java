@@ -36,13 +36,16 @@ class EvalScoresTest {
         int k = 6;
         var prompts = drawn(50, k, 3);
         Map<String, Object> s = EvalScores.summarize(prompts, k, 0);
-        double greedy = 0, mean = 0, passK = 0, any = 0;
+        double greedy = 0, mean = 0, passK = 0, any = 0, maj = 0;
         for (var p : prompts) {
             greedy += p.greedy() ? 1 : 0;
             mean += p.c() / (double) k;
             passK += PassAtK.of(k, p.c(), 3);
             any += p.c() > 0 ? 1 : 0;
+            maj += Majority.score(p.classes(), p.correct());
         }
+        assertEquals(maj / 50, (double) s.get("eval_maj_at_k"), 1e-12);
+        assertTrue(maj > 0 && maj < 50, "drawn prompts hold both outcomes of the vote");
         assertEquals(greedy / 50, (double) s.get("eval_accuracy"), 1e-12);
         assertEquals(mean / 50, (double) s.get("eval_mean_at_k"), 1e-12);
         var pass = (Map<?, ?>) s.get("eval_pass_at");

@@ -3,8 +3,6 @@ package klrl.eval;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
-import java.util.List;
-import klrl.rewards.Verifier;
 import org.junit.jupiter.api.Test;
 
 class PassAtKTest {
@@ -41,16 +39,37 @@ class PassAtKTest {
     }
 
     @Test
-    void majorityCountsVerifierEqualAnswersAsOneAndSplitsTies() {
-        Verifier v = new Verifier();
-        List<String> answers = java.util.Arrays.asList("1/2", "0.5", "3", "\\frac{1}{2}", null, "3", " 3 ");
-        int[] classes = Majority.classes(answers, v::sameAnswer);
-        org.junit.jupiter.api.Assertions.assertArrayEquals(new int[] {0, 0, 1, 0, -1, 1, 1}, classes);
-        boolean[] correct = {true, true, false, true, false, false, false}; // gold 1/2
-        assertEquals(0.5, Majority.score(classes, correct), 0); // 3 votes each: one of two tied classes is right
-        assertEquals(1.0, Majority.score(new int[] {0, 0, 1, 0, -1, 1}, correct), 0);
-        assertEquals(0.0, Majority.score(new int[] {-1, -1}, new boolean[] {false, false}), 0);
-        // a class is as right as its first sample
-        assertEquals(0.0, Majority.score(new int[] {0, 0}, new boolean[] {false, true}), 0);
+    void allKAtOnceEqualTheEstimatorForEach() {
+        for (int n = 1; n <= 12; n++) {
+            for (int c = 0; c <= n; c++) {
+                double[] all = PassAtK.all(n, c);
+                for (int k = 1; k <= n; k++) {
+                    assertEquals(enumerated(n, c, k), all[k], 1e-12, "n=" + n + " c=" + c + " k=" + k);
+                }
+            }
+        }
+    }
+
+    @Test
+    void largeNAgainstExactIntegers() {
+        for (int[] nck : new int[][] {{1024, 700, 300}, {1024, 3, 1000}, {1024, 1, 512}, {256, 17, 64}, {1024, 1023, 2}}) {
+            int n = nck[0], c = nck[1], k = nck[2];
+            java.math.BigDecimal none = new java.math.BigDecimal(binomial(n - c, k))
+                    .divide(new java.math.BigDecimal(binomial(n, k)), java.math.MathContext.DECIMAL128);
+            double exact = 1 - none.doubleValue();
+            assertEquals(exact, PassAtK.of(n, c, k), 1e-12, java.util.Arrays.toString(nck));
+            assertEquals(exact, PassAtK.all(n, c)[k], 1e-12, java.util.Arrays.toString(nck));
+        }
+    }
+
+    static java.math.BigInteger binomial(int n, int k) {
+        if (k > n) {
+            return java.math.BigInteger.ZERO;
+        }
+        java.math.BigInteger b = java.math.BigInteger.ONE;
+        for (int i = 0; i < k; i++) {
+            b = b.multiply(java.math.BigInteger.valueOf(n - i)).divide(java.math.BigInteger.valueOf(i + 1));
+        }
+        return b;
     }
 }
