@@ -25,6 +25,7 @@ import klrl.util.Json;
  */
 public final class TensorBoardLog implements AutoCloseable {
     private final OutputStream out;
+    private final PeerNames names;
 
     /** How every event file's name starts (TensorBoard finds them by it). */
     public static final String PREFIX = "events.out.tfevents.";
@@ -33,6 +34,12 @@ public final class TensorBoardLog implements AutoCloseable {
     public static final String SUFFIX = ".klrl";
 
     public TensorBoardLog(Path dir, long resumedAfterStep) throws IOException {
+        this(dir, resumedAfterStep, PeerNames.NONE);
+    }
+
+    /** As above, every scalar that has a counterpart in the trainer {@code names} stands for also under its name there. */
+    public TensorBoardLog(Path dir, long resumedAfterStep, PeerNames names) throws IOException {
+        this.names = names;
         String host = java.net.InetAddress.getLoopbackAddress().getHostName();
         try {
             host = java.net.InetAddress.getLocalHost().getHostName();
@@ -64,8 +71,8 @@ public final class TensorBoardLog implements AutoCloseable {
     /**
      * A metrics line's scalars by tag: its numbers under their keys, an eval line's under "KEY/EVAL_SET";
      * an eval line's pass@k by k as "pass@K/SET", maj@k as "maj@N/SET" (N = eval_k), and per source (label
-     * e.g. "level=Level 5") eval_accuracy, eval_mean_at_k, pass@K and maj@N as ".../SET/LABEL". Other nested
-     * values (eval_se) are not scalars.
+     * e.g. "level=Level 5") eval_accuracy, eval_mean_at_k, pass@K and maj@N as ".../SET/LABEL"; then what the
+     * peer of metrics.names calls the same numbers. Other nested values (eval_se) are not scalars.
      */
     Map<String, Float> tags(Map<String, Object> record) {
         Map<String, Float> t = new LinkedHashMap<>();
@@ -76,6 +83,7 @@ public final class TensorBoardLog implements AutoCloseable {
             }
         });
         if (set == null) {
+            names.addStep(t);
             return t;
         }
         // nested values as JSON, as metrics.jsonl holds them: a Map keyed by Integer or by String reads alike
@@ -88,6 +96,7 @@ public final class TensorBoardLog implements AutoCloseable {
             number(t, "eval_mean_at_k" + where, e.getValue().get("eval_mean_at_k"));
             atK(where, e.getValue(), k, t);
         }
+        names.addEval(set.toString(), line, t);
         return t;
     }
 

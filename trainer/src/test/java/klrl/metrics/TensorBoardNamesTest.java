@@ -1,6 +1,7 @@
 package klrl.metrics;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -20,7 +21,10 @@ import klrl.util.Json;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The event file MetricsLog writes beside metrics.jsonl, read back record by record: eval lines' pass@k, maj@k and per-source scalars. */
+/**
+ * The event file MetricsLog writes beside metrics.jsonl, read back record by record: eval lines' pass@k,
+ * maj@k and per-source scalars, and metrics.names' peer names beside klrl's own.
+ */
 class TensorBoardNamesTest {
     @TempDir Path tmp;
 
@@ -80,13 +84,13 @@ class TensorBoardNamesTest {
     }
 
     /** Writes both lines through MetricsLog into a folder of their own and returns the event file's summaries in order. */
-    List<Map<String, Float>> written(String folder) throws Exception {
+    List<Map<String, Float>> written(String folder, PeerNames names) throws Exception {
         Path dir = Files.createDirectories(tmp.resolve(folder));
-        try (MetricsLog log = new MetricsLog(dir.resolve("metrics.jsonl"), -1, true)) {
+        try (MetricsLog log = new MetricsLog(dir.resolve("metrics.jsonl"), -1, names)) {
             log.write(stepLine());
             log.write(evalLine());
         }
-        // metrics.jsonl as written: the nested values as JSON objects
+        // metrics.jsonl keeps klrl's names, the nested values as JSON objects, whatever metrics.names says
         List<String> lines = Files.readAllLines(dir.resolve("metrics.jsonl"));
         assertEquals(2, lines.size());
         JsonNode step = Json.MAPPER.readTree(lines.get(0)), eval = Json.MAPPER.readTree(lines.get(1));
@@ -129,7 +133,7 @@ class TensorBoardNamesTest {
 
     @Test
     void evalLinesGetPassAtKMajAtKAndEverySourcesScalars() throws Exception {
-        List<Map<String, Float>> ev = written("klrl");
+        List<Map<String, Float>> ev = written("klrl", PeerNames.of("klrl"));
         Map<String, Float> step = ev.get(0), eval = ev.get(1);
         // a training line: its numbers under their own names and nothing else
         Set<String> numeric = new java.util.HashSet<>(stepLine().keySet());
@@ -163,5 +167,88 @@ class TensorBoardNamesTest {
                 "pass@1/test", "pass@2/test", "pass@3/test", "pass@4/test", "maj@4/test"),
                 Set.copyOf(eval.keySet().stream().filter(t -> t.chars().filter(c -> c == '/').count() == 1).toList()));
         assertEquals(3 * 4, eval.keySet().stream().filter(t -> t.startsWith("pass@")).count()); // the set and its 2 sources × 4 k
+    }
+
+    @Test
+    void verlNamesGoBesideKlrlsInTheSameEvent() throws Exception {
+        List<Map<String, Float>> ev = written("verl", PeerNames.of("verl"));
+        Map<String, Float> step = ev.get(0), eval = ev.get(1);
+        // verl's own keys (metric_utils.compute_data_metrics / compute_timing_metrics, dp_actor, core_algos, fsdp_workers)
+        Map<String, String> verl = new LinkedHashMap<>();
+        verl.put("reward_mean", "critic/score/mean");
+        verl.put("response_length", "response_length/mean");
+        verl.put("response_length_min", "response_length/min");
+        verl.put("response_length_max", "response_length/max");
+        verl.put("truncated_fraction", "response_length/clip_ratio");
+        verl.put("kl_k1", "actor/reward_kl_penalty");
+        verl.put("kl_k3", "actor/kl_loss");
+        verl.put("kl_coef", "actor/kl_coef");
+        verl.put("entropy", "actor/entropy");
+        verl.put("clip_fraction", "actor/pg_clipfrac");
+        verl.put("ppo_kl", "actor/ppo_kl");
+        verl.put("grad_norm", "actor/grad_norm");
+        verl.put("lr", "actor/lr");
+        verl.put("loss_policy", "actor/pg_loss");
+        verl.put("time_rollout", "timing_s/gen");
+        verl.put("time_reward", "timing_s/reward");
+        verl.put("time_reference", "timing_s/ref");
+        verl.put("time_update", "timing_s/update_actor");
+        verl.put("time_step", "timing_s/step");
+        verl.put("tokens_per_s", "perf/throughput");
+        verl.forEach((k, name) -> {
+            assertEquals(step.get(k), step.get(name), name);
+            assertTrue(step.containsKey(k), k); // klrl's name stays
+        });
+        // quantities verl does not log keep klrl's name alone; no TRL names
+        Set<String> expected = new java.util.HashSet<>(stepLine().keySet());
+        expected.remove("step");
+        expected.addAll(verl.values());
+        assertEquals(expected, step.keySet());
+        // validation: val-core/<data_source>/acc/{mean@1, mean@N, best@N/mean, maj@N/mean}, val-aux for best@2 (N = 4)
+        assertEquals(0.5f, eval.get("val-core/test/acc/mean@1"));
+        assertEquals(0.375f, eval.get("val-core/test/acc/mean@4"));
+        assertEquals(0.625f, eval.get("val-core/test/acc/best@4/mean"));
+        assertEquals(0.4375f, eval.get("val-core/test/acc/maj@4/mean"));
+        assertEquals(0.5f, eval.get("val-aux/test/acc/best@2/mean"));
+        // a data_source breakdown under verl's data_source; other breakdowns are klrl's only
+        assertEquals(0.25f, eval.get("val-core/math_dapo/acc/mean@1"));
+        assertEquals(0.3125f, eval.get("val-core/math_dapo/acc/mean@4"));
+        assertEquals(0.53125f, eval.get("val-core/math_dapo/acc/best@4/mean"));
+        assertEquals(0.40625f, eval.get("val-aux/math_dapo/acc/best@2/mean"));
+        assertEquals(0.34375f, eval.get("val-core/math_dapo/acc/maj@4/mean"));
+        List<String> verlEval = eval.keySet().stream().filter(t -> t.startsWith("val-")).toList();
+        assertEquals(10, verlEval.size(), verlEval.toString()); // no best@1, no best@3 (verl bootstraps N = 2, 4, …), no Level 5
+        assertTrue(eval.keySet().stream().noneMatch(t -> t.startsWith("eval/") || t.startsWith("train/")), eval.keySet().toString());
+        assertEquals(0.625f, eval.get("pass@4/test")); // klrl's own eval tags as without a peer
+    }
+
+    @Test
+    void trlNamesAreTheTensorBoardTagsOfItsRuns() throws Exception {
+        List<Map<String, Float>> ev = written("trl", PeerNames.of("trl"));
+        Map<String, Float> step = ev.get(0), eval = ev.get(1);
+        // GRPOTrainer's _metrics keys and Trainer's own, as transformers' TensorBoardCallback writes them
+        Map<String, String> trl = new LinkedHashMap<>();
+        trl.put("reward_mean", "train/reward");
+        trl.put("reward_std", "train/reward_std");
+        trl.put("zero_variance_groups", "train/frac_reward_zero_std");
+        trl.put("response_length", "train/completions/mean_length");
+        trl.put("response_length_min", "train/completions/min_length");
+        trl.put("response_length_max", "train/completions/max_length");
+        trl.put("truncated_fraction", "train/completions/clipped_ratio");
+        trl.put("kl_k3", "train/kl");
+        trl.put("entropy", "train/entropy");
+        trl.put("clip_fraction", "train/clip_ratio/region_mean");
+        trl.put("grad_norm", "train/grad_norm");
+        trl.put("lr", "train/learning_rate");
+        trl.put("loss_total", "train/loss");
+        trl.put("time_step", "train/step_time");
+        trl.forEach((k, name) -> assertEquals(step.get(k), step.get(name), name));
+        Set<String> expected = new java.util.HashSet<>(stepLine().keySet());
+        expected.remove("step");
+        expected.addAll(trl.values());
+        assertEquals(expected, step.keySet());
+        // TRL's evaluation: the mean reward over sampled completions, eval_reward → eval/reward
+        assertEquals(0.375f, eval.get("eval/reward"));
+        assertFalse(eval.keySet().stream().anyMatch(t -> t.startsWith("val-")), eval.keySet().toString());
     }
 }
