@@ -13,14 +13,15 @@ import klrl.util.UserError;
  * every record validates itself, naming the key that is wrong.
  */
 public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm algorithm, Kl kl, Optim optim,
-                          Train train, Eval eval, Checkpoint checkpoint, String outputDir) {
+                          Train train, Eval eval, Checkpoint checkpoint, Metrics metrics, String outputDir) {
 
     public static TrainConfig defaults() {
         return new TrainConfig(Model.defaults(), Data.defaults(), Rollout.defaults(), Algorithm.defaults(), Kl.defaults(),
-                Optim.defaults(), Train.defaults(), Eval.defaults(), Checkpoint.defaults(), "runs/default");
+                Optim.defaults(), Train.defaults(), Eval.defaults(), Checkpoint.defaults(), Metrics.defaults(), "runs/default");
     }
 
     public TrainConfig {
+        metrics = metrics == null ? Metrics.defaults() : metrics; // an empty "metrics:" section, or a config.yaml saved before it existed
         require(outputDir != null && !outputDir.isBlank(), "output_dir must be set");
         require(train.miniBatchSize() <= train.batchSize(), "train.mini_batch_size must be ≤ train.batch_size");
         require(train.batchSize() % train.miniBatchSize() == 0, "train.batch_size must be a multiple of train.mini_batch_size");
@@ -473,6 +474,23 @@ public record TrainConfig(Model model, Data data, Rollout rollout, Algorithm alg
 
         public Checkpoint {
             require(every >= 0 && keep >= 1, "checkpoint.every must be ≥ 0 and checkpoint.keep ≥ 1");
+        }
+    }
+
+    /**
+     * @param names whose names the TensorBoard event files carry: klrl (its own only), or verl or trl —
+     *              then every number that has a counterpart in that trainer is written under its name too
+     *              (beside klrl's, in the same event; {@link klrl.metrics.PeerNames} holds the table).
+     *              metrics.jsonl keeps klrl's names whatever this says
+     */
+    public record Metrics(String names) {
+        public static Metrics defaults() {
+            return new Metrics("klrl");
+        }
+
+        public Metrics {
+            require(klrl.metrics.PeerNames.CHOICES.contains(String.valueOf(names)), "metrics.names must be one of "
+                    + String.join(", ", klrl.metrics.PeerNames.CHOICES) + "; got '" + names + "'");
         }
     }
 }

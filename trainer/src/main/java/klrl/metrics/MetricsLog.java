@@ -31,6 +31,14 @@ public final class MetricsLog implements AutoCloseable {
      * once the metrics file is in order, so a refused resume leaves no stray event file.
      */
     public MetricsLog(Path file, long keepUpToStep, boolean tensorboard) throws IOException {
+        this(file, keepUpToStep, tensorboard ? PeerNames.NONE : null);
+    }
+
+    /**
+     * As above with an event file whose scalars also carry the names {@code names} gives them (metrics.names);
+     * null = no event file. The lines of metrics.jsonl keep klrl's names.
+     */
+    public MetricsLog(Path file, long keepUpToStep, PeerNames names) throws IOException {
         if (keepUpToStep >= 0 && Files.exists(file)) {
             StringBuilder kept = new StringBuilder();
             List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
@@ -58,7 +66,7 @@ public final class MetricsLog implements AutoCloseable {
                 keepUpToStep >= 0 ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING,
                 StandardOpenOption.WRITE);
         try {
-            mirror = tensorboard ? new TensorBoardLog(file.toAbsolutePath().getParent(), Math.max(0, keepUpToStep)) : null;
+            mirror = names != null ? new TensorBoardLog(file.toAbsolutePath().getParent(), Math.max(0, keepUpToStep), names) : null;
         } catch (IOException | RuntimeException e) {
             w.close();
             throw e;

@@ -475,7 +475,8 @@ public final class MemoryPlan {
         }
         TrainConfig.Model o = c.model();
         TrainConfig fused = new TrainConfig(new TrainConfig.Model(o.path(), o.dtype(), o.device(), o.lora(), o.critic(), "sdpa", o.headChunkTokens()),
-                c.data(), c.rollout(), c.algorithm(), c.kl(), c.optim(), c.train(), c.eval(), c.checkpoint(), c.outputDir());
+                c.data(), c.rollout(), c.algorithm(), c.kl(), c.optim(), c.train(), c.eval(), c.checkpoint(), c.metrics(),
+                c.outputDir());
         Plan p = devicePlan(fused, m, devices, data, deviceBytes);
         double activations = eager.partsGb().get("activations"), scores = activations - p.partsGb().get("activations");
         boolean gpu = devices.get(0).isGpu(), fits = fitsOn(p, gpu, deviceBytes);

@@ -140,7 +140,8 @@ public final class Trainer implements AutoCloseable {
 
     public void run(Consumer<String> console) throws IOException {
         long maxSteps = cfg.train().maxSteps();
-        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1, true);
+        try (MetricsLog metrics = new MetricsLog(out.resolve("metrics.jsonl"), startStep > 0 ? startStep : -1,
+                klrl.metrics.PeerNames.of(cfg.metrics().names()));
              MetricsLog samples = new MetricsLog(out.resolve("samples.jsonl"), startStep > 0 ? startStep : -1)) {
             samplesLog = samples;
             if (cfg.eval().beforeStart() && startStep == 0) {
