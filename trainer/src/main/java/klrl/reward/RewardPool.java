@@ -90,15 +90,20 @@ public final class RewardPool implements AutoCloseable {
                         extracted == null ? null : extracted.toString());
             }));
         }
-        List<Scored> out = new ArrayList<>();
-        for (Future<Scored> f : fs) {
+        return results(fs, "reward function failed: ");
+    }
+
+    /** The tasks' results in order; a task's failure is one line, {@code what} and its cause. */
+    private static <T> List<T> results(List<Future<T>> fs, String what) {
+        List<T> out = new ArrayList<>();
+        for (Future<T> f : fs) {
             try {
                 out.add(f.get());
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new IllegalStateException(e);
             } catch (ExecutionException e) {
-                throw new UserError("reward function failed: " + e.getCause());
+                throw new UserError(what + e.getCause());
             }
         }
         return out;
@@ -114,18 +119,7 @@ public final class RewardPool implements AutoCloseable {
         for (List<String> a : answers) {
             fs.add(pool.submit(() -> klrl.eval.Majority.classes(a, v::sameAnswer)));
         }
-        List<int[]> out = new ArrayList<>();
-        for (Future<int[]> f : fs) {
-            try {
-                out.add(f.get());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException(e);
-            } catch (ExecutionException e) {
-                throw new UserError("comparing the answers of a prompt's samples failed: " + e.getCause());
-            }
-        }
-        return out;
+        return results(fs, "comparing the answers of a prompt's samples failed: ");
     }
 
     @Override
