@@ -71,7 +71,7 @@ public final class TensorBoardLog implements AutoCloseable {
     /**
      * A metrics line's scalars by tag: its numbers under their keys, an eval line's under "KEY/EVAL_SET";
      * an eval line's pass@k by k as "pass@K/SET", maj@k as "maj@N/SET" (N = eval_k), and per source (label
-     * e.g. "level=Level 5") eval_accuracy, eval_mean_at_k, pass@K and maj@N as ".../SET/LABEL"; then what the
+     * e.g. "level=Level 5") eval_accuracy, eval_mean_at_k, pass@K and maj@N under "NAME/SET/LABEL"; then what the
      * peer of metrics.names calls the same numbers. Other nested values (eval_se) are not scalars.
      */
     Map<String, Float> tags(Map<String, Object> record) {
