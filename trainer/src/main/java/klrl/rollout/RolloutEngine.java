@@ -35,6 +35,7 @@ public final class RolloutEngine {
     }
 
     private int maxRows = Integer.MAX_VALUE;
+    private int peakRows; // the most sequences one chunk decoded at once
     private java.util.function.LongConsumer onFinished = n -> { };
 
     /** Called with the number of samples that finished, as they finish (progress display). */
@@ -57,6 +58,11 @@ public final class RolloutEngine {
         return this;
     }
 
+    /** The most sequences one chunk has decoded at once so far. */
+    int peakRows() {
+        return peakRows;
+    }
+
     /** Prompts per prefill pass at prompt length t. */
     int prefillGroup(int prompts, int t) {
         var c = model.config;
@@ -67,8 +73,8 @@ public final class RolloutEngine {
 
     /**
      * Caps the sequences decoded at once (the KV cache is sized for them): larger requests run in chunks
-     * of whole prompts. Each sample's random stream depends on its global index only, so chunking never
-     * changes the samples.
+     * of whole prompts, and a prompt whose samples alone outgrow the cap in pieces of its samples. Each
+     * sample's random stream depends on its global index only, so chunking never changes the samples.
      */
     public RolloutEngine withMaxRows(int rows) {
         if (rows < 1) {
@@ -119,6 +125,20 @@ public final class RolloutEngine {
      * {@link #withMaxRows} rows are padded the same way, so chunking changes nothing either.
      */
     public List<Sample> generate(List<long[]> prompts, int firstPrompt, int padTo, SamplingParams p, NDManager parent) {
+        if (p.n() > maxRows) { // one prompt's samples outgrow the cache (an evaluation's pass@1024): in pieces, each its own rows' streams
+            List<Sample> all = new ArrayList<>();
+            for (int i = 0; i < prompts.size(); i++) {
+                int off = firstPrompt + i;
+                for (int j = 0; j < p.n(); j += maxRows) {
+                    SamplingParams piece = new SamplingParams(p.maxNewTokens(), p.temperature(), p.topP(), p.topK(),
+                            Math.min(maxRows, p.n() - j), p.stopStrings(), p.seed());
+                    for (Sample s : generateChunk(prompts.subList(i, i + 1), padTo, piece, parent, streamSeed(p.seed(), (long) off * p.n() + j))) {
+                        all.add(s.withPromptIndex(off));
+                    }
+                }
+            }
+            return all;
+        }
         int perChunk = Math.max(1, maxRows / p.n());
         List<Sample> all = new ArrayList<>();
         for (int i = 0; i < prompts.size(); i += perChunk) {
@@ -150,6 +170,7 @@ public final class RolloutEngine {
 
     /** @param firstStream the random-stream seed of this call's first sample; the next ones follow it */
     private List<Sample> generateChunk(List<long[]> prompts, int padTo, SamplingParams p, NDManager parent, long firstStream) {
+        peakRows = Math.max(peakRows, prompts.size() * p.n());
         Batch b = new Batch(prompts, padTo, p, firstStream);
         try (NDManager m = parent.newSubManager()) {
             Sampler sampler = new Sampler(p, model.config.vocabSize(), m);

@@ -254,6 +254,18 @@ class RolloutEngineTest {
             assertArrayEquals(whole.get(i).responseIds(), chunked.get(i).responseIds(), "sample " + i);
             assertArrayEquals(whole.get(i).logprobs(), chunked.get(i).logprobs(), 1e-5f);
         }
+        // a budget below one prompt's samples (an evaluation's pass@1024 on a small cache): its rows in pieces, the same samples
+        for (int rows : new int[] {2, 1}) {
+            RolloutEngine capped = engine(List.of()).withMaxRows(rows);
+            List<Sample> pieces = capped.generate(prompts, p, root);
+            assertEquals(rows, capped.peakRows(), "never more sequences at once than the cache holds");
+            assertEquals(whole.size(), pieces.size());
+            for (int i = 0; i < whole.size(); i++) {
+                assertEquals(whole.get(i).promptIndex(), pieces.get(i).promptIndex());
+                assertArrayEquals(whole.get(i).responseIds(), pieces.get(i).responseIds(), rows + " rows: sample " + i);
+                assertArrayEquals(whole.get(i).logprobs(), pieces.get(i).logprobs(), 1e-5f);
+            }
+        }
         // 2 layers × 2 kv heads × 16 dims × 2 (K and V) × 4 bytes per token
         assertEquals(2L * model.config.numLayers() * model.config.numKvHeads() * model.config.headDim() * 10 * 4,
                 RolloutEngine.kvBytesPerSequence(model, 10));
