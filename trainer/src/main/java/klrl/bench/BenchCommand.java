@@ -131,10 +131,8 @@ public final class BenchCommand implements Callable<Integer> {
             PipelineBench.run(out.putObject("layers_pipeline"));
         }
         if (only != null && only.contains("head-long")) {
-            List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
-            jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-            jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "head-long",
-                    "--device", device, "--repeats", String.valueOf(repeats)));
+            List<String> jvm = childJvm(BenchCommand.class.getName(), "--only", "head-long", "--device", device, "--repeats",
+                    String.valueOf(repeats));
             HeadBench.run(out.putObject("head_long"), jvm, headTokens != null ? headTokens : HeadBench.TOKENS, repeats);
         }
         if (only != null && only.contains("data-load")) {
@@ -144,9 +142,7 @@ public final class BenchCommand implements Callable<Integer> {
             if (dataParquet != null && !Files.isRegularFile(dataParquet)) {
                 throw new klrl.util.UserError("--data-parquet: " + dataParquet + ": file not found");
             }
-            List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
-            jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-            jvm.addAll(List.of("-cp", System.getProperty("java.class.path")));
+            List<String> jvm = childJvm();
             DataLoadBench.run(out.putObject("data_load"), jvm, dataRows != null ? dataRows : DataLoadBench.ROWS, dataParquet);
         }
         if (only != null && only.contains("update-varlen")) {
@@ -525,10 +521,8 @@ public final class BenchCommand implements Callable<Integer> {
         }
         // each mode in a process of its own: memory a process has touched stays resident (and its first rows pay the
         // page faults), so two modes in one process would measure their order, not themselves
-        List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
-        jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-        jvm.addAll(List.of("-cp", System.getProperty("java.class.path"), BenchCommand.class.getName(), "--only", "attention-long",
-                "--device", device, "--repeats", String.valueOf(repeats), "--attention-mode"));
+        List<String> jvm = childJvm(BenchCommand.class.getName(), "--only", "attention-long", "--device", device, "--repeats",
+                String.valueOf(repeats), "--attention-mode");
         for (String mode : new String[] {"eager", "sdpa"}) {
             List<String> cmd = new ArrayList<>(jvm);
             cmd.add(mode);
@@ -576,6 +570,15 @@ public final class BenchCommand implements Callable<Integer> {
         } finally {
             klrl.checkpoint.Checkpoints.deleteTree(dir);
         }
+    }
+
+    /** A java command line for a child process: this JVM's binary, options and class path, then {@code args}. */
+    static List<String> childJvm(String... args) {
+        List<String> jvm = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        jvm.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        jvm.addAll(List.of("-cp", System.getProperty("java.class.path")));
+        jvm.addAll(List.of(args));
+        return jvm;
     }
 
     /** VmHWM of this process in bytes, 0 where /proc has none. */
